@@ -1,0 +1,27 @@
+//! Postel's SMTP protocol core, sans IO.
+//!
+//! Bytes in, replies and events out: no sockets, no clock, no files. The
+//! server, the tests and the fuzzers all drive the same [`Session`], so what
+//! is tested is what runs.
+//!
+//! - [`command`]: a line to a verb and its arguments;
+//! - [`address`]: mailboxes and paths (RFC 5321 4.1.2, RFC 6531);
+//! - [`params`]: MAIL/RCPT parameters;
+//! - [`data`]: DATA and BDAT content decoders;
+//! - [`reply`]: every reply, one constructor per row of the reply contract;
+//! - [`session`]: the state machine that ties them together.
+
+#![warn(missing_docs)]
+
+pub mod address;
+pub mod command;
+pub mod data;
+pub mod params;
+pub mod reply;
+pub mod session;
+
+pub use address::{ForwardPath, Mailbox, ReversePath};
+pub use data::BareLinePolicy;
+pub use params::{MailParams, RcptParams};
+pub use reply::{EnhancedCode, Reply};
+pub use session::{ConnInfo, Event, Limits, Session, Verdict};

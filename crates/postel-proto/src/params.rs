@@ -1,0 +1,224 @@
+//! ESMTP parameters on MAIL and RCPT (RFC 5321 4.1.2 `Mail-parameters`).
+//!
+//! Known on MAIL: `SIZE` (RFC 1870), `BODY` (RFC 6152), `SMTPUTF8`
+//! (RFC 6531). Nothing is known on RCPT yet (DSN's `NOTIFY`/`ORCPT` come with
+//! DSN support). An unknown keyword is a `555`, a known one with a bad value
+//! or given twice a `501` (RFC 5321 4.1.1.11).
+//!
+//! Every parameter is also kept verbatim, so the store records exactly what
+//! the client said.
+
+/// Why the parameters were refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParamError {
+    /// A keyword this server does not support (reply 555).
+    #[error("unsupported parameter {0}")]
+    Unknown(String),
+    /// A known keyword with a malformed value, a repeat, or a malformed
+    /// `keyword[=value]` (reply 501).
+    #[error("bad value or repeated parameter {0}")]
+    Syntax(String),
+}
+
+/// `BODY=` values (RFC 6152).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Body {
+    /// `BODY=7BIT`
+    SevenBit,
+    /// `BODY=8BITMIME`
+    EightBitMime,
+}
+
+/// The parameters of one MAIL command.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MailParams {
+    /// `SIZE=n`: the client's estimate of the message size, saturated at
+    /// `u64::MAX` for a 20-digit value that does not fit.
+    pub size: Option<u64>,
+    /// `BODY=`.
+    pub body: Option<Body>,
+    /// `SMTPUTF8`: addresses and headers may be UTF-8 (RFC 6531).
+    pub smtputf8: bool,
+    /// Every parameter as sent, `KEYWORD` or `KEYWORD=value`.
+    pub raw: Vec<String>,
+}
+
+/// The parameters of one RCPT command.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RcptParams {
+    /// Every parameter as sent.
+    pub raw: Vec<String>,
+}
+
+/// Splits the text after a path into `(keyword, value)` pairs.
+fn pairs(s: &[u8]) -> impl Iterator<Item = &[u8]> {
+    s.split(|&b| b == b' ').filter(|p| !p.is_empty())
+}
+
+/// esmtp-keyword = (ALPHA / DIGIT) *(ALPHA / DIGIT / "-")
+fn is_keyword(k: &[u8]) -> bool {
+    k.first().is_some_and(u8::is_ascii_alphanumeric)
+        && k.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// esmtp-value = 1*(%d33-60 / %d62-126), plus UTF-8 with SMTPUTF8 (RFC 6531).
+fn is_value(v: &[u8]) -> bool {
+    !v.is_empty()
+        && v.iter()
+            .all(|&b| (33..=126).contains(&b) && b != b'=' || b >= 0x80)
+}
+
+fn split_param(p: &[u8]) -> Result<(String, Option<&[u8]>), ParamError> {
+    let (k, v) = match p.iter().position(|&b| b == b'=') {
+        Some(i) => (&p[..i], Some(&p[i + 1..])),
+        None => (p, None),
+    };
+    let name = String::from_utf8_lossy(k).to_ascii_uppercase();
+    if !is_keyword(k) || v.is_some_and(|v| !is_value(v)) {
+        return Err(ParamError::Syntax(name));
+    }
+    Ok((name, v))
+}
+
+/// Returns true if and only if the MAIL parameters ask for SMTPUTF8; used
+/// before the path is parsed, since it decides whether UTF-8 is allowed there.
+pub fn wants_smtputf8(s: &[u8]) -> bool {
+    pairs(s).any(|p| p.eq_ignore_ascii_case(b"SMTPUTF8"))
+}
+
+/// Parses the parameters of a MAIL command.
+///
+/// # Errors
+/// [`ParamError::Unknown`] for a keyword not supported here,
+/// [`ParamError::Syntax`] for a malformed or repeated one.
+pub fn parse_mail_params(s: &[u8]) -> Result<MailParams, ParamError> {
+    let mut out = MailParams::default();
+    for p in pairs(s) {
+        let (name, value) = split_param(p)?;
+        let dup = || ParamError::Syntax(name.clone());
+        match (name.as_str(), value) {
+            ("SIZE", Some(v)) if out.size.is_none() => {
+                // size-value = 1*20DIGIT (RFC 1870)
+                if v.len() > 20 || !v.iter().all(u8::is_ascii_digit) {
+                    return Err(dup());
+                }
+                let n = v.iter().fold(0u64, |n, &d| {
+                    n.saturating_mul(10).saturating_add(u64::from(d - b'0'))
+                });
+                out.size = Some(n);
+            }
+            ("BODY", Some(v)) if out.body.is_none() => {
+                out.body = Some(if v.eq_ignore_ascii_case(b"7BIT") {
+                    Body::SevenBit
+                } else if v.eq_ignore_ascii_case(b"8BITMIME") {
+                    Body::EightBitMime
+                } else {
+                    return Err(dup());
+                });
+            }
+            ("SMTPUTF8", None) if !out.smtputf8 => out.smtputf8 = true,
+            ("SIZE" | "BODY" | "SMTPUTF8", _) => return Err(dup()),
+            _ => return Err(ParamError::Unknown(name)),
+        }
+        out.raw.push(String::from_utf8_lossy(p).into_owned());
+    }
+    Ok(out)
+}
+
+/// Parses the parameters of a RCPT command.
+///
+/// # Errors
+/// [`ParamError::Unknown`] for any keyword (none is supported on RCPT yet),
+/// [`ParamError::Syntax`] for one that is not `keyword[=value]`.
+pub fn parse_rcpt_params(s: &[u8]) -> Result<RcptParams, ParamError> {
+    let mut out = RcptParams::default();
+    for p in pairs(s) {
+        let (name, _) = split_param(p)?;
+        out.raw.push(name.clone());
+        return Err(ParamError::Unknown(name));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_mail_params() {
+        let p = parse_mail_params(b" SIZE=1000 body=8bitmime SMTPUTF8").expect("valid");
+        assert_eq!(p.size, Some(1000));
+        assert_eq!(p.body, Some(Body::EightBitMime));
+        assert!(p.smtputf8);
+        assert_eq!(p.raw, vec!["SIZE=1000", "body=8bitmime", "SMTPUTF8"]);
+        assert_eq!(
+            parse_mail_params(b"BODY=7BIT").expect("valid").body,
+            Some(Body::SevenBit)
+        );
+        assert_eq!(
+            parse_mail_params(b"").expect("valid"),
+            MailParams::default()
+        );
+    }
+
+    #[test]
+    fn huge_size_saturates_and_21_digits_is_syntax() {
+        assert_eq!(
+            parse_mail_params(b"SIZE=99999999999999999999")
+                .expect("20 digits")
+                .size,
+            Some(u64::MAX)
+        );
+        assert!(matches!(
+            parse_mail_params(b"SIZE=999999999999999999999"),
+            Err(ParamError::Syntax(_))
+        ));
+    }
+
+    #[test]
+    fn bad_values_are_syntax_errors() {
+        for p in [
+            "SIZE=",
+            "SIZE=abc",
+            "SIZE=-1",
+            "BODY=BINARYMIME",
+            "BODY",
+            "SMTPUTF8=yes",
+            "SIZE=1 SIZE=2",
+            "=x",
+            "-A=1",
+            "SIZE=1=2",
+        ] {
+            assert!(
+                matches!(parse_mail_params(p.as_bytes()), Err(ParamError::Syntax(_))),
+                "{p}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_is_555_material() {
+        assert_eq!(
+            parse_mail_params(b"FOO=bar"),
+            Err(ParamError::Unknown("FOO".into()))
+        );
+        assert_eq!(
+            parse_mail_params(b"RET=HDRS"),
+            Err(ParamError::Unknown("RET".into()))
+        );
+        assert_eq!(
+            parse_rcpt_params(b"NOTIFY=NEVER"),
+            Err(ParamError::Unknown("NOTIFY".into()))
+        );
+        assert_eq!(
+            parse_rcpt_params(b"  ").expect("empty"),
+            RcptParams::default()
+        );
+    }
+
+    #[test]
+    fn smtputf8_detected_before_path_parse() {
+        assert!(wants_smtputf8(b" SIZE=1 smtputf8"));
+        assert!(!wants_smtputf8(b" SMTPUTF8X"));
+    }
+}

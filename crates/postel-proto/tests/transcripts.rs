@@ -1,0 +1,766 @@
+//! Transcript tests: a client's bytes in, the server's exact replies out, for
+//! every row of `shared/spec/replies.md` that needs neither TLS nor AUTH.
+//!
+//! Each transcript is fed whole, one byte at a time, and (by proptest) at
+//! random splits; all three must give the same replies and store the same
+//! messages. A failure prints the whole transcript.
+
+use std::sync::Arc;
+
+use postel_proto::reply;
+use postel_proto::session::{ConnInfo, Event, Limits, Session, Verdict};
+use postel_proto::{BareLinePolicy, ForwardPath, ReversePath};
+use proptest::prelude::*;
+
+const HOST: &str = "mx.test";
+
+fn limits() -> Limits {
+    Limits {
+        hostname: HOST.into(),
+        version: "9.9.9".into(),
+        max_message_size: 1000,
+        ..Limits::default()
+    }
+}
+
+/// What a run produced: every byte the server sent, and the stored messages.
+#[derive(Debug, PartialEq, Eq)]
+struct Run {
+    output: String,
+    stored: Vec<Vec<u8>>,
+    envelopes: Vec<(String, Vec<String>)>,
+    closed: bool,
+}
+
+/// A recording backend: refuses senders containing "refuse", recipients
+/// containing "nobody" (550), and stores everything else.
+fn drive(limits: Limits, conn: ConnInfo, chunks: &[&[u8]]) -> Run {
+    let mut s = Session::new(Arc::new(limits), conn);
+    let mut out = Vec::new();
+    let mut msg = Vec::new();
+    let mut from = String::new();
+    let mut rcpts: Vec<String> = Vec::new();
+    let mut run = Run {
+        output: String::new(),
+        stored: vec![],
+        envelopes: vec![],
+        closed: false,
+    };
+    for chunk in chunks {
+        let mut pos = 0;
+        loop {
+            let n = s.feed(&chunk[pos..]);
+            pos += n;
+            let mut progressed = n > 0;
+            while let Some(ev) = s.poll_event() {
+                progressed = true;
+                match ev {
+                    Event::Helo => {}
+                    Event::Mail { from: f, .. } => {
+                        from = f.to_string();
+                        if from.contains("refuse") {
+                            s.resolve(Verdict::Reject(reply::relay_denied()));
+                        } else {
+                            s.resolve(Verdict::Accept);
+                        }
+                    }
+                    Event::Rcpt { to, .. } => {
+                        let to = match to {
+                            ForwardPath::Postmaster => "postmaster".to_owned(),
+                            ForwardPath::Mailbox(m) => m.to_string(),
+                        };
+                        if to.contains("nobody") {
+                            s.resolve(Verdict::Reject(reply::no_such_mailbox()));
+                        } else {
+                            rcpts.push(to);
+                            s.resolve(Verdict::Accept);
+                        }
+                    }
+                    Event::Body => s.take_body(&mut msg),
+                    Event::DataEnd => {
+                        s.take_body(&mut msg);
+                        run.stored.push(std::mem::take(&mut msg));
+                        run.envelopes
+                            .push((std::mem::take(&mut from), std::mem::take(&mut rcpts)));
+                        s.resolve(Verdict::Queued(format!("ID{}", run.stored.len())));
+                    }
+                    Event::Reset => {
+                        msg.clear();
+                        rcpts.clear();
+                    }
+                    Event::Status => s.resolve_status(vec!["status line".into()]),
+                    Event::Close => run.closed = true,
+                }
+            }
+            if !progressed || pos >= chunk.len() {
+                if pos >= chunk.len() {
+                    break;
+                }
+                panic!("session stalled with input left");
+            }
+        }
+    }
+    s.take_output(&mut out);
+    run.output = String::from_utf8_lossy(&out).into_owned();
+    run
+}
+
+fn whole(input: &[u8]) -> Run {
+    drive(
+        limits(),
+        ConnInfo {
+            trusted: true,
+            ..ConnInfo::default()
+        },
+        &[input],
+    )
+}
+
+/// Runs the input whole and byte by byte; both must agree. Returns the run.
+fn check(input: &[u8]) -> Run {
+    let a = whole(input);
+    let bytes: Vec<&[u8]> = input.chunks(1).collect();
+    let b = drive(
+        limits(),
+        ConnInfo {
+            trusted: true,
+            ..ConnInfo::default()
+        },
+        &bytes,
+    );
+    assert_eq!(
+        a,
+        b,
+        "byte-by-byte feeding changed the result for {:?}",
+        String::from_utf8_lossy(input)
+    );
+    a
+}
+
+const GREETING: &str = "220 mx.test ESMTP Postel 9.9.9\r\n";
+const EHLO_REPLY: &str = "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250-ENHANCEDSTATUSCODES\r\n250-CHUNKING\r\n250 HELP\r\n";
+
+/// Asserts the replies after the greeting (and after an EHLO, when the input
+/// starts with one) equal `expected`.
+#[track_caller]
+fn expect(input: &str, expected: &str) -> Run {
+    let run = check(input.as_bytes());
+    let mut want = GREETING.to_owned();
+    if input.starts_with("EHLO client.test\r\n") {
+        want.push_str(EHLO_REPLY);
+    }
+    want.push_str(expected);
+    assert_eq!(run.output, want, "\ntranscript C: {input:?}\n");
+    run
+}
+
+const E: &str = "EHLO client.test\r\n";
+
+#[test]
+fn greeting_names_host_and_software() {
+    assert_eq!(whole(b"").output, GREETING);
+}
+
+#[test]
+fn ehlo_lists_capabilities_in_contract_order() {
+    expect(E, "");
+}
+
+#[test]
+fn helo_is_plain_250() {
+    expect("HELO client.test\r\n", "250 mx.test\r\n");
+}
+
+#[test]
+fn ehlo_syntax_errors_are_501() {
+    expect("EHLO\r\n", "501 5.5.4 Syntax: EHLO hostname\r\n");
+    expect("HELO\r\n", "501 5.5.4 Syntax: HELO hostname\r\n");
+    expect("EHLO -bad-\r\n", "501 5.5.4 Syntax: EHLO hostname\r\n");
+    expect("EHLO a b\r\n", "501 5.5.4 Syntax: EHLO hostname\r\n");
+    expect("EHLO [127.0.0.1]\r\n", &EHLO_REPLY.to_string());
+}
+
+#[test]
+fn second_ehlo_resets_transaction() {
+    expect(
+        &format!("{E}MAIL FROM:<a@b.test>\r\n{E}RCPT TO:<c@d.test>\r\n"),
+        &format!("250 2.1.0 Sender OK\r\n{EHLO_REPLY}503 5.5.1 Need MAIL command first\r\n"),
+    );
+}
+
+#[test]
+fn full_transaction_stores_message() {
+    let run = expect(
+        &format!(
+            "{E}MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nRCPT TO:<e@f.test>\r\nDATA\r\nSubject: x\r\n\r\nhello\r\n.\r\nQUIT\r\n"
+        ),
+        "250 2.1.0 Sender OK\r\n250 2.1.5 Recipient OK\r\n250 2.1.5 Recipient OK\r\n354 End data with <CR><LF>.<CR><LF>\r\n250 2.0.0 Ok: queued as ID1\r\n221 2.0.0 mx.test Bye\r\n",
+    );
+    assert_eq!(run.stored, vec![b"Subject: x\r\n\r\nhello\r\n".to_vec()]);
+    assert_eq!(
+        run.envelopes,
+        vec![(
+            "a@b.test".into(),
+            vec!["c@d.test".into(), "e@f.test".into()]
+        )]
+    );
+    assert!(run.closed);
+}
+
+#[test]
+fn null_reverse_path_is_accepted() {
+    expect(&format!("{E}MAIL FROM:<>\r\n"), "250 2.1.0 Sender OK\r\n");
+}
+
+#[test]
+fn mail_before_ehlo_is_503() {
+    expect(
+        "MAIL FROM:<a@b.test>\r\n",
+        "503 5.5.1 Send EHLO/HELO first\r\n",
+    );
+}
+
+#[test]
+fn nested_mail_is_503() {
+    expect(
+        &format!("{E}MAIL FROM:<a@b.test>\r\nMAIL FROM:<a@b.test>\r\n"),
+        "250 2.1.0 Sender OK\r\n503 5.5.1 Nested MAIL command\r\n",
+    );
+}
+
+#[test]
+fn mail_structure_errors_are_501() {
+    for cmd in [
+        "MAIL",
+        "MAIL FROM",
+        "MAIL FROM:a@b.test",
+        "MAIL TO:<a@b.test>",
+        "MAIL <a@b.test>",
+        "MAIL FROM:<a@b.test",
+    ] {
+        expect(
+            &format!("{E}{cmd}\r\n"),
+            "501 5.5.4 Syntax: MAIL FROM:<address>\r\n",
+        );
+    }
+}
+
+#[test]
+fn seed_004_invalid_mailbox_is_553() {
+    for addr in ["<a b@c>", "<user@>", "<@@>", "<x@-bad-.example>"] {
+        expect(
+            &format!("{E}MAIL FROM:{addr}\r\n"),
+            "553 5.1.7 Sender address syntax invalid\r\n",
+        );
+        expect(
+            &format!("{E}MAIL FROM:<>\r\nRCPT TO:{addr}\r\n"),
+            "250 2.1.0 Sender OK\r\n553 5.1.3 Recipient address syntax invalid\r\n",
+        );
+    }
+}
+
+#[test]
+fn overlong_parts_are_553() {
+    let local = "a".repeat(65);
+    expect(
+        &format!("{E}MAIL FROM:<{local}@b.test>\r\n"),
+        "553 5.1.7 Sender address syntax invalid\r\n",
+    );
+    let domain = format!("{}.test", "d".repeat(64));
+    expect(
+        &format!("{E}MAIL FROM:<>\r\nRCPT TO:<a@{domain}>\r\n"),
+        "250 2.1.0 Sender OK\r\n553 5.1.3 Recipient address syntax invalid\r\n",
+    );
+}
+
+#[test]
+fn non_ascii_needs_smtputf8() {
+    expect(
+        &format!("{E}MAIL FROM:<jösé@b.test>\r\n"),
+        "553 5.6.7 Non-ASCII address requires SMTPUTF8\r\n",
+    );
+    expect(
+        &format!("{E}MAIL FROM:<a@b.test>\r\nRCPT TO:<ü@d.test>\r\n"),
+        "250 2.1.0 Sender OK\r\n553 5.6.7 Non-ASCII address requires SMTPUTF8\r\n",
+    );
+    let run = expect(
+        &format!("{E}MAIL FROM:<jösé@b.test> SMTPUTF8\r\nRCPT TO:<ü@dömäin.test>\r\n"),
+        "250 2.1.0 Sender OK\r\n250 2.1.5 Recipient OK\r\n",
+    );
+    assert!(run.output.is_ascii() || !run.output.is_empty());
+}
+
+#[test]
+fn unknown_parameter_is_555() {
+    expect(
+        &format!("{E}MAIL FROM:<a@b.test> FOO=bar\r\n"),
+        "555 5.5.4 Unsupported parameter FOO\r\n",
+    );
+    expect(
+        &format!("{E}MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test> NOTIFY=NEVER\r\n"),
+        "250 2.1.0 Sender OK\r\n555 5.5.4 Unsupported parameter NOTIFY\r\n",
+    );
+}
+
+#[test]
+fn bad_parameter_value_is_501() {
+    let run = check(format!("{E}MAIL FROM:<a@b.test> SIZE=abc\r\n").as_bytes());
+    assert!(
+        run.output
+            .ends_with("\r\n501 5.5.4 Syntax: bad value or repeated parameter SIZE\r\n"),
+        "{}",
+        run.output
+    );
+}
+
+#[test]
+fn size_over_limit_is_552() {
+    expect(
+        &format!("{E}MAIL FROM:<a@b.test> SIZE=1001\r\n"),
+        "552 5.3.4 Message size exceeds fixed maximum\r\n",
+    );
+    expect(
+        &format!("{E}MAIL FROM:<a@b.test> SIZE=1000\r\n"),
+        "250 2.1.0 Sender OK\r\n",
+    );
+}
+
+#[test]
+fn rcpt_before_mail_is_503() {
+    expect(
+        &format!("{E}RCPT TO:<c@d.test>\r\n"),
+        "503 5.5.1 Need MAIL command first\r\n",
+    );
+    expect(
+        "RCPT TO:<c@d.test>\r\n",
+        "503 5.5.1 Need MAIL command first\r\n",
+    );
+}
+
+#[test]
+fn postmaster_without_domain_is_accepted() {
+    let run = expect(
+        &format!("{E}MAIL FROM:<a@b.test>\r\nRCPT TO:<Postmaster>\r\n"),
+        "250 2.1.0 Sender OK\r\n250 2.1.5 Recipient OK\r\n",
+    );
+    assert!(!run.closed);
+}
+
+#[test]
+fn source_route_is_accepted_and_ignored() {
+    let run = expect(
+        &format!(
+            "{E}MAIL FROM:<a@b.test>\r\nRCPT TO:<@hop1.test,@hop2.test:user@c.test>\r\nDATA\r\nx\r\n.\r\n"
+        ),
+        "250 2.1.0 Sender OK\r\n250 2.1.5 Recipient OK\r\n354 End data with <CR><LF>.<CR><LF>\r\n250 2.0.0 Ok: queued as ID1\r\n",
+    );
+    assert_eq!(run.envelopes[0].1, vec!["user@c.test".to_owned()]);
+}
+
+#[test]
+fn backend_refusals_pass_through() {
+    expect(
+        &format!("{E}MAIL FROM:<a@b.test>\r\nRCPT TO:<nobody@d.test>\r\n"),
+        "250 2.1.0 Sender OK\r\n550 5.1.1 Mailbox unavailable\r\n",
+    );
+    expect(
+        &format!("{E}MAIL FROM:<refuse@b.test>\r\n"),
+        "554 5.7.1 Relaying denied\r\n",
+    );
+}
+
+#[test]
+fn hundred_recipients_then_452() {
+    let mut input = format!("{E}MAIL FROM:<a@b.test>\r\n");
+    let mut want = "250 2.1.0 Sender OK\r\n".to_owned();
+    for i in 0..100 {
+        input.push_str(&format!("RCPT TO:<r{i}@d.test>\r\n"));
+        want.push_str("250 2.1.5 Recipient OK\r\n");
+    }
+    for i in 0..15 {
+        input.push_str(&format!("RCPT TO:<x{i}@d.test>\r\n"));
+        want.push_str("452 4.5.3 Too many recipients\r\n");
+    }
+    input.push_str("DATA\r\nx\r\n.\r\n");
+    want.push_str("354 End data with <CR><LF>.<CR><LF>\r\n250 2.0.0 Ok: queued as ID1\r\n");
+    let run = expect(&input, &want);
+    assert_eq!(run.envelopes[0].1.len(), 100);
+}
+
+#[test]
+fn data_sequence_and_syntax() {
+    expect(
+        &format!("{E}DATA\r\n"),
+        "503 5.5.1 Need RCPT command first\r\n",
+    );
+    expect(
+        &format!("{E}MAIL FROM:<a@b.test>\r\nDATA\r\n"),
+        "250 2.1.0 Sender OK\r\n503 5.5.1 Need RCPT command first\r\n",
+    );
+    expect(
+        &format!("{E}MAIL FROM:<a@b.test>\r\nRCPT TO:<nobody@d.test>\r\nDATA\r\n"),
+        "250 2.1.0 Sender OK\r\n550 5.1.1 Mailbox unavailable\r\n503 5.5.1 Need RCPT command first\r\n",
+    );
+    expect(&format!("{E}DATA x\r\n"), "501 5.5.4 Syntax: DATA\r\n");
+}
+
+#[test]
+fn oversized_message_is_552_and_session_goes_on() {
+    let body = "x".repeat(998) + "\r\n"; // 1000 octets: exactly the limit
+    let run = expect(
+        &format!(
+            "{E}MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n{body}.\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\nx{body}.\r\nNOOP\r\n"
+        ),
+        "250 2.1.0 Sender OK\r\n250 2.1.5 Recipient OK\r\n354 End data with <CR><LF>.<CR><LF>\r\n250 2.0.0 Ok: queued as ID1\r\n\
+         250 2.1.0 Sender OK\r\n250 2.1.5 Recipient OK\r\n354 End data with <CR><LF>.<CR><LF>\r\n552 5.3.4 Message size exceeds fixed maximum\r\n250 2.0.0 Ok\r\n",
+    );
+    assert_eq!(run.stored.len(), 1);
+    assert_eq!(run.stored[0].len(), 1000);
+}
+
+#[test]
+fn smuggling_never_makes_a_second_message() {
+    for end in ["\n.\n", "\r.\r", "\n.\r\n", "\r.\n", "\r\n.\r", "\r\n.\n"] {
+        let input = format!(
+            "{E}MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\nfirst{end}MAIL FROM:<evil@b.test>\r\nRCPT TO:<victim@d.test>\r\nDATA\r\nsmuggled\r\n.\r\n"
+        );
+        let run = expect(
+            &input,
+            "250 2.1.0 Sender OK\r\n250 2.1.5 Recipient OK\r\n354 End data with <CR><LF>.<CR><LF>\r\n550 5.5.2 Bare CR or LF not allowed\r\n",
+        );
+        assert!(run.stored.is_empty(), "{end:?} smuggled a message");
+        // With normalization, everything is one message, to the first envelope.
+        let mut l = limits();
+        l.bare_line_endings = BareLinePolicy::Normalize;
+        let run = drive(l, ConnInfo::default(), &[input.as_bytes()]);
+        assert_eq!(run.stored.len(), 1, "{end:?}");
+        assert_eq!(run.envelopes[0].1, vec!["c@d.test".to_owned()]);
+        let text = String::from_utf8_lossy(&run.stored[0]);
+        assert!(
+            text.contains("MAIL FROM:<evil@b.test>\r\n"),
+            "{end:?}: the smuggled commands stay content"
+        );
+    }
+}
+
+#[test]
+fn dot_stuffing_is_removed() {
+    let run = check(
+        format!("{E}MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n..leading\r\n.\r\n")
+            .as_bytes(),
+    );
+    assert_eq!(run.stored, vec![b".leading\r\n".to_vec()]);
+}
+
+#[test]
+fn rset_noop_vrfy_expn_help() {
+    expect(
+        &format!("{E}MAIL FROM:<a@b.test>\r\nRSET\r\nRCPT TO:<c@d.test>\r\n"),
+        "250 2.1.0 Sender OK\r\n250 2.0.0 Ok\r\n503 5.5.1 Need MAIL command first\r\n",
+    );
+    expect(
+        "NOOP\r\nNOOP anything at all\r\n",
+        "250 2.0.0 Ok\r\n250 2.0.0 Ok\r\n",
+    );
+    expect(
+        "VRFY user\r\n",
+        "252 2.5.2 Cannot VRFY user, but will accept message and attempt delivery\r\n",
+    );
+    expect("EXPN list\r\n", "502 5.5.1 EXPN not available\r\n");
+    for verb in ["TURN", "ETRN x", "ATRN", "SEND FROM:<a@b>", "SOML", "SAML"] {
+        expect(
+            &format!("{verb}\r\n"),
+            "502 5.5.1 Command not implemented\r\n",
+        );
+    }
+    let run = check(b"HELP\r\n");
+    let lines: Vec<&str> = run.output.lines().skip(1).collect();
+    assert!(lines.len() >= 2);
+    assert!(
+        lines[..lines.len() - 1]
+            .iter()
+            .all(|l| l.starts_with("214-2.0.0 ")),
+        "{lines:?}"
+    );
+    assert!(lines[lines.len() - 1].starts_with("214 2.0.0 "));
+    assert!(
+        check(b"HELP MAIL\r\n")
+            .output
+            .contains("MAIL FROM:<address>")
+    );
+}
+
+#[test]
+fn help_status_only_for_trusted() {
+    assert!(
+        check(b"HELP STATUS\r\n")
+            .output
+            .ends_with("211 2.0.0 status line\r\n")
+    );
+    let run = drive(limits(), ConnInfo::default(), &[b"HELP STATUS\r\n"]);
+    assert!(run.output.contains("214 2.0.0"), "{}", run.output);
+    assert!(!run.output.contains("211"));
+}
+
+#[test]
+fn argument_errors_for_bare_verbs() {
+    expect("RSET x\r\n", "501 5.5.4 Syntax: RSET\r\n");
+    let run = expect("QUIT now\r\n", "501 5.5.4 Syntax: QUIT\r\n");
+    assert!(!run.closed);
+}
+
+#[test]
+fn unknown_and_junk_lines_are_500() {
+    for line in [
+        "FOO",
+        "",
+        "  ",
+        "\0\0",
+        "\u{1b}[A",
+        "MAILFROM:<a@b>",
+        "NOOP\rRSET",
+    ] {
+        expect(
+            &format!("{line}\r\n"),
+            "500 5.5.2 Command not recognized\r\n",
+        );
+    }
+    expect("\u{ff}\u{fe}\r\n", "500 5.5.2 Command not recognized\r\n");
+}
+
+#[test]
+fn line_limit_512_with_crlf() {
+    let ok = format!("NOOP {}\r\n", "x".repeat(505));
+    assert_eq!(ok.len(), 512);
+    expect(&ok, "250 2.0.0 Ok\r\n");
+    let long = format!("NOOP {}\r\n", "x".repeat(506));
+    assert_eq!(long.len(), 513);
+    expect(
+        &format!("{long}NOOP\r\n"),
+        "500 5.5.2 Line too long\r\n250 2.0.0 Ok\r\n",
+    );
+}
+
+#[test]
+fn mail_gets_size_and_smtputf8_allowance() {
+    // 512 + 26 + 10 = 548 octets with CRLF for MAIL.
+    let local = "a".repeat(64);
+    let base = format!("MAIL FROM:<{local}@b.test> SIZE=10 SMTPUTF8");
+    let pad = 548 - 2 - base.len();
+    let line = format!("{base}{}\r\n", " ".repeat(pad));
+    assert_eq!(line.len(), 548);
+    expect(&format!("{E}{line}"), "250 2.1.0 Sender OK\r\n");
+    let line = format!("{base}{}\r\n", " ".repeat(pad + 1));
+    expect(&format!("{E}{line}"), "500 5.5.2 Line too long\r\n");
+}
+
+#[test]
+fn megabyte_line_without_crlf_is_skipped_not_buffered() {
+    let mut input = vec![b'A'; 1 << 20];
+    input.extend_from_slice(b"\r\nNOOP\r\n");
+    let run = whole(&input);
+    assert_eq!(
+        run.output,
+        format!("{GREETING}500 5.5.2 Line too long\r\n250 2.0.0 Ok\r\n")
+    );
+}
+
+#[test]
+fn bare_lf_ends_a_command_line_bare_cr_does_not() {
+    expect("NOOP\nNOOP\r\n", "250 2.0.0 Ok\r\n250 2.0.0 Ok\r\n");
+    expect("NOOP\rNOOP\r\n", "500 5.5.2 Command not recognized\r\n");
+}
+
+#[test]
+fn too_many_errors_is_421_and_close() {
+    let input = "FOO\r\n".repeat(12);
+    let run = check(input.as_bytes());
+    let want = format!(
+        "{GREETING}{}421 4.7.0 mx.test Too many errors\r\n",
+        "500 5.5.2 Command not recognized\r\n".repeat(10)
+    );
+    assert_eq!(run.output, want);
+    assert!(run.closed);
+}
+
+#[test]
+fn quit_is_221_and_close() {
+    let run = expect("QUIT\r\nNOOP\r\n", "221 2.0.0 mx.test Bye\r\n");
+    assert!(run.closed);
+}
+
+#[test]
+fn starttls_without_certificate_is_502() {
+    expect("STARTTLS\r\n", "502 5.5.1 STARTTLS not available\r\n");
+}
+
+#[test]
+fn bdat_in_chunks() {
+    let run = expect(
+        &format!(
+            "{E}MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nBDAT 7\r\nHello\r\nBDAT 9\r\n, world\r\nBDAT 0 LAST\r\n"
+        ),
+        "250 2.1.0 Sender OK\r\n250 2.1.5 Recipient OK\r\n250 2.0.0 7 octets received\r\n250 2.0.0 9 octets received\r\n250 2.0.0 Ok: queued as ID1\r\n",
+    );
+    assert_eq!(run.stored, vec![b"Hello\r\n, world\r\n".to_vec()]);
+}
+
+#[test]
+fn bdat_content_is_not_commands() {
+    let chunk = "QUIT\r\n.\r\nRSET\r\n";
+    let run = expect(
+        &format!(
+            "{E}MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nBDAT {} LAST\r\n{chunk}NOOP\r\n",
+            chunk.len()
+        ),
+        "250 2.1.0 Sender OK\r\n250 2.1.5 Recipient OK\r\n250 2.0.0 Ok: queued as ID1\r\n250 2.0.0 Ok\r\n",
+    );
+    assert_eq!(run.stored, vec![chunk.as_bytes().to_vec()]);
+}
+
+#[test]
+fn bdat_without_rcpt_discards_chunk() {
+    expect(
+        &format!("{E}BDAT 12 LAST\r\nRSET\r\nQUIT\r\nNOOP\r\n"),
+        "503 5.5.1 Need RCPT command first\r\n250 2.0.0 Ok\r\n",
+    );
+}
+
+#[test]
+fn data_after_bdat_is_503() {
+    expect(
+        &format!("{E}MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nBDAT 3\r\nabcDATA\r\n"),
+        "250 2.1.0 Sender OK\r\n250 2.1.5 Recipient OK\r\n250 2.0.0 3 octets received\r\n503 5.5.1 DATA not allowed after BDAT\r\n",
+    );
+}
+
+#[test]
+fn bdat_bad_size_is_501_and_close() {
+    let run = expect(
+        &format!("{E}BDAT x\r\nNOOP\r\n"),
+        "501 5.5.4 Syntax: BDAT <size> [LAST]\r\n",
+    );
+    assert!(run.closed);
+}
+
+#[test]
+fn bdat_over_limit_is_552() {
+    let big = "y".repeat(1001);
+    let run = expect(
+        &format!(
+            "{E}MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nBDAT 1001 LAST\r\n{big}NOOP\r\n"
+        ),
+        "250 2.1.0 Sender OK\r\n250 2.1.5 Recipient OK\r\n552 5.3.4 Message size exceeds fixed maximum\r\n250 2.0.0 Ok\r\n",
+    );
+    assert!(run.stored.is_empty());
+}
+
+#[test]
+fn pipelined_transactions_answer_in_order() {
+    let one = "MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\nm\r\n.\r\n";
+    let run = expect(
+        &format!("{E}{one}{one}{one}"),
+        &"250 2.1.0 Sender OK\r\n250 2.1.5 Recipient OK\r\n354 End data with <CR><LF>.<CR><LF>\r\n250 2.0.0 Ok: queued as IDn\r\n"
+            .repeat(3)
+            .replacen("IDn", "ID1", 1)
+            .replacen("IDn", "ID2", 1)
+            .replacen("IDn", "ID3", 1),
+    );
+    assert_eq!(run.stored.len(), 3);
+}
+
+#[test]
+fn refused_client_only_gets_quit() {
+    let mut s = Session::refused(Arc::new(limits()));
+    assert_eq!(s.feed(b"EHLO x.test\r\nQUIT\r\n"), 19);
+    let mut out = Vec::new();
+    s.take_output(&mut out);
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        "554 5.7.1 mx.test Service unavailable\r\n503 5.5.1 Bad sequence of commands: only QUIT is accepted\r\n221 2.0.0 mx.test Bye\r\n"
+    );
+}
+
+#[test]
+fn timeout_and_shutdown_replies() {
+    let mut s = Session::new(Arc::new(limits()), ConnInfo::default());
+    s.on_timeout();
+    let mut out = Vec::new();
+    s.take_output(&mut out);
+    assert!(String::from_utf8_lossy(&out).ends_with("421 4.4.2 mx.test Timeout exceeded\r\n"));
+    assert!(s.is_closed());
+
+    let mut s = Session::new(Arc::new(limits()), ConnInfo::default());
+    s.feed(b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\n");
+    while let Some(ev) = s.poll_event() {
+        if matches!(ev, Event::Mail { .. }) {
+            s.resolve(Verdict::Accept);
+        }
+    }
+    s.feed(b"RCPT TO:<c@d.test>\r\n");
+    s.poll_event();
+    s.resolve(Verdict::Accept);
+    s.feed(b"DATA\r\npart of the body");
+    assert!(!s.shutdown(), "a DATA in progress finishes first");
+    s.feed(b"\r\n.\r\n");
+    assert_eq!(s.poll_event(), Some(Event::Body));
+    assert_eq!(s.poll_event(), Some(Event::DataEnd));
+    s.resolve(Verdict::Queued("Q".into()));
+    assert!(s.shutdown());
+    let mut out = Vec::new();
+    s.take_output(&mut out);
+    assert!(
+        String::from_utf8_lossy(&out)
+            .ends_with("250 2.0.0 Ok: queued as Q\r\n421 4.3.2 mx.test Service shutting down\r\n")
+    );
+}
+
+#[test]
+fn reverse_path_display() {
+    assert_eq!(ReversePath::Null.to_string(), "");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// The same bytes split differently give the same replies and messages.
+    #[test]
+    fn chunking_never_changes_the_result(cuts in proptest::collection::vec(0usize..400, 0..12), pick in 0usize..4) {
+        let inputs = [
+            format!("{E}MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n..a\r\nb\r\n.\r\nBDAT 4\r\nxy\r\nBDAT 0 LAST\r\nQUIT\r\n"),
+            format!("{E}MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\nx\n.\ny\r\n.\r\nNOOP\r\n"),
+            format!("{}\r\nNOOP\r\nFOO\r\n{E}HELP\r\n", "z".repeat(700)),
+            format!("{E}MAIL FROM:<a@b.test> SIZE=5\r\nRCPT TO:<nobody@x.test>\r\nRCPT TO:<c@d.test>\r\nBDAT 3 LAST\r\na\rb"),
+        ];
+        let input = inputs[pick].as_bytes();
+        let mut points: Vec<usize> = cuts.into_iter().map(|c| c.min(input.len())).collect();
+        points.sort_unstable();
+        let mut chunks = Vec::new();
+        let mut last = 0;
+        for p in points {
+            chunks.push(&input[last..p]);
+            last = p;
+        }
+        chunks.push(&input[last..]);
+        let split = drive(limits(), ConnInfo::default(), &chunks);
+        let one = drive(limits(), ConnInfo::default(), &[input]);
+        prop_assert_eq!(split, one);
+    }
+
+    /// No input panics, stalls, or makes the session hold more than its limits.
+    #[test]
+    fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..2048), alphabet in any::<bool>()) {
+        // Half the cases map bytes onto the SMTP alphabet, to reach deeper states.
+        let words: [&[u8]; 12] = [b"EHLO a.test\r\n", b"MAIL FROM:<a@b.test>\r\n", b"RCPT TO:<c@d.test>\r\n", b"DATA\r\n", b"BDAT 3\r\n", b"BDAT 2 LAST\r\n", b".\r\n", b"\r\n", b"\n", b"\r", b".", b"RSET\r\n"];
+        let input: Vec<u8> = if alphabet {
+            data.iter().flat_map(|b| words[(*b as usize) % words.len()].iter().copied()).collect()
+        } else {
+            data
+        };
+        let run = drive(limits(), ConnInfo::default(), &[&input]);
+        prop_assert!(run.output.starts_with(GREETING));
+        for m in &run.stored {
+            prop_assert!(m.len() <= 1000);
+        }
+    }
+}
