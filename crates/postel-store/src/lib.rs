@@ -1,1 +1,655 @@
-//! placeholder
+//! Postel's message store: the [`Store`] trait, and [`SqliteStore`], the
+//! embedded backend that keeps everything in one SQLite file in the data
+//! folder.
+//!
+//! The invariant this crate guards is the `250` promise: when
+//! [`Store::insert`] returns `Ok`, the message and its envelope are on stable
+//! storage. SQLite runs in WAL mode with `synchronous=FULL`, so every commit
+//! fsyncs the log before it returns; a crash at any instant leaves either the
+//! whole message or none of it.
+//!
+//! Throughput comes from group commit: one writer thread takes every message
+//! waiting at that moment and commits them in one transaction, so many
+//! concurrent sessions share one fsync, and no insert waits for a timer.
+//!
+//! Not here: parsing messages (the caller passes the subject), policy, or
+//! anything network-facing. A PostgreSQL backend for several nodes can
+//! implement the same trait.
+
+#![warn(missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+/// The most messages committed in one transaction: enough to absorb any
+/// burst of concurrent sessions, small enough to bound the batch's memory.
+const MAX_BATCH: usize = 512;
+
+/// An error from the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite refused or failed (disk full, I/O error, corruption...).
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The writer thread is gone (the store is shutting down).
+    #[error("the store is closed")]
+    Closed,
+    /// The data folder could not be prepared.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The group commit that carried this message failed as a whole.
+    #[error("commit failed: {message}")]
+    Commit {
+        /// What SQLite said.
+        message: String,
+        /// Whether trying again may succeed.
+        transient: bool,
+    },
+}
+
+impl StoreError {
+    /// Returns true if and only if trying again later may succeed (disk
+    /// full, I/O error, busy): the SMTP reply is then `451`, not `554`.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
+                e.code != rusqlite::ErrorCode::ConstraintViolation
+                    && e.code != rusqlite::ErrorCode::TooBig
+            }
+            StoreError::Commit { transient, .. } => *transient,
+            _ => true,
+        }
+    }
+}
+
+/// One recipient of a message, as accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipient {
+    /// The forward-path without brackets (`postmaster` for `<postmaster>`).
+    pub address: String,
+    /// RCPT parameters as sent.
+    pub params: Vec<String>,
+}
+
+/// The SMTP envelope and connection details of a message.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Envelope {
+    /// The reverse-path without brackets; empty for `<>`.
+    pub mail_from: String,
+    /// MAIL parameters as sent.
+    pub mail_params: Vec<String>,
+    /// Accepted recipients, in order.
+    pub recipients: Vec<Recipient>,
+    /// The client's IP address and port.
+    pub client_addr: String,
+    /// The EHLO/HELO name.
+    pub helo: String,
+    /// `SMTP`, `ESMTP`, `UTF8SMTP`... (RFC 3848 / RFC 6531 `with` values).
+    pub protocol: String,
+    /// The TLS version and cipher, when the session was encrypted.
+    pub tls: Option<String>,
+    /// The authenticated user, when the client logged in.
+    pub auth_user: Option<String>,
+}
+
+/// A message to store.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    /// From [`Store::next_id`].
+    pub id: String,
+    /// Seconds since the Unix epoch.
+    pub received_at: i64,
+    /// The envelope.
+    pub envelope: Envelope,
+    /// The `Subject:` header, decoded, if any.
+    pub subject: Option<String>,
+    /// The message as stored: trace header and content, CRLF line ends.
+    pub raw: Vec<u8>,
+}
+
+/// A stored message without its content (for listings).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// The message id.
+    pub id: String,
+    /// Seconds since the Unix epoch.
+    pub received_at: i64,
+    /// The envelope.
+    pub envelope: Envelope,
+    /// The subject, if any.
+    pub subject: Option<String>,
+    /// Octets of `raw`.
+    pub size: u64,
+}
+
+/// A stored message with its content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Everything but the content.
+    pub summary: Summary,
+    /// The stored bytes, exactly.
+    pub raw: Vec<u8>,
+}
+
+/// Counts for status displays.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Messages stored.
+    pub messages: u64,
+    /// Their total size in octets.
+    pub bytes: u64,
+}
+
+/// Where messages are kept.
+pub trait Store: Send + Sync + 'static {
+    /// A new message id: unique in this store, and sorting in arrival order.
+    fn next_id(&self) -> String;
+
+    /// Stores a message. Returns only once it is on stable storage.
+    ///
+    /// # Errors
+    /// A [`StoreError`]; nothing of the message is then visible.
+    fn insert(&self, msg: NewMessage) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Every message, oldest first, without content.
+    ///
+    /// # Errors
+    /// When the database cannot be read.
+    fn list(&self) -> Result<Vec<Summary>, StoreError>;
+
+    /// One message, with its content.
+    ///
+    /// # Errors
+    /// When the database cannot be read.
+    fn get(&self, id: &str) -> Result<Option<Message>, StoreError>;
+
+    /// Deletes one message. Returns true if and only if it existed.
+    ///
+    /// # Errors
+    /// When the database cannot be written.
+    fn delete(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// Message count and total size.
+    ///
+    /// # Errors
+    /// When the database cannot be read.
+    fn stats(&self) -> Result<Stats, StoreError>;
+}
+
+struct Job {
+    msg: NewMessage,
+    done: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// The embedded store: `messages.db` in the data folder.
+pub struct SqliteStore {
+    path: PathBuf,
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    reader: Mutex<Connection>,
+    last_id: Mutex<u64>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS messages (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    id          TEXT NOT NULL UNIQUE,
+    received_at INTEGER NOT NULL,
+    client_addr TEXT NOT NULL,
+    helo        TEXT NOT NULL,
+    protocol    TEXT NOT NULL,
+    tls         TEXT,
+    auth_user   TEXT,
+    mail_from   TEXT NOT NULL,
+    mail_params TEXT NOT NULL,
+    subject     TEXT,
+    size        INTEGER NOT NULL,
+    raw         BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS recipients (
+    message_seq INTEGER NOT NULL,
+    position    INTEGER NOT NULL,
+    address     TEXT NOT NULL,
+    params      TEXT NOT NULL,
+    PRIMARY KEY (message_seq, position)
+) WITHOUT ROWID;
+PRAGMA user_version = 1;
+";
+
+fn open_connection(path: &Path, write: bool) -> Result<Connection, StoreError> {
+    let flags = if write {
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+    } | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    // WAL: readers (the CLI, the web inbox) never block the writer. FULL:
+    // every commit fsyncs the log before it returns (the 250 promise).
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating if need be) the store in `dir`.
+    ///
+    /// # Errors
+    /// When the folder cannot be created or the database opened.
+    pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join("messages.db");
+        let writer_conn = open_connection(&path, true)?;
+        writer_conn.execute_batch(SCHEMA)?;
+        let reader = open_connection(&path, false)?;
+        let last: Option<String> = reader
+            .query_row(
+                "SELECT id FROM messages ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let last_id = last
+            .and_then(|s| u64::from_str_radix(&s, 16).ok())
+            .unwrap_or(0);
+        let (tx, rx) = mpsc::channel();
+        let writer = std::thread::Builder::new()
+            .name("postel-store-writer".into())
+            .spawn(move || writer_loop(writer_conn, rx))?;
+        Ok(SqliteStore {
+            path,
+            jobs: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(writer)),
+            reader: Mutex::new(reader),
+            last_id: Mutex::new(last_id),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Stops the writer after the messages already handed to it are
+    /// committed, and waits for it. Later inserts fail with
+    /// [`StoreError::Closed`].
+    pub fn close(&self) {
+        lock(&self.jobs).take();
+        if let Some(h) = lock(&self.writer).take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Locks a mutex, recovering from poisoning: the data behind it (a
+/// connection, a counter) stays consistent even if a holder panicked.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Job>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Ok(first) = rx.recv() {
+        batch.push(first);
+        // Group commit: everything that arrived while the last commit was
+        // fsyncing goes into this one.
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let results = commit_batch(&mut conn, &batch);
+        for (job, result) in batch.drain(..).zip(results) {
+            let _ = job.done.send(result);
+        }
+    }
+}
+
+/// Commits a batch in one transaction; each message in its own savepoint,
+/// so one bad message does not sink the others. Returns one result per job.
+fn commit_batch(conn: &mut Connection, batch: &[Job]) -> Vec<Result<(), StoreError>> {
+    let run = |conn: &mut Connection| -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut results = Vec::with_capacity(batch.len());
+        for job in batch {
+            let sp = tx.savepoint()?;
+            let r = insert_one(&sp, &job.msg);
+            if r.is_ok() {
+                sp.commit()?;
+            }
+            results.push(r);
+        }
+        tx.commit()?;
+        Ok(results)
+    };
+    match run(conn) {
+        Ok(results) => results,
+        Err(e) => {
+            tracing::error!(error = %e, messages = batch.len(), "store commit failed");
+            let (message, transient) = (e.to_string(), e.is_transient());
+            batch
+                .iter()
+                .map(|_| {
+                    Err(StoreError::Commit {
+                        message: message.clone(),
+                        transient,
+                    })
+                })
+                .collect()
+        }
+    }
+}
+
+fn insert_one(conn: &Connection, m: &NewMessage) -> Result<(), StoreError> {
+    let e = &m.envelope;
+    conn.execute(
+        "INSERT INTO messages (id, received_at, client_addr, helo, protocol, tls, auth_user, mail_from, mail_params, subject, size, raw)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        params![
+            m.id,
+            m.received_at,
+            e.client_addr,
+            e.helo,
+            e.protocol,
+            e.tls,
+            e.auth_user,
+            e.mail_from,
+            e.mail_params.join(" "),
+            m.subject,
+            m.raw.len() as i64,
+            m.raw
+        ],
+    )?;
+    let seq = conn.last_insert_rowid();
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO recipients (message_seq, position, address, params) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for (i, r) in e.recipients.iter().enumerate() {
+        stmt.execute(params![seq, i as i64, r.address, r.params.join(" ")])?;
+    }
+    Ok(())
+}
+
+const SUMMARY_COLUMNS: &str = "seq, id, received_at, client_addr, helo, protocol, tls, auth_user, mail_from, mail_params, subject, size";
+
+fn split_params(s: String) -> Vec<String> {
+    s.split(' ')
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn read_summary(conn: &Connection, row: &rusqlite::Row<'_>) -> Result<Summary, rusqlite::Error> {
+    let seq: i64 = row.get(0)?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT address, params FROM recipients WHERE message_seq = ?1 ORDER BY position",
+    )?;
+    let recipients = stmt
+        .query_map([seq], |r| {
+            Ok(Recipient {
+                address: r.get(0)?,
+                params: split_params(r.get(1)?),
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Summary {
+        id: row.get(1)?,
+        received_at: row.get(2)?,
+        envelope: Envelope {
+            client_addr: row.get(3)?,
+            helo: row.get(4)?,
+            protocol: row.get(5)?,
+            tls: row.get(6)?,
+            auth_user: row.get(7)?,
+            mail_from: row.get(8)?,
+            mail_params: split_params(row.get(9)?),
+            recipients,
+        },
+        subject: row.get(10)?,
+        size: row.get::<_, i64>(11)? as u64,
+    })
+}
+
+impl Store for SqliteStore {
+    fn next_id(&self) -> String {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        let mut last = lock(&self.last_id);
+        // Strictly increasing even if the clock steps back.
+        *last = now.max(*last + 1);
+        format!("{:014X}", *last)
+    }
+
+    fn insert(&self, msg: NewMessage) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        let sent = lock(&self.jobs)
+            .as_ref()
+            .map(|tx| tx.send(Job { msg, done }).is_ok());
+        async move {
+            if sent != Some(true) {
+                return Err(StoreError::Closed);
+            }
+            wait.await.unwrap_or(Err(StoreError::Closed))
+        }
+    }
+
+    fn list(&self) -> Result<Vec<Summary>, StoreError> {
+        let conn = lock(&self.reader);
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {SUMMARY_COLUMNS} FROM messages ORDER BY seq"
+        ))?;
+        let rows = stmt
+            .query_map([], |row| read_summary(&conn, row))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    fn get(&self, id: &str) -> Result<Option<Message>, StoreError> {
+        let conn = lock(&self.reader);
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {SUMMARY_COLUMNS}, raw FROM messages WHERE id = ?1"
+        ))?;
+        let msg = stmt
+            .query_row([id], |row| {
+                Ok(Message {
+                    summary: read_summary(&conn, row)?,
+                    raw: row.get(12)?,
+                })
+            })
+            .optional()?;
+        Ok(msg)
+    }
+
+    fn delete(&self, id: &str) -> Result<bool, StoreError> {
+        let mut conn = lock(&self.reader);
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let seq: Option<i64> = tx
+            .query_row("SELECT seq FROM messages WHERE id = ?1", [id], |r| r.get(0))
+            .optional()?;
+        if let Some(seq) = seq {
+            tx.execute("DELETE FROM recipients WHERE message_seq = ?1", [seq])?;
+            tx.execute("DELETE FROM messages WHERE seq = ?1", [seq])?;
+        }
+        tx.commit()?;
+        Ok(seq.is_some())
+    }
+
+    fn stats(&self) -> Result<Stats, StoreError> {
+        let conn = lock(&self.reader);
+        let (messages, bytes): (i64, i64) = conn.query_row(
+            "SELECT count(*), coalesce(sum(size), 0) FROM messages",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok(Stats {
+            messages: messages as u64,
+            bytes: bytes as u64,
+        })
+    }
+}
+
+/// A shared store is a store.
+impl<S: Store> Store for Arc<S> {
+    fn next_id(&self) -> String {
+        (**self).next_id()
+    }
+    fn insert(&self, msg: NewMessage) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).insert(msg)
+    }
+    fn list(&self) -> Result<Vec<Summary>, StoreError> {
+        (**self).list()
+    }
+    fn get(&self, id: &str) -> Result<Option<Message>, StoreError> {
+        (**self).get(id)
+    }
+    fn delete(&self, id: &str) -> Result<bool, StoreError> {
+        (**self).delete(id)
+    }
+    fn stats(&self) -> Result<Stats, StoreError> {
+        (**self).stats()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(store: &SqliteStore, body: &[u8]) -> NewMessage {
+        NewMessage {
+            id: store.next_id(),
+            received_at: 1_700_000_000,
+            envelope: Envelope {
+                mail_from: "a@b.test".into(),
+                mail_params: vec!["SIZE=10".into(), "BODY=8BITMIME".into()],
+                recipients: vec![
+                    Recipient {
+                        address: "c@d.test".into(),
+                        params: vec![],
+                    },
+                    Recipient {
+                        address: "postmaster".into(),
+                        params: vec![],
+                    },
+                ],
+                client_addr: "127.0.0.1:1234".into(),
+                helo: "client.test".into(),
+                protocol: "ESMTP".into(),
+                tls: None,
+                auth_user: None,
+            },
+            subject: Some("hi".into()),
+            raw: body.to_vec(),
+        }
+    }
+
+    #[tokio::test]
+    async fn insert_list_get_delete_round_trip() {
+        let dir = tempdir();
+        let store = SqliteStore::open(&dir).expect("open");
+        let m = msg(&store, b"Subject: hi\r\n\r\nbody\xff\r\n");
+        let id = m.id.clone();
+        store.insert(m.clone()).await.expect("insert");
+        let list = store.list().expect("list");
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].envelope, m.envelope);
+        assert_eq!(list[0].size, m.raw.len() as u64);
+        let got = store.get(&id).expect("get").expect("present");
+        assert_eq!(got.raw, m.raw);
+        assert_eq!(
+            store.stats().expect("stats"),
+            Stats {
+                messages: 1,
+                bytes: m.raw.len() as u64
+            }
+        );
+        assert!(store.delete(&id).expect("delete"));
+        assert!(!store.delete(&id).expect("delete again"));
+        assert!(store.get(&id).expect("get").is_none());
+    }
+
+    #[tokio::test]
+    async fn concurrent_inserts_all_land_and_ids_are_unique() {
+        let dir = tempdir();
+        let store = Arc::new(SqliteStore::open(&dir).expect("open"));
+        let mut tasks = Vec::new();
+        for i in 0..200u32 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let m = msg(&store, format!("message {i}\r\n").as_bytes());
+                store.insert(m).await
+            }));
+        }
+        for t in tasks {
+            t.await.expect("join").expect("insert");
+        }
+        let list = store.list().expect("list");
+        assert_eq!(list.len(), 200);
+        let mut ids: Vec<_> = list.iter().map(|s| s.id.clone()).collect();
+        let sorted = ids.clone();
+        ids.dedup();
+        assert_eq!(ids.len(), 200);
+        let mut check = sorted.clone();
+        check.sort();
+        assert_eq!(check, sorted, "ids sort in arrival order");
+    }
+
+    #[tokio::test]
+    async fn duplicate_id_fails_alone_and_permanently() {
+        let dir = tempdir();
+        let store = SqliteStore::open(&dir).expect("open");
+        let a = msg(&store, b"a\r\n");
+        let mut b = msg(&store, b"b\r\n");
+        b.id = a.id.clone();
+        let c = msg(&store, b"c\r\n");
+        let (ra, rb, rc) = tokio::join!(store.insert(a), store.insert(b), store.insert(c));
+        assert!(ra.is_ok() && rc.is_ok());
+        let err = rb.expect_err("duplicate id");
+        assert!(!err.is_transient(), "{err}");
+        assert_eq!(store.list().expect("list").len(), 2);
+    }
+
+    #[tokio::test]
+    async fn reopen_keeps_messages_and_ids_keep_increasing() {
+        let dir = tempdir();
+        let first = {
+            let store = SqliteStore::open(&dir).expect("open");
+            let m = msg(&store, b"x\r\n");
+            let id = m.id.clone();
+            store.insert(m).await.expect("insert");
+            id
+        };
+        let store = SqliteStore::open(&dir).expect("reopen");
+        assert_eq!(store.list().expect("list").len(), 1);
+        assert!(store.next_id() > first);
+    }
+
+    #[tokio::test]
+    async fn insert_after_close_is_closed_error() {
+        let dir = tempdir();
+        let store = SqliteStore::open(&dir).expect("open");
+        store.close();
+        let err = store.insert(msg(&store, b"x")).await.expect_err("closed");
+        assert!(matches!(err, StoreError::Closed));
+        assert!(err.is_transient());
+    }
+
+    fn tempdir() -> PathBuf {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let d = std::env::temp_dir().join(format!("postel-store-test-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+}
