@@ -116,7 +116,9 @@ pub fn parse_mail_params(s: &[u8]) -> Result<MailParams, ParamError> {
                     return Err(dup());
                 });
             }
-            ("SMTPUTF8", None) if !out.smtputf8 => out.smtputf8 = true,
+            // A repeated bare flag cannot conflict with itself, and Python's
+            // smtplib sends it twice when asked for it and also needing it.
+            ("SMTPUTF8", None) => out.smtputf8 = true,
             ("SIZE" | "BODY" | "SMTPUTF8", _) => return Err(dup()),
             _ => return Err(ParamError::Unknown(name)),
         }
@@ -213,6 +215,15 @@ mod tests {
         assert_eq!(
             parse_rcpt_params(b"  ").expect("empty"),
             RcptParams::default()
+        );
+    }
+
+    #[test]
+    fn repeated_smtputf8_flag_is_harmless() {
+        assert!(
+            parse_mail_params(b"SMTPUTF8 BODY=8BITMIME SMTPUTF8")
+                .expect("valid")
+                .smtputf8
         );
     }
 

@@ -1,1 +1,233 @@
-//! placeholder
+//! Postel's network layer: tokio listeners, the connection driver,
+//! connection limits and graceful shutdown.
+//!
+//! It sees the world through two seams only: the sans-IO
+//! [`postel_proto::Session`] for the protocol, and the [`Backend`] trait for
+//! policy and storage. It holds no SMTP rule of its own.
+//!
+//! Invariants: the number of open sessions never exceeds the configured
+//! limits (the excess gets `421 4.7.0` and is closed); on shutdown no new
+//! session starts, idle ones get `421 4.3.2`, and a message being received
+//! finishes before its session ends.
+
+#![warn(missing_docs)]
+
+mod backend;
+mod connection;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use postel_proto::{Limits, reply};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tracing::{error, info, warn};
+
+pub use backend::{Backend, BackendSession, ConnMeta};
+
+/// Server-wide settings beyond the per-session [`Limits`].
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The per-session limits and identity.
+    pub limits: Arc<Limits>,
+    /// Sessions open at once, in all. Default 1,000.
+    pub max_connections: usize,
+    /// Sessions open at once from one client address. Default 100, enough
+    /// for a busy relay, and for `smtp-source -s 100` on loopback.
+    pub max_connections_per_ip: usize,
+    /// How long a shutdown waits for messages in progress before it closes
+    /// what is left. Default 30 s.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig {
+            limits: Arc::new(Limits::default()),
+            max_connections: 1000,
+            max_connections_per_ip: 100,
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// State shared by the accept loop and every session.
+pub(crate) struct Shared<B> {
+    pub(crate) limits: Arc<Limits>,
+    pub(crate) backend: Arc<B>,
+    config: ServerConfig,
+    started: Instant,
+    open: AtomicUsize,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    next_id: AtomicU64,
+}
+
+impl<B: Backend> Shared<B> {
+    /// The `211` lines for `HELP STATUS` (seed 003).
+    pub(crate) fn status_lines(&self) -> Vec<String> {
+        let mut lines = vec![
+            format!(
+                "{} Postel {} status",
+                self.limits.hostname, self.limits.version
+            ),
+            format!("Uptime: {} seconds", self.started.elapsed().as_secs()),
+            format!("Sessions open: {}", self.open.load(Ordering::Relaxed)),
+        ];
+        lines.extend(self.backend.status_lines());
+        lines.push("End of status".to_owned());
+        lines
+    }
+
+    /// Takes a session slot for `ip`, or returns None when a limit is reached.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Slot<B>> {
+        let mut per_ip = self
+            .per_ip
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = per_ip.entry(ip).or_insert(0);
+        if *n >= self.config.max_connections_per_ip
+            || self.open.load(Ordering::Relaxed) >= self.config.max_connections
+        {
+            if *n == 0 {
+                per_ip.remove(&ip);
+            }
+            return None;
+        }
+        *n += 1;
+        self.open.fetch_add(1, Ordering::Relaxed);
+        Some(Slot {
+            shared: self.clone(),
+            ip,
+        })
+    }
+}
+
+/// A session's place under the connection limits; freed on drop.
+struct Slot<B: Backend> {
+    shared: Arc<Shared<B>>,
+    ip: IpAddr,
+}
+
+impl<B: Backend> Drop for Slot<B> {
+    fn drop(&mut self) {
+        let mut per_ip = self
+            .shared
+            .per_ip
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+        self.shared.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Serves SMTP on `listeners` until `shutdown` resolves, then stops
+/// accepting, closes idle sessions with `421`, lets messages in progress
+/// finish (up to [`ServerConfig::shutdown_grace`]) and returns.
+pub async fn serve<B: Backend>(
+    listeners: Vec<TcpListener>,
+    config: ServerConfig,
+    backend: Arc<B>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let shared = Arc::new(Shared {
+        limits: config.limits.clone(),
+        backend,
+        started: Instant::now(),
+        open: AtomicUsize::new(0),
+        per_ip: Mutex::new(HashMap::new()),
+        next_id: AtomicU64::new(1),
+        config,
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // Every session holds a clone of `done_tx`; when all are dropped,
+    // `done_rx` yields None: all sessions have ended.
+    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    let mut accepts = Vec::new();
+    for listener in listeners {
+        let (shared, stop, done) = (shared.clone(), stop_rx.clone(), done_tx.clone());
+        accepts.push(tokio::spawn(accept_loop(listener, shared, stop, done)));
+    }
+    drop(done_tx);
+    shutdown.await;
+    info!(
+        sessions = shared.open.load(Ordering::Relaxed),
+        "shutting down: no new sessions"
+    );
+    let _ = stop_tx.send(true);
+    for a in accepts {
+        let _ = a.await;
+    }
+    let grace = shared.config.shutdown_grace;
+    if tokio::time::timeout(grace, done_rx.recv()).await.is_err() {
+        warn!(
+            sessions = shared.open.load(Ordering::Relaxed),
+            "shutdown grace period over; closing what is left"
+        );
+    }
+}
+
+async fn accept_loop<B: Backend>(
+    listener: TcpListener,
+    shared: Arc<Shared<B>>,
+    mut stop: watch::Receiver<bool>,
+    done: mpsc::Sender<()>,
+) {
+    let local = listener.local_addr().ok();
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.changed() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => {
+                backoff = Duration::from_millis(5);
+                a
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off, don't spin.
+                error!(error = %e, "accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let Some(slot) = shared.admit(peer.ip()) else {
+            warn!(client = %peer, "too many connections");
+            tokio::spawn(refuse(stream, shared.limits.hostname.clone()));
+            continue;
+        };
+        let meta = ConnMeta {
+            session_id: shared.next_id.fetch_add(1, Ordering::Relaxed),
+            peer,
+            local: local.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
+        };
+        let (shared, stop, done) = (shared.clone(), stop.clone(), done.clone());
+        tokio::spawn(async move {
+            connection::run(stream, meta, shared, stop).await;
+            drop(slot);
+            drop(done);
+        });
+    }
+}
+
+/// Answers a connection over the limits with `421 4.7.0` and closes it.
+async fn refuse(mut stream: TcpStream, hostname: String) {
+    let mut out = Vec::new();
+    reply::too_many_connections(&hostname).write_to(&mut out);
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = stream.write_all(&out).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}

@@ -1,0 +1,66 @@
+//! The policy seam: what the network layer asks of whoever decides and stores.
+//!
+//! The driver turns protocol events into calls here and the answers into
+//! replies. A backend picks the exact reply for a refusal (from
+//! `postel_proto::reply`), and its `data` returns only once the message is on
+//! stable storage: that is the `250` promise.
+
+use std::net::SocketAddr;
+
+use postel_proto::{ForwardPath, MailParams, RcptParams, Reply, ReversePath};
+
+/// What a backend knows of a connection when a session starts.
+#[derive(Debug, Clone)]
+pub struct ConnMeta {
+    /// A number unique in this process, for logs.
+    pub session_id: u64,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Our address the client connected to.
+    pub local: SocketAddr,
+}
+
+/// Creates one [`BackendSession`] per SMTP session.
+pub trait Backend: Send + Sync + 'static {
+    /// The per-session state.
+    type Session: BackendSession;
+
+    /// A session has been accepted.
+    fn new_session(&self, conn: &ConnMeta) -> Self::Session;
+
+    /// Lines for the `211` reply to `HELP STATUS` beyond what the server
+    /// itself reports (version, uptime, sessions).
+    fn status_lines(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// One session's decisions.
+pub trait BackendSession: Send + 'static {
+    /// The client greeted with EHLO (`extended`) or HELO.
+    fn helo(&mut self, name: &str, extended: bool);
+
+    /// Accept or refuse a sender.
+    fn mail(
+        &mut self,
+        from: &ReversePath,
+        params: &MailParams,
+    ) -> impl Future<Output = Result<(), Reply>> + Send;
+
+    /// Accept or refuse a recipient.
+    fn rcpt(
+        &mut self,
+        to: &ForwardPath,
+        params: &RcptParams,
+    ) -> impl Future<Output = Result<(), Reply>> + Send;
+
+    /// The buffer the decoded content is appended to while it arrives.
+    fn body(&mut self) -> &mut Vec<u8>;
+
+    /// The content is complete: store it durably and return its id, or the
+    /// refusal. The transaction is over either way.
+    fn data(&mut self) -> impl Future<Output = Result<String, Reply>> + Send;
+
+    /// The transaction was dropped: forget sender, recipients and content.
+    fn reset(&mut self);
+}

@@ -1,0 +1,194 @@
+//! The connection driver: one task per client, moving bytes between the
+//! socket and the sans-IO [`Session`], and events to the backend.
+//!
+//! The loop is read -> feed -> answer events -> write. Replies are written
+//! once the input in hand is used up, so a pipelined burst costs one write
+//! (RFC 2920), and always before the next read blocks, so a client waiting
+//! for an answer always gets it.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use postel_proto::{ConnInfo, Event, Session, Verdict};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::Shared;
+use crate::backend::{Backend, BackendSession, ConnMeta};
+
+/// The read buffer between commands: small, because an idle connection
+/// should cost little memory.
+const IDLE_BUFFER: usize = 4 * 1024;
+/// The read buffer while content streams in: big reads, fewer wake-ups.
+const DATA_BUFFER: usize = 64 * 1024;
+
+/// Runs one session to its end. IO errors end the session quietly (logged
+/// once); nothing here can take the server down.
+pub(crate) async fn run<B: Backend, S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    meta: ConnMeta,
+    shared: Arc<Shared<B>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let started = Instant::now();
+    let conn = ConnInfo {
+        trusted: meta.peer.ip().is_loopback(),
+        starttls_available: false,
+        tls_active: false,
+    };
+    let mut session = Session::new(shared.limits.clone(), conn);
+    let mut backend = shared.backend.new_session(&meta);
+    let id = meta.session_id;
+    info!(session = id, client = %meta.peer, "session opened");
+    let result = drive(
+        stream,
+        &mut session,
+        &mut backend,
+        &shared,
+        &mut shutdown,
+        id,
+    )
+    .await;
+    if let Err(e) = result {
+        debug!(session = id, client = %meta.peer, error = %e, "connection error");
+    }
+    info!(session = id, client = %meta.peer, seconds = started.elapsed().as_secs_f64(), "session closed");
+}
+
+async fn drive<B: Backend, S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    session: &mut Session,
+    backend: &mut B::Session,
+    shared: &Shared<B>,
+    shutdown: &mut watch::Receiver<bool>,
+    id: u64,
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; IDLE_BUFFER];
+    let mut out = Vec::with_capacity(512);
+    let mut filled = 0;
+    loop {
+        // Use up the input in hand; feed stops at each event that needs an
+        // answer, so the events are answered between feeds, in order.
+        let mut start = 0;
+        loop {
+            let n = session.feed(&buf[start..filled]);
+            start += n;
+            let answered = handle_events(session, backend, shared).await;
+            // Stop when closed, or when nothing moved: all input used up, or
+            // (defensively) a feed that consumed nothing and raised nothing.
+            if session.is_closed() || !answered && (n == 0 || start == filled) {
+                break;
+            }
+        }
+        filled = 0;
+        if session.is_closed() {
+            flush(&mut stream, session, &mut out, id).await?;
+            return Ok(());
+        }
+        if *shutdown.borrow() && session.shutdown() {
+            continue;
+        }
+        flush(&mut stream, session, &mut out, id).await?;
+        let want = if session.is_idle() {
+            IDLE_BUFFER
+        } else {
+            DATA_BUFFER
+        };
+        if buf.len() != want {
+            buf.resize(want, 0);
+            buf.shrink_to(want);
+        }
+        let timeout = session.read_timeout();
+        tokio::select! {
+            r = tokio::time::timeout(timeout, stream.read(&mut buf)) => match r {
+                Err(_) => session.on_timeout(),
+                Ok(Ok(0)) => return Ok(()),
+                Ok(Ok(n)) => {
+                    filled = n;
+                    if tracing::enabled!(tracing::Level::DEBUG) && session.is_idle() {
+                        debug!(session = id, "C: {}", String::from_utf8_lossy(&buf[..n]).escape_debug());
+                    }
+                }
+                Ok(Err(e)) => return Err(e),
+            },
+            _ = shutdown.changed(), if !*shutdown.borrow() => {}
+        }
+    }
+}
+
+async fn flush<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    session: &mut Session,
+    out: &mut Vec<u8>,
+    id: u64,
+) -> std::io::Result<()> {
+    if !session.has_output() {
+        return Ok(());
+    }
+    session.take_output(out);
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        debug!(
+            session = id,
+            "S: {}",
+            String::from_utf8_lossy(out).escape_debug()
+        );
+    }
+    let r = stream.write_all(out).await;
+    out.clear();
+    // Give back the memory of a large reply burst.
+    out.shrink_to(4096);
+    r
+}
+
+/// Answers every queued event. Returns true if and only if there was one.
+async fn handle_events<B: Backend>(
+    session: &mut Session,
+    backend: &mut B::Session,
+    shared: &Shared<B>,
+) -> bool {
+    let mut any = false;
+    while let Some(event) = session.poll_event() {
+        any = true;
+        match event {
+            Event::Helo => {
+                if let Some(name) = session.helo() {
+                    backend.helo(name, session.is_extended());
+                }
+            }
+            Event::Mail { from, params } => {
+                let v = backend.mail(&from, &params).await;
+                session.resolve(verdict(v));
+            }
+            Event::Rcpt { to, params } => {
+                let v = backend.rcpt(&to, &params).await;
+                session.resolve(verdict(v));
+            }
+            Event::Body => session.take_body(backend.body()),
+            Event::DataEnd => {
+                session.take_body(backend.body());
+                let v = backend.data().await;
+                session.resolve(match v {
+                    Ok(id) => Verdict::Queued(id),
+                    Err(r) => Verdict::Reject(r),
+                });
+            }
+            Event::Reset => backend.reset(),
+            Event::Status => session.resolve_status(shared.status_lines()),
+            Event::Close => {}
+        }
+    }
+    any
+}
+
+fn verdict(v: Result<(), postel_proto::Reply>) -> Verdict {
+    match v {
+        Ok(()) => Verdict::Accept,
+        Err(r) => {
+            if r.code < 400 {
+                warn!(code = r.code, "backend refused with a positive reply code");
+            }
+            Verdict::Reject(r)
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! The backend that joins policy and store: which recipients are accepted,
+//! and how an accepted message becomes a stored one.
+//!
+//! Policy, in order (contract "Transaction" rows):
+//! - `<postmaster>` is always accepted (RFC 5321 4.5.1);
+//! - with no accepted domains configured, every recipient is accepted (the
+//!   zero-config sink: nothing is relayed onward, so this is no open relay);
+//! - a recipient in an accepted domain is accepted, unless the domain lists
+//!   its mailboxes and this is not one of them (`550 5.1.1`);
+//! - anything else is `554 5.7.1 Relaying denied`: never an open relay.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use postel_proto::{ForwardPath, MailParams, RcptParams, Reply, ReversePath, reply};
+use postel_server::{Backend, BackendSession, ConnMeta};
+use postel_store::{Envelope, NewMessage, Recipient, SqliteStore, Store};
+use tracing::{info, warn};
+
+use crate::trace::Trace;
+
+/// Accepted domains and known mailboxes.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Policy {
+    /// Lowercase; empty: every domain.
+    pub(crate) domains: BTreeSet<String>,
+    /// Lowercase local parts per lowercase domain.
+    pub(crate) mailboxes: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl Policy {
+    /// The verdict on one recipient.
+    pub(crate) fn recipient(&self, to: &ForwardPath) -> Result<(), Reply> {
+        let ForwardPath::Mailbox(m) = to else {
+            return Ok(());
+        };
+        if self.domains.is_empty() {
+            return Ok(());
+        }
+        let domain = m.domain.to_lowercase();
+        if !self.domains.contains(&domain) {
+            return Err(reply::relay_denied());
+        }
+        let local = m.local.to_lowercase();
+        match self.mailboxes.get(&domain) {
+            Some(known) if !known.contains(&local) && local != "postmaster" => {
+                Err(reply::no_such_mailbox())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// What every session of the backend shares.
+pub(crate) struct Inner {
+    pub(crate) store: Arc<SqliteStore>,
+    pub(crate) policy: Policy,
+    pub(crate) hostname: String,
+    pub(crate) version: String,
+}
+
+/// The backend the `postel` binary serves with.
+pub(crate) struct PostelBackend {
+    inner: Arc<Inner>,
+}
+
+impl PostelBackend {
+    pub(crate) fn new(inner: Inner) -> PostelBackend {
+        PostelBackend {
+            inner: Arc::new(inner),
+        }
+    }
+}
+
+impl Backend for PostelBackend {
+    type Session = PostelSession;
+
+    fn new_session(&self, conn: &ConnMeta) -> PostelSession {
+        PostelSession {
+            inner: self.inner.clone(),
+            meta: conn.clone(),
+            helo: String::new(),
+            extended: false,
+            from: String::new(),
+            mail_params: Vec::new(),
+            smtputf8: false,
+            recipients: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
+    fn status_lines(&self) -> Vec<String> {
+        match self.inner.store.stats() {
+            Ok(s) => vec![format!(
+                "Messages stored: {} ({} octets)",
+                s.messages, s.bytes
+            )],
+            Err(e) => vec![format!("Messages stored: unknown ({e})")],
+        }
+    }
+}
+
+/// One session's transaction as it is built.
+pub(crate) struct PostelSession {
+    inner: Arc<Inner>,
+    meta: ConnMeta,
+    helo: String,
+    extended: bool,
+    from: String,
+    mail_params: Vec<String>,
+    smtputf8: bool,
+    recipients: Vec<Recipient>,
+    body: Vec<u8>,
+}
+
+impl PostelSession {
+    /// The RFC 3848 / RFC 6531 `with` protocol name.
+    fn protocol(&self) -> &'static str {
+        match (self.smtputf8, self.extended) {
+            (true, _) => "UTF8SMTP",
+            (false, true) => "ESMTP",
+            (false, false) => "SMTP",
+        }
+    }
+
+    fn clear(&mut self) {
+        self.from.clear();
+        self.mail_params.clear();
+        self.smtputf8 = false;
+        self.recipients.clear();
+        self.body = Vec::new();
+    }
+}
+
+impl BackendSession for PostelSession {
+    fn helo(&mut self, name: &str, extended: bool) {
+        self.helo = name.to_owned();
+        self.extended = extended;
+    }
+
+    async fn mail(&mut self, from: &ReversePath, params: &MailParams) -> Result<(), Reply> {
+        self.clear();
+        self.from = from.to_string();
+        self.mail_params.clone_from(&params.raw);
+        self.smtputf8 = params.smtputf8;
+        Ok(())
+    }
+
+    async fn rcpt(&mut self, to: &ForwardPath, params: &RcptParams) -> Result<(), Reply> {
+        self.inner.policy.recipient(to)?;
+        self.recipients.push(Recipient {
+            address: to.to_string(),
+            params: params.raw.clone(),
+        });
+        Ok(())
+    }
+
+    fn body(&mut self) -> &mut Vec<u8> {
+        &mut self.body
+    }
+
+    async fn data(&mut self) -> Result<String, Reply> {
+        let inner = self.inner.clone();
+        let id = inner.store.next_id();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let content = std::mem::take(&mut self.body);
+        let mut raw = Vec::with_capacity(content.len() + 256);
+        Trace {
+            helo: &self.helo,
+            peer: self.meta.peer.ip(),
+            hostname: &inner.hostname,
+            version: &inner.version,
+            protocol: self.protocol(),
+            id: &id,
+            recipient: (self.recipients.len() == 1).then(|| self.recipients[0].address.as_str()),
+            unix_time: now,
+        }
+        .write_to(&mut raw);
+        raw.extend_from_slice(&content);
+        drop(content);
+        let subject = subject_of(&raw);
+        let size = raw.len();
+        let count = self.recipients.len();
+        let msg = NewMessage {
+            id: id.clone(),
+            received_at: now,
+            envelope: Envelope {
+                mail_from: std::mem::take(&mut self.from),
+                mail_params: std::mem::take(&mut self.mail_params),
+                recipients: std::mem::take(&mut self.recipients),
+                client_addr: self.meta.peer.to_string(),
+                helo: self.helo.clone(),
+                protocol: self.protocol().to_owned(),
+                tls: None,
+                auth_user: None,
+            },
+            subject,
+            raw,
+        };
+        let from = msg.envelope.mail_from.clone();
+        let result = inner.store.insert(msg).await;
+        self.clear();
+        let session = self.meta.session_id;
+        let client = self.meta.peer;
+        match result {
+            Ok(()) => {
+                info!(session, %client, from, recipients = count, size, id, code = 250, "message stored");
+                Ok(id)
+            }
+            Err(e) => {
+                let r = if e.is_transient() {
+                    reply::local_error()
+                } else {
+                    reply::transaction_failed()
+                };
+                warn!(session, %client, from, recipients = count, size, error = %e, code = r.code, "message not stored");
+                Err(r)
+            }
+        }
+    }
+
+    fn reset(&mut self) {
+        self.clear();
+    }
+}
+
+/// The decoded `Subject:` of a message, if it has one.
+pub(crate) fn subject_of(raw: &[u8]) -> Option<String> {
+    mail_parser::MessageParser::new()
+        .parse_headers(raw)
+        .and_then(|m| m.subject().map(str::to_owned))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use postel_proto::address::parse_forward_path;
+
+    fn to(s: &str) -> ForwardPath {
+        parse_forward_path(s.as_bytes(), true).expect("valid path")
+    }
+
+    #[test]
+    fn policy_rows() {
+        let open = Policy::default();
+        assert!(open.recipient(&to("<anyone@anywhere.test>")).is_ok());
+
+        let mut p = Policy::default();
+        p.domains.insert("a.test".into());
+        p.domains.insert("b.test".into());
+        p.mailboxes
+            .insert("b.test".into(), ["alice".to_owned()].into());
+        assert!(p.recipient(&to("<x@A.TEST>")).is_ok());
+        assert!(p.recipient(&to("<Alice@b.test>")).is_ok());
+        assert!(p.recipient(&to("<postmaster@b.test>")).is_ok());
+        assert!(p.recipient(&to("<postmaster>")).is_ok());
+        assert_eq!(
+            p.recipient(&to("<bob@b.test>")),
+            Err(reply::no_such_mailbox())
+        );
+        assert_eq!(p.recipient(&to("<x@c.test>")), Err(reply::relay_denied()));
+        assert_eq!(
+            p.recipient(&to("<x@sub.a.test>")),
+            Err(reply::relay_denied())
+        );
+    }
+
+    #[test]
+    fn subject_is_decoded() {
+        assert_eq!(
+            subject_of(b"Subject: =?utf-8?q?caf=C3=A9?=\r\n\r\nx\r\n").as_deref(),
+            Some("café")
+        );
+        assert_eq!(subject_of(b"From: a@b\r\n\r\n"), None);
+    }
+}

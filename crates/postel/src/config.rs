@@ -1,0 +1,416 @@
+//! Configuration in three layers: the TOML file ([`FileConfig`], every field
+//! optional, unknown keys refused), command-line overrides, and the validated
+//! [`Config`] the server runs on.
+//!
+//! Validation reports every problem at once, each with its key, so an
+//! operator fixes a file in one pass; `serve` refuses to start on any.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use postel_proto::address::{is_domain, parse_mailbox};
+use postel_proto::{BareLinePolicy, Limits};
+use serde::{Deserialize, Serialize};
+
+/// The zero-config listener: loopback only, an unprivileged port.
+pub(crate) const DEFAULT_SMTP: &str = "127.0.0.1:2525";
+/// The zero-config data folder, relative to the working directory.
+pub(crate) const DEFAULT_DATA_DIR: &str = "postel-data";
+
+/// The config file as written. Every field is optional.
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileConfig {
+    /// The name in the greeting, replies and trace headers.
+    pub(crate) hostname: Option<String>,
+    /// Where messages are stored.
+    pub(crate) data_dir: Option<PathBuf>,
+    /// Listeners for mail from other servers (port 25 in production).
+    #[serde(default)]
+    pub(crate) smtp: SmtpSection,
+    /// Protocol and resource limits.
+    #[serde(default)]
+    pub(crate) limits: LimitsSection,
+    /// What mail is accepted.
+    #[serde(default)]
+    pub(crate) policy: PolicySection,
+}
+
+/// `[smtp]`
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SmtpSection {
+    /// Addresses to listen on, `IP:PORT`.
+    pub(crate) listen: Option<Vec<String>>,
+}
+
+/// `[limits]`
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LimitsSection {
+    /// Octets per message (advertised as SIZE).
+    pub(crate) max_message_size: Option<u64>,
+    /// Recipients per message; at least 100 (RFC 5321 4.5.3.1.8).
+    pub(crate) max_recipients: Option<usize>,
+    /// Bad commands before the session is closed.
+    pub(crate) max_errors: Option<u32>,
+    /// Sessions open at once.
+    pub(crate) max_connections: Option<usize>,
+    /// Sessions open at once from one IP address.
+    pub(crate) max_connections_per_ip: Option<usize>,
+    /// Seconds to wait for a command (RFC 5321 4.5.3.2.7: 300).
+    pub(crate) command_timeout: Option<u64>,
+    /// Seconds to wait for more message content (RFC 5321 4.5.3.2.6: 180).
+    pub(crate) data_timeout: Option<u64>,
+}
+
+/// `[policy]`
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PolicySection {
+    /// Domains mail is accepted for; empty or absent: every domain.
+    pub(crate) domains: Option<Vec<String>>,
+    /// Known mailboxes (local parts) per domain; a listed domain refuses
+    /// others with 550 5.1.1.
+    pub(crate) mailboxes: Option<BTreeMap<String, Vec<String>>>,
+    /// `reject` (default) or `normalize` bare CR/LF in content.
+    pub(crate) bare_line_endings: Option<String>,
+}
+
+/// Command-line values that override the file.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Overrides {
+    /// `--hostname`
+    pub(crate) hostname: Option<String>,
+    /// `--data-dir`
+    pub(crate) data_dir: Option<PathBuf>,
+    /// `--smtp`, repeatable
+    pub(crate) smtp: Vec<String>,
+    /// `--domain`, repeatable
+    pub(crate) domains: Vec<String>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    /// Per-session limits and identity.
+    pub(crate) limits: Limits,
+    /// Where messages are stored.
+    pub(crate) data_dir: PathBuf,
+    /// SMTP listeners.
+    pub(crate) smtp: Vec<SocketAddr>,
+    /// Sessions open at once.
+    pub(crate) max_connections: usize,
+    /// Sessions open at once per client IP.
+    pub(crate) max_connections_per_ip: usize,
+    /// Accepted domains, lowercase; empty: every domain.
+    pub(crate) domains: BTreeSet<String>,
+    /// Known mailboxes per domain, lowercase.
+    pub(crate) mailboxes: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl FileConfig {
+    /// Reads and parses a config file.
+    ///
+    /// # Errors
+    /// When the file cannot be read or is not valid TOML for this schema
+    /// (the message names the line and key).
+    pub(crate) fn load(path: &Path) -> anyhow::Result<FileConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))
+    }
+}
+
+/// The host's name, if it is a valid domain; else `localhost`.
+fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|h| is_domain(h.as_bytes(), false))
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+impl Config {
+    /// Validates a file config with its overrides.
+    ///
+    /// # Errors
+    /// Every problem found, one a line, each with its key.
+    pub(crate) fn build(file: FileConfig, over: Overrides) -> anyhow::Result<Config> {
+        let mut problems = Vec::new();
+        let defaults = Limits::default();
+
+        let hostname = over
+            .hostname
+            .or(file.hostname)
+            .unwrap_or_else(system_hostname);
+        if !is_domain(hostname.as_bytes(), false) {
+            problems.push(format!("hostname: {hostname:?} is not a valid domain name"));
+        }
+
+        let listen = if over.smtp.is_empty() {
+            file.smtp
+                .listen
+                .unwrap_or_else(|| vec![DEFAULT_SMTP.to_owned()])
+        } else {
+            over.smtp
+        };
+        let mut smtp = Vec::new();
+        for (i, a) in listen.iter().enumerate() {
+            match a.parse::<SocketAddr>() {
+                Ok(addr) => smtp.push(addr),
+                Err(_) => problems.push(format!(
+                    "smtp.listen[{i}]: {a:?} is not IP:PORT (for example 127.0.0.1:2525 or [::]:25)"
+                )),
+            }
+        }
+
+        let l = &file.limits;
+        let max_message_size = l.max_message_size.unwrap_or(defaults.max_message_size);
+        if max_message_size == 0 {
+            problems.push("limits.max_message_size: must be at least 1".to_owned());
+        }
+        let max_recipients = l.max_recipients.unwrap_or(defaults.max_recipients);
+        if max_recipients < 100 {
+            problems.push(format!(
+                "limits.max_recipients: must be at least 100 (RFC 5321 4.5.3.1.8), got {max_recipients}"
+            ));
+        }
+        let max_errors = l.max_errors.unwrap_or(defaults.max_errors);
+        if max_errors == 0 {
+            problems.push("limits.max_errors: must be at least 1".to_owned());
+        }
+        let max_connections = l.max_connections.unwrap_or(1000);
+        let max_connections_per_ip = l.max_connections_per_ip.unwrap_or(100);
+        for (key, v) in [
+            ("limits.max_connections", max_connections),
+            ("limits.max_connections_per_ip", max_connections_per_ip),
+        ] {
+            if v == 0 {
+                problems.push(format!("{key}: must be at least 1"));
+            }
+        }
+        let secs = |key: &str, v: Option<u64>, default: Duration, problems: &mut Vec<String>| {
+            let d = v.map_or(default, Duration::from_secs);
+            if d.is_zero() {
+                problems.push(format!("{key}: must be at least 1 second"));
+            }
+            d
+        };
+        let command_timeout = secs(
+            "limits.command_timeout",
+            l.command_timeout,
+            defaults.command_timeout,
+            &mut problems,
+        );
+        let data_timeout = secs(
+            "limits.data_timeout",
+            l.data_timeout,
+            defaults.data_timeout,
+            &mut problems,
+        );
+
+        let p = &file.policy;
+        let bare_line_endings = match p.bare_line_endings.as_deref() {
+            None | Some("reject") => BareLinePolicy::Reject,
+            Some("normalize") => BareLinePolicy::Normalize,
+            Some(other) => {
+                problems.push(format!(
+                    "policy.bare_line_endings: {other:?} is not \"reject\" or \"normalize\""
+                ));
+                BareLinePolicy::Reject
+            }
+        };
+        let domain_list = if over.domains.is_empty() {
+            p.domains.clone().unwrap_or_default()
+        } else {
+            over.domains
+        };
+        let mut domains = BTreeSet::new();
+        for (i, d) in domain_list.iter().enumerate() {
+            if is_domain(d.as_bytes(), true) {
+                domains.insert(d.to_lowercase());
+            } else {
+                problems.push(format!(
+                    "policy.domains[{i}]: {d:?} is not a valid domain name"
+                ));
+            }
+        }
+        let mut mailboxes = BTreeMap::new();
+        for (domain, locals) in p.mailboxes.clone().unwrap_or_default() {
+            let key = domain.to_lowercase();
+            if !domains.contains(&key) {
+                problems.push(format!(
+                    "policy.mailboxes.{domain}: the domain is not in policy.domains (add it there, or remove its mailboxes)"
+                ));
+            }
+            let mut set = BTreeSet::new();
+            for (i, local) in locals.iter().enumerate() {
+                if parse_mailbox(format!("{local}@{key}").as_bytes(), true).is_err() {
+                    problems.push(format!(
+                        "policy.mailboxes.{domain}[{i}]: {local:?} is not a valid local part"
+                    ));
+                }
+                set.insert(local.to_lowercase());
+            }
+            mailboxes.insert(key, set);
+        }
+
+        if !problems.is_empty() {
+            bail!("invalid configuration:\n  {}", problems.join("\n  "));
+        }
+        let data_dir = over
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        Ok(Config {
+            limits: Limits {
+                hostname,
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                max_message_size,
+                max_recipients,
+                max_errors,
+                bare_line_endings,
+                command_timeout,
+                data_timeout,
+            },
+            data_dir,
+            smtp,
+            max_connections,
+            max_connections_per_ip,
+            domains,
+            mailboxes,
+        })
+    }
+
+    /// The effective configuration, as a config file that would produce it.
+    pub(crate) fn to_file(&self) -> FileConfig {
+        let l = &self.limits;
+        FileConfig {
+            hostname: Some(l.hostname.clone()),
+            data_dir: Some(self.data_dir.clone()),
+            smtp: SmtpSection {
+                listen: Some(self.smtp.iter().map(ToString::to_string).collect()),
+            },
+            limits: LimitsSection {
+                max_message_size: Some(l.max_message_size),
+                max_recipients: Some(l.max_recipients),
+                max_errors: Some(l.max_errors),
+                max_connections: Some(self.max_connections),
+                max_connections_per_ip: Some(self.max_connections_per_ip),
+                command_timeout: Some(l.command_timeout.as_secs()),
+                data_timeout: Some(l.data_timeout.as_secs()),
+            },
+            policy: PolicySection {
+                domains: Some(self.domains.iter().cloned().collect()),
+                mailboxes: Some(
+                    self.mailboxes
+                        .iter()
+                        .map(|(d, m)| (d.clone(), m.iter().cloned().collect()))
+                        .collect(),
+                ),
+                bare_line_endings: Some(
+                    match l.bare_line_endings {
+                        BareLinePolicy::Reject => "reject",
+                        BareLinePolicy::Normalize => "normalize",
+                    }
+                    .to_owned(),
+                ),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> anyhow::Result<Config> {
+        let file: FileConfig = toml::from_str(text)?;
+        Config::build(file, Overrides::default())
+    }
+
+    #[test]
+    fn zero_config_is_loopback_any_domain() {
+        let c = Config::build(FileConfig::default(), Overrides::default()).expect("valid");
+        assert_eq!(
+            c.smtp,
+            vec![DEFAULT_SMTP.parse::<SocketAddr>().expect("addr")]
+        );
+        assert!(c.domains.is_empty());
+        assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert_eq!(c.limits.max_recipients, 100);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let err = parse(
+            r#"
+            hostname = "bad host"
+            [smtp]
+            listen = ["nope"]
+            [limits]
+            max_recipients = 5
+            [policy]
+            domains = ["-x-"]
+            bare_line_endings = "fix"
+            mailboxes = { "other.test" = ["a b"] }
+            "#,
+        )
+        .expect_err("invalid")
+        .to_string();
+        for key in [
+            "hostname:",
+            "smtp.listen[0]:",
+            "limits.max_recipients:",
+            "policy.domains[0]:",
+            "policy.bare_line_endings:",
+            "policy.mailboxes.other.test:",
+            "policy.mailboxes.other.test[0]:",
+        ] {
+            assert!(err.contains(key), "missing {key} in:\n{err}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err =
+            toml::from_str::<FileConfig>("[limits]\nmax_recipient = 3\n").expect_err("unknown key");
+        assert!(err.to_string().contains("max_recipient"), "{err}");
+    }
+
+    #[test]
+    fn overrides_win_over_the_file() {
+        let file: FileConfig =
+            toml::from_str("hostname = \"a.test\"\n[policy]\ndomains = [\"x.test\"]\n")
+                .expect("toml");
+        let c = Config::build(
+            file,
+            Overrides {
+                hostname: Some("b.test".into()),
+                domains: vec!["Y.test".into()],
+                smtp: vec!["127.0.0.1:0".into()],
+                ..Overrides::default()
+            },
+        )
+        .expect("valid");
+        assert_eq!(c.limits.hostname, "b.test");
+        assert_eq!(c.domains.iter().collect::<Vec<_>>(), vec!["y.test"]);
+        assert_eq!(c.smtp.len(), 1);
+    }
+
+    #[test]
+    fn effective_config_round_trips() {
+        let c = parse("hostname = \"mx.test\"\n[policy]\ndomains = [\"a.test\"]\nmailboxes = { \"a.test\" = [\"Bob\"] }\n")
+            .expect("valid");
+        let text = toml::to_string(&c.to_file()).expect("serialize");
+        let again = parse(&text).expect("reparse");
+        assert_eq!(again.mailboxes, c.mailboxes);
+        assert!(again.mailboxes["a.test"].contains("bob"));
+        assert_eq!(again.limits.hostname, "mx.test");
+    }
+}
