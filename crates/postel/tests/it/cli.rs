@@ -1,0 +1,165 @@
+//! The command line: config check, refusing bad configs, and the messages
+//! commands while the server runs.
+
+use std::process::Command;
+
+use crate::support::{BIN, Server, temp_dir};
+
+#[test]
+fn config_check_names_every_bad_key_and_serve_refuses_to_start() {
+    let dir = temp_dir("badcfg");
+    let cfg = dir.join("bad.toml");
+    std::fs::write(&cfg, "hostname = \"not a host\"\n[limits]\nmax_recipients = 10\n[policy]\nbare_line_endings = \"maybe\"\n")
+        .expect("write");
+    let out = Command::new(BIN)
+        .args(["config", "check", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for key in [
+        "hostname:",
+        "limits.max_recipients:",
+        "policy.bare_line_endings:",
+    ] {
+        assert!(err.contains(key), "{key} missing from: {err}");
+    }
+    let out = Command::new(BIN)
+        .args(["serve", "--smtp", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.join("data"))
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .expect("run serve");
+    assert!(!out.status.success(), "serve started on a bad config");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("limits.max_recipients:"));
+    assert!(
+        !dir.join("data").exists(),
+        "serve touched the data folder before refusing"
+    );
+}
+
+#[test]
+fn config_check_rejects_unknown_keys_and_prints_effective_config() {
+    let dir = temp_dir("cfg");
+    let cfg = dir.join("typo.toml");
+    std::fs::write(&cfg, "[limits]\nmax_recipient = 200\n").expect("write");
+    let out = Command::new(BIN)
+        .args(["config", "check", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("max_recipient"));
+
+    std::fs::write(
+        &cfg,
+        "hostname = \"mx.example.test\"\n[limits]\nmax_recipients = 200\n",
+    )
+    .expect("write");
+    let out = Command::new(BIN)
+        .args(["config", "check", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("max_recipients = 200"), "{text}");
+    assert!(text.contains("hostname = \"mx.example.test\""), "{text}");
+    assert!(text.contains("max_message_size = 10485760"), "{text}");
+}
+
+#[test]
+fn example_config_in_the_repo_is_valid() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../postel.example.toml");
+    let out = Command::new(BIN)
+        .args(["config", "check", "--config", path])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "postel.example.toml: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn messages_list_show_delete_while_serving() {
+    let s = Server::start("", &[]);
+    let mut c = s.connect();
+    c.greet();
+    let a = c.mail("a@b.test", &["c@d.test"], b"Subject: one\r\n\r\n1\r\n");
+    let b = c.mail("", &["c@d.test", "e@d.test"], b"Subject: two\r\n\r\n2\r\n");
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .arg("--data-dir")
+            .arg(&s.data_dir)
+            .output()
+            .expect("run postel messages")
+    };
+    let out = run(&["messages", "list"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&a) && text.contains(&b) && text.contains("one") && text.contains("two"),
+        "{text}"
+    );
+    assert!(text.contains("<>"), "null sender shown as <>: {text}");
+
+    let all = s.messages();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[1]["from"], "");
+    assert_eq!(all[1]["to"], serde_json::json!(["c@d.test", "e@d.test"]));
+
+    let out = run(&["messages", "show", &a]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("From:      <a@b.test>") && text.contains("Subject: one"),
+        "{text}"
+    );
+
+    let out = run(&["messages", "delete", &a]);
+    assert!(out.status.success());
+    assert_eq!(s.messages().len(), 1);
+    let out = run(&["messages", "delete", &a]);
+    assert!(!out.status.success(), "deleting twice should fail");
+    let out = run(&["messages", "show", &a]);
+    assert!(!out.status.success());
+    // The server keeps storing after a delete from outside.
+    c.mail("a@b.test", &["c@d.test"], b"three\r\n");
+    assert_eq!(s.messages().len(), 2);
+}
+
+#[test]
+fn json_list_is_never_cut() {
+    let s = Server::start("", &[]);
+    let mut c = s.connect();
+    c.greet();
+    for i in 0..120 {
+        c.mail(
+            "a@b.test",
+            &["c@d.test"],
+            format!("Subject: {i}\r\n\r\nx\r\n").as_bytes(),
+        );
+    }
+    let all = s.messages();
+    assert_eq!(all.len(), 120);
+    assert_eq!(all[119]["subject"], "119");
+}
+
+#[test]
+fn messages_on_a_missing_store_says_what_to_do() {
+    let dir = temp_dir("nostore");
+    let out = Command::new(BIN)
+        .args(["messages", "list", "--data-dir"])
+        .arg(&dir)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("postel serve"));
+}

@@ -1,0 +1,8 @@
+//! Postel's one integration-test binary (one link step on 2 cores): the real
+//! `postel` binary on loopback, driven by our client and by real ones.
+
+mod cli;
+mod durability;
+mod interop;
+mod smtp;
+mod support;

@@ -1,0 +1,312 @@
+//! Test support: the real `postel` binary started on a loopback port with a
+//! fresh data folder, and a minimal line-oriented SMTP client that shows the
+//! whole transcript when an assertion fails.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_postel");
+pub const HOST: &str = "mx.test";
+
+/// A fresh, empty folder under the system temp dir.
+pub fn temp_dir(name: &str) -> PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::SeqCst);
+    let d = std::env::temp_dir().join(format!("postel-it-{}-{name}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("create temp dir");
+    d
+}
+
+/// A running `postel serve`; killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub log: mpsc::Receiver<String>,
+}
+
+impl Server {
+    /// Starts the server with a config file body (may be empty) and extra flags.
+    pub fn start(config: &str, extra: &[&str]) -> Server {
+        Server::start_in(&temp_dir("data"), config, extra)
+    }
+
+    /// Starts the server on an existing data folder.
+    pub fn start_in(data_dir: &Path, config: &str, extra: &[&str]) -> Server {
+        let cfg = data_dir.join("test-config.toml");
+        std::fs::write(&cfg, config).expect("write config");
+        let mut child = Command::new(BIN)
+            .args([
+                "serve",
+                "--smtp",
+                "127.0.0.1:0",
+                "--hostname",
+                HOST,
+                "--data-dir",
+            ])
+            .arg(data_dir)
+            .arg("--config")
+            .arg(&cfg)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn postel");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut seen = Vec::new();
+        loop {
+            let line = match rx.recv_timeout(Duration::from_secs(20)) {
+                Ok(l) => l,
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!(
+                        "postel did not start listening; its log:\n{}",
+                        seen.join("\n")
+                    );
+                }
+            };
+            if let Some(rest) = line
+                .split("addr=")
+                .nth(1)
+                .filter(|_| line.contains("listening for SMTP"))
+            {
+                let addr = rest
+                    .split_whitespace()
+                    .next()
+                    .expect("addr")
+                    .parse()
+                    .expect("socket addr");
+                return Server {
+                    child,
+                    addr,
+                    data_dir: data_dir.to_owned(),
+                    log: rx,
+                };
+            }
+            seen.push(line);
+        }
+    }
+
+    pub fn connect(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    /// `postel messages list --json`, parsed.
+    pub fn messages(&self) -> Vec<serde_json::Value> {
+        list_messages(&self.data_dir)
+    }
+
+    /// `postel messages show --raw ID`.
+    pub fn raw(&self, id: &str) -> Vec<u8> {
+        let out = Command::new(BIN)
+            .args(["messages", "show", "--raw", id, "--data-dir"])
+            .arg(&self.data_dir)
+            .output()
+            .expect("run postel messages show");
+        assert!(
+            out.status.success(),
+            "messages show failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
+    /// Sends a signal to the server process.
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([format!("-{sig}"), self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(ok.success());
+    }
+
+    /// Waits for the process to exit, up to `secs`; returns its success.
+    pub fn wait_exit(&mut self, secs: u64) -> Option<bool> {
+        for _ in 0..secs * 20 {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                return Some(st.success());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn list_messages(data_dir: &Path) -> Vec<serde_json::Value> {
+    let out = Command::new(BIN)
+        .args(["messages", "list", "--json", "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .expect("run postel messages list");
+    assert!(
+        out.status.success(),
+        "messages list failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        .expect("json")
+        .as_array()
+        .expect("array")
+        .clone()
+}
+
+/// The stored content without the first (our) `Received:` header.
+pub fn strip_trace(raw: &[u8]) -> &[u8] {
+    assert!(
+        raw.starts_with(b"Received: "),
+        "no trace header first: {:?}",
+        String::from_utf8_lossy(&raw[..raw.len().min(200)])
+    );
+    let mut i = 0;
+    loop {
+        let nl = raw[i..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .expect("header end")
+            + i;
+        i = nl + 1;
+        if raw.get(i) != Some(&b'\t') && raw.get(i) != Some(&b' ') {
+            return &raw[i..];
+        }
+    }
+}
+
+/// A blocking SMTP client that records the transcript.
+pub struct Client {
+    stream: BufReader<TcpStream>,
+    pub transcript: String,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        Client {
+            stream: BufReader::new(stream),
+            transcript: String::new(),
+        }
+    }
+
+    /// Sends raw bytes as they are.
+    pub fn send(&mut self, bytes: impl AsRef<[u8]>) {
+        let b = bytes.as_ref();
+        self.transcript.push_str(&format!(
+            "C: {:?}\n",
+            String::from_utf8_lossy(&b[..b.len().min(300)])
+        ));
+        self.stream.get_mut().write_all(b).expect("write");
+    }
+
+    /// Reads one whole reply (all its lines), as sent.
+    pub fn reply(&mut self) -> String {
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            match self.stream.read_line(&mut line) {
+                Ok(0) => panic!(
+                    "connection closed while reading a reply\n{}",
+                    self.transcript
+                ),
+                Ok(_) => {}
+                Err(e) => panic!("reading a reply: {e}\n{}", self.transcript),
+            }
+            self.transcript.push_str(&format!("S: {line:?}\n"));
+            all.push_str(&line);
+            if line.len() < 4 || line.as_bytes()[3] != b'-' {
+                return all;
+            }
+        }
+    }
+
+    /// Reads one reply and asserts it equals `want` (CRLF added).
+    #[track_caller]
+    pub fn expect(&mut self, want: &str) {
+        let got = self.reply();
+        assert_eq!(
+            got,
+            format!("{want}\r\n"),
+            "\ntranscript:\n{}",
+            self.transcript
+        );
+    }
+
+    /// Reads one reply and asserts it starts with `prefix`; returns it.
+    #[track_caller]
+    pub fn expect_start(&mut self, prefix: &str) -> String {
+        let got = self.reply();
+        assert!(
+            got.starts_with(prefix),
+            "expected {prefix:?}, got {got:?}\ntranscript:\n{}",
+            self.transcript
+        );
+        got
+    }
+
+    /// Sends a command line and asserts the reply.
+    #[track_caller]
+    pub fn cmd(&mut self, line: &str, want: &str) {
+        self.send(format!("{line}\r\n"));
+        self.expect(want);
+    }
+
+    /// Reads the greeting and says EHLO.
+    pub fn greet(&mut self) {
+        self.expect_start("220 ");
+        self.send("EHLO client.test\r\n");
+        self.expect_start("250-");
+    }
+
+    /// A whole transaction; returns the queue id from the final 250.
+    #[track_caller]
+    pub fn mail(&mut self, from: &str, to: &[&str], content: &[u8]) -> String {
+        self.cmd(&format!("MAIL FROM:<{from}>"), "250 2.1.0 Sender OK");
+        for t in to {
+            self.cmd(&format!("RCPT TO:<{t}>"), "250 2.1.5 Recipient OK");
+        }
+        self.cmd("DATA", "354 End data with <CR><LF>.<CR><LF>");
+        self.send(content);
+        self.send(".\r\n");
+        queued_id(&self.expect_start("250 2.0.0 Ok: queued as "))
+    }
+
+    /// Returns true if and only if the server has closed the connection
+    /// (waiting up to the read timeout for it).
+    pub fn is_closed(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(self.stream.read(&mut b), Ok(0))
+    }
+
+    pub fn stream(&mut self) -> &mut TcpStream {
+        self.stream.get_mut()
+    }
+}
+
+/// The id in `250 2.0.0 Ok: queued as ID`.
+pub fn queued_id(reply: &str) -> String {
+    reply.trim_end().rsplit(' ').next().expect("id").to_owned()
+}
