@@ -301,8 +301,8 @@ pub fn is_address_literal(s: &[u8]) -> bool {
     // General-address-literal = Standardized-tag ":" 1*dcontent
     match inner.split_once(':') {
         Some((tag, content)) => {
+            // is_domain also keeps the tag from ending in '-' (Ldh-str).
             is_domain(tag.as_bytes(), false)
-                && !tag.as_bytes().last().is_some_and(|b| *b == b'-')
                 && !content.is_empty()
                 && content
                     .bytes()

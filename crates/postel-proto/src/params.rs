@@ -133,13 +133,10 @@ pub fn parse_mail_params(s: &[u8]) -> Result<MailParams, ParamError> {
 /// [`ParamError::Unknown`] for any keyword (none is supported on RCPT yet),
 /// [`ParamError::Syntax`] for one that is not `keyword[=value]`.
 pub fn parse_rcpt_params(s: &[u8]) -> Result<RcptParams, ParamError> {
-    let mut out = RcptParams::default();
-    for p in pairs(s) {
-        let (name, _) = split_param(p)?;
-        out.raw.push(name.clone());
-        return Err(ParamError::Unknown(name));
+    match pairs(s).next() {
+        None => Ok(RcptParams::default()),
+        Some(p) => Err(ParamError::Unknown(split_param(p)?.0)),
     }
-    Ok(out)
 }
 
 #[cfg(test)]

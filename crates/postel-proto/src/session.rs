@@ -60,7 +60,7 @@ pub struct Limits {
     pub bare_line_endings: BareLinePolicy,
     /// Waiting for a command. RFC 5321 4.5.3.2.7: 5 minutes.
     pub command_timeout: Duration,
-    /// Waiting for more content inside DATA or BDAT. RFC 5321 4.5.3.2.6:
+    /// Waiting for more content inside DATA or BDAT. RFC 5321 4.5.3.2.5:
     /// 3 minutes per data block.
     pub data_timeout: Duration,
 }
@@ -262,10 +262,8 @@ impl Session {
                     let n = (*remaining).min(rest.len() as u64) as usize;
                     *remaining -= n as u64;
                     let (done, size, last, keep) = (*remaining == 0, *size, *last, *keep);
-                    if keep {
-                        if let Some(dec) = self.tx.as_mut().and_then(|t| t.bdat.as_mut()) {
-                            dec.decode(&rest[..n], &mut self.body);
-                        }
+                    if keep && let Some(dec) = self.tx.as_mut().and_then(|t| t.bdat.as_mut()) {
+                        dec.decode(&rest[..n], &mut self.body);
                     }
                     pos += n;
                     if done {
@@ -413,7 +411,10 @@ impl Session {
             }
             (Pending::DataEnd, Verdict::Queued(id)) => self.send(reply::queued(&id)),
             (Pending::DataEnd, Verdict::Reject(r)) => self.send(r),
-            (_, Verdict::Reject(r)) => self.error(r),
+            // A policy refusal (relaying denied, unknown mailbox) is not a
+            // client mistake: it does not count toward `max_errors`, so a
+            // sender with a few bad addresses is not cut off.
+            (_, Verdict::Reject(r)) => self.send(r),
             // A verdict that does not fit the event: refuse rather than guess.
             (_, _) => self.send(reply::local_error()),
         }
@@ -619,12 +620,10 @@ impl Session {
             return;
         };
         let keep = self.ready_for_content();
-        if keep {
-            if let Some(tx) = self.tx.as_mut() {
-                tx.bdat.get_or_insert_with(|| {
-                    BdatDecoder::new(self.limits.max_message_size, self.limits.bare_line_endings)
-                });
-            }
+        if keep && let Some(tx) = self.tx.as_mut() {
+            tx.bdat.get_or_insert_with(|| {
+                BdatDecoder::new(self.limits.max_message_size, self.limits.bare_line_endings)
+            });
         }
         if size == 0 {
             self.end_of_chunk(0, last, keep);

@@ -177,7 +177,7 @@ fn ehlo_syntax_errors_are_501() {
     expect("HELO\r\n", "501 5.5.4 Syntax: HELO hostname\r\n");
     expect("EHLO -bad-\r\n", "501 5.5.4 Syntax: EHLO hostname\r\n");
     expect("EHLO a b\r\n", "501 5.5.4 Syntax: EHLO hostname\r\n");
-    expect("EHLO [127.0.0.1]\r\n", &EHLO_REPLY.to_string());
+    expect("EHLO [127.0.0.1]\r\n", EHLO_REPLY);
 }
 
 #[test]
@@ -581,6 +581,20 @@ fn too_many_errors_is_421_and_close() {
     );
     assert_eq!(run.output, want);
     assert!(run.closed);
+}
+
+#[test]
+fn policy_refusals_do_not_count_as_errors() {
+    let mut input = format!("{E}MAIL FROM:<a@b.test>\r\n");
+    let mut want = "250 2.1.0 Sender OK\r\n".to_owned();
+    for i in 0..15 {
+        input.push_str(&format!("RCPT TO:<nobody{i}@d.test>\r\n"));
+        want.push_str("550 5.1.1 Mailbox unavailable\r\n");
+    }
+    input.push_str("NOOP\r\n");
+    want.push_str("250 2.0.0 Ok\r\n");
+    let run = expect(&input, &want);
+    assert!(!run.closed);
 }
 
 #[test]

@@ -40,7 +40,8 @@ pub struct ServerConfig {
     /// for a busy relay, and for `smtp-source -s 100` on loopback.
     pub max_connections_per_ip: usize,
     /// How long a shutdown waits for messages in progress before it closes
-    /// what is left. Default 30 s.
+    /// what is left. Default: the data timeout and 10 s more, so that a
+    /// client still sending is either finished or timed out by then.
     pub shutdown_grace: Duration,
 }
 
@@ -50,7 +51,7 @@ impl Default for ServerConfig {
             limits: Arc::new(Limits::default()),
             max_connections: 1000,
             max_connections_per_ip: 100,
-            shutdown_grace: Duration::from_secs(30),
+            shutdown_grace: Limits::default().data_timeout + Duration::from_secs(10),
         }
     }
 }
@@ -188,7 +189,7 @@ async fn accept_loop<B: Backend>(
             a = listener.accept() => a,
             _ = stop.changed() => return,
         };
-        let (stream, peer) = match accepted {
+        let (stream, mut peer) = match accepted {
             Ok(a) => {
                 backoff = Duration::from_millis(5);
                 a
@@ -202,6 +203,9 @@ async fn accept_loop<B: Backend>(
             }
         };
         let _ = stream.set_nodelay(true);
+        // On a dual-stack listener IPv4 clients appear as ::ffff:a.b.c.d:
+        // use the plain IPv4 address for limits, trust and trace headers.
+        peer.set_ip(peer.ip().to_canonical());
         let Some(slot) = shared.admit(peer.ip()) else {
             warn!(client = %peer, "too many connections");
             tokio::spawn(refuse(stream, shared.limits.hostname.clone()));

@@ -269,6 +269,23 @@ impl SqliteStore {
         })
     }
 
+    /// Opens an existing store for reading and deleting only: no writer
+    /// thread, no schema change. For tools that run beside the server.
+    ///
+    /// # Errors
+    /// When there is no store in `dir` or it cannot be opened.
+    pub fn open_existing(dir: &Path) -> Result<SqliteStore, StoreError> {
+        let path = dir.join("messages.db");
+        let reader = open_connection(&path, false)?;
+        Ok(SqliteStore {
+            path,
+            jobs: Mutex::new(None),
+            writer: Mutex::new(None),
+            reader: Mutex::new(reader),
+            last_id: Mutex::new(0),
+        })
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path

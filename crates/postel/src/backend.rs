@@ -42,7 +42,7 @@ impl Policy {
         if !self.domains.contains(&domain) {
             return Err(reply::relay_denied());
         }
-        let local = m.local.to_lowercase();
+        let local = unquote(&m.local).to_lowercase();
         match self.mailboxes.get(&domain) {
             Some(known) if !known.contains(&local) && local != "postmaster" => {
                 Err(reply::no_such_mailbox())
@@ -227,6 +227,24 @@ impl BackendSession for PostelSession {
     }
 }
 
+/// A local part without its quoting: `"al\\ice"` and `alice` name the same
+/// mailbox (RFC 5321 4.1.2: quoting is only needed for special characters).
+fn unquote(local: &str) -> String {
+    let Some(inner) = local.strip_prefix('"').and_then(|l| l.strip_suffix('"')) else {
+        return local.to_owned();
+    };
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        out.push(if c == '\\' {
+            chars.next().unwrap_or(c)
+        } else {
+            c
+        });
+    }
+    out
+}
+
 /// The decoded `Subject:` of a message, if it has one.
 pub(crate) fn subject_of(raw: &[u8]) -> Option<String> {
     mail_parser::MessageParser::new()
@@ -255,6 +273,12 @@ mod tests {
             .insert("b.test".into(), ["alice".to_owned()].into());
         assert!(p.recipient(&to("<x@A.TEST>")).is_ok());
         assert!(p.recipient(&to("<Alice@b.test>")).is_ok());
+        assert!(p.recipient(&to("<\"alice\"@b.test>")).is_ok());
+        assert!(p.recipient(&to("<\"al\\ice\"@b.test>")).is_ok());
+        assert_eq!(
+            p.recipient(&to("<\"bob\"@b.test>")),
+            Err(reply::no_such_mailbox())
+        );
         assert!(p.recipient(&to("<postmaster@b.test>")).is_ok());
         assert!(p.recipient(&to("<postmaster>")).is_ok());
         assert_eq!(

@@ -20,6 +20,10 @@ pub(crate) const DEFAULT_SMTP: &str = "127.0.0.1:2525";
 /// The zero-config data folder, relative to the working directory.
 pub(crate) const DEFAULT_DATA_DIR: &str = "postel-data";
 
+/// The largest `limits.max_message_size` accepted: well under SQLite's
+/// default blob limit of 1,000,000,000 octets, trace header included.
+const MAX_MESSAGE_SIZE_CEILING: u64 = 512 * 1024 * 1024;
+
 /// The config file as written. Every field is optional.
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -63,7 +67,7 @@ pub(crate) struct LimitsSection {
     pub(crate) max_connections_per_ip: Option<usize>,
     /// Seconds to wait for a command (RFC 5321 4.5.3.2.7: 300).
     pub(crate) command_timeout: Option<u64>,
-    /// Seconds to wait for more message content (RFC 5321 4.5.3.2.6: 180).
+    /// Seconds to wait for more message content (RFC 5321 4.5.3.2.5: 180).
     pub(crate) data_timeout: Option<u64>,
 }
 
@@ -171,8 +175,10 @@ impl Config {
 
         let l = &file.limits;
         let max_message_size = l.max_message_size.unwrap_or(defaults.max_message_size);
-        if max_message_size == 0 {
-            problems.push("limits.max_message_size: must be at least 1".to_owned());
+        if max_message_size == 0 || max_message_size > MAX_MESSAGE_SIZE_CEILING {
+            problems.push(format!(
+                "limits.max_message_size: must be from 1 to {MAX_MESSAGE_SIZE_CEILING} (512 MiB; the store keeps a message as one SQLite blob), got {max_message_size}"
+            ));
         }
         let max_recipients = l.max_recipients.unwrap_or(defaults.max_recipients);
         if max_recipients < 100 {

@@ -226,7 +226,7 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
             limits: Arc::new(cfg.limits.clone()),
             max_connections: cfg.max_connections,
             max_connections_per_ip: cfg.max_connections_per_ip,
-            ..ServerConfig::default()
+            shutdown_grace: cfg.limits.data_timeout + std::time::Duration::from_secs(10),
         };
         postel_server::serve(listeners, server, Arc::new(backend), shutdown_signal()).await;
         anyhow::Ok(())

@@ -18,7 +18,7 @@ fn open(data_dir: &Path) -> anyhow::Result<SqliteStore> {
             data_dir.display()
         );
     }
-    SqliteStore::open(data_dir)
+    SqliteStore::open_existing(data_dir)
         .with_context(|| format!("cannot open the message store in {}", data_dir.display()))
 }
 

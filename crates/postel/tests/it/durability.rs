@@ -36,7 +36,7 @@ fn load(addr: SocketAddr, t: usize, acked: Arc<Mutex<HashMap<String, Vec<u8>>>>)
     let mut w = stream.try_clone().expect("clone");
     let mut r = BufReader::new(stream);
     let mut line = String::new();
-    let mut read = |r: &mut BufReader<TcpStream>, line: &mut String| -> Option<String> {
+    let read = |r: &mut BufReader<TcpStream>, line: &mut String| -> Option<String> {
         loop {
             line.clear();
             if r.read_line(line).ok()? == 0 {

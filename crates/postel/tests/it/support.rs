@@ -10,11 +10,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_postel");
-pub const HOST: &str = "mx.test";
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_postel");
+pub(crate) const HOST: &str = "mx.test";
 
 /// A fresh, empty folder under the system temp dir.
-pub fn temp_dir(name: &str) -> PathBuf {
+pub(crate) fn temp_dir(name: &str) -> PathBuf {
     static N: AtomicU32 = AtomicU32::new(0);
     let n = N.fetch_add(1, Ordering::SeqCst);
     let d = std::env::temp_dir().join(format!("postel-it-{}-{name}-{n}", std::process::id()));
@@ -24,21 +24,21 @@ pub fn temp_dir(name: &str) -> PathBuf {
 }
 
 /// A running `postel serve`; killed when dropped.
-pub struct Server {
-    pub child: Child,
-    pub addr: SocketAddr,
-    pub data_dir: PathBuf,
-    pub log: mpsc::Receiver<String>,
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) addr: SocketAddr,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) _log: mpsc::Receiver<String>,
 }
 
 impl Server {
     /// Starts the server with a config file body (may be empty) and extra flags.
-    pub fn start(config: &str, extra: &[&str]) -> Server {
+    pub(crate) fn start(config: &str, extra: &[&str]) -> Server {
         Server::start_in(&temp_dir("data"), config, extra)
     }
 
     /// Starts the server on an existing data folder.
-    pub fn start_in(data_dir: &Path, config: &str, extra: &[&str]) -> Server {
+    pub(crate) fn start_in(data_dir: &Path, config: &str, extra: &[&str]) -> Server {
         let cfg = data_dir.join("test-config.toml");
         std::fs::write(&cfg, config).expect("write config");
         let mut child = Command::new(BIN)
@@ -63,10 +63,10 @@ impl Server {
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
+            // Keep draining even when nobody listens, so the server never
+            // blocks on a full stderr pipe.
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
+                let _ = tx.send(line);
             }
         });
         let mut seen = Vec::new();
@@ -75,6 +75,7 @@ impl Server {
                 Ok(l) => l,
                 Err(_) => {
                     let _ = child.kill();
+                    let _ = child.wait();
                     panic!(
                         "postel did not start listening; its log:\n{}",
                         seen.join("\n")
@@ -96,24 +97,24 @@ impl Server {
                     child,
                     addr,
                     data_dir: data_dir.to_owned(),
-                    log: rx,
+                    _log: rx,
                 };
             }
             seen.push(line);
         }
     }
 
-    pub fn connect(&self) -> Client {
+    pub(crate) fn connect(&self) -> Client {
         Client::connect(self.addr)
     }
 
     /// `postel messages list --json`, parsed.
-    pub fn messages(&self) -> Vec<serde_json::Value> {
+    pub(crate) fn messages(&self) -> Vec<serde_json::Value> {
         list_messages(&self.data_dir)
     }
 
     /// `postel messages show --raw ID`.
-    pub fn raw(&self, id: &str) -> Vec<u8> {
+    pub(crate) fn raw(&self, id: &str) -> Vec<u8> {
         let out = Command::new(BIN)
             .args(["messages", "show", "--raw", id, "--data-dir"])
             .arg(&self.data_dir)
@@ -128,7 +129,7 @@ impl Server {
     }
 
     /// Sends a signal to the server process.
-    pub fn signal(&self, sig: &str) {
+    pub(crate) fn signal(&self, sig: &str) {
         let ok = Command::new("kill")
             .args([format!("-{sig}"), self.child.id().to_string()])
             .status()
@@ -137,7 +138,7 @@ impl Server {
     }
 
     /// Waits for the process to exit, up to `secs`; returns its success.
-    pub fn wait_exit(&mut self, secs: u64) -> Option<bool> {
+    pub(crate) fn wait_exit(&mut self, secs: u64) -> Option<bool> {
         for _ in 0..secs * 20 {
             if let Some(st) = self.child.try_wait().expect("try_wait") {
                 return Some(st.success());
@@ -155,7 +156,7 @@ impl Drop for Server {
     }
 }
 
-pub fn list_messages(data_dir: &Path) -> Vec<serde_json::Value> {
+pub(crate) fn list_messages(data_dir: &Path) -> Vec<serde_json::Value> {
     let out = Command::new(BIN)
         .args(["messages", "list", "--json", "--data-dir"])
         .arg(data_dir)
@@ -174,7 +175,7 @@ pub fn list_messages(data_dir: &Path) -> Vec<serde_json::Value> {
 }
 
 /// The stored content without the first (our) `Received:` header.
-pub fn strip_trace(raw: &[u8]) -> &[u8] {
+pub(crate) fn strip_trace(raw: &[u8]) -> &[u8] {
     assert!(
         raw.starts_with(b"Received: "),
         "no trace header first: {:?}",
@@ -195,13 +196,13 @@ pub fn strip_trace(raw: &[u8]) -> &[u8] {
 }
 
 /// A blocking SMTP client that records the transcript.
-pub struct Client {
+pub(crate) struct Client {
     stream: BufReader<TcpStream>,
-    pub transcript: String,
+    pub(crate) transcript: String,
 }
 
 impl Client {
-    pub fn connect(addr: SocketAddr) -> Client {
+    pub(crate) fn connect(addr: SocketAddr) -> Client {
         let stream = TcpStream::connect(addr).expect("connect");
         stream
             .set_read_timeout(Some(Duration::from_secs(20)))
@@ -213,7 +214,7 @@ impl Client {
     }
 
     /// Sends raw bytes as they are.
-    pub fn send(&mut self, bytes: impl AsRef<[u8]>) {
+    pub(crate) fn send(&mut self, bytes: impl AsRef<[u8]>) {
         let b = bytes.as_ref();
         self.transcript.push_str(&format!(
             "C: {:?}\n",
@@ -223,7 +224,7 @@ impl Client {
     }
 
     /// Reads one whole reply (all its lines), as sent.
-    pub fn reply(&mut self) -> String {
+    pub(crate) fn reply(&mut self) -> String {
         let mut all = String::new();
         loop {
             let mut line = String::new();
@@ -245,7 +246,7 @@ impl Client {
 
     /// Reads one reply and asserts it equals `want` (CRLF added).
     #[track_caller]
-    pub fn expect(&mut self, want: &str) {
+    pub(crate) fn expect(&mut self, want: &str) {
         let got = self.reply();
         assert_eq!(
             got,
@@ -257,7 +258,7 @@ impl Client {
 
     /// Reads one reply and asserts it starts with `prefix`; returns it.
     #[track_caller]
-    pub fn expect_start(&mut self, prefix: &str) -> String {
+    pub(crate) fn expect_start(&mut self, prefix: &str) -> String {
         let got = self.reply();
         assert!(
             got.starts_with(prefix),
@@ -269,13 +270,13 @@ impl Client {
 
     /// Sends a command line and asserts the reply.
     #[track_caller]
-    pub fn cmd(&mut self, line: &str, want: &str) {
+    pub(crate) fn cmd(&mut self, line: &str, want: &str) {
         self.send(format!("{line}\r\n"));
         self.expect(want);
     }
 
     /// Reads the greeting and says EHLO.
-    pub fn greet(&mut self) {
+    pub(crate) fn greet(&mut self) {
         self.expect_start("220 ");
         self.send("EHLO client.test\r\n");
         self.expect_start("250-");
@@ -283,7 +284,7 @@ impl Client {
 
     /// A whole transaction; returns the queue id from the final 250.
     #[track_caller]
-    pub fn mail(&mut self, from: &str, to: &[&str], content: &[u8]) -> String {
+    pub(crate) fn mail(&mut self, from: &str, to: &[&str], content: &[u8]) -> String {
         self.cmd(&format!("MAIL FROM:<{from}>"), "250 2.1.0 Sender OK");
         for t in to {
             self.cmd(&format!("RCPT TO:<{t}>"), "250 2.1.5 Recipient OK");
@@ -296,17 +297,17 @@ impl Client {
 
     /// Returns true if and only if the server has closed the connection
     /// (waiting up to the read timeout for it).
-    pub fn is_closed(&mut self) -> bool {
+    pub(crate) fn is_closed(&mut self) -> bool {
         let mut b = [0u8; 1];
         matches!(self.stream.read(&mut b), Ok(0))
     }
 
-    pub fn stream(&mut self) -> &mut TcpStream {
+    pub(crate) fn stream(&mut self) -> &mut TcpStream {
         self.stream.get_mut()
     }
 }
 
 /// The id in `250 2.0.0 Ok: queued as ID`.
-pub fn queued_id(reply: &str) -> String {
+pub(crate) fn queued_id(reply: &str) -> String {
     reply.trim_end().rsplit(' ').next().expect("id").to_owned()
 }
