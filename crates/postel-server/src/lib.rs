@@ -34,11 +34,16 @@ pub use backend::{Backend, BackendSession, ConnMeta};
 pub struct ServerConfig {
     /// The per-session limits and identity.
     pub limits: Arc<Limits>,
-    /// Sessions open at once, in all. Default 1,000.
+    /// Sessions open at once, in all. Default 10,000: an idle session costs
+    /// a few KiB, and a file descriptor.
     pub max_connections: usize,
-    /// Sessions open at once from one client address. Default 100, enough
-    /// for a busy relay, and for `smtp-source -s 100` on loopback.
+    /// Sessions open at once from one client address. Default 100.
     pub max_connections_per_ip: usize,
+    /// Loopback clients are not held to `max_connections_per_ip` (as
+    /// Postfix exempts `$mynetworks` from its per-client limits): local
+    /// tools and load generators open many sessions from one address.
+    /// Default true.
+    pub exempt_loopback: bool,
     /// How long a shutdown waits for messages in progress before it closes
     /// what is left. Default: the data timeout and 10 s more, so that a
     /// client still sending is either finished or timed out by then.
@@ -49,8 +54,9 @@ impl Default for ServerConfig {
     fn default() -> ServerConfig {
         ServerConfig {
             limits: Arc::new(Limits::default()),
-            max_connections: 1000,
+            max_connections: 10_000,
             max_connections_per_ip: 100,
+            exempt_loopback: true,
             shutdown_grace: Limits::default().data_timeout + Duration::from_secs(10),
         }
     }
@@ -90,7 +96,8 @@ impl<B: Backend> Shared<B> {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let n = per_ip.entry(ip).or_insert(0);
-        if *n >= self.config.max_connections_per_ip
+        let per_ip_limited = !(self.config.exempt_loopback && ip.is_loopback());
+        if per_ip_limited && *n >= self.config.max_connections_per_ip
             || self.open.load(Ordering::Relaxed) >= self.config.max_connections
         {
             if *n == 0 {

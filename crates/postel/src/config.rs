@@ -65,6 +65,8 @@ pub(crate) struct LimitsSection {
     pub(crate) max_connections: Option<usize>,
     /// Sessions open at once from one IP address.
     pub(crate) max_connections_per_ip: Option<usize>,
+    /// Loopback clients are exempt from `max_connections_per_ip`.
+    pub(crate) exempt_loopback: Option<bool>,
     /// Seconds to wait for a command (RFC 5321 4.5.3.2.7: 300).
     pub(crate) command_timeout: Option<u64>,
     /// Seconds to wait for more message content (RFC 5321 4.5.3.2.5: 180).
@@ -110,6 +112,8 @@ pub(crate) struct Config {
     pub(crate) max_connections: usize,
     /// Sessions open at once per client IP.
     pub(crate) max_connections_per_ip: usize,
+    /// Loopback is exempt from the per-IP limit.
+    pub(crate) exempt_loopback: bool,
     /// Accepted domains, lowercase; empty: every domain.
     pub(crate) domains: BTreeSet<String>,
     /// Known mailboxes per domain, lowercase.
@@ -190,7 +194,7 @@ impl Config {
         if max_errors == 0 {
             problems.push("limits.max_errors: must be at least 1".to_owned());
         }
-        let max_connections = l.max_connections.unwrap_or(1000);
+        let max_connections = l.max_connections.unwrap_or(10_000);
         let max_connections_per_ip = l.max_connections_per_ip.unwrap_or(100);
         for (key, v) in [
             ("limits.max_connections", max_connections),
@@ -288,6 +292,7 @@ impl Config {
             smtp,
             max_connections,
             max_connections_per_ip,
+            exempt_loopback: l.exempt_loopback.unwrap_or(true),
             domains,
             mailboxes,
         })
@@ -308,6 +313,7 @@ impl Config {
                 max_errors: Some(l.max_errors),
                 max_connections: Some(self.max_connections),
                 max_connections_per_ip: Some(self.max_connections_per_ip),
+                exempt_loopback: Some(self.exempt_loopback),
                 command_timeout: Some(l.command_timeout.as_secs()),
                 data_timeout: Some(l.data_timeout.as_secs()),
             },

@@ -187,8 +187,19 @@ fn init_logging(verbose: bool) {
 
 fn serve(cfg: Config) -> anyhow::Result<()> {
     // Many idle sessions need many descriptors: take what the hard limit allows.
+    let mut cfg = cfg;
     if let Ok(n) = rlimit::increase_nofile_limit(u64::MAX) {
-        tracing::debug!(limit = n, "file descriptor limit");
+        // Keep descriptors for the store, listeners and logs: a session
+        // refused with 421 is better than a failed accept().
+        let room = usize::try_from(n).unwrap_or(usize::MAX).saturating_sub(64).max(1);
+        if cfg.max_connections > room {
+            tracing::warn!(
+                configured = cfg.max_connections,
+                allowed = room,
+                "max_connections lowered to fit the open-file limit"
+            );
+            cfg.max_connections = room;
+        }
     }
     let store = SqliteStore::open(&cfg.data_dir).with_context(|| {
         format!(
@@ -226,6 +237,7 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
             limits: Arc::new(cfg.limits.clone()),
             max_connections: cfg.max_connections,
             max_connections_per_ip: cfg.max_connections_per_ip,
+            exempt_loopback: cfg.exempt_loopback,
             shutdown_grace: cfg.limits.data_timeout + std::time::Duration::from_secs(10),
         };
         postel_server::serve(listeners, server, Arc::new(backend), shutdown_signal()).await;

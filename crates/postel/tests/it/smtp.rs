@@ -328,7 +328,7 @@ fn idle_client_gets_421_timeout() {
 
 #[test]
 fn per_ip_connection_limit_is_421() {
-    let s = Server::start("[limits]\nmax_connections_per_ip = 2\n", &[]);
+    let s = Server::start("[limits]\nmax_connections_per_ip = 2\nexempt_loopback = false\n", &[]);
     let mut a = s.connect();
     let mut b = s.connect();
     a.expect_start("220 ");
@@ -342,6 +342,17 @@ fn per_ip_connection_limit_is_421() {
     std::thread::sleep(Duration::from_millis(200));
     let mut d = s.connect();
     d.expect_start("220 ");
+}
+
+#[test]
+fn loopback_is_exempt_from_the_per_ip_limit_by_default_but_not_the_total() {
+    let s = Server::start("[limits]\nmax_connections_per_ip = 1\nmax_connections = 3\n", &[]);
+    let mut open: Vec<_> = (0..3).map(|_| s.connect()).collect();
+    for c in &mut open {
+        c.expect_start("220 ");
+    }
+    let mut over = s.connect();
+    over.expect("421 4.7.0 mx.test Too many connections, try again later");
 }
 
 #[test]
