@@ -9,6 +9,7 @@
 //! - [`params`]: MAIL/RCPT parameters;
 //! - [`data`]: DATA and BDAT content decoders;
 //! - [`reply`]: every reply, one constructor per row of the reply contract;
+//! - [`sasl`]: AUTH's PLAIN and LOGIN mechanisms;
 //! - [`session`]: the state machine that ties them together.
 
 #![warn(missing_docs)]
@@ -18,6 +19,7 @@ pub mod command;
 pub mod data;
 pub mod params;
 pub mod reply;
+pub mod sasl;
 pub mod session;
 
 pub use address::{ForwardPath, Mailbox, ReversePath};

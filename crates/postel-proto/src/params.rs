@@ -93,6 +93,7 @@ pub fn wants_smtputf8(s: &[u8]) -> bool {
 /// [`ParamError::Syntax`] for a malformed or repeated one.
 pub fn parse_mail_params(s: &[u8]) -> Result<MailParams, ParamError> {
     let mut out = MailParams::default();
+    let mut seen_auth = false;
     for p in pairs(s) {
         let (name, value) = split_param(p)?;
         let dup = || ParamError::Syntax(name.clone());
@@ -119,7 +120,10 @@ pub fn parse_mail_params(s: &[u8]) -> Result<MailParams, ParamError> {
             // A repeated bare flag cannot conflict with itself, and Python's
             // smtplib sends it twice when asked for it and also needing it.
             ("SMTPUTF8", None) => out.smtputf8 = true,
-            ("SIZE" | "BODY" | "SMTPUTF8", _) => return Err(dup()),
+            // RFC 4954 section 5: the submitter's identity, `<>` or an
+            // xtext address. Recorded as sent; policy does not use it.
+            ("AUTH", Some(_)) if !seen_auth => seen_auth = true,
+            ("SIZE" | "BODY" | "SMTPUTF8" | "AUTH", _) => return Err(dup()),
             _ => return Err(ParamError::Unknown(name)),
         }
         out.raw.push(String::from_utf8_lossy(p).into_owned());
@@ -158,6 +162,23 @@ mod tests {
             parse_mail_params(b"").expect("valid"),
             MailParams::default()
         );
+    }
+
+    #[test]
+    fn auth_parameter_is_accepted_once() {
+        assert_eq!(
+            parse_mail_params(b"AUTH=<>").expect("valid").raw,
+            vec!["AUTH=<>"]
+        );
+        assert!(parse_mail_params(b"AUTH=user+40example.com").is_ok());
+        assert!(matches!(
+            parse_mail_params(b"AUTH=<> AUTH=<>"),
+            Err(ParamError::Syntax(_))
+        ));
+        assert!(matches!(
+            parse_mail_params(b"AUTH"),
+            Err(ParamError::Syntax(_))
+        ));
     }
 
     #[test]

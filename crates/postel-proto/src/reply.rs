@@ -358,6 +358,81 @@ pub fn starttls_unavailable() -> Reply {
     Reply::new(502, e(5, 5, 1), "STARTTLS not available")
 }
 
+// ---- STARTTLS (RFC 3207) --------------------------------------------------
+
+/// Contract "STARTTLS".
+pub fn ready_for_tls() -> Reply {
+    Reply::new(220, e(2, 0, 0), "Ready to start TLS")
+}
+
+/// Contract "STARTTLS when TLS is already active".
+pub fn tls_already_active() -> Reply {
+    Reply::new(503, e(5, 5, 1), "TLS already active")
+}
+
+// ---- AUTH (RFC 4954) ------------------------------------------------------
+
+/// Contract "AUTH before TLS where TLS is required".
+pub fn tls_required_for_auth() -> Reply {
+    Reply::new(530, e(5, 7, 0), "Must issue a STARTTLS command first")
+}
+
+/// Contract "MAIL before AUTH where AUTH is required".
+pub fn auth_required() -> Reply {
+    Reply::new(530, e(5, 7, 0), "Authentication required")
+}
+
+/// Contract "AUTH success".
+pub fn auth_ok() -> Reply {
+    Reply::new(235, e(2, 7, 0), "Authentication successful")
+}
+
+/// Contract "bad credentials": the same text for an unknown user and a
+/// wrong password.
+pub fn auth_failed() -> Reply {
+    Reply::new(535, e(5, 7, 8), "Authentication credentials invalid")
+}
+
+/// Contract "unknown mechanism".
+pub fn unknown_mechanism() -> Reply {
+    Reply::new(504, e(5, 5, 4), "Unrecognized authentication type")
+}
+
+/// Contract "client sends `*`".
+pub fn auth_cancelled() -> Reply {
+    Reply::new(501, e(5, 0, 0), "Authentication cancelled")
+}
+
+/// Contract "malformed base64".
+pub fn cannot_decode() -> Reply {
+    Reply::new(501, e(5, 5, 2), "Cannot decode response")
+}
+
+/// Contract "AUTH when already authenticated".
+pub fn already_authenticated() -> Reply {
+    Reply::new(503, e(5, 5, 1), "Already authenticated")
+}
+
+/// Contract "AUTH inside a transaction".
+pub fn auth_in_transaction() -> Reply {
+    Reply::new(
+        503,
+        e(5, 5, 1),
+        "AUTH not allowed during a mail transaction",
+    )
+}
+
+/// Contract "too many failures": the session closes after it.
+pub fn too_many_auth_failures() -> Reply {
+    Reply::new(421, e(4, 7, 0), "Too many authentication failures")
+}
+
+/// A SASL challenge (RFC 4954 section 4): `334 <base64>`. A continuation,
+/// like 354, so no enhanced code.
+pub fn sasl_challenge(base64: &str) -> Reply {
+    Reply::new(334, None, base64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

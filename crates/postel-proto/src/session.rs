@@ -29,6 +29,7 @@ use crate::command::{self, PathError, Verb};
 use crate::data::{BareLinePolicy, BdatDecoder, DataDecoder, Outcome};
 use crate::params::{MailParams, ParamError, RcptParams};
 use crate::reply::{self, Reply};
+use crate::sasl::{self, MAX_SASL_LINE, Mechanism, SaslError, Secret};
 
 /// RFC 5321 4.5.3.1.4: a command line is at most 512 octets with its CRLF.
 pub const MAX_COMMAND_LINE: usize = 512;
@@ -36,8 +37,8 @@ pub const MAX_COMMAND_LINE: usize = 512;
 const SIZE_EXTRA: usize = 26;
 /// RFC 6531 section 3.4: SMTPUTF8 adds 10 octets to MAIL and RCPT.
 const SMTPUTF8_EXTRA: usize = 10;
-/// The longest line ever buffered: MAIL with every advertised extension.
-const MAX_BUFFERED_LINE: usize = MAX_COMMAND_LINE + SIZE_EXTRA + SMTPUTF8_EXTRA;
+/// RFC 4954 section 5: the AUTH= parameter adds 500 octets to MAIL.
+const AUTH_EXTRA: usize = 500;
 /// Decoded content is handed out in pieces of about this size.
 const BODY_CHUNK: usize = 64 * 1024;
 
@@ -56,6 +57,10 @@ pub struct Limits {
     pub max_recipients: usize,
     /// Bad commands before `421 Too many errors`. Default 10.
     pub max_errors: u32,
+    /// Failed AUTH attempts before `421 Too many authentication failures`.
+    /// Default 3, as Postfix's smtpd_hard_error_limit-style caps go low
+    /// for credentials.
+    pub max_auth_failures: u32,
     /// What to do with a bare CR or LF in content.
     pub bare_line_endings: BareLinePolicy,
     /// Waiting for a command. RFC 5321 4.5.3.2.7: 5 minutes.
@@ -73,6 +78,7 @@ impl Default for Limits {
             max_message_size: 10 * 1024 * 1024,
             max_recipients: 100,
             max_errors: 10,
+            max_auth_failures: 3,
             bare_line_endings: BareLinePolicy::Reject,
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(180),
@@ -89,6 +95,12 @@ pub struct ConnInfo {
     pub starttls_available: bool,
     /// The connection is already encrypted.
     pub tls_active: bool,
+    /// AUTH is offered on this listener.
+    pub auth_offered: bool,
+    /// AUTH is offered (and accepted) only once TLS is active.
+    pub auth_requires_tls: bool,
+    /// MAIL needs a successful AUTH first (submission listeners).
+    pub auth_required: bool,
 }
 
 /// Something the driver must act on.
@@ -122,6 +134,22 @@ pub enum Event {
     /// `HELP STATUS` from a trusted client: resolve with
     /// [`Session::resolve_status`].
     Status,
+    /// STARTTLS was accepted and its `220` queued: flush the output, run the
+    /// TLS handshake, then call [`Session::tls_established`]. Input read
+    /// before the handshake has been discarded (CVE-2011-0411).
+    StartTls,
+    /// Credentials to check: resolve with [`Verdict::Accept`] or a
+    /// rejection (normally [`reply::auth_failed`]).
+    Auth {
+        /// The mechanism used.
+        mechanism: Mechanism,
+        /// The identity to act as, if the client gave one (PLAIN).
+        authzid: String,
+        /// The user name.
+        username: String,
+        /// The password.
+        password: Secret,
+    },
     /// The session is over: flush the output, then close.
     Close,
 }
@@ -143,6 +171,18 @@ enum Pending {
     Rcpt,
     DataEnd,
     Status,
+    Auth,
+}
+
+/// Where an AUTH exchange stands, between its lines.
+#[derive(Debug)]
+enum SaslStep {
+    /// PLAIN without an initial response: waiting for it.
+    Plain,
+    /// LOGIN: waiting for the user name.
+    LoginUser,
+    /// LOGIN: waiting for the password.
+    LoginPassword(String),
 }
 
 #[derive(Debug)]
@@ -160,6 +200,9 @@ enum Input {
         last: bool,
         keep: bool,
     },
+    /// STARTTLS accepted: the driver runs the handshake; any plaintext
+    /// still arriving is discarded.
+    TlsPending,
     /// Closed: nothing more is read.
     Closed,
 }
@@ -191,6 +234,12 @@ pub struct Session {
     errors: u32,
     /// Refused by policy: only QUIT is answered (RFC 5321 3.1).
     refused: bool,
+    /// The user who authenticated, if any.
+    authenticated: Option<String>,
+    /// The user of the AUTH awaiting its verdict.
+    pending_user: String,
+    auth_failures: u32,
+    sasl: Option<SaslStep>,
 }
 
 impl Session {
@@ -213,6 +262,10 @@ impl Session {
             out,
             errors: 0,
             refused: false,
+            authenticated: None,
+            pending_user: String::new(),
+            auth_failures: 0,
+            sasl: None,
         }
     }
 
@@ -235,7 +288,8 @@ impl Session {
         while pos < input.len() && self.pending.is_none() {
             let rest = &input[pos..];
             match &mut self.input {
-                Input::Closed => return input.len(),
+                // Plaintext behind STARTTLS is never read as commands.
+                Input::Closed | Input::TlsPending => return input.len(),
                 Input::Command => pos += self.feed_command(rest),
                 Input::DiscardLine => match memchr::memchr(b'\n', rest) {
                     Some(i) => {
@@ -290,8 +344,9 @@ impl Session {
 
     /// Consumes command input up to and including one line, if complete.
     fn feed_command(&mut self, rest: &[u8]) -> usize {
+        let cap = self.max_buffered_line();
         let Some(i) = memchr::memchr(b'\n', rest) else {
-            if self.line.len() + rest.len() > MAX_BUFFERED_LINE {
+            if self.line.len() + rest.len() > cap {
                 self.line.clear();
                 self.input = Input::DiscardLine;
             } else {
@@ -300,7 +355,7 @@ impl Session {
             return rest.len();
         };
         let seg = &rest[..i];
-        if self.line.len() + seg.len() > MAX_BUFFERED_LINE {
+        if self.line.len() + seg.len() > cap {
             self.line.clear();
             self.error(reply::line_too_long());
         } else if self.line.is_empty() {
@@ -366,6 +421,41 @@ impl Session {
         self.extended
     }
 
+    /// The user who authenticated in this session, if any.
+    pub fn authenticated(&self) -> Option<&str> {
+        self.authenticated.as_deref()
+    }
+
+    /// Returns true if and only if TLS is active on the connection.
+    pub fn is_tls(&self) -> bool {
+        self.conn.tls_active
+    }
+
+    /// The TLS handshake after STARTTLS succeeded: everything learnt before
+    /// it is forgotten (RFC 3207 section 4.2) and the client must EHLO again.
+    pub fn tls_established(&mut self) {
+        self.reset_transaction();
+        self.helo = None;
+        self.extended = false;
+        self.authenticated = None;
+        self.sasl = None;
+        self.line.clear();
+        self.conn.tls_active = true;
+        if matches!(self.input, Input::TlsPending) {
+            self.input = Input::Command;
+        }
+    }
+
+    /// The longest command line kept in memory: AUTH lines may be long
+    /// (RFC 4954), everything else is short.
+    fn max_buffered_line(&self) -> usize {
+        if self.conn.auth_offered {
+            MAX_SASL_LINE
+        } else {
+            MAX_COMMAND_LINE + SIZE_EXTRA + SMTPUTF8_EXTRA
+        }
+    }
+
     /// Returns true if and only if the session is between commands: no
     /// content is being read and no verdict is pending.
     pub fn is_idle(&self) -> bool {
@@ -410,6 +500,18 @@ impl Session {
                 self.send(reply::recipient_ok());
             }
             (Pending::DataEnd, Verdict::Queued(id)) => self.send(reply::queued(&id)),
+            (Pending::Auth, Verdict::Accept) => {
+                self.authenticated = Some(std::mem::take(&mut self.pending_user));
+                self.send(reply::auth_ok());
+            }
+            (Pending::Auth, Verdict::Reject(r)) => {
+                self.pending_user.clear();
+                self.send(r);
+                self.auth_failures += 1;
+                if self.auth_failures >= self.limits.max_auth_failures {
+                    self.close_with(reply::too_many_auth_failures());
+                }
+            }
             (Pending::DataEnd, Verdict::Reject(r)) => self.send(r),
             // A policy refusal (relaying denied, unknown mailbox) is not a
             // client mistake: it does not count toward `max_errors`, so a
@@ -429,6 +531,10 @@ impl Session {
 
     fn send(&mut self, r: Reply) {
         r.write_to(&mut self.out);
+        // RFC 5321 3.8: 421 means the server is closing the channel.
+        if r.code == 421 && !self.is_closed() {
+            self.close();
+        }
     }
 
     /// Sends a reply to a bad command and counts it; past the limit the
@@ -446,7 +552,9 @@ impl Session {
             return;
         }
         self.send(r);
-        self.close();
+        if !self.is_closed() {
+            self.close();
+        }
     }
 
     fn close(&mut self) {
@@ -465,11 +573,18 @@ impl Session {
 
     fn handle_line(&mut self, line: &[u8]) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if let Some(step) = self.sasl.take() {
+            return self.handle_sasl_line(step, line);
+        }
         let (verb, args) = Verb::split(line);
         // RFC 5321 4.5.3.1.4 and the extensions' allowances (contract row
         // "command line longer than 512 octets").
         let limit = match verb {
+            Verb::Mail if self.conn.auth_offered => {
+                MAX_COMMAND_LINE + SIZE_EXTRA + SMTPUTF8_EXTRA + AUTH_EXTRA
+            }
             Verb::Mail => MAX_COMMAND_LINE + SIZE_EXTRA + SMTPUTF8_EXTRA,
+            Verb::Auth => MAX_SASL_LINE,
             Verb::Rcpt => MAX_COMMAND_LINE + SMTPUTF8_EXTRA,
             _ => MAX_COMMAND_LINE,
         };
@@ -502,7 +617,8 @@ impl Session {
             Verb::Vrfy => self.send(reply::cannot_vrfy()),
             Verb::Expn => self.error(reply::no_expn()),
             Verb::StartTls => self.handle_starttls(args),
-            Verb::Auth | Verb::NotImplemented => self.error(reply::not_implemented()),
+            Verb::Auth => self.handle_auth(args),
+            Verb::NotImplemented => self.error(reply::not_implemented()),
             Verb::Unknown => self.error(reply::unrecognized()),
         }
     }
@@ -518,6 +634,9 @@ impl Session {
         ];
         if self.conn.starttls_available && !self.conn.tls_active {
             caps.push("STARTTLS".to_owned());
+        }
+        if self.auth_advertised() {
+            caps.push("AUTH PLAIN LOGIN".to_owned());
         }
         caps.push("HELP".to_owned());
         caps
@@ -547,6 +666,9 @@ impl Session {
         }
         if self.tx.is_some() {
             return self.error(reply::nested_mail());
+        }
+        if self.conn.auth_required && self.authenticated.is_none() {
+            return self.error(reply::auth_required());
         }
         match command::parse_mail(args) {
             Ok((from, params)) => {
@@ -678,7 +800,9 @@ impl Session {
     }
 
     fn handle_help(&mut self, args: &[u8]) {
-        if args.eq_ignore_ascii_case(b"STATUS") && self.conn.trusted {
+        if args.eq_ignore_ascii_case(b"STATUS")
+            && (self.conn.trusted || self.authenticated.is_some())
+        {
             self.pending = Some(Pending::Status);
             self.events.push_back(Event::Status);
             return;
@@ -717,15 +841,96 @@ impl Session {
     }
 
     fn handle_starttls(&mut self, args: &[u8]) {
+        if self.conn.tls_active {
+            return self.error(reply::tls_already_active());
+        }
         if !self.conn.starttls_available {
             return self.error(reply::starttls_unavailable());
         }
         if !args.is_empty() {
             return self.error(reply::syntax("STARTTLS"));
         }
-        // TLS itself comes with the TLS listener work; without it the
-        // capability is never advertised and `starttls_available` is false.
-        self.error(reply::starttls_unavailable());
+        self.send(reply::ready_for_tls());
+        self.line.clear();
+        self.input = Input::TlsPending;
+        self.events.push_back(Event::StartTls);
+    }
+
+    /// AUTH is listed in EHLO: offered here, and TLS is up if it must be.
+    fn auth_advertised(&self) -> bool {
+        self.conn.auth_offered && (self.conn.tls_active || !self.conn.auth_requires_tls)
+    }
+
+    fn handle_auth(&mut self, args: &[u8]) {
+        if !self.conn.auth_offered {
+            return self.error(reply::not_implemented());
+        }
+        if self.helo.is_none() {
+            return self.error(reply::send_helo_first());
+        }
+        if !self.auth_advertised() {
+            return self.error(reply::tls_required_for_auth());
+        }
+        if self.authenticated.is_some() {
+            return self.error(reply::already_authenticated());
+        }
+        if self.tx.is_some() {
+            return self.error(reply::auth_in_transaction());
+        }
+        let mut words = args.split(|&b| b == b' ').filter(|w| !w.is_empty());
+        let (Some(mech), initial, None) = (words.next(), words.next(), words.next()) else {
+            return self.error(reply::syntax("AUTH mechanism [initial-response]"));
+        };
+        let Some(mechanism) = Mechanism::parse(mech) else {
+            return self.error(reply::unknown_mechanism());
+        };
+        match (mechanism, initial) {
+            (Mechanism::Plain, None) => self.challenge(SaslStep::Plain, ""),
+            (Mechanism::Login, None) => self.challenge(SaslStep::LoginUser, "Username:"),
+            (_, Some(line)) => {
+                let step = if mechanism == Mechanism::Plain {
+                    SaslStep::Plain
+                } else {
+                    SaslStep::LoginUser
+                };
+                self.handle_sasl_line(step, line);
+            }
+        }
+    }
+
+    fn challenge(&mut self, step: SaslStep, text: &str) {
+        self.sasl = Some(step);
+        self.send(reply::sasl_challenge(&sasl::challenge(text)));
+    }
+
+    /// One client line of an AUTH exchange (RFC 4954 section 4).
+    fn handle_sasl_line(&mut self, step: SaslStep, line: &[u8]) {
+        if line.len() + 2 > MAX_SASL_LINE {
+            return self.error(reply::line_too_long());
+        }
+        let text = match sasl::decode_line(line) {
+            Ok(t) => t,
+            Err(SaslError::Cancelled) => return self.error(reply::auth_cancelled()),
+            Err(SaslError::Decode) => return self.error(reply::cannot_decode()),
+        };
+        let (mechanism, authzid, username, password) = match step {
+            SaslStep::Plain => match sasl::parse_plain(&text) {
+                Ok((z, u, p)) => (Mechanism::Plain, z, u, p),
+                Err(_) => return self.error(reply::cannot_decode()),
+            },
+            SaslStep::LoginUser => {
+                return self.challenge(SaslStep::LoginPassword(text), "Password:");
+            }
+            SaslStep::LoginPassword(user) => (Mechanism::Login, String::new(), user, Secret(text)),
+        };
+        self.pending_user.clone_from(&username);
+        self.pending = Some(Pending::Auth);
+        self.events.push_back(Event::Auth {
+            mechanism,
+            authzid,
+            username,
+            password,
+        });
     }
 }
 

@@ -191,7 +191,10 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
     if let Ok(n) = rlimit::increase_nofile_limit(u64::MAX) {
         // Keep descriptors for the store, listeners and logs: a session
         // refused with 421 is better than a failed accept().
-        let room = usize::try_from(n).unwrap_or(usize::MAX).saturating_sub(64).max(1);
+        let room = usize::try_from(n)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(64)
+            .max(1);
         if cfg.max_connections > room {
             tracing::warn!(
                 configured = cfg.max_connections,

@@ -328,7 +328,10 @@ fn idle_client_gets_421_timeout() {
 
 #[test]
 fn per_ip_connection_limit_is_421() {
-    let s = Server::start("[limits]\nmax_connections_per_ip = 2\nexempt_loopback = false\n", &[]);
+    let s = Server::start(
+        "[limits]\nmax_connections_per_ip = 2\nexempt_loopback = false\n",
+        &[],
+    );
     let mut a = s.connect();
     let mut b = s.connect();
     a.expect_start("220 ");
@@ -346,7 +349,10 @@ fn per_ip_connection_limit_is_421() {
 
 #[test]
 fn loopback_is_exempt_from_the_per_ip_limit_by_default_but_not_the_total() {
-    let s = Server::start("[limits]\nmax_connections_per_ip = 1\nmax_connections = 3\n", &[]);
+    let s = Server::start(
+        "[limits]\nmax_connections_per_ip = 1\nmax_connections = 3\n",
+        &[],
+    );
     let mut open: Vec<_> = (0..3).map(|_| s.connect()).collect();
     for c in &mut open {
         c.expect_start("220 ");
