@@ -10,7 +10,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
-APT_PACKAGES=(curl swaks python3 procps)
+APT_PACKAGES=(curl swaks python3 procps openssl libio-socket-ssl-perl libauthen-sasl-perl)
 PIP_PACKAGES=()
 
 missing=()

@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 
+use postel_proto::sasl::Mechanism;
 use postel_proto::{ForwardPath, MailParams, RcptParams, Reply, ReversePath};
 
 /// What a backend knows of a connection when a session starts.
@@ -63,4 +64,19 @@ pub trait BackendSession: Send + 'static {
 
     /// The transaction was dropped: forget sender, recipients and content.
     fn reset(&mut self);
+
+    /// TLS is now active (`"<version> <cipher>"`), after STARTTLS or on an
+    /// implicit-TLS listener. What was learnt before STARTTLS is void.
+    fn tls(&mut self, description: &str);
+
+    /// Check credentials. Refuse with `reply::auth_failed` (the same for an
+    /// unknown user and a wrong password), or with a `421` to end the
+    /// session (too many failures from this client).
+    fn auth(
+        &mut self,
+        mechanism: Mechanism,
+        authzid: &str,
+        username: &str,
+        password: &str,
+    ) -> impl Future<Output = Result<(), Reply>> + Send;
 }

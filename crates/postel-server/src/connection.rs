@@ -5,42 +5,67 @@
 //! once the input in hand is used up, so a pipelined burst costs one write
 //! (RFC 2920), and always before the next read blocks, so a client waiting
 //! for an answer always gets it.
+//!
+//! STARTTLS: the session discards whatever followed the command in the same
+//! read; the driver writes the `220`, hands the socket to the TLS handshake,
+//! and the session starts over on the encrypted stream (RFC 3207 4.2).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use postel_proto::{ConnInfo, Event, Session, Verdict};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::Shared;
 use crate::backend::{Backend, BackendSession, ConnMeta};
+use crate::stream::Stream;
 
 /// The read buffer between commands: small, because an idle connection
 /// should cost little memory.
 const IDLE_BUFFER: usize = 4 * 1024;
 /// The read buffer while content streams in: big reads, fewer wake-ups.
 const DATA_BUFFER: usize = 64 * 1024;
+/// How long a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs one session to its end. IO errors end the session quietly (logged
 /// once); nothing here can take the server down.
-pub(crate) async fn run<B: Backend, S: AsyncRead + AsyncWrite + Unpin>(
-    stream: S,
+pub(crate) async fn run<B: Backend>(
+    tcp: TcpStream,
     meta: ConnMeta,
+    listener: crate::ListenerSettings,
     shared: Arc<Shared<B>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let started = Instant::now();
+    let id = meta.session_id;
+    info!(session = id, client = %meta.peer, kind = listener.kind.name(), "session opened");
+    let mut stream = Stream::Plain(tcp);
+    if listener.implicit_tls {
+        match handshake(stream, &shared).await {
+            Ok(s) => stream = s,
+            Err(e) => {
+                info!(session = id, client = %meta.peer, error = %e, "TLS handshake failed");
+                return;
+            }
+        }
+    }
     let conn = ConnInfo {
         trusted: meta.peer.ip().is_loopback(),
-        starttls_available: false,
-        tls_active: false,
+        starttls_available: shared.tls.is_some() && !listener.implicit_tls,
+        tls_active: listener.implicit_tls,
+        auth_offered: listener.auth,
+        auth_requires_tls: listener.auth_requires_tls,
+        auth_required: listener.auth_required,
     };
     let mut session = Session::new(shared.limits.clone(), conn);
     let mut backend = shared.backend.new_session(&meta);
-    let id = meta.session_id;
-    info!(session = id, client = %meta.peer, "session opened");
+    if let Some(t) = stream.tls_description() {
+        backend.tls(&t);
+    }
     let result = drive(
         stream,
         &mut session,
@@ -56,8 +81,20 @@ pub(crate) async fn run<B: Backend, S: AsyncRead + AsyncWrite + Unpin>(
     info!(session = id, client = %meta.peer, seconds = started.elapsed().as_secs_f64(), "session closed");
 }
 
-async fn drive<B: Backend, S: AsyncRead + AsyncWrite + Unpin>(
-    mut stream: S,
+async fn handshake<B: Backend>(stream: Stream, shared: &Shared<B>) -> std::io::Result<Stream> {
+    let (Stream::Plain(tcp), Some(tls)) = (stream, shared.tls.as_ref()) else {
+        return Err(std::io::Error::other("TLS is not configured"));
+    };
+    let accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp))
+        .await
+        .map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
+        })??;
+    Ok(Stream::Tls(Box::new(accepted)))
+}
+
+async fn drive<B: Backend>(
+    mut stream: Stream,
     session: &mut Session,
     backend: &mut B::Session,
     shared: &Shared<B>,
@@ -71,10 +108,12 @@ async fn drive<B: Backend, S: AsyncRead + AsyncWrite + Unpin>(
         // Use up the input in hand; feed stops at each event that needs an
         // answer, so the events are answered between feeds, in order.
         let mut start = 0;
+        let mut starttls = false;
         loop {
             let n = session.feed(&buf[start..filled]);
             start += n;
-            let answered = handle_events(session, backend, shared).await;
+            let (answered, tls) = handle_events(session, backend, shared).await;
+            starttls |= tls;
             // Stop when closed, or when nothing moved: all input used up, or
             // (defensively) a feed that consumed nothing and raised nothing.
             if session.is_closed() || !answered && (n == 0 || start == filled) {
@@ -85,6 +124,15 @@ async fn drive<B: Backend, S: AsyncRead + AsyncWrite + Unpin>(
         if session.is_closed() {
             flush(&mut stream, session, &mut out, id).await?;
             return Ok(());
+        }
+        if starttls {
+            flush(&mut stream, session, &mut out, id).await?;
+            stream = handshake(std::mem::replace(&mut stream, Stream::Upgrading), shared).await?;
+            session.tls_established();
+            if let Some(t) = stream.tls_description() {
+                backend.tls(&t);
+            }
+            continue;
         }
         if *shutdown.borrow() && session.shutdown() {
             continue;
@@ -117,8 +165,8 @@ async fn drive<B: Backend, S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-async fn flush<S: AsyncWrite + Unpin>(
-    stream: &mut S,
+async fn flush(
+    stream: &mut Stream,
     session: &mut Session,
     out: &mut Vec<u8>,
     id: u64,
@@ -135,19 +183,25 @@ async fn flush<S: AsyncWrite + Unpin>(
         );
     }
     let r = stream.write_all(out).await;
+    let r = match r {
+        Ok(()) => stream.flush().await,
+        Err(e) => Err(e),
+    };
     out.clear();
     // Give back the memory of a large reply burst.
     out.shrink_to(4096);
     r
 }
 
-/// Answers every queued event. Returns true if and only if there was one.
+/// Answers every queued event. Returns whether there was one, and whether
+/// one was STARTTLS (the caller runs the handshake once the 220 is out).
 async fn handle_events<B: Backend>(
     session: &mut Session,
     backend: &mut B::Session,
     shared: &Shared<B>,
-) -> bool {
+) -> (bool, bool) {
     let mut any = false;
+    let mut starttls = false;
     while let Some(event) = session.poll_event() {
         any = true;
         match event {
@@ -175,10 +229,22 @@ async fn handle_events<B: Backend>(
             }
             Event::Reset => backend.reset(),
             Event::Status => session.resolve_status(shared.status_lines()),
+            Event::StartTls => starttls = true,
+            Event::Auth {
+                mechanism,
+                authzid,
+                username,
+                password,
+            } => {
+                let v = backend
+                    .auth(mechanism, &authzid, &username, &password.0)
+                    .await;
+                session.resolve(verdict(v));
+            }
             Event::Close => {}
         }
     }
-    any
+    (any, starttls)
 }
 
 fn verdict(v: Result<(), postel_proto::Reply>) -> Verdict {

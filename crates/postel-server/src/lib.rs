@@ -14,6 +14,7 @@
 
 mod backend;
 mod connection;
+mod stream;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -28,6 +29,67 @@ use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
 pub use backend::{Backend, BackendSession, ConnMeta};
+pub use tokio_rustls::TlsAcceptor;
+
+/// What a listener is for (RFC 8314, RFC 6409).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    /// Mail from other servers (port 25): STARTTLS offered, no AUTH needed.
+    Smtp,
+    /// Submission (port 587): STARTTLS, then AUTH before MAIL.
+    Submission,
+    /// Submission over implicit TLS (port 465, RFC 8314): AUTH before MAIL.
+    Smtps,
+}
+
+impl ListenerKind {
+    /// The name used in config and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            ListenerKind::Smtp => "smtp",
+            ListenerKind::Submission => "submission",
+            ListenerKind::Smtps => "smtps",
+        }
+    }
+}
+
+/// How sessions on one listener behave.
+#[derive(Debug, Clone, Copy)]
+pub struct ListenerSettings {
+    /// What the listener is for.
+    pub kind: ListenerKind,
+    /// TLS from the first byte (port 465).
+    pub implicit_tls: bool,
+    /// AUTH is offered.
+    pub auth: bool,
+    /// AUTH is offered only once TLS is active.
+    pub auth_requires_tls: bool,
+    /// MAIL needs AUTH first.
+    pub auth_required: bool,
+}
+
+impl ListenerSettings {
+    /// The defaults for a kind: smtp offers no AUTH; submission and smtps
+    /// require it, and only over TLS.
+    pub fn for_kind(kind: ListenerKind) -> ListenerSettings {
+        let submission = kind != ListenerKind::Smtp;
+        ListenerSettings {
+            kind,
+            implicit_tls: kind == ListenerKind::Smtps,
+            auth: submission,
+            auth_requires_tls: true,
+            auth_required: submission,
+        }
+    }
+}
+
+/// A bound socket and how its sessions behave.
+pub struct Listener {
+    /// The bound socket.
+    pub tcp: TcpListener,
+    /// Its settings.
+    pub settings: ListenerSettings,
+}
 
 /// Server-wide settings beyond the per-session [`Limits`].
 #[derive(Debug, Clone)]
@@ -66,6 +128,8 @@ impl Default for ServerConfig {
 pub(crate) struct Shared<B> {
     pub(crate) limits: Arc<Limits>,
     pub(crate) backend: Arc<B>,
+    /// TLS for STARTTLS and implicit-TLS listeners, if a certificate is set.
+    pub(crate) tls: Option<TlsAcceptor>,
     config: ServerConfig,
     started: Instant,
     open: AtomicUsize,
@@ -141,14 +205,16 @@ impl<B: Backend> Drop for Slot<B> {
 /// accepting, closes idle sessions with `421`, lets messages in progress
 /// finish (up to [`ServerConfig::shutdown_grace`]) and returns.
 pub async fn serve<B: Backend>(
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Listener>,
     config: ServerConfig,
     backend: Arc<B>,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) {
     let shared = Arc::new(Shared {
         limits: config.limits.clone(),
         backend,
+        tls,
         started: Instant::now(),
         open: AtomicUsize::new(0),
         per_ip: Mutex::new(HashMap::new()),
@@ -184,11 +250,15 @@ pub async fn serve<B: Backend>(
 }
 
 async fn accept_loop<B: Backend>(
-    listener: TcpListener,
+    listener: Listener,
     shared: Arc<Shared<B>>,
     mut stop: watch::Receiver<bool>,
     done: mpsc::Sender<()>,
 ) {
+    let Listener {
+        tcp: listener,
+        settings,
+    } = listener;
     let local = listener.local_addr().ok();
     let mut backoff = Duration::from_millis(5);
     loop {
@@ -225,7 +295,7 @@ async fn accept_loop<B: Backend>(
         };
         let (shared, stop, done) = (shared.clone(), stop.clone(), done.clone());
         tokio::spawn(async move {
-            connection::run(stream, meta, shared, stop).await;
+            connection::run(stream, meta, settings, shared, stop).await;
             drop(slot);
             drop(done);
         });

@@ -217,6 +217,11 @@ CREATE TABLE IF NOT EXISTS recipients (
     params      TEXT NOT NULL,
     PRIMARY KEY (message_seq, position)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS users (
+    name       TEXT PRIMARY KEY,
+    hash       TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
 PRAGMA user_version = 1;
 ";
 
@@ -517,6 +522,66 @@ impl Store for SqliteStore {
     }
 }
 
+/// Submission users: names and password hashes (never passwords). Kept in
+/// the same database, so `postel users` works while the server runs.
+impl SqliteStore {
+    /// Adds a user or replaces its hash. Returns true if and only if the
+    /// user is new.
+    ///
+    /// # Errors
+    /// When the database cannot be written.
+    pub fn set_user(&self, name: &str, hash: &str) -> Result<bool, StoreError> {
+        let conn = lock(&self.reader);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let existed: bool =
+            conn.query_row("SELECT count(*) FROM users WHERE name = ?1", [name], |r| {
+                r.get::<_, i64>(0)
+            })? > 0;
+        conn.execute(
+            "INSERT INTO users (name, hash, created_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT(name) DO UPDATE SET hash = excluded.hash",
+            params![name, hash, now],
+        )?;
+        Ok(!existed)
+    }
+
+    /// Removes a user. Returns true if and only if it existed.
+    ///
+    /// # Errors
+    /// When the database cannot be written.
+    pub fn remove_user(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(lock(&self.reader).execute("DELETE FROM users WHERE name = ?1", [name])? > 0)
+    }
+
+    /// Every user name with its creation time, by name.
+    ///
+    /// # Errors
+    /// When the database cannot be read.
+    pub fn users(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let conn = lock(&self.reader);
+        let mut stmt = conn.prepare("SELECT name, created_at FROM users ORDER BY name")?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// The password hash of a user, if the user exists.
+    ///
+    /// # Errors
+    /// When the database cannot be read.
+    pub fn user_hash(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let conn = lock(&self.reader);
+        Ok(conn
+            .query_row("SELECT hash FROM users WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+}
+
 /// A shared store is a store.
 impl<S: Store> Store for Arc<S> {
     fn next_id(&self) -> String {
@@ -650,6 +715,22 @@ mod tests {
         let store = SqliteStore::open(&dir).expect("reopen");
         assert_eq!(store.list().expect("list").len(), 1);
         assert!(store.next_id() > first);
+    }
+
+    #[test]
+    fn users_add_replace_list_remove() {
+        let dir = tempdir();
+        let store = SqliteStore::open(&dir).expect("open");
+        assert!(store.set_user("alice", "h1").expect("add"));
+        assert!(!store.set_user("alice", "h2").expect("replace"));
+        assert_eq!(
+            store.user_hash("alice").expect("get").as_deref(),
+            Some("h2")
+        );
+        assert_eq!(store.user_hash("bob").expect("get"), None);
+        assert_eq!(store.users().expect("list").len(), 1);
+        assert!(store.remove_user("alice").expect("remove"));
+        assert!(!store.remove_user("alice").expect("remove again"));
     }
 
     #[tokio::test]

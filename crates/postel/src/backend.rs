@@ -7,11 +7,25 @@
 //!   zero-config sink: nothing is relayed onward, so this is no open relay);
 //! - a recipient in an accepted domain is accepted, unless the domain lists
 //!   its mailboxes and this is not one of them (`550 5.1.1`);
-//! - anything else is `554 5.7.1 Relaying denied`: never an open relay.
+//! - anything else is `554 5.7.1 Relaying denied`: never an open relay;
+//! - except for an authenticated user, who may send anywhere (the message
+//!   is stored with its envelope; relaying it onward is a later feature).
+//!
+//! AUTH checks an Argon2id hash from the store. An unknown user is checked
+//! against a dummy hash, so that both failures take the same time, and every
+//! failure waits [`AUTH_FAILURE_DELAY`] before its `535`. A client address
+//! with [`MAX_AUTH_FAILURES_PER_IP`] failures in [`AUTH_FAILURE_WINDOW`] gets
+//! `421` without a check until the window passes.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use argon2::Argon2;
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use postel_proto::sasl::Mechanism;
 
 use postel_proto::{ForwardPath, MailParams, RcptParams, Reply, ReversePath, reply};
 use postel_server::{Backend, BackendSession, ConnMeta};
@@ -52,12 +66,72 @@ impl Policy {
     }
 }
 
+/// How long a failed AUTH waits before its reply: slows guessing.
+pub(crate) const AUTH_FAILURE_DELAY: Duration = Duration::from_secs(1);
+/// Failed AUTH attempts from one address before it is refused outright.
+pub(crate) const MAX_AUTH_FAILURES_PER_IP: u32 = 10;
+/// The window over which those failures are counted.
+pub(crate) const AUTH_FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
+
+/// Hashes a password with Argon2id and a random salt (PHC string form).
+///
+/// # Errors
+/// Only if the hasher fails, which it does not for in-range inputs.
+pub(crate) fn hash_password(password: &str) -> anyhow::Result<String> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| anyhow::anyhow!("cannot hash the password: {e}"))
+}
+
+fn verify_password(hash: &str, password: &str) -> bool {
+    PasswordHash::new(hash).is_ok_and(|h| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok()
+    })
+}
+
 /// What every session of the backend shares.
 pub(crate) struct Inner {
     pub(crate) store: Arc<SqliteStore>,
     pub(crate) policy: Policy,
     pub(crate) hostname: String,
     pub(crate) version: String,
+    /// Checked for unknown users, so they cost what a wrong password costs.
+    pub(crate) dummy_hash: String,
+    /// Recent AUTH failures per client address.
+    pub(crate) auth_failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+}
+
+impl Inner {
+    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, (u32, Instant)>> {
+        self.auth_failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn locked_out(&self, ip: IpAddr) -> bool {
+        let mut map = self.failures();
+        match map.get(&ip) {
+            Some((_, since)) if since.elapsed() > AUTH_FAILURE_WINDOW => {
+                map.remove(&ip);
+                false
+            }
+            Some((n, _)) => *n >= MAX_AUTH_FAILURES_PER_IP,
+            None => false,
+        }
+    }
+
+    fn record_failure(&self, ip: IpAddr) {
+        let mut map = self.failures();
+        // Bound the map: forget expired entries when it grows.
+        if map.len() > 10_000 {
+            map.retain(|_, (_, since)| since.elapsed() <= AUTH_FAILURE_WINDOW);
+        }
+        map.entry(ip).or_insert((0, Instant::now())).0 += 1;
+    }
 }
 
 /// The backend the `postel` binary serves with.
@@ -87,6 +161,8 @@ impl Backend for PostelBackend {
             smtputf8: false,
             recipients: Vec::new(),
             body: Vec::new(),
+            tls: None,
+            user: None,
         }
     }
 
@@ -112,16 +188,24 @@ pub(crate) struct PostelSession {
     smtputf8: bool,
     recipients: Vec<Recipient>,
     body: Vec<u8>,
+    /// `"<version> <cipher>"` once TLS is up.
+    tls: Option<String>,
+    /// The authenticated user.
+    user: Option<String>,
 }
 
 impl PostelSession {
-    /// The RFC 3848 / RFC 6531 `with` protocol name.
-    fn protocol(&self) -> &'static str {
-        match (self.smtputf8, self.extended) {
+    /// The RFC 3848 / RFC 6531 `with` protocol name: ESMTP, plus S for TLS
+    /// and A for AUTH; UTF8SMTP... with SMTPUTF8; plain SMTP after HELO.
+    fn protocol(&self) -> String {
+        let base = match (self.smtputf8, self.extended) {
             (true, _) => "UTF8SMTP",
             (false, true) => "ESMTP",
-            (false, false) => "SMTP",
-        }
+            (false, false) => return "SMTP".to_owned(),
+        };
+        let s = if self.tls.is_some() { "S" } else { "" };
+        let a = if self.user.is_some() { "A" } else { "" };
+        format!("{base}{s}{a}")
     }
 
     fn clear(&mut self) {
@@ -148,7 +232,9 @@ impl BackendSession for PostelSession {
     }
 
     async fn rcpt(&mut self, to: &ForwardPath, params: &RcptParams) -> Result<(), Reply> {
-        self.inner.policy.recipient(to)?;
+        if self.user.is_none() {
+            self.inner.policy.recipient(to)?;
+        }
         self.recipients.push(Recipient {
             address: to.to_string(),
             params: params.raw.clone(),
@@ -173,7 +259,7 @@ impl BackendSession for PostelSession {
             peer: self.meta.peer.ip(),
             hostname: &inner.hostname,
             version: &inner.version,
-            protocol: self.protocol(),
+            protocol: &self.protocol(),
             id: &id,
             recipient: (self.recipients.len() == 1).then(|| self.recipients[0].address.as_str()),
             unix_time: now,
@@ -193,9 +279,9 @@ impl BackendSession for PostelSession {
                 recipients: std::mem::take(&mut self.recipients),
                 client_addr: self.meta.peer.to_string(),
                 helo: self.helo.clone(),
-                protocol: self.protocol().to_owned(),
-                tls: None,
-                auth_user: None,
+                protocol: self.protocol(),
+                tls: self.tls.clone(),
+                auth_user: self.user.clone(),
             },
             subject,
             raw,
@@ -224,6 +310,47 @@ impl BackendSession for PostelSession {
 
     fn reset(&mut self) {
         self.clear();
+    }
+
+    fn tls(&mut self, description: &str) {
+        // RFC 3207 4.2: what came before the handshake no longer counts.
+        self.clear();
+        self.helo.clear();
+        self.user = None;
+        self.tls = Some(description.to_owned());
+    }
+
+    async fn auth(
+        &mut self,
+        _mechanism: Mechanism,
+        authzid: &str,
+        username: &str,
+        password: &str,
+    ) -> Result<(), Reply> {
+        let inner = self.inner.clone();
+        let ip = self.meta.peer.ip();
+        if inner.locked_out(ip) {
+            warn!(session = self.meta.session_id, client = %self.meta.peer, "AUTH refused: too many failures from this address");
+            return Err(reply::too_many_auth_failures());
+        }
+        let hash = inner.store.user_hash(username).ok().flatten();
+        let known = hash.is_some();
+        let hash = hash.unwrap_or_else(|| inner.dummy_hash.clone());
+        let password = password.to_owned();
+        // Argon2 is deliberately slow: keep it off the reactor threads.
+        let matches = tokio::task::spawn_blocking(move || verify_password(&hash, &password))
+            .await
+            .unwrap_or(false);
+        // Acting as someone else (a PLAIN authzid) is not allowed.
+        if known && matches && (authzid.is_empty() || authzid == username) {
+            info!(session = self.meta.session_id, client = %self.meta.peer, user = username, "authenticated");
+            self.user = Some(username.to_owned());
+            return Ok(());
+        }
+        inner.record_failure(ip);
+        warn!(session = self.meta.session_id, client = %self.meta.peer, user = username, "AUTH failed");
+        tokio::time::sleep(AUTH_FAILURE_DELAY).await;
+        Err(reply::auth_failed())
     }
 }
 

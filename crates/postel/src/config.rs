@@ -13,6 +13,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use postel_proto::address::{is_domain, parse_mailbox};
 use postel_proto::{BareLinePolicy, Limits};
+use postel_server::{ListenerKind, ListenerSettings};
+
+use crate::tls::TlsFiles;
 use serde::{Deserialize, Serialize};
 
 /// The zero-config listener: loopback only, an unprivileged port.
@@ -34,7 +37,16 @@ pub(crate) struct FileConfig {
     pub(crate) data_dir: Option<PathBuf>,
     /// Listeners for mail from other servers (port 25 in production).
     #[serde(default)]
-    pub(crate) smtp: SmtpSection,
+    pub(crate) smtp: ListenSection,
+    /// Submission listeners (port 587): STARTTLS, then AUTH.
+    #[serde(default)]
+    pub(crate) submission: ListenSection,
+    /// Submission over implicit TLS (port 465).
+    #[serde(default)]
+    pub(crate) smtps: ListenSection,
+    /// The certificate for STARTTLS and smtps.
+    #[serde(default)]
+    pub(crate) tls: TlsSection,
     /// Protocol and resource limits.
     #[serde(default)]
     pub(crate) limits: LimitsSection,
@@ -43,12 +55,39 @@ pub(crate) struct FileConfig {
     pub(crate) policy: PolicySection,
 }
 
-/// `[smtp]`
+/// `[smtp]`, `[submission]`, `[smtps]`
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct SmtpSection {
+pub(crate) struct ListenSection {
     /// Addresses to listen on, `IP:PORT`.
     pub(crate) listen: Option<Vec<String>>,
+    /// Offer AUTH (smtp: default false; always true on submission and smtps).
+    pub(crate) auth: Option<bool>,
+    /// Offer AUTH only once TLS is active. Default true.
+    pub(crate) require_tls: Option<bool>,
+}
+
+/// `[tls]`
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TlsSection {
+    /// PEM certificate chain.
+    pub(crate) cert: Option<PathBuf>,
+    /// PEM private key.
+    pub(crate) key: Option<PathBuf>,
+    /// Make (once) and use a self-signed certificate in the data folder.
+    pub(crate) self_signed: Option<bool>,
+}
+
+/// Where TLS comes from, once validated.
+#[derive(Debug, Clone)]
+pub(crate) enum TlsMode {
+    /// No TLS: no STARTTLS, no submission listeners.
+    Off,
+    /// Certificate and key files.
+    Files(TlsFiles),
+    /// A self-signed certificate in `<data_dir>/tls`.
+    SelfSigned,
 }
 
 /// `[limits]`
@@ -95,6 +134,12 @@ pub(crate) struct Overrides {
     pub(crate) data_dir: Option<PathBuf>,
     /// `--smtp`, repeatable
     pub(crate) smtp: Vec<String>,
+    /// `--submission`, repeatable
+    pub(crate) submission: Vec<String>,
+    /// `--smtps`, repeatable
+    pub(crate) smtps: Vec<String>,
+    /// No config file: the zero-config mode (a self-signed certificate).
+    pub(crate) zero_config: bool,
     /// `--domain`, repeatable
     pub(crate) domains: Vec<String>,
 }
@@ -106,8 +151,10 @@ pub(crate) struct Config {
     pub(crate) limits: Limits,
     /// Where messages are stored.
     pub(crate) data_dir: PathBuf,
-    /// SMTP listeners.
-    pub(crate) smtp: Vec<SocketAddr>,
+    /// Every listener with its settings.
+    pub(crate) listeners: Vec<(SocketAddr, ListenerSettings)>,
+    /// Where TLS comes from.
+    pub(crate) tls: TlsMode,
     /// Sessions open at once.
     pub(crate) max_connections: usize,
     /// Sessions open at once per client IP.
@@ -160,20 +207,58 @@ impl Config {
             problems.push(format!("hostname: {hostname:?} is not a valid domain name"));
         }
 
-        let listen = if over.smtp.is_empty() {
-            file.smtp
-                .listen
-                .unwrap_or_else(|| vec![DEFAULT_SMTP.to_owned()])
-        } else {
-            over.smtp
+        let tls = match (&file.tls.cert, &file.tls.key, file.tls.self_signed) {
+            (Some(cert), Some(key), _) => TlsMode::Files(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            (Some(_), None, _) | (None, Some(_), _) => {
+                problems.push("tls: set both cert and key (PEM files), or neither".to_owned());
+                TlsMode::Off
+            }
+            (None, None, Some(true)) => TlsMode::SelfSigned,
+            (None, None, Some(false)) => TlsMode::Off,
+            (None, None, None) if over.zero_config => TlsMode::SelfSigned,
+            (None, None, None) => TlsMode::Off,
         };
-        let mut smtp = Vec::new();
-        for (i, a) in listen.iter().enumerate() {
-            match a.parse::<SocketAddr>() {
-                Ok(addr) => smtp.push(addr),
-                Err(_) => problems.push(format!(
-                    "smtp.listen[{i}]: {a:?} is not IP:PORT (for example 127.0.0.1:2525 or [::]:25)"
-                )),
+        let mut listeners = Vec::new();
+        let sections = [
+            (ListenerKind::Smtp, &file.smtp, over.smtp),
+            (ListenerKind::Submission, &file.submission, over.submission),
+            (ListenerKind::Smtps, &file.smtps, over.smtps),
+        ];
+        for (kind, section, flags) in sections {
+            let name = kind.name();
+            let listen = if !flags.is_empty() {
+                flags
+            } else if let Some(l) = section.listen.clone() {
+                l
+            } else if kind == ListenerKind::Smtp {
+                vec![DEFAULT_SMTP.to_owned()]
+            } else {
+                Vec::new()
+            };
+            let mut settings = ListenerSettings::for_kind(kind);
+            if let Some(auth) = section.auth {
+                if kind != ListenerKind::Smtp && !auth {
+                    problems.push(format!("{name}.auth: a {name} listener always requires AUTH (it would be an open relay)"));
+                }
+                settings.auth = auth || settings.auth;
+            }
+            settings.auth_requires_tls = section.require_tls.unwrap_or(true);
+            let needs_tls =
+                kind == ListenerKind::Smtps || (settings.auth && settings.auth_requires_tls);
+            if !listen.is_empty() && needs_tls && matches!(tls, TlsMode::Off) {
+                problems.push(format!(
+                    "{name}: this listener needs TLS: set [tls] cert and key (or self_signed = true){}",
+                    if kind == ListenerKind::Smtps { "" } else { ", or require_tls = false" }
+                ));
+            }
+            for (i, a) in listen.iter().enumerate() {
+                match a.parse::<SocketAddr>() {
+                    Ok(addr) => listeners.push((addr, settings)),
+                    Err(_) => problems.push(format!("{name}.listen[{i}]: {a:?} is not IP:PORT (for example 127.0.0.1:2525 or [::]:25)")),
+                }
             }
         }
 
@@ -284,12 +369,14 @@ impl Config {
                 max_message_size,
                 max_recipients,
                 max_errors,
+                max_auth_failures: defaults.max_auth_failures,
                 bare_line_endings,
                 command_timeout,
                 data_timeout,
             },
             data_dir,
-            smtp,
+            listeners,
+            tls,
             max_connections,
             max_connections_per_ip,
             exempt_loopback: l.exempt_loopback.unwrap_or(true),
@@ -298,14 +385,46 @@ impl Config {
         })
     }
 
+    /// The listeners of one kind, as a config section.
+    fn section(&self, kind: ListenerKind) -> ListenSection {
+        let mine: Vec<_> = self
+            .listeners
+            .iter()
+            .filter(|(_, s)| s.kind == kind)
+            .collect();
+        let first = mine
+            .first()
+            .map_or(ListenerSettings::for_kind(kind), |(_, s)| *s);
+        ListenSection {
+            listen: Some(mine.iter().map(|(a, _)| a.to_string()).collect()),
+            auth: Some(first.auth),
+            require_tls: Some(first.auth_requires_tls),
+        }
+    }
+
     /// The effective configuration, as a config file that would produce it.
     pub(crate) fn to_file(&self) -> FileConfig {
         let l = &self.limits;
         FileConfig {
             hostname: Some(l.hostname.clone()),
             data_dir: Some(self.data_dir.clone()),
-            smtp: SmtpSection {
-                listen: Some(self.smtp.iter().map(ToString::to_string).collect()),
+            smtp: self.section(ListenerKind::Smtp),
+            submission: self.section(ListenerKind::Submission),
+            smtps: self.section(ListenerKind::Smtps),
+            tls: match &self.tls {
+                TlsMode::Off => TlsSection {
+                    self_signed: Some(false),
+                    ..TlsSection::default()
+                },
+                TlsMode::SelfSigned => TlsSection {
+                    self_signed: Some(true),
+                    ..TlsSection::default()
+                },
+                TlsMode::Files(f) => TlsSection {
+                    cert: Some(f.cert.clone()),
+                    key: Some(f.key.clone()),
+                    self_signed: None,
+                },
             },
             limits: LimitsSection {
                 max_message_size: Some(l.max_message_size),
@@ -349,9 +468,15 @@ mod tests {
     #[test]
     fn zero_config_is_loopback_any_domain() {
         let c = Config::build(FileConfig::default(), Overrides::default()).expect("valid");
+        assert_eq!(c.listeners.len(), 1);
         assert_eq!(
-            c.smtp,
-            vec![DEFAULT_SMTP.parse::<SocketAddr>().expect("addr")]
+            c.listeners[0].0,
+            DEFAULT_SMTP.parse::<SocketAddr>().expect("addr")
+        );
+        assert_eq!(c.listeners[0].1.kind, ListenerKind::Smtp);
+        assert!(
+            matches!(c.tls, TlsMode::Off),
+            "a built config without zero_config has no TLS"
         );
         assert!(c.domains.is_empty());
         assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
@@ -412,7 +537,48 @@ mod tests {
         .expect("valid");
         assert_eq!(c.limits.hostname, "b.test");
         assert_eq!(c.domains.iter().collect::<Vec<_>>(), vec!["y.test"]);
-        assert_eq!(c.smtp.len(), 1);
+        assert_eq!(c.listeners.len(), 1);
+    }
+
+    #[test]
+    fn submission_needs_tls_and_always_auth() {
+        let err = parse("[submission]\nlisten = [\"127.0.0.1:587\"]\nauth = false\n")
+            .expect_err("invalid")
+            .to_string();
+        assert!(err.contains("submission.auth:"), "{err}");
+        assert!(err.contains("submission: this listener needs TLS"), "{err}");
+        let c = parse("[submission]\nlisten = [\"127.0.0.1:587\"]\n[smtps]\nlisten = [\"127.0.0.1:465\"]\n[tls]\nself_signed = true\n")
+            .expect("valid");
+        let kinds: Vec<_> = c
+            .listeners
+            .iter()
+            .map(|(_, s)| (s.kind, s.implicit_tls, s.auth_required))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (ListenerKind::Smtp, false, false),
+                (ListenerKind::Submission, false, true),
+                (ListenerKind::Smtps, true, true)
+            ]
+        );
+        let err = parse("[tls]\ncert = \"/x.pem\"\n")
+            .expect_err("half tls")
+            .to_string();
+        assert!(err.contains("tls: set both"), "{err}");
+    }
+
+    #[test]
+    fn zero_config_makes_tls_self_signed() {
+        let c = Config::build(
+            FileConfig::default(),
+            Overrides {
+                zero_config: true,
+                ..Overrides::default()
+            },
+        )
+        .expect("valid");
+        assert!(matches!(c.tls, TlsMode::SelfSigned));
     }
 
     #[test]

@@ -8,7 +8,9 @@
 mod backend;
 mod config;
 mod messages;
+mod tls;
 mod trace;
+mod users;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,7 +22,8 @@ use postel_store::SqliteStore;
 use tracing::info;
 
 use crate::backend::{Inner, Policy, PostelBackend};
-use crate::config::{Config, FileConfig, Overrides};
+use crate::config::{Config, FileConfig, Overrides, TlsMode};
+use crate::tls::Tls;
 
 #[derive(Parser)]
 #[command(
@@ -49,6 +52,12 @@ enum Command {
         /// Listen for SMTP on IP:PORT (repeatable; replaces the config's list).
         #[arg(long = "smtp", value_name = "ADDR")]
         smtp: Vec<String>,
+        /// Listen for submission (STARTTLS, then AUTH) on IP:PORT (repeatable).
+        #[arg(long = "submission", value_name = "ADDR")]
+        submission: Vec<String>,
+        /// Listen for submission over implicit TLS on IP:PORT (repeatable).
+        #[arg(long = "smtps", value_name = "ADDR")]
+        smtps: Vec<String>,
         /// Accept mail for this domain only (repeatable); others get 554 5.7.1.
         #[arg(long = "domain", value_name = "DOMAIN")]
         domains: Vec<String>,
@@ -65,6 +74,37 @@ enum Command {
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+    /// Manage the users who may AUTH on submission listeners.
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Add a user, or set a new password (asked for, or one line on stdin).
+    Add {
+        /// The user name, as given to AUTH.
+        name: String,
+        /// The data folder.
+        #[arg(long, default_value = config::DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    },
+    /// List the users.
+    List {
+        /// The data folder.
+        #[arg(long, default_value = config::DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    },
+    /// Remove a user.
+    Remove {
+        /// The user name.
+        name: String,
+        /// The data folder.
+        #[arg(long, default_value = config::DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
     },
 }
 
@@ -128,10 +168,43 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             hostname,
             data_dir,
             smtp,
+            submission,
+            smtps,
             domains,
             verbose,
         } => {
             init_logging(verbose);
+            let zero_config = config.is_none();
+            let file = config
+                .as_deref()
+                .map(FileConfig::load)
+                .transpose()?
+                .unwrap_or_default();
+            let over = Overrides {
+                hostname,
+                data_dir,
+                smtp,
+                submission,
+                smtps,
+                domains,
+                zero_config,
+            };
+            serve(Config::build(file, over)?)
+        }
+        Command::Messages { command } => match command {
+            MessagesCommand::List { data_dir, json } => messages::list(&data_dir, json),
+            MessagesCommand::Show { id, data_dir, raw } => messages::show(&data_dir, &id, raw),
+            MessagesCommand::Delete { id, data_dir } => messages::delete(&data_dir, &id),
+        },
+        Command::Users { command } => match command {
+            UsersCommand::Add { name, data_dir } => users::add(&data_dir, &name),
+            UsersCommand::List { data_dir } => users::list(&data_dir),
+            UsersCommand::Remove { name, data_dir } => users::remove(&data_dir, &name),
+        },
+        Command::Config {
+            command: ConfigCommand::Check { config },
+        } => {
+            let zero_config = config.is_none();
             let file = config
                 .as_deref()
                 .map(FileConfig::load)
@@ -140,28 +213,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let cfg = Config::build(
                 file,
                 Overrides {
-                    hostname,
-                    data_dir,
-                    smtp,
-                    domains,
+                    zero_config,
+                    ..Overrides::default()
                 },
             )?;
-            serve(cfg)
-        }
-        Command::Messages { command } => match command {
-            MessagesCommand::List { data_dir, json } => messages::list(&data_dir, json),
-            MessagesCommand::Show { id, data_dir, raw } => messages::show(&data_dir, &id, raw),
-            MessagesCommand::Delete { id, data_dir } => messages::delete(&data_dir, &id),
-        },
-        Command::Config {
-            command: ConfigCommand::Check { config },
-        } => {
-            let file = config
-                .as_deref()
-                .map(FileConfig::load)
-                .transpose()?
-                .unwrap_or_default();
-            let cfg = Config::build(file, Overrides::default())?;
             println!("# configuration is valid; effective settings:");
             print!("{}", toml::to_string(&cfg.to_file())?);
             Ok(())
@@ -217,12 +272,21 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
         .context("cannot start the runtime")?;
     let result = runtime.block_on(async {
         let mut listeners = Vec::new();
-        for addr in &cfg.smtp {
-            let l = bind(*addr).with_context(|| {
+        for (addr, settings) in &cfg.listeners {
+            let tcp = bind(*addr).with_context(|| {
                 format!("cannot listen on {addr}: is another server using it? (ports under 1024 need root or CAP_NET_BIND_SERVICE)")
             })?;
-            info!(addr = %l.local_addr()?, "listening for SMTP");
-            listeners.push(l);
+            info!(addr = %tcp.local_addr()?, kind = settings.kind.name(), "listening for SMTP");
+            listeners.push(postel_server::Listener { tcp, settings: *settings });
+        }
+        let tls = match &cfg.tls {
+            TlsMode::Off => None,
+            TlsMode::Files(files) => Some(Tls::new(files.clone())?),
+            TlsMode::SelfSigned => Some(Tls::new(tls::self_signed(&cfg.data_dir, &cfg.limits.hostname)?)?),
+        }
+        .map(Arc::new);
+        if let Some(t) = &tls {
+            t.clone().watch(std::time::Duration::from_secs(5));
         }
         info!(
             hostname = %cfg.limits.hostname,
@@ -235,6 +299,8 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
             policy: Policy { domains: cfg.domains.clone(), mailboxes: cfg.mailboxes.clone() },
             hostname: cfg.limits.hostname.clone(),
             version: cfg.limits.version.clone(),
+            dummy_hash: backend::hash_password("postel-dummy-password-for-unknown-users")?,
+            auth_failures: std::sync::Mutex::default(),
         });
         let server = ServerConfig {
             limits: Arc::new(cfg.limits.clone()),
@@ -243,7 +309,8 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
             exempt_loopback: cfg.exempt_loopback,
             shutdown_grace: cfg.limits.data_timeout + std::time::Duration::from_secs(10),
         };
-        postel_server::serve(listeners, server, Arc::new(backend), shutdown_signal()).await;
+        let acceptor = tls.as_ref().map(|t| t.acceptor.clone());
+        postel_server::serve(listeners, server, Arc::new(backend), acceptor, shutdown_signal()).await;
         anyhow::Ok(())
     });
     // Every session has ended: commit what the writer holds, then exit.

@@ -34,6 +34,8 @@ fn summary_json(s: &Summary) -> serde_json::Value {
         "client": e.client_addr,
         "helo": e.helo,
         "protocol": e.protocol,
+        "tls": e.tls,
+        "auth_user": e.auth_user,
         "mail_params": e.mail_params,
         "rcpt_params": e.recipients.iter().map(|r| &r.params).collect::<Vec<_>>(),
     })
@@ -127,6 +129,12 @@ pub(crate) fn show(data_dir: &Path, id: &str, raw: bool) -> anyhow::Result<()> {
     )?;
     for r in &e.recipients {
         writeln!(out, "To:        <{}> {}", r.address, r.params.join(" "))?;
+    }
+    if let Some(t) = &e.tls {
+        writeln!(out, "TLS:       {t}")?;
+    }
+    if let Some(u) = &e.auth_user {
+        writeln!(out, "User:      {u}")?;
     }
     writeln!(out, "Size:      {}", s.size)?;
     writeln!(out, "Subject:   {}", s.subject.as_deref().unwrap_or(""))?;

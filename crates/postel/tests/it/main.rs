@@ -6,3 +6,4 @@ mod durability;
 mod interop;
 mod smtp;
 mod support;
+mod tls;

@@ -27,6 +27,8 @@ pub(crate) fn temp_dir(name: &str) -> PathBuf {
 pub(crate) struct Server {
     pub(crate) child: Child,
     pub(crate) addr: SocketAddr,
+    /// Every listener by kind: "smtp", "submission", "smtps".
+    pub(crate) addrs: std::collections::HashMap<String, SocketAddr>,
     pub(crate) data_dir: PathBuf,
     pub(crate) _log: mpsc::Receiver<String>,
 }
@@ -70,6 +72,7 @@ impl Server {
             }
         });
         let mut seen = Vec::new();
+        let mut addrs = std::collections::HashMap::new();
         loop {
             let line = match rx.recv_timeout(Duration::from_secs(20)) {
                 Ok(l) => l,
@@ -82,20 +85,26 @@ impl Server {
                     );
                 }
             };
-            if let Some(rest) = line
-                .split("addr=")
-                .nth(1)
-                .filter(|_| line.contains("listening for SMTP"))
-            {
-                let addr = rest
-                    .split_whitespace()
-                    .next()
-                    .expect("addr")
-                    .parse()
-                    .expect("socket addr");
+            if line.contains("listening for SMTP") {
+                let field = |name: &str| {
+                    line.split(&format!("{name}="))
+                        .nth(1)
+                        .and_then(|r| r.split_whitespace().next())
+                        .map(|v| v.trim_matches('"').to_owned())
+                };
+                let addr = field("addr").expect("addr").parse().expect("socket addr");
+                addrs.insert(field("kind").expect("kind"), addr);
+            }
+            if line.contains("ready") && !addrs.is_empty() {
+                let addr = addrs
+                    .get("smtp")
+                    .or_else(|| addrs.values().next())
+                    .copied()
+                    .expect("a listener");
                 return Server {
                     child,
                     addr,
+                    addrs,
                     data_dir: data_dir.to_owned(),
                     _log: rx,
                 };
