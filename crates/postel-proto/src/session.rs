@@ -411,6 +411,12 @@ impl Session {
         }
     }
 
+    /// How long a write of replies may take before the client is given up:
+    /// the command timeout (RFC 5321 4.5.3.2.7).
+    pub fn command_timeout(&self) -> Duration {
+        self.limits.command_timeout
+    }
+
     /// The name the client gave in EHLO/HELO, if any.
     pub fn helo(&self) -> Option<&str> {
         self.helo.as_deref()

@@ -171,6 +171,7 @@ async fn flush(
     out: &mut Vec<u8>,
     id: u64,
 ) -> std::io::Result<()> {
+    let timeout = session.command_timeout();
     if !session.has_output() {
         return Ok(());
     }
@@ -182,10 +183,18 @@ async fn flush(
             String::from_utf8_lossy(out).escape_debug()
         );
     }
-    let r = stream.write_all(out).await;
-    let r = match r {
-        Ok(()) => stream.flush().await,
-        Err(e) => Err(e),
+    // A client that never reads its replies must not hold the session
+    // forever: the write gets the command timeout too.
+    let write = async {
+        stream.write_all(out).await?;
+        stream.flush().await
+    };
+    let r = match tokio::time::timeout(timeout, write).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "client did not read its replies",
+        )),
     };
     out.clear();
     // Give back the memory of a large reply burst.

@@ -327,6 +327,44 @@ fn idle_client_gets_421_timeout() {
 }
 
 #[test]
+fn client_that_never_reads_is_dropped_after_the_command_timeout() {
+    let s = Server::start("[limits]\ncommand_timeout = 1\n", &[]);
+    let stream = std::net::TcpStream::connect(s.addr).expect("connect");
+    let mut writer = stream.try_clone().expect("clone");
+    writer
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    // 2 MB of NOOPs: the replies fill both socket buffers while we read none.
+    let flood = std::thread::spawn(move || {
+        let chunk = "NOOP\r\n".repeat(10_000);
+        for _ in 0..60 {
+            if writer.write_all(chunk.as_bytes()).is_err() {
+                break;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    // Had the server kept waiting on its write, reading now would let it go
+    // on answering, and no end of stream would come.
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut sink = Vec::new();
+    let r = std::io::Read::read_to_end(&mut &stream, &mut sink);
+    assert!(
+        r.is_ok()
+            || r.as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the server did not drop the client: {r:?}"
+    );
+    let _ = flood.join();
+    // And it still serves others.
+    let mut c = s.connect();
+    c.expect_start("220 ");
+    c.cmd("NOOP", "250 2.0.0 Ok");
+}
+
+#[test]
 fn per_ip_connection_limit_is_421() {
     let s = Server::start(
         "[limits]\nmax_connections_per_ip = 2\nexempt_loopback = false\n",
