@@ -435,3 +435,58 @@ print(hashlib.sha256(sock.getpeercert(binary_form=True)).hexdigest())
     }
     assert_eq!(served, second, "the renewed certificate was not served");
 }
+
+#[test]
+fn lettre_submits_over_starttls_and_implicit_tls_with_auth() {
+    use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+    use lettre::transport::smtp::client::{Tls, TlsParameters};
+    use lettre::{Message, SmtpTransport, Transport};
+
+    let s = tls_server("");
+    // The self-signed certificate names the hostname and localhost; lettre
+    // is told not to check it, as the Python clients here are.
+    let params = || {
+        TlsParameters::builder("localhost".to_owned())
+            .dangerous_accept_invalid_certs(true)
+            .build_rustls()
+            .expect("tls parameters")
+    };
+    let cases = [
+        ("submission", Tls::Required(params()), Mechanism::Plain),
+        ("smtps", Tls::Wrapper(params()), Mechanism::Login),
+    ];
+    for (kind, tls, mechanism) in cases {
+        let email = Message::builder()
+            .from("alice@x.test".parse().expect("from"))
+            .to("dave@far.test".parse().expect("to"))
+            .subject(format!("lettre {kind}"))
+            .body(String::from("over TLS\r\n"))
+            .expect("message");
+        let mailer = SmtpTransport::builder_dangerous("127.0.0.1")
+            .port(s.addrs[kind].port())
+            .tls(tls)
+            .credentials(Credentials::new("alice".into(), "secret".into()))
+            .authentication(vec![mechanism])
+            .build();
+        let resp = mailer.send(&email).expect("lettre send");
+        assert_eq!(resp.code().to_string(), "250", "{kind}");
+        let stored = s
+            .messages()
+            .into_iter()
+            .find(|m| m["subject"] == format!("lettre {kind}"))
+            .expect("stored");
+        assert_eq!(stored["auth_user"], "alice", "{kind}");
+        assert!(
+            stored["tls"].as_str().expect("tls").starts_with("TLSv1_3"),
+            "{kind}: {stored}"
+        );
+        let raw = s.raw(stored["id"].as_str().expect("id"));
+        let mut sent = email.formatted();
+        sent.extend_from_slice(b"\r\n");
+        assert_eq!(strip_trace(&raw), sent.as_slice(), "{kind}");
+        assert!(
+            String::from_utf8_lossy(&raw).contains("with ESMTPSA id"),
+            "{kind}"
+        );
+    }
+}
