@@ -3,15 +3,19 @@
 # missing, then runs every test in the workspace.
 #
 # The tests drive the real `postel` binary with real clients: curl, swaks
-# (Debian packages) and Python's smtplib (standard library). No PyPI package
-# is needed yet; add them to PIP_PACKAGES when one is.
+# (Debian packages) and Python's smtplib (standard library), real servers
+# (Postfix, aiosmtpd from PyPI) for `postel send` and `probe`, and the web
+# inbox in headless Chromium (Debian's) driven by Playwright (playwright-core
+# from npm, pinned in e2e/package-lock.json).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
-APT_PACKAGES=(curl swaks python3 procps openssl libio-socket-ssl-perl libauthen-sasl-perl)
-PIP_PACKAGES=()
+# postfix and aiosmtpd are peers: `postel send` and `postel probe` are
+# tested against them, started by ../shared/tools/peers/ (as root).
+APT_PACKAGES=(curl swaks python3 procps openssl libio-socket-ssl-perl libauthen-sasl-perl chromium postfix)
+PIP_PACKAGES=(aiosmtpd==1.4.6)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -22,14 +26,25 @@ if command -v python3 >/dev/null 2>&1; then
   missing=("${missing[@]/python3}")
 fi
 missing=($(printf '%s\n' "${missing[@]}" | grep -v '^$' || true))
+# Node.js may come from elsewhere too (nodesource, nvm): npm is what counts.
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "test.sh: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  # Postfix without a system-wide configuration: the tests run their own.
+  echo "postfix postfix/main_mailer_type select No configuration" | as_root debconf-set-selections
   as_root apt-get update -qq
   as_root apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 for p in "${PIP_PACKAGES[@]}"; do
   python3 -c "import ${p%%[=<>]*}" 2>/dev/null || python3 -m pip install --quiet "$p"
 done
+
+# The browser test's one npm package, exactly as locked; the browser is
+# Debian's /usr/bin/chromium, so nothing downloads one.
+if [ ! -d e2e/node_modules/playwright-core ]; then
+  echo "test.sh: installing e2e/node_modules (npm ci)"
+  (cd e2e && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
+fi
 
 cargo test --workspace --locked "$@"

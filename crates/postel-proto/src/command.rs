@@ -47,6 +47,57 @@ pub enum Verb {
 }
 
 impl Verb {
+    /// How many verbs there are (the length of a per-verb table).
+    pub const COUNT: usize = 16;
+
+    /// Every verb, in the order of [`Verb::index`].
+    pub const ALL: [Verb; Verb::COUNT] = [
+        Verb::Ehlo,
+        Verb::Helo,
+        Verb::Mail,
+        Verb::Rcpt,
+        Verb::Data,
+        Verb::Bdat,
+        Verb::Rset,
+        Verb::Vrfy,
+        Verb::Expn,
+        Verb::Help,
+        Verb::Noop,
+        Verb::Quit,
+        Verb::StartTls,
+        Verb::Auth,
+        Verb::NotImplemented,
+        Verb::Unknown,
+    ];
+
+    /// This verb's place in [`Verb::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// A lowercase label for metrics: the verb, or `not_implemented` /
+    /// `unknown`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Verb::Ehlo => "ehlo",
+            Verb::Helo => "helo",
+            Verb::Mail => "mail",
+            Verb::Rcpt => "rcpt",
+            Verb::Data => "data",
+            Verb::Bdat => "bdat",
+            Verb::Rset => "rset",
+            Verb::Vrfy => "vrfy",
+            Verb::Expn => "expn",
+            Verb::Help => "help",
+            Verb::Noop => "noop",
+            Verb::Quit => "quit",
+            Verb::StartTls => "starttls",
+            Verb::Auth => "auth",
+            Verb::NotImplemented => "not_implemented",
+            Verb::Unknown => "unknown",
+        }
+    }
+
     /// Splits a line into its verb and the arguments after the first space
     /// (leading and trailing spaces of the arguments removed).
     pub fn split(line: &[u8]) -> (Verb, &[u8]) {
@@ -208,6 +259,15 @@ pub fn parse_bdat(args: &[u8]) -> Option<(u64, bool)> {
 mod tests {
     use super::*;
     use crate::address::Mailbox;
+
+    #[test]
+    fn verb_table_is_in_index_order() {
+        for (i, v) in Verb::ALL.iter().enumerate() {
+            assert_eq!(v.index(), i, "{v:?}");
+        }
+        let labels: std::collections::HashSet<_> = Verb::ALL.iter().map(|v| v.label()).collect();
+        assert_eq!(labels.len(), Verb::COUNT);
+    }
 
     #[test]
     fn verbs_are_case_insensitive() {

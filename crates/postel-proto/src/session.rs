@@ -214,6 +214,31 @@ struct Transaction {
     bdat: Option<BdatDecoder>,
 }
 
+/// What a session has seen since the last [`Session::take_tally`]: commands
+/// by verb and replies by code, for metrics. Counting here keeps the driver
+/// from parsing its own output.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Command lines by verb, indexed by [`Verb::index`].
+    pub commands: [u32; Verb::COUNT],
+    /// Replies by code, in the order first seen.
+    pub replies: Vec<(u16, u32)>,
+}
+
+impl Tally {
+    fn reply(&mut self, code: u16) {
+        match self.replies.iter_mut().find(|(c, _)| *c == code) {
+            Some((_, n)) => *n += 1,
+            None => self.replies.push((code, 1)),
+        }
+    }
+
+    /// True if and only if nothing was counted.
+    pub fn is_empty(&self) -> bool {
+        self.replies.is_empty() && self.commands.iter().all(|&n| n == 0)
+    }
+}
+
 /// One SMTP session, server side.
 #[derive(Debug)]
 pub struct Session {
@@ -240,6 +265,7 @@ pub struct Session {
     pending_user: String,
     auth_failures: u32,
     sasl: Option<SaslStep>,
+    tally: Tally,
 }
 
 impl Session {
@@ -247,6 +273,8 @@ impl Session {
     pub fn new(limits: Arc<Limits>, conn: ConnInfo) -> Session {
         let mut out = Vec::with_capacity(128);
         reply::greeting(&limits.hostname, &limits.version).write_to(&mut out);
+        let mut tally = Tally::default();
+        tally.reply(220);
         Session {
             limits,
             conn,
@@ -266,6 +294,7 @@ impl Session {
             pending_user: String::new(),
             auth_failures: 0,
             sasl: None,
+            tally,
         }
     }
 
@@ -275,6 +304,8 @@ impl Session {
     pub fn refused(limits: Arc<Limits>) -> Session {
         let mut s = Session::new(limits, ConnInfo::default());
         s.out.clear();
+        s.tally = Tally::default();
+        s.tally.reply(554);
         reply::service_unavailable(&s.limits.hostname).write_to(&mut s.out);
         s.refused = true;
         s
@@ -528,6 +559,11 @@ impl Session {
         }
     }
 
+    /// Takes the counts of commands and replies since the last call.
+    pub fn take_tally(&mut self) -> Tally {
+        std::mem::take(&mut self.tally)
+    }
+
     /// Answers the pending [`Event::Status`] with the lines of a `211` reply.
     pub fn resolve_status(&mut self, lines: Vec<String>) {
         if self.pending.take() == Some(Pending::Status) {
@@ -537,6 +573,7 @@ impl Session {
 
     fn send(&mut self, r: Reply) {
         r.write_to(&mut self.out);
+        self.tally.reply(r.code);
         // RFC 5321 3.8: 421 means the server is closing the channel.
         if r.code == 421 && !self.is_closed() {
             self.close();
@@ -583,6 +620,7 @@ impl Session {
             return self.handle_sasl_line(step, line);
         }
         let (verb, args) = Verb::split(line);
+        self.tally.commands[verb.index()] += 1;
         // RFC 5321 4.5.3.1.4 and the extensions' allowances (contract row
         // "command line longer than 512 octets").
         let limit = match verb {

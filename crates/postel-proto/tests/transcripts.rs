@@ -1045,3 +1045,28 @@ proptest! {
         }
     }
 }
+
+/// The tally counts every command line by verb and every reply by code,
+/// the greeting included, and starts over after each take.
+#[test]
+fn tally_counts_commands_and_replies() {
+    use postel_proto::command::Verb;
+    let mut s = Session::new(Arc::new(limits()), ConnInfo::default());
+    s.feed(b"EHLO c.test\r\nNOOP\r\nFOO\r\nNOOP\r\nETRN x\r\n");
+    while s.poll_event().is_some() {}
+    let t = s.take_tally();
+    let count = |v: Verb| t.commands[v.index()];
+    assert_eq!(count(Verb::Ehlo), 1);
+    assert_eq!(count(Verb::Noop), 2);
+    assert_eq!(count(Verb::Unknown), 1);
+    assert_eq!(count(Verb::NotImplemented), 1);
+    assert_eq!(t.commands.iter().sum::<u32>(), 5);
+    let mut replies = t.replies.clone();
+    replies.sort_unstable();
+    assert_eq!(replies, vec![(220, 1), (250, 3), (500, 1), (502, 1)]);
+    assert!(s.take_tally().is_empty());
+    s.feed(b"QUIT\r\n");
+    let t = s.take_tally();
+    assert_eq!(t.commands[Verb::Quit.index()], 1);
+    assert_eq!(t.replies, vec![(221, 1)]);
+}

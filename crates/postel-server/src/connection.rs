@@ -87,10 +87,16 @@ async fn handshake<B: Backend>(stream: Stream, shared: &Shared<B>) -> std::io::R
     };
     let accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp))
         .await
-        .map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
-        })??;
-    Ok(Stream::Tls(Box::new(accepted)))
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))
+        .and_then(|r| r);
+    let result = if accepted.is_ok() { "ok" } else { "failed" };
+    shared
+        .config
+        .metrics
+        .tls_handshakes
+        .get_or_create(&[("result", result)])
+        .inc();
+    Ok(Stream::Tls(Box::new(accepted?)))
 }
 
 async fn drive<B: Backend>(
@@ -121,6 +127,10 @@ async fn drive<B: Backend>(
             }
         }
         filled = 0;
+        let tally = session.take_tally();
+        if !tally.is_empty() {
+            shared.config.metrics.add(&tally);
+        }
         if session.is_closed() {
             flush(&mut stream, session, &mut out, id).await?;
             return Ok(());

@@ -14,6 +14,7 @@
 
 mod backend;
 mod connection;
+mod metrics;
 mod stream;
 
 use std::collections::HashMap;
@@ -29,6 +30,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
 pub use backend::{Backend, BackendSession, ConnMeta};
+pub use metrics::Metrics;
 pub use tokio_rustls::TlsAcceptor;
 
 /// What a listener is for (RFC 8314, RFC 6409).
@@ -110,6 +112,8 @@ pub struct ServerConfig {
     /// what is left. Default: the data timeout and 10 s more, so that a
     /// client still sending is either finished or timed out by then.
     pub shutdown_grace: Duration,
+    /// Where sessions, commands, replies and handshakes are counted.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Default for ServerConfig {
@@ -120,6 +124,9 @@ impl Default for ServerConfig {
             max_connections_per_ip: 100,
             exempt_loopback: true,
             shutdown_grace: Limits::default().data_timeout + Duration::from_secs(10),
+            metrics: Arc::new(Metrics::register(
+                &mut prometheus_client::registry::Registry::default(),
+            )),
         }
     }
 }
@@ -171,6 +178,7 @@ impl<B: Backend> Shared<B> {
         }
         *n += 1;
         self.open.fetch_add(1, Ordering::Relaxed);
+        self.config.metrics.sessions_open.inc();
         Some(Slot {
             shared: self.clone(),
             ip,
@@ -198,6 +206,7 @@ impl<B: Backend> Drop for Slot<B> {
             }
         }
         self.shared.open.fetch_sub(1, Ordering::Relaxed);
+        self.shared.config.metrics.sessions_open.dec();
     }
 }
 
@@ -285,9 +294,16 @@ async fn accept_loop<B: Backend>(
         peer.set_ip(peer.ip().to_canonical());
         let Some(slot) = shared.admit(peer.ip()) else {
             warn!(client = %peer, "too many connections");
+            shared.config.metrics.connections_refused.inc();
             tokio::spawn(refuse(stream, shared.limits.hostname.clone()));
             continue;
         };
+        shared
+            .config
+            .metrics
+            .sessions
+            .get_or_create(&[("kind", settings.kind.name())])
+            .inc();
         let meta = ConnMeta {
             session_id: shared.next_id.fetch_add(1, Ordering::Relaxed),
             peer,

@@ -18,6 +18,8 @@
 
 #![warn(missing_docs)]
 
+pub mod time;
+
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -135,6 +137,48 @@ pub struct Message {
     pub raw: Vec<u8>,
 }
 
+/// A change to the stored messages, for live views such as the web inbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A message was committed.
+    Stored(Box<Summary>),
+    /// A message was deleted (by a user, or by retention).
+    Deleted(String),
+    /// Every message was deleted.
+    DeletedAll,
+}
+
+/// Which messages a [`Store::query`] returns: every set filter must match.
+/// Text filters are case-insensitive substrings (ASCII case).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Query {
+    /// In the sender, any recipient or the subject.
+    pub text: Option<String>,
+    /// In the sender (the reverse-path).
+    pub from: Option<String>,
+    /// In any recipient.
+    pub to: Option<String>,
+    /// In the subject.
+    pub subject: Option<String>,
+    /// Received at or after, seconds since the Unix epoch.
+    pub since: Option<i64>,
+    /// Received before, seconds since the Unix epoch.
+    pub until: Option<i64>,
+    /// How many matches to skip, newest first.
+    pub offset: u64,
+    /// The most to return.
+    pub limit: u64,
+}
+
+/// One page of a [`Store::query`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Page {
+    /// How many messages match, over all pages.
+    pub total: u64,
+    /// This page, newest first.
+    pub messages: Vec<Summary>,
+}
+
 /// Counts for status displays.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -178,6 +222,30 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// When the database cannot be read.
     fn stats(&self) -> Result<Stats, StoreError>;
+
+    /// The messages that match `q`, newest first, one page of them.
+    ///
+    /// # Errors
+    /// When the database cannot be read.
+    fn query(&self, q: &Query) -> Result<Page, StoreError>;
+
+    /// Deletes every message. Returns how many there were.
+    ///
+    /// # Errors
+    /// When the database cannot be written.
+    fn delete_all(&self) -> Result<u64, StoreError>;
+
+    /// Deletes the oldest messages beyond `keep`, and those received before
+    /// `before` (seconds since the epoch), a small batch per transaction so
+    /// that intake is never held up for long. Returns the ids deleted.
+    ///
+    /// # Errors
+    /// When the database cannot be written.
+    fn prune(&self, keep: Option<u64>, before: Option<i64>) -> Result<Vec<String>, StoreError>;
+
+    /// Changes made through this store from now on. A receiver that falls
+    /// behind misses changes (and is told so by `recv`).
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change>;
 }
 
 struct Job {
@@ -192,7 +260,14 @@ pub struct SqliteStore {
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     reader: Mutex<Connection>,
     last_id: Mutex<u64>,
+    changes: tokio::sync::broadcast::Sender<Change>,
 }
+
+/// Changes kept for slow subscribers before they miss some.
+const CHANGES_BUFFER: usize = 1024;
+
+/// Messages deleted per transaction by [`Store::prune`].
+const PRUNE_BATCH: usize = 256;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS messages (
@@ -262,15 +337,18 @@ impl SqliteStore {
             .and_then(|s| u64::from_str_radix(&s, 16).ok())
             .unwrap_or(0);
         let (tx, rx) = mpsc::channel();
+        let (changes, _) = tokio::sync::broadcast::channel(CHANGES_BUFFER);
+        let notify = changes.clone();
         let writer = std::thread::Builder::new()
             .name("postel-store-writer".into())
-            .spawn(move || writer_loop(writer_conn, rx))?;
+            .spawn(move || writer_loop(writer_conn, rx, notify))?;
         Ok(SqliteStore {
             path,
             jobs: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
             reader: Mutex::new(reader),
             last_id: Mutex::new(last_id),
+            changes,
         })
     }
 
@@ -288,6 +366,7 @@ impl SqliteStore {
             writer: Mutex::new(None),
             reader: Mutex::new(reader),
             last_id: Mutex::new(0),
+            changes: tokio::sync::broadcast::channel(1).0,
         })
     }
 
@@ -319,7 +398,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Job>) {
+fn writer_loop(
+    mut conn: Connection,
+    rx: mpsc::Receiver<Job>,
+    changes: tokio::sync::broadcast::Sender<Change>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Ok(first) = rx.recv() {
         batch.push(first);
@@ -332,7 +415,12 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Job>) {
             }
         }
         let results = commit_batch(&mut conn, &batch);
+        // Only build summaries when someone (the web inbox) is listening.
+        let notify = changes.receiver_count() > 0;
         for (job, result) in batch.drain(..).zip(results) {
+            if notify && result.is_ok() {
+                let _ = changes.send(Change::Stored(Box::new(summary_of(&job.msg))));
+            }
             let _ = job.done.send(result);
         }
     }
@@ -399,6 +487,41 @@ fn insert_one(conn: &Connection, m: &NewMessage) -> Result<(), StoreError> {
     )?;
     for (i, r) in e.recipients.iter().enumerate() {
         stmt.execute(params![seq, i as i64, r.address, r.params.join(" ")])?;
+    }
+    Ok(())
+}
+
+fn summary_of(m: &NewMessage) -> Summary {
+    Summary {
+        id: m.id.clone(),
+        received_at: m.received_at,
+        envelope: m.envelope.clone(),
+        subject: m.subject.clone(),
+        size: m.raw.len() as u64,
+    }
+}
+
+/// A LIKE pattern matching `s` anywhere, with `%`, `_` and `\` escaped.
+fn contains_pattern(s: &str) -> String {
+    let mut p = String::with_capacity(s.len() + 2);
+    p.push('%');
+    for c in s.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('%');
+    p
+}
+
+/// Deletes the messages with these sequence numbers, and their recipients.
+fn delete_seqs(conn: &Connection, seqs: &[i64]) -> Result<(), rusqlite::Error> {
+    let mut rcpts = conn.prepare_cached("DELETE FROM recipients WHERE message_seq = ?1")?;
+    let mut msgs = conn.prepare_cached("DELETE FROM messages WHERE seq = ?1")?;
+    for seq in seqs {
+        rcpts.execute([seq])?;
+        msgs.execute([seq])?;
     }
     Ok(())
 }
@@ -505,7 +628,140 @@ impl Store for SqliteStore {
             tx.execute("DELETE FROM messages WHERE seq = ?1", [seq])?;
         }
         tx.commit()?;
+        drop(conn);
+        if seq.is_some() {
+            let _ = self.changes.send(Change::Deleted(id.to_owned()));
+        }
         Ok(seq.is_some())
+    }
+
+    fn query(&self, q: &Query) -> Result<Page, StoreError> {
+        let mut clauses = Vec::new();
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        let rcpt_match = "EXISTS (SELECT 1 FROM recipients r WHERE r.message_seq = m.seq AND r.address LIKE ? ESCAPE '\\')";
+        if let Some(t) = q.text.as_deref().filter(|t| !t.is_empty()) {
+            clauses.push(format!(
+                "(m.mail_from LIKE ? ESCAPE '\\' OR m.subject LIKE ? ESCAPE '\\' OR {rcpt_match})"
+            ));
+            let p = contains_pattern(t);
+            args.extend([p.clone().into(), p.clone().into(), p.into()]);
+        }
+        if let Some(f) = q.from.as_deref().filter(|t| !t.is_empty()) {
+            clauses.push("m.mail_from LIKE ? ESCAPE '\\'".to_owned());
+            args.push(contains_pattern(f).into());
+        }
+        if let Some(t) = q.to.as_deref().filter(|t| !t.is_empty()) {
+            clauses.push(rcpt_match.to_owned());
+            args.push(contains_pattern(t).into());
+        }
+        if let Some(s) = q.subject.as_deref().filter(|t| !t.is_empty()) {
+            clauses.push("m.subject LIKE ? ESCAPE '\\'".to_owned());
+            args.push(contains_pattern(s).into());
+        }
+        if let Some(t) = q.since {
+            clauses.push("m.received_at >= ?".to_owned());
+            args.push(t.into());
+        }
+        if let Some(t) = q.until {
+            clauses.push("m.received_at < ?".to_owned());
+            args.push(t.into());
+        }
+        let filter = if clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", clauses.join(" AND "))
+        };
+        let conn = lock(&self.reader);
+        let total: i64 = conn.query_row(
+            &format!("SELECT count(*) FROM messages m {filter}"),
+            rusqlite::params_from_iter(args.iter()),
+            |r| r.get(0),
+        )?;
+        let columns = SUMMARY_COLUMNS
+            .split(", ")
+            .map(|c| format!("m.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {columns} FROM messages m {filter} ORDER BY m.seq DESC LIMIT ? OFFSET ?"
+        ))?;
+        let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
+        let offset = i64::try_from(q.offset).unwrap_or(i64::MAX);
+        args.push(limit.into());
+        args.push(offset.into());
+        let messages = stmt
+            .query_map(rusqlite::params_from_iter(args.iter()), |row| {
+                read_summary(&conn, row)
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Page {
+            total: total as u64,
+            messages,
+        })
+    }
+
+    fn delete_all(&self) -> Result<u64, StoreError> {
+        let mut conn = lock(&self.reader);
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute("DELETE FROM recipients", [])?;
+        let n = tx.execute("DELETE FROM messages", [])?;
+        tx.commit()?;
+        drop(conn);
+        let _ = self.changes.send(Change::DeletedAll);
+        Ok(n as u64)
+    }
+
+    fn prune(&self, keep: Option<u64>, before: Option<i64>) -> Result<Vec<String>, StoreError> {
+        let mut deleted = Vec::new();
+        loop {
+            // One short transaction per batch: the writer thread and the
+            // readers get the database between batches.
+            let mut conn = lock(&self.reader);
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let excess = match keep {
+                Some(keep) => {
+                    let n: i64 = tx.query_row("SELECT count(*) FROM messages", [], |r| r.get(0))?;
+                    (n as u64).saturating_sub(keep)
+                }
+                None => 0,
+            };
+            let cut = before.unwrap_or(i64::MIN);
+            let batch = PRUNE_BATCH as i64;
+            let rows: Vec<(i64, String)> = {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT seq, id FROM messages WHERE received_at < ?1
+                     UNION
+                     SELECT seq, id FROM (SELECT seq, id FROM messages ORDER BY seq LIMIT ?2)
+                     ORDER BY seq LIMIT ?3",
+                )?;
+                stmt.query_map(
+                    params![
+                        cut,
+                        i64::try_from(excess).unwrap_or(i64::MAX).min(batch),
+                        batch
+                    ],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?
+                .collect::<Result<_, _>>()?
+            };
+            if rows.is_empty() {
+                tx.commit()?;
+                break;
+            }
+            let seqs: Vec<i64> = rows.iter().map(|(s, _)| *s).collect();
+            delete_seqs(&tx, &seqs)?;
+            tx.commit()?;
+            drop(conn);
+            for (_, id) in rows {
+                let _ = self.changes.send(Change::Deleted(id.clone()));
+                deleted.push(id);
+            }
+        }
+        Ok(deleted)
+    }
+
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change> {
+        self.changes.subscribe()
     }
 
     fn stats(&self) -> Result<Stats, StoreError> {
@@ -602,6 +858,18 @@ impl<S: Store> Store for Arc<S> {
     fn stats(&self) -> Result<Stats, StoreError> {
         (**self).stats()
     }
+    fn query(&self, q: &Query) -> Result<Page, StoreError> {
+        (**self).query(q)
+    }
+    fn delete_all(&self) -> Result<u64, StoreError> {
+        (**self).delete_all()
+    }
+    fn prune(&self, keep: Option<u64>, before: Option<i64>) -> Result<Vec<String>, StoreError> {
+        (**self).prune(keep, before)
+    }
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change> {
+        (**self).subscribe()
+    }
 }
 
 #[cfg(test)]
@@ -659,6 +927,145 @@ mod tests {
         assert!(store.delete(&id).expect("delete"));
         assert!(!store.delete(&id).expect("delete again"));
         assert!(store.get(&id).expect("get").is_none());
+    }
+
+    /// Stores three messages with distinct senders, recipients, subjects
+    /// and times; returns their ids, oldest first.
+    async fn three(store: &SqliteStore) -> Vec<String> {
+        let mut ids = Vec::new();
+        for (i, (from, to, subject)) in [
+            ("alice@one.test", "bob@two.test", "Invoice 100%"),
+            ("carol@three.test", "dave@four.test", "Lunch_plans"),
+            ("erin@one.test", "BOB@two.test", "Re: invoice"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut m = msg(store, b"x\r\n");
+            m.envelope.mail_from = from.into();
+            m.envelope.recipients[0].address = to.into();
+            m.subject = Some(subject.into());
+            m.received_at = 1_000 + i as i64 * 100;
+            ids.push(m.id.clone());
+            store.insert(m).await.expect("insert");
+        }
+        ids
+    }
+
+    fn ids(p: &Page) -> Vec<&str> {
+        p.messages.iter().map(|m| m.id.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn query_filters_pages_and_orders_newest_first() {
+        let dir = tempdir();
+        let store = SqliteStore::open(&dir).expect("open");
+        let id = three(&store).await;
+        let q = |f: &dyn Fn(&mut Query)| {
+            let mut q = Query {
+                limit: 10,
+                ..Query::default()
+            };
+            f(&mut q);
+            store.query(&q).expect("query")
+        };
+        let all = q(&|_| {});
+        assert_eq!(all.total, 3);
+        assert_eq!(ids(&all), [&id[2], &id[1], &id[0]]);
+        // Text: sender, recipient or subject, ignoring ASCII case.
+        assert_eq!(
+            ids(&q(&|q| q.text = Some("INVOICE".into()))),
+            [&id[2], &id[0]]
+        );
+        assert_eq!(ids(&q(&|q| q.text = Some("four.test".into()))), [&id[1]]);
+        assert_eq!(ids(&q(&|q| q.to = Some("bob@".into()))), [&id[2], &id[0]]);
+        assert_eq!(
+            ids(&q(&|q| q.from = Some("one.test".into()))),
+            [&id[2], &id[0]]
+        );
+        assert_eq!(ids(&q(&|q| q.subject = Some("lunch".into()))), [&id[1]]);
+        // LIKE's wildcards are plain characters in a filter.
+        assert_eq!(ids(&q(&|q| q.subject = Some("100%".into()))), [&id[0]]);
+        assert_eq!(ids(&q(&|q| q.subject = Some("h_p".into()))), [&id[1]]);
+        assert_eq!(
+            ids(&q(&|q| q.subject = Some("ice_".into()))),
+            Vec::<&str>::new()
+        );
+        assert_eq!(ids(&q(&|q| q.subject = Some("%".into()))), [&id[0]]);
+        // Time window: since inclusive, until exclusive.
+        let w = q(&|q| {
+            q.since = Some(1_100);
+            q.until = Some(1_200);
+        });
+        assert_eq!(ids(&w), [&id[1]]);
+        // Paging keeps the total.
+        let p = q(&|q| {
+            q.limit = 1;
+            q.offset = 1;
+        });
+        assert_eq!((p.total, ids(&p)), (3, vec![id[1].as_str()]));
+        // Filters combine.
+        let both = q(&|q| {
+            q.text = Some("invoice".into());
+            q.from = Some("alice".into());
+        });
+        assert_eq!(ids(&both), [&id[0]]);
+    }
+
+    #[tokio::test]
+    async fn prune_keeps_the_newest_and_drops_the_old_and_notifies() {
+        let dir = tempdir();
+        let store = SqliteStore::open(&dir).expect("open");
+        let mut changes = store.subscribe();
+        let id = three(&store).await;
+        for want in &id {
+            match changes.recv().await.expect("change") {
+                Change::Stored(s) => assert_eq!(&s.id, want),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(
+            store.prune(Some(2), None).expect("prune"),
+            vec![id[0].clone()]
+        );
+        assert_eq!(
+            changes.recv().await.expect("change"),
+            Change::Deleted(id[0].clone())
+        );
+        assert!(store.prune(Some(2), None).expect("prune").is_empty());
+        assert_eq!(
+            store.prune(None, Some(1_200)).expect("prune"),
+            vec![id[1].clone()]
+        );
+        assert_eq!(
+            ids(&store
+                .query(&Query {
+                    limit: 9,
+                    ..Query::default()
+                })
+                .expect("q")),
+            [&id[2]]
+        );
+        // Recipients go with their messages.
+        let rcpts: i64 = lock(&store.reader)
+            .query_row("SELECT count(*) FROM recipients", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(rcpts, 2);
+        assert_eq!(store.delete_all().expect("delete all"), 1);
+        assert_eq!(store.stats().expect("stats").messages, 0);
+    }
+
+    #[tokio::test]
+    async fn prune_works_in_batches() {
+        let dir = tempdir();
+        let store = SqliteStore::open(&dir).expect("open");
+        for _ in 0..(PRUNE_BATCH * 2 + 10) {
+            let m = msg(&store, b"x\r\n");
+            store.insert(m).await.expect("insert");
+        }
+        let gone = store.prune(Some(5), None).expect("prune");
+        assert_eq!(gone.len(), PRUNE_BATCH * 2 + 5);
+        assert_eq!(store.stats().expect("stats").messages, 5);
     }
 
     #[tokio::test]

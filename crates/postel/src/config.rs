@@ -20,6 +20,13 @@ use serde::{Deserialize, Serialize};
 
 /// The zero-config listener: loopback only, an unprivileged port.
 pub(crate) const DEFAULT_SMTP: &str = "127.0.0.1:2525";
+/// The zero-config web inbox: loopback, Mailpit's and MailHog's port.
+pub(crate) const DEFAULT_WEB: &str = "127.0.0.1:8025";
+/// The zero-config retention: the newest 10,000 messages.
+const DEFAULT_ZERO_CONFIG_MAX_MESSAGES: u64 = 10_000;
+/// The shortest web token accepted.
+const MIN_TOKEN_LEN: usize = 16;
+
 /// The zero-config data folder, relative to the working directory.
 pub(crate) const DEFAULT_DATA_DIR: &str = "postel-data";
 
@@ -53,6 +60,48 @@ pub(crate) struct FileConfig {
     /// What mail is accepted.
     #[serde(default)]
     pub(crate) policy: PolicySection,
+    /// The web inbox, API and metrics.
+    #[serde(default)]
+    pub(crate) web: WebSection,
+    /// How long messages are kept.
+    #[serde(default)]
+    pub(crate) retention: RetentionSection,
+}
+
+/// `[web]`
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WebSection {
+    /// `IP:PORT` for HTTP; absent: no web side (with a config file).
+    pub(crate) listen: Option<String>,
+    /// A secret for `Authorization: Bearer`, or as the Basic password.
+    pub(crate) token: Option<String>,
+}
+
+/// `[retention]`
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RetentionSection {
+    /// Keep at most this many messages (the newest).
+    pub(crate) max_messages: Option<u64>,
+    /// Delete messages older than this many days.
+    pub(crate) max_age_days: Option<u64>,
+}
+
+/// The web side, once validated.
+#[derive(Debug, Clone)]
+pub(crate) struct WebSettings {
+    /// Where it listens.
+    pub(crate) addr: SocketAddr,
+    /// The bearer token, if any.
+    pub(crate) token: Option<String>,
+}
+
+impl WebSettings {
+    /// True if and only if requests need a login: anything but loopback.
+    pub(crate) fn needs_login(&self) -> bool {
+        !self.addr.ip().is_loopback()
+    }
 }
 
 /// `[smtp]`, `[submission]`, `[smtps]`
@@ -142,6 +191,10 @@ pub(crate) struct Overrides {
     pub(crate) zero_config: bool,
     /// `--domain`, repeatable
     pub(crate) domains: Vec<String>,
+    /// `--web`
+    pub(crate) web: Option<String>,
+    /// `--no-web`
+    pub(crate) no_web: bool,
 }
 
 /// The validated configuration.
@@ -165,6 +218,12 @@ pub(crate) struct Config {
     pub(crate) domains: BTreeSet<String>,
     /// Known mailboxes per domain, lowercase.
     pub(crate) mailboxes: BTreeMap<String, BTreeSet<String>>,
+    /// The web inbox, if on.
+    pub(crate) web: Option<WebSettings>,
+    /// Keep at most this many messages.
+    pub(crate) max_messages: Option<u64>,
+    /// Keep messages at most this long.
+    pub(crate) max_age: Option<Duration>,
 }
 
 impl FileConfig {
@@ -355,6 +414,54 @@ impl Config {
             mailboxes.insert(key, set);
         }
 
+        let web_listen = if over.no_web {
+            None
+        } else if let Some(w) = over.web {
+            Some(w)
+        } else if let Some(w) = file.web.listen.clone() {
+            Some(w)
+        } else if over.zero_config {
+            Some(DEFAULT_WEB.to_owned())
+        } else {
+            None
+        };
+        let token = file.web.token.clone();
+        if let Some(t) = &token
+            && (t.len() < MIN_TOKEN_LEN || !t.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            problems.push(format!(
+                "web.token: use at least {MIN_TOKEN_LEN} printable ASCII characters, no spaces (for example the output of `openssl rand -hex 24`)"
+            ));
+        }
+        let web = match web_listen.map(|w| (w.parse::<SocketAddr>(), w)) {
+            None => None,
+            Some((Ok(addr), _)) => Some(WebSettings { addr, token }),
+            Some((Err(_), w)) => {
+                problems.push(format!(
+                    "web.listen: {w:?} is not IP:PORT (for example 127.0.0.1:8025)"
+                ));
+                None
+            }
+        };
+        let r = &file.retention;
+        if r.max_messages == Some(0) {
+            problems.push(
+                "retention.max_messages: must be at least 1 (leave it out to keep every message)"
+                    .to_owned(),
+            );
+        }
+        if r.max_age_days == Some(0) {
+            problems.push("retention.max_age_days: must be at least 1 (leave it out to keep messages forever)".to_owned());
+        }
+        let max_messages = r.max_messages.or(if over.zero_config {
+            Some(DEFAULT_ZERO_CONFIG_MAX_MESSAGES)
+        } else {
+            None
+        });
+        let max_age = r
+            .max_age_days
+            .map(|d| Duration::from_secs(d.saturating_mul(86_400)));
+
         if !problems.is_empty() {
             bail!("invalid configuration:\n  {}", problems.join("\n  "));
         }
@@ -382,6 +489,9 @@ impl Config {
             exempt_loopback: l.exempt_loopback.unwrap_or(true),
             domains,
             mailboxes,
+            web,
+            max_messages,
+            max_age,
         })
     }
 
@@ -451,6 +561,19 @@ impl Config {
                     }
                     .to_owned(),
                 ),
+            },
+            web: WebSection {
+                listen: self.web.as_ref().map(|w| w.addr.to_string()),
+                // Never print the secret.
+                token: self
+                    .web
+                    .as_ref()
+                    .and_then(|w| w.token.as_ref())
+                    .map(|_| "(set)".to_owned()),
+            },
+            retention: RetentionSection {
+                max_messages: self.max_messages,
+                max_age_days: self.max_age.map(|d| d.as_secs() / 86_400),
             },
         }
     }

@@ -6,8 +6,12 @@
 //! Errors end here as `anyhow` messages that say what to do.
 
 mod backend;
+mod client;
 mod config;
+mod explain;
 mod messages;
+mod probe;
+mod send;
 mod tls;
 mod trace;
 mod users;
@@ -22,8 +26,10 @@ use postel_store::SqliteStore;
 use tracing::info;
 
 use crate::backend::{Inner, Policy, PostelBackend};
-use crate::config::{Config, FileConfig, Overrides, TlsMode};
+use crate::config::{Config, FileConfig, Overrides, TlsMode, WebSettings};
 use crate::tls::Tls;
+use postel_web::{Login, SessionCounts, Web};
+use prometheus_client::registry::Registry;
 
 #[derive(Parser)]
 #[command(
@@ -61,6 +67,12 @@ enum Command {
         /// Accept mail for this domain only (repeatable); others get 554 5.7.1.
         #[arg(long = "domain", value_name = "DOMAIN")]
         domains: Vec<String>,
+        /// Serve the web inbox, API and metrics on IP:PORT (zero-config: 127.0.0.1:8025).
+        #[arg(long, value_name = "ADDR")]
+        web: Option<String>,
+        /// No web inbox, not even in the zero-config mode.
+        #[arg(long, conflicts_with = "web")]
+        no_web: bool,
         /// Log the whole protocol transcript.
         #[arg(short, long)]
         verbose: bool,
@@ -79,6 +91,74 @@ enum Command {
     Users {
         #[command(subcommand)]
         command: UsersCommand,
+    },
+    /// Explain an SMTP reply code (550), an enhanced code (5.1.1), or a
+    /// whole reply line pasted from a log ("550 5.1.1 User unknown").
+    Explain {
+        /// The code or reply line (several words are joined).
+        #[arg(required = true, num_args = 1..)]
+        code: Vec<String>,
+        /// Set another code beside it, with the key differences.
+        #[arg(long, value_name = "CODE")]
+        vs: Option<String>,
+        /// The language of the texts.
+        #[arg(long, value_enum, default_value = "en")]
+        lang: explain::Lang,
+        /// Print JSON, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send one message, printing the conversation with each reply explained.
+    /// Exit status: 0 accepted, 1 refused, 2 could not talk to the server.
+    Send {
+        /// HOST[:PORT] (default port 25; 587 with --auth; 465 with --tls).
+        #[arg(long)]
+        server: String,
+        /// The envelope sender, and the From header.
+        #[arg(long)]
+        from: String,
+        /// A recipient (repeatable).
+        #[arg(long, required = true)]
+        to: Vec<String>,
+        /// Upgrade with STARTTLS after EHLO.
+        #[arg(long, conflicts_with = "tls")]
+        starttls: bool,
+        /// Implicit TLS from the first byte (port 465).
+        #[arg(long)]
+        tls: bool,
+        /// Log in as USER (password from $POSTEL_PASSWORD, or asked for).
+        #[arg(long, value_name = "USER")]
+        auth: Option<String>,
+        /// A header line "Name: value" (repeatable).
+        #[arg(long = "header", value_name = "HEADER")]
+        headers: Vec<String>,
+        /// The body text, from a file or - for stdin.
+        #[arg(long, value_name = "FILE")]
+        body: Option<PathBuf>,
+        /// Attach a file (repeatable).
+        #[arg(long, value_name = "FILE")]
+        attach: Vec<PathBuf>,
+        /// The EHLO name (default: this host's name).
+        #[arg(long)]
+        ehlo: Option<String>,
+        /// Go on when the certificate does not verify.
+        #[arg(long)]
+        insecure: bool,
+        /// The language of the explanations.
+        #[arg(long, value_enum, default_value = "en")]
+        lang: explain::Lang,
+    },
+    /// Connect to a server and report what it offers and what is wrong or
+    /// risky. Sends no mail. Exit status: 0 fine, 1 problems or risks.
+    Probe {
+        /// HOST[:PORT], or a domain (its MX is looked up).
+        target: String,
+        /// Implicit TLS from the first byte (port 465).
+        #[arg(long)]
+        tls: bool,
+        /// The language of the explanations.
+        #[arg(long, value_enum, default_value = "en")]
+        lang: explain::Lang,
     },
 }
 
@@ -152,17 +232,79 @@ enum ConfigCommand {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // send and probe say "could not talk to the server" with 2, keeping 1
+    // for what the server refused or what was found wrong.
+    let failure = match &cli.command {
+        Command::Send { .. } | Command::Probe { .. } => 2,
+        _ => 1,
+    };
     match run(cli) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("postel: {e:#}");
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(failure)
         }
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    use std::process::ExitCode;
+    let status = |ok: bool| {
+        if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        }
+    };
     match cli.command {
+        Command::Explain {
+            code,
+            vs,
+            lang,
+            json,
+        } => explain::run(&code, vs.as_deref(), lang, json).map(status),
+        Command::Send {
+            server,
+            from,
+            to,
+            starttls,
+            tls,
+            auth,
+            headers,
+            body,
+            attach,
+            ehlo,
+            insecure,
+            lang,
+        } => {
+            let args = send::SendArgs {
+                server,
+                from,
+                to,
+                starttls,
+                tls,
+                auth,
+                headers,
+                body,
+                attach,
+                ehlo,
+                insecure,
+                lang,
+            };
+            send::run(&args).map(|o| status(matches!(o, send::Outcome::Accepted)))
+        }
+        Command::Probe { target, tls, lang } => {
+            probe::run(&target, tls, lang).map(|worst| status(worst < probe::Level::Risk))
+        }
+        command => run_rest(command).map(|()| ExitCode::SUCCESS),
+    }
+}
+
+fn run_rest(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Explain { .. } | Command::Send { .. } | Command::Probe { .. } => {
+            unreachable!("handled in run")
+        }
         Command::Serve {
             config,
             hostname,
@@ -171,6 +313,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             submission,
             smtps,
             domains,
+            web,
+            no_web,
             verbose,
         } => {
             init_logging(verbose);
@@ -188,6 +332,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 smtps,
                 domains,
                 zero_config,
+                web,
+                no_web,
             };
             serve(Config::build(file, over)?)
         }
@@ -288,35 +434,143 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
         if let Some(t) = &tls {
             t.clone().watch(std::time::Duration::from_secs(5));
         }
-        info!(
-            hostname = %cfg.limits.hostname,
-            data_dir = %cfg.data_dir.display(),
-            domains = if cfg.domains.is_empty() { "any".to_owned() } else { cfg.domains.iter().cloned().collect::<Vec<_>>().join(",") },
-            "Postel {} ready", cfg.limits.version
-        );
-        let backend = PostelBackend::new(Inner {
+        let mut registry = Registry::default();
+        let server_metrics = Arc::new(postel_server::Metrics::register(&mut registry));
+        let inner = Arc::new(Inner {
             store: store.clone(),
             policy: Policy { domains: cfg.domains.clone(), mailboxes: cfg.mailboxes.clone() },
             hostname: cfg.limits.hostname.clone(),
             version: cfg.limits.version.clone(),
             dummy_hash: backend::hash_password("postel-dummy-password-for-unknown-users")?,
             auth_failures: std::sync::Mutex::default(),
+            metrics: backend::BackendMetrics::register(&mut registry),
         });
+        let (stop_web, stop_rx) = tokio::sync::watch::channel(false);
+        let web_task = match &cfg.web {
+            Some(w) => Some(start_web(w, &cfg, &store, &inner, &server_metrics, Arc::new(registry), stop_rx)?),
+            None => None,
+        };
+        if cfg.max_messages.is_some() || cfg.max_age.is_some() {
+            tokio::spawn(retention(store.clone(), cfg.max_messages, cfg.max_age));
+        }
         let server = ServerConfig {
             limits: Arc::new(cfg.limits.clone()),
             max_connections: cfg.max_connections,
             max_connections_per_ip: cfg.max_connections_per_ip,
             exempt_loopback: cfg.exempt_loopback,
             shutdown_grace: cfg.limits.data_timeout + std::time::Duration::from_secs(10),
+            metrics: server_metrics,
         };
+        info!(
+            hostname = %cfg.limits.hostname,
+            data_dir = %cfg.data_dir.display(),
+            domains = if cfg.domains.is_empty() { "any".to_owned() } else { cfg.domains.iter().cloned().collect::<Vec<_>>().join(",") },
+            "Postel {} ready", cfg.limits.version
+        );
         let acceptor = tls.as_ref().map(|t| t.acceptor.clone());
-        postel_server::serve(listeners, server, Arc::new(backend), acceptor, shutdown_signal()).await;
+        let backend = Arc::new(PostelBackend::new(inner));
+        postel_server::serve(listeners, server, backend, acceptor, shutdown_signal()).await;
+        let _ = stop_web.send(true);
+        if let Some(t) = web_task {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
+        }
         anyhow::Ok(())
     });
     // Every session has ended: commit what the writer holds, then exit.
     store.close();
     info!("stopped");
     result
+}
+
+/// Binds the web side and starts serving it. A listener off loopback needs
+/// a login (a token, or at least one user): without one, `serve` refuses to
+/// start rather than show everyone's mail to the network.
+fn start_web(
+    w: &WebSettings,
+    cfg: &Config,
+    store: &Arc<SqliteStore>,
+    inner: &Arc<Inner>,
+    server_metrics: &Arc<postel_server::Metrics>,
+    registry: Arc<Registry>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+    let login = if w.needs_login() {
+        let users = store.users().context("cannot read the users")?;
+        if w.token.is_none() && users.is_empty() {
+            anyhow::bail!(
+                "the web inbox on {} is not on loopback, so it needs a login: set [web] token in the config, or add a user with `postel users add NAME`",
+                w.addr
+            );
+        }
+        let check = inner.clone();
+        Some(Login {
+            token: w.token.clone(),
+            users: Some(Arc::new(move |u: &str, p: &str| check.check_user(u, p))),
+        })
+    } else {
+        None
+    };
+    let tcp = bind(w.addr).with_context(|| {
+        format!("cannot listen on {} for the web inbox: is another server (Mailpit, MailHog?) using it? Pick another with --web IP:PORT, or turn it off with --no-web", w.addr)
+    })?;
+    info!(addr = %tcp.local_addr()?, login = login.is_some(), "listening for HTTP");
+    let m = server_metrics.clone();
+    let web = Arc::new(Web::new(
+        store.clone(),
+        cfg.limits.version.clone(),
+        Arc::new(move || SessionCounts {
+            open: u64::try_from(m.sessions_open.get()).unwrap_or(0),
+            total: m.sessions_total(),
+        }),
+        registry,
+        login,
+        stop.clone(),
+    ));
+    let mut stop = stop;
+    Ok(tokio::spawn(postel_web::serve(tcp, web, async move {
+        let _ = stop.wait_for(|s| *s).await;
+    })))
+}
+
+/// Keeps the store within `[retention]`: after new mail (at most once a
+/// second) and every minute, the oldest messages over the limits are
+/// deleted, a small batch per transaction, off the async threads.
+async fn retention(
+    store: Arc<SqliteStore>,
+    keep: Option<u64>,
+    max_age: Option<std::time::Duration>,
+) {
+    use postel_store::Store as _;
+    let mut changes = keep.map(|_| store.subscribe());
+    loop {
+        let before = max_age.map(|age| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            i64::try_from(now.saturating_sub(age.as_secs())).unwrap_or(0)
+        });
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.prune(keep, before)).await {
+            Ok(Ok(gone)) if !gone.is_empty() => {
+                info!(deleted = gone.len(), "retention: old messages deleted");
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "retention: cannot delete old messages"),
+            _ => {}
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        match &mut changes {
+            Some(rx) => {
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(60), rx.recv()).await;
+                // Everything that arrived meanwhile is covered by one prune.
+                while !matches!(
+                    rx.try_recv(),
+                    Err(tokio::sync::broadcast::error::TryRecvError::Empty
+                        | tokio::sync::broadcast::error::TryRecvError::Closed)
+                ) {}
+            }
+            None => tokio::time::sleep(std::time::Duration::from_secs(60)).await,
+        }
+    }
 }
 
 /// Binds with SO_REUSEADDR, so a restart does not wait for TIME_WAIT, and a

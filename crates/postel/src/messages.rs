@@ -6,10 +6,9 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use postel_store::{SqliteStore, Store, Summary};
-use serde_json::json;
+use postel_store::{SqliteStore, Store};
 
-use crate::trace::rfc3339;
+use postel_store::time::rfc3339;
 
 fn open(data_dir: &Path) -> anyhow::Result<SqliteStore> {
     if !data_dir.join("messages.db").exists() {
@@ -20,25 +19,6 @@ fn open(data_dir: &Path) -> anyhow::Result<SqliteStore> {
     }
     SqliteStore::open_existing(data_dir)
         .with_context(|| format!("cannot open the message store in {}", data_dir.display()))
-}
-
-fn summary_json(s: &Summary) -> serde_json::Value {
-    let e = &s.envelope;
-    json!({
-        "id": s.id,
-        "received_at": rfc3339(s.received_at),
-        "from": e.mail_from,
-        "to": e.recipients.iter().map(|r| r.address.as_str()).collect::<Vec<_>>(),
-        "subject": s.subject,
-        "size": s.size,
-        "client": e.client_addr,
-        "helo": e.helo,
-        "protocol": e.protocol,
-        "tls": e.tls,
-        "auth_user": e.auth_user,
-        "mail_params": e.mail_params,
-        "rcpt_params": e.recipients.iter().map(|r| &r.params).collect::<Vec<_>>(),
-    })
 }
 
 /// Cuts `s` to at most `n` characters, marking the cut.
@@ -58,7 +38,7 @@ pub(crate) fn list(data_dir: &Path, as_json: bool) -> anyhow::Result<()> {
     let all = store.list()?;
     let mut out = std::io::stdout().lock();
     if as_json {
-        let v: Vec<_> = all.iter().map(summary_json).collect();
+        let v: Vec<_> = all.iter().map(postel_web::json::summary).collect();
         serde_json::to_writer_pretty(&mut out, &v)?;
         writeln!(out)?;
         return Ok(());

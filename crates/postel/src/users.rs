@@ -63,7 +63,7 @@ pub(crate) fn list(data_dir: &Path) -> anyhow::Result<()> {
     }
     let store = SqliteStore::open_existing(data_dir)?;
     for (name, created) in store.users()? {
-        println!("{name}\tadded {}", crate::trace::rfc3339(created));
+        println!("{name}\tadded {}", postel_store::time::rfc3339(created));
     }
     Ok(())
 }

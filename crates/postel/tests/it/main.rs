@@ -7,3 +7,5 @@ mod interop;
 mod smtp;
 mod support;
 mod tls;
+mod tools;
+mod web;

@@ -85,15 +85,19 @@ impl Server {
                     );
                 }
             };
+            let field = |name: &str| {
+                line.split(&format!("{name}="))
+                    .nth(1)
+                    .and_then(|r| r.split_whitespace().next())
+                    .map(|v| v.trim_matches('"').to_owned())
+            };
             if line.contains("listening for SMTP") {
-                let field = |name: &str| {
-                    line.split(&format!("{name}="))
-                        .nth(1)
-                        .and_then(|r| r.split_whitespace().next())
-                        .map(|v| v.trim_matches('"').to_owned())
-                };
                 let addr = field("addr").expect("addr").parse().expect("socket addr");
                 addrs.insert(field("kind").expect("kind"), addr);
+            }
+            if line.contains("listening for HTTP") {
+                let addr = field("addr").expect("addr").parse().expect("socket addr");
+                addrs.insert("web".to_owned(), addr);
             }
             if line.contains("ready") && !addrs.is_empty() {
                 let addr = addrs
@@ -319,4 +323,87 @@ impl Client {
 /// The id in `250 2.0.0 Ok: queued as ID`.
 pub(crate) fn queued_id(reply: &str) -> String {
     reply.trim_end().rsplit(' ').next().expect("id").to_owned()
+}
+
+/// An HTTP response, as read by [`http`].
+#[derive(Debug)]
+pub(crate) struct HttpResponse {
+    pub(crate) status: u16,
+    /// Header names in lowercase.
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub(crate) fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+/// One HTTP/1.1 request over a fresh connection (`Connection: close`), with
+/// extra header lines such as `Authorization: Bearer x`. Small on purpose:
+/// the bodies here are never chunked by the client, and the server's
+/// chunked replies are decoded.
+pub(crate) fn http(method: &str, addr: SocketAddr, path: &str, headers: &[&str]) -> HttpResponse {
+    let mut s = TcpStream::connect(addr).expect("connect http");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for h in headers {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).expect("send request");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read response");
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("end of headers");
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .expect("status line");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut body = raw[end + 4..].to_vec();
+    if headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"))
+    {
+        body = dechunk(&body);
+    }
+    HttpResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let nl = b.windows(2).position(|w| w == b"\r\n").expect("chunk size");
+        let size = usize::from_str_radix(std::str::from_utf8(&b[..nl]).expect("hex").trim(), 16)
+            .expect("chunk size");
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[nl + 2..nl + 2 + size]);
+        b = &b[nl + 2 + size + 2..];
+    }
 }

@@ -16,7 +16,7 @@ fn tls_server(extra_config: &str) -> Server {
     Server::start_in(&dir, &config, &[])
 }
 
-fn add_user(dir: &std::path::Path, name: &str, password: &str) {
+pub(crate) fn add_user(dir: &std::path::Path, name: &str, password: &str) {
     use std::io::Write as _;
     let mut child = Command::new(BIN)
         .args(["users", "add", name, "--data-dir"])

@@ -1,0 +1,248 @@
+//! A stored message seen through MIME (the `mail-parser` crate): headers,
+//! text and HTML bodies, attachments. Nothing of a message is ever run: the
+//! HTML is only ever served with a CSP that forbids scripts, in a sandbox.
+
+use mail_parser::{HeaderValue, MessageParser, MimeHeaders, PartType};
+use postel_store::Message;
+use serde_json::{Value, json};
+
+use crate::json::summary;
+
+/// The message as the API's one-message object: the summary, then headers,
+/// bodies and the list of attachments. A message that cannot be parsed
+/// keeps its summary, gets empty parts and a `parse_error` that says why.
+pub(crate) fn detail(msg: &Message) -> Value {
+    let mut v = summary(&msg.summary);
+    let parsed = MessageParser::default().parse(&msg.raw);
+    let Some(m) = parsed.filter(|m| !m.headers().is_empty()) else {
+        v["headers"] = json!([]);
+        v["text"] = Value::Null;
+        v["html"] = Value::Null;
+        v["attachments"] = json!([]);
+        v["parse_error"] = json!("no header fields could be read: this is not an RFC 5322 message");
+        return v;
+    };
+    v["headers"] = m
+        .headers()
+        .iter()
+        .map(|h| json!({"name": h.name(), "value": header_text(m.raw_message(), h)}))
+        .collect();
+    v["text"] = json!(m.body_text(0));
+    // Only a real text/html part: mail-parser would otherwise make HTML out
+    // of the plain text.
+    v["html"] = json!(real_html(&m));
+    v["attachments"] = m
+        .attachments()
+        .enumerate()
+        .map(|(index, p)| {
+            json!({
+                "index": index,
+                "filename": p.attachment_name(),
+                "content_type": content_type(p),
+                "size": p.contents().len(),
+                "inline": p.content_disposition().is_some_and(|d| d.is_inline()),
+                "content_id": p.content_id(),
+            })
+        })
+        .collect();
+    // mail-parser takes almost anything: check the header section against
+    // RFC 5322 2.2 ourselves, so a broken message is flagged as broken.
+    v["parse_error"] = match bad_header_line(&msg.raw) {
+        Some(n) => json!(format!(
+            "line {n} of the header section is not a header field: what could be read is shown; the raw source is exact"
+        )),
+        None => Value::Null,
+    };
+    v
+}
+
+/// The number (from 1) of the first line of the header section that is
+/// neither `name: value` (the name printable ASCII without `:`) nor a
+/// continuation (starting with a space or tab), if there is one. The
+/// section ends at the first empty line.
+fn bad_header_line(raw: &[u8]) -> Option<usize> {
+    for (i, line) in raw.split(|&b| b == b'\n').enumerate() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            return None;
+        }
+        if line[0] == b' ' || line[0] == b'\t' {
+            if i == 0 {
+                return Some(1);
+            }
+            continue;
+        }
+        let name_ok = line
+            .iter()
+            .position(|&b| b == b':')
+            .is_some_and(|c| c > 0 && line[..c].iter().all(|b| (33..=126).contains(b)));
+        if !name_ok {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
+fn real_html(m: &mail_parser::Message<'_>) -> Option<String> {
+    let part = m.html_part(0)?;
+    match &part.body {
+        PartType::Html(h) => Some(h.to_string()),
+        _ => None,
+    }
+}
+
+/// The HTML body with `cid:` images put inline as `data:` URLs, or None
+/// when the message has no text/html part. Inline, not links to the
+/// attachments: a sandboxed frame sends no credentials, so a link would
+/// fail behind the web login.
+pub(crate) fn html(msg: &Message) -> Option<String> {
+    use base64::Engine as _;
+    let m = MessageParser::default().parse(&msg.raw)?;
+    let mut html = real_html(&m)?;
+    for p in m.attachments() {
+        let Some(cid) = p.content_id() else { continue };
+        let ctype = content_type(p);
+        // Only images: a data: URL of another type has no use in <img>.
+        if !ctype.starts_with("image/") || !html.contains("cid:") {
+            continue;
+        }
+        let cid = cid.trim_matches(|c| c == '<' || c == '>');
+        let url = format!(
+            "data:{ctype};base64,{}",
+            base64::engine::general_purpose::STANDARD.encode(p.contents())
+        );
+        // `cid:` URLs appear as src="cid:x" (or with single quotes).
+        for quote in ['"', '\''] {
+            html = html.replace(
+                &format!("{quote}cid:{cid}{quote}"),
+                &format!("{quote}{url}{quote}"),
+            );
+        }
+    }
+    Some(html)
+}
+
+/// One attachment: content type, file name, bytes.
+pub(crate) struct Attachment {
+    pub(crate) content_type: String,
+    pub(crate) filename: Option<String>,
+    pub(crate) bytes: Vec<u8>,
+}
+
+/// The attachment at `index` of [`detail`]'s list.
+pub(crate) fn attachment(msg: &Message, index: usize) -> Option<Attachment> {
+    let m = MessageParser::default().parse(&msg.raw)?;
+    let p = m.attachments().nth(index)?;
+    Some(Attachment {
+        content_type: content_type(p),
+        filename: p.attachment_name().map(str::to_owned),
+        bytes: p.contents().to_vec(),
+    })
+}
+
+fn content_type(p: &mail_parser::MessagePart<'_>) -> String {
+    match p.content_type() {
+        Some(ct) => match ct.subtype() {
+            Some(sub) => format!("{}/{}", ct.ctype(), sub).to_ascii_lowercase(),
+            None => ct.ctype().to_ascii_lowercase(),
+        },
+        None if p.is_message() => "message/rfc822".to_owned(),
+        None if p.is_text() => "text/plain".to_owned(),
+        None => "application/octet-stream".to_owned(),
+    }
+}
+
+/// A header's value for display: decoded where mail-parser decodes it
+/// (encoded words, address lists), else the raw value unfolded.
+fn header_text(raw: &[u8], h: &mail_parser::Header<'_>) -> String {
+    let text = match h.value() {
+        HeaderValue::Text(t) => t.to_string(),
+        HeaderValue::TextList(l) => l.join(", "),
+        HeaderValue::Address(a) => a
+            .iter()
+            .map(|addr| match (addr.name(), addr.address()) {
+                (Some(n), Some(a)) => format!("{n} <{a}>"),
+                (None, Some(a)) => a.to_owned(),
+                (Some(n), None) => n.to_owned(),
+                (None, None) => String::new(),
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        _ => {
+            let (start, end) = (h.offset_start() as usize, h.offset_end() as usize);
+            String::from_utf8_lossy(raw.get(start..end).unwrap_or_default()).into_owned()
+        }
+    };
+    // Unfold: a line break and the white space around it are one space.
+    text.split(['\r', '\n'])
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use postel_store::{Envelope, Summary};
+
+    fn message(raw: &[u8]) -> Message {
+        Message {
+            summary: Summary {
+                id: "ABC".into(),
+                received_at: 0,
+                envelope: Envelope::default(),
+                subject: None,
+                size: raw.len() as u64,
+            },
+            raw: raw.to_vec(),
+        }
+    }
+
+    const MULTI: &[u8] = b"Subject: =?UTF-8?B?w6l0w6k=?=\r\nFrom: Ann <ann@x.test>\r\nX-Long: one\r\n two\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b1\r\n\r\n--b1\r\nContent-Type: multipart/related; boundary=b2\r\n\r\n--b2\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>Hi <img src=\"cid:logo@x\"></p>\r\n--b2\r\nContent-Type: image/png\r\nContent-ID: <logo@x>\r\nContent-Disposition: inline\r\nContent-Transfer-Encoding: base64\r\n\r\niVBORw0K\r\n--b2--\r\n--b1\r\nContent-Type: application/pdf; name=\"r.pdf\"\r\nContent-Disposition: attachment; filename=\"r.pdf\"\r\n\r\nPDFDATA\r\n--b1--\r\n";
+
+    #[test]
+    fn detail_decodes_headers_and_lists_parts() {
+        let v = detail(&message(MULTI));
+        assert_eq!(v["parse_error"], Value::Null);
+        let headers = v["headers"].as_array().expect("headers");
+        assert_eq!(headers[0]["name"], "Subject");
+        assert_eq!(headers[0]["value"], "été");
+        assert_eq!(headers[1]["value"], "Ann <ann@x.test>");
+        assert_eq!(headers[2]["value"], "one two");
+        assert!(v["html"].as_str().expect("html").contains("cid:logo@x"));
+        let att = v["attachments"].as_array().expect("attachments");
+        let names: Vec<_> = att.iter().map(|a| a["content_type"].clone()).collect();
+        assert_eq!(names, [json!("image/png"), json!("application/pdf")]);
+        assert_eq!(att[0]["inline"], true);
+        assert_eq!(att[1]["filename"], "r.pdf");
+        assert_eq!(att[1]["size"], 7);
+    }
+
+    #[test]
+    fn html_inlines_cid_images() {
+        let h = html(&message(MULTI)).expect("html");
+        assert!(h.contains("src=\"data:image/png;base64,iVBORw0K\""), "{h}");
+        let a = attachment(&message(MULTI), 1).expect("pdf");
+        assert_eq!(
+            (a.content_type.as_str(), a.filename.as_deref(), &a.bytes[..]),
+            ("application/pdf", Some("r.pdf"), &b"PDFDATA"[..])
+        );
+        assert!(attachment(&message(MULTI), 2).is_none());
+    }
+
+    #[test]
+    fn plain_text_has_no_html_and_junk_is_reported() {
+        let v = detail(&message(b"Subject: x\r\n\r\nplain\r\n"));
+        assert_eq!(v["html"], Value::Null);
+        assert_eq!(v["text"], "plain\r\n");
+        assert!(html(&message(b"Subject: x\r\n\r\nplain\r\n")).is_none());
+        let junk = detail(&message(b"\x00\xff\xfe"));
+        assert!(junk["parse_error"].is_string(), "{junk}");
+        let stray = detail(&message(b"Received: x\r\n\x01 no header\r\nbody\r\n"));
+        assert!(stray["parse_error"].is_string(), "{stray}");
+        let bare = detail(&message(b"Received: x\r\nSubject: y\r\n"));
+        assert_eq!(bare["parse_error"], Value::Null, "{bare}");
+        assert_eq!(junk["attachments"], json!([]));
+    }
+}
