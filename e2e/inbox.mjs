@@ -15,10 +15,7 @@
 //   --smtp PORT        the SMTP listener on --smtp-host (required)
 //   --smtp-host HOST   default 127.0.0.1
 //   --screenshots DIR  also save inbox.png, message.png, inbox-phone.png and message-phone.png there
-//   --auth USER:PASS   HTTP Basic credentials, for a web listener that is not on loopback
-//                      (Chromium sends no credentials for requests from the sandboxed
-//                      message frame: a cid: image served from an attachment URL then
-//                      gets a 401, and the inline-image check fails)
+//   --auth USER:PASS   HTTP Basic credentials, for a web listener that needs a login
 //   --chromium PATH    default /usr/bin/chromium
 //   --timeout MS       how long one wait may take, default 15000
 

@@ -21,6 +21,7 @@ pub mod params;
 pub mod reply;
 pub mod sasl;
 pub mod session;
+pub mod sim;
 
 pub use address::{ForwardPath, Mailbox, ReversePath};
 pub use data::BareLinePolicy;

@@ -7,9 +7,9 @@
 
 use std::sync::Arc;
 
-use postel_proto::reply;
 use postel_proto::session::{ConnInfo, Event, Limits, Session, Verdict};
-use postel_proto::{BareLinePolicy, ForwardPath, ReversePath};
+use postel_proto::sim::{Run, drive};
+use postel_proto::{BareLinePolicy, ReversePath};
 use proptest::prelude::*;
 
 const HOST: &str = "mx.test";
@@ -21,100 +21,6 @@ fn limits() -> Limits {
         max_message_size: 1000,
         ..Limits::default()
     }
-}
-
-/// What a run produced: every byte the server sent, and the stored messages.
-#[derive(Debug, PartialEq, Eq)]
-struct Run {
-    output: String,
-    stored: Vec<Vec<u8>>,
-    envelopes: Vec<(String, Vec<String>)>,
-    closed: bool,
-}
-
-/// A recording backend: refuses senders containing "refuse", recipients
-/// containing "nobody" (550), and stores everything else.
-fn drive(limits: Limits, conn: ConnInfo, chunks: &[&[u8]]) -> Run {
-    let mut s = Session::new(Arc::new(limits), conn);
-    let mut out = Vec::new();
-    let mut msg = Vec::new();
-    let mut from = String::new();
-    let mut rcpts: Vec<String> = Vec::new();
-    let mut run = Run {
-        output: String::new(),
-        stored: vec![],
-        envelopes: vec![],
-        closed: false,
-    };
-    for chunk in chunks {
-        let mut pos = 0;
-        loop {
-            let n = s.feed(&chunk[pos..]);
-            pos += n;
-            let mut progressed = n > 0;
-            while let Some(ev) = s.poll_event() {
-                progressed = true;
-                match ev {
-                    Event::Helo => {}
-                    Event::Mail { from: f, .. } => {
-                        from = f.to_string();
-                        if from.contains("refuse") {
-                            s.resolve(Verdict::Reject(reply::relay_denied()));
-                        } else {
-                            s.resolve(Verdict::Accept);
-                        }
-                    }
-                    Event::Rcpt { to, .. } => {
-                        let to = match to {
-                            ForwardPath::Postmaster => "postmaster".to_owned(),
-                            ForwardPath::Mailbox(m) => m.to_string(),
-                        };
-                        if to.contains("nobody") {
-                            s.resolve(Verdict::Reject(reply::no_such_mailbox()));
-                        } else {
-                            rcpts.push(to);
-                            s.resolve(Verdict::Accept);
-                        }
-                    }
-                    Event::Body => s.take_body(&mut msg),
-                    Event::DataEnd => {
-                        s.take_body(&mut msg);
-                        run.stored.push(std::mem::take(&mut msg));
-                        run.envelopes
-                            .push((std::mem::take(&mut from), std::mem::take(&mut rcpts)));
-                        s.resolve(Verdict::Queued(format!("ID{}", run.stored.len())));
-                    }
-                    Event::Reset => {
-                        msg.clear();
-                        rcpts.clear();
-                    }
-                    Event::Status => s.resolve_status(vec!["status line".into()]),
-                    // The handshake "happens" here: the next chunk is what
-                    // TLS decrypted; the rest of this one was discarded.
-                    Event::StartTls => s.tls_established(),
-                    Event::Auth {
-                        username, password, ..
-                    } => {
-                        if username == "alice" && password.0 == "secret" {
-                            s.resolve(Verdict::Accept);
-                        } else {
-                            s.resolve(Verdict::Reject(reply::auth_failed()));
-                        }
-                    }
-                    Event::Close => run.closed = true,
-                }
-            }
-            if !progressed || pos >= chunk.len() {
-                if pos >= chunk.len() {
-                    break;
-                }
-                panic!("session stalled with input left");
-            }
-        }
-    }
-    s.take_output(&mut out);
-    run.output = String::from_utf8_lossy(&out).into_owned();
-    run
 }
 
 fn whole(input: &[u8]) -> Run {

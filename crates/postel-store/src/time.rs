@@ -58,7 +58,15 @@ pub fn parse_time(s: &str) -> Option<i64> {
         return None;
     }
     let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+    let month_days = match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return None,
+    };
+    if !(1..=month_days).contains(&d) {
         return None;
     }
     let days = days_from_civil(y, m, d);
@@ -87,6 +95,9 @@ pub fn parse_time(s: &str) -> Option<i64> {
         [b'Z' | b'z'] => 0,
         [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
             let (oh, om) = (num(i + 1..i + 3)?, num(i + 4..i + 6)?);
+            if oh > 23 || om > 59 {
+                return None;
+            }
             let o = oh * 3600 + om * 60;
             if *sign == b'+' { o } else { -o }
         }
@@ -154,6 +165,9 @@ mod tests {
             "2026-11-23T11:38:29",
             "2026-11-23T11:38:29.Z",
             "2026-11-23T11:38:29+0100",
+            "2026-02-29",
+            "2026-04-31",
+            "2026-11-23T11:38:29+24:00",
             "2026-1-23",
             "２０２６-11-23",
         ] {

@@ -275,6 +275,8 @@ function connectEvents() {
   events.addEventListener('deleted', (ev) => {
     try { onDeleted(JSON.parse(ev.data)); } catch (e) { console.error('bad deleted event', e); }
   });
+  // The server fell behind on this stream and dropped events: reload.
+  events.addEventListener('resync', () => { loadList(); refreshStatus(); });
 }
 
 // ------------------------------------------------------------ status ---

@@ -27,9 +27,10 @@ const STYLE_CSS: &str = include_str!("../assets/style.css");
 /// script, no plugin, no remote anything.
 const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 /// A message's HTML: no script at all (`sandbox` without `allow-scripts`),
-/// images only from this server (its attachments) or inline, no fonts or
-/// styles from elsewhere, nothing fetched from the sender's servers.
-const MESSAGE_CSP: &str = "default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; font-src data:; frame-ancestors 'self'; sandbox";
+/// images only inline (its own cid: parts, made data: URLs), no fonts or
+/// styles from elsewhere, nothing fetched from anywhere, this server
+/// included.
+const MESSAGE_CSP: &str = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; font-src data:; frame-ancestors 'self'; sandbox";
 /// Raw sources and attachments: never run, whatever a browser makes of them.
 const DOWNLOAD_CSP: &str = "default-src 'none'; sandbox";
 
@@ -71,7 +72,39 @@ async fn guard<S: Store + Clone>(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    if !web.allowed(authorization).await {
+    let ip = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_canonical());
+    if !web.login_required() {
+        // Open on loopback: only for pages of this machine, not for a
+        // remote page whose name was rebound to 127.0.0.1.
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !loopback_host(host) {
+            return with_security_headers(
+                (
+                    StatusCode::FORBIDDEN,
+                    Json(json!({"error": "use a loopback name (127.0.0.1, localhost) to reach this server, or set a web token"})),
+                )
+                    .into_response(),
+            );
+        }
+    }
+    let access = web.access(authorization, ip).await;
+    if access == crate::Access::LockedOut {
+        return with_security_headers(
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                Json(json!({"error": "too many failed logins from this address: try again later"})),
+            )
+                .into_response(),
+        );
+    }
+    if access != crate::Access::Allowed {
         let mut r = (
             StatusCode::UNAUTHORIZED,
             Json(json!({"error": "log in with a Postel user (HTTP Basic) or the web token (Bearer)"})),
@@ -81,9 +114,27 @@ async fn guard<S: Store + Clone>(
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static("Basic realm=\"Postel\", charset=\"UTF-8\""),
         );
-        return r;
+        return with_security_headers(r);
     }
-    let mut r = next.run(req).await;
+    with_security_headers(next.run(req).await)
+}
+
+/// True if and only if a `Host` header names this machine: `localhost`
+/// (or a name under it), or a loopback address, with any port.
+fn loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn with_security_headers(mut r: Response) -> Response {
     let h = r.headers_mut();
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
@@ -417,6 +468,30 @@ async fn metrics<S: Store + Clone>(State(web): State<Arc<Web<S>>>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loopback_hosts() {
+        for ok in [
+            "127.0.0.1:8025",
+            "localhost",
+            "LOCALHOST:80",
+            "app.localhost:8025",
+            "[::1]:8025",
+            "127.1.2.3",
+        ] {
+            assert!(loopback_host(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:8025",
+            "10.0.0.1:8025",
+            "",
+            "[2001:db8::1]:80",
+            "localhost.evil.example",
+        ] {
+            assert!(!loopback_host(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn disposition_escapes_names() {

@@ -7,9 +7,12 @@
 //! a message is only ever served with a Content-Security-Policy that
 //! forbids scripts and remote content, and shown in a sandboxed iframe.
 //!
-//! Access: on a loopback address anyone on the machine may look (as with
-//! Mailpit). Elsewhere every request needs a login, checked by [`Login`]:
-//! HTTP Basic with a Postel user, or a bearer token.
+//! Access: on a loopback address without a token anyone on the machine may
+//! look (as with Mailpit), and only with a loopback `Host` (so a web page
+//! cannot reach it by DNS rebinding). Elsewhere, or with a token, every
+//! request needs a login, checked by [`Login`]: HTTP Basic with a Postel
+//! user, or a bearer token. Password checks are few at a time, and an
+//! address with too many failures is locked out for a while.
 
 #![warn(missing_docs)]
 
@@ -18,6 +21,7 @@ pub mod json;
 mod mime;
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -51,8 +55,24 @@ pub struct Login {
 }
 
 /// How long a checked `Authorization` header is trusted without checking
-/// the password hash again (a browser sends it with every request).
-const LOGIN_CACHE: Duration = Duration::from_secs(300);
+/// the password hash again (a browser sends it with every request). A
+/// removed user keeps access at most this long.
+const LOGIN_CACHE: Duration = Duration::from_secs(60);
+/// Password checks (Argon2, 19 MiB each) running at once.
+const CONCURRENT_CHECKS: usize = 2;
+/// Failed logins from one address before it is locked out...
+const MAX_FAILURES: u32 = 10;
+/// ...for this long after the first of them.
+const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
+
+/// What a request's credentials get it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    Allowed,
+    Denied,
+    /// Too many failures from this address.
+    LockedOut,
+}
 
 /// Everything the handlers share.
 pub struct Web<S> {
@@ -64,6 +84,9 @@ pub struct Web<S> {
     login: Option<Login>,
     /// `Authorization` values that passed, with when they did.
     logged_in: Mutex<HashMap<String, Instant>>,
+    /// Recent failed logins per client address.
+    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    checks: tokio::sync::Semaphore,
     stop: watch::Receiver<bool>,
 }
 
@@ -86,24 +109,41 @@ impl<S: Store + Clone> Web<S> {
             registry,
             login,
             logged_in: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
+            checks: tokio::sync::Semaphore::new(CONCURRENT_CHECKS),
             stop,
         }
     }
 
-    /// Returns true if and only if the `Authorization` header value lets
-    /// the request in.
-    async fn allowed(self: &Arc<Self>, authorization: Option<&str>) -> bool {
+    /// True if and only if a login is needed.
+    pub(crate) fn login_required(&self) -> bool {
+        self.login.is_some()
+    }
+
+    /// What the `Authorization` header value of a request from `ip` gets.
+    pub(crate) async fn access(
+        self: &Arc<Self>,
+        authorization: Option<&str>,
+        ip: Option<IpAddr>,
+    ) -> Access {
         let Some(login) = &self.login else {
-            return true;
+            return Access::Allowed;
         };
         let Some(value) = authorization else {
-            return false;
+            return Access::Denied;
         };
         {
             let mut cache = lock(&self.logged_in);
             cache.retain(|_, at| at.elapsed() < LOGIN_CACHE);
             if cache.contains_key(value) {
-                return true;
+                return Access::Allowed;
+            }
+        }
+        if let Some(ip) = ip {
+            let mut f = lock(&self.failures);
+            f.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
+            if f.get(&ip).is_some_and(|(n, _)| *n >= MAX_FAILURES) {
+                return Access::LockedOut;
             }
         }
         let ok = match credentials(value) {
@@ -116,6 +156,10 @@ impl<S: Store + Clone> Web<S> {
                 {
                     true
                 } else if let Some(check) = login.users.clone() {
+                    // Few at a time: each check takes 19 MiB and a thread.
+                    let Ok(_permit) = self.checks.acquire().await else {
+                        return Access::Denied;
+                    };
                     tokio::task::spawn_blocking(move || check(&user, &password))
                         .await
                         .unwrap_or(false)
@@ -127,11 +171,18 @@ impl<S: Store + Clone> Web<S> {
         };
         if ok {
             lock(&self.logged_in).insert(value.to_owned(), Instant::now());
-        } else {
-            // As for SMTP AUTH: a wrong guess costs the guesser a second.
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            return Access::Allowed;
         }
-        ok
+        if let Some(ip) = ip {
+            let mut f = lock(&self.failures);
+            if f.len() > 10_000 {
+                f.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
+            }
+            f.entry(ip).or_insert((0, Instant::now())).0 += 1;
+        }
+        // As for SMTP AUTH: a wrong guess costs the guesser a second.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Access::Denied
     }
 }
 
@@ -184,9 +235,12 @@ pub async fn serve<S: Store + Clone>(
     web: Arc<Web<S>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(web))
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        router(web).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 #[cfg(test)]

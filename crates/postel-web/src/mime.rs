@@ -98,29 +98,56 @@ fn real_html(m: &mail_parser::Message<'_>) -> Option<String> {
 pub(crate) fn html(msg: &Message) -> Option<String> {
     use base64::Engine as _;
     let m = MessageParser::default().parse(&msg.raw)?;
-    let mut html = real_html(&m)?;
-    for p in m.attachments() {
-        let Some(cid) = p.content_id() else { continue };
-        let ctype = content_type(p);
-        // Only images: a data: URL of another type has no use in <img>.
-        if !ctype.starts_with("image/") || !html.contains("cid:") {
-            continue;
+    let html = real_html(&m)?;
+    // Only images: a data: URL of another type has no use in <img>.
+    let images: std::collections::HashMap<&str, &mail_parser::MessagePart<'_>> = m
+        .attachments()
+        .filter(|p| content_type(p).starts_with("image/"))
+        .filter_map(|p| Some((p.content_id()?.trim_matches(['<', '>']), p)))
+        .collect();
+    // One pass over the HTML; each image is encoded once, and the page may
+    // grow by at most INLINE_BUDGET however often an image is referenced
+    // (a message must not make the server build a huge page). Past the
+    // budget a reference is left as it is: a broken image, nothing worse.
+    let mut encoded: std::collections::HashMap<&str, String> = std::collections::HashMap::new();
+    let mut budget = INLINE_BUDGET;
+    let mut out = String::with_capacity(html.len());
+    let mut rest = html.as_str();
+    while let Some(at) = rest.find("cid:") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 4..];
+        let end = after
+            .find(|c: char| c == '"' || c == '\'' || c == ')' || c.is_whitespace() || c == '>')
+            .unwrap_or(after.len());
+        let cid = &after[..end];
+        let url = images.get(cid).and_then(|p| {
+            let url = encoded.entry(cid).or_insert_with(|| {
+                format!(
+                    "data:{};base64,{}",
+                    content_type(p),
+                    base64::engine::general_purpose::STANDARD.encode(p.contents())
+                )
+            });
+            (url.len() <= budget).then_some(url.as_str())
+        });
+        match url {
+            Some(u) => {
+                budget -= u.len();
+                out.push_str(u);
+            }
+            None => {
+                out.push_str("cid:");
+                out.push_str(cid);
+            }
         }
-        let cid = cid.trim_matches(|c| c == '<' || c == '>');
-        let url = format!(
-            "data:{ctype};base64,{}",
-            base64::engine::general_purpose::STANDARD.encode(p.contents())
-        );
-        // `cid:` URLs appear as src="cid:x" (or with single quotes).
-        for quote in ['"', '\''] {
-            html = html.replace(
-                &format!("{quote}cid:{cid}{quote}"),
-                &format!("{quote}{url}{quote}"),
-            );
-        }
+        rest = &after[end..];
     }
-    Some(html)
+    out.push_str(rest);
+    Some(out)
 }
+
+/// How much inlining images may add to a message's HTML page.
+const INLINE_BUDGET: usize = 16 * 1024 * 1024;
 
 /// One attachment: content type, file name, bytes.
 pub(crate) struct Attachment {
@@ -223,6 +250,13 @@ mod tests {
     fn html_inlines_cid_images() {
         let h = html(&message(MULTI)).expect("html");
         assert!(h.contains("src=\"data:image/png;base64,iVBORw0K\""), "{h}");
+        // A reference repeated many times costs at most the budget.
+        let many = "<img src=\"cid:logo@x\">".repeat(3_000_000);
+        let raw =
+            String::from_utf8_lossy(MULTI).replace("<p>Hi <img src=\"cid:logo@x\"></p>", &many);
+        let h = html(&message(raw.as_bytes())).expect("html");
+        assert!(h.len() <= many.len() + INLINE_BUDGET, "{}", h.len());
+        assert!(h.ends_with("<img src=\"cid:logo@x\">\r\n") || h.contains("cid:logo@x"));
         let a = attachment(&message(MULTI), 1).expect("pdf");
         assert_eq!(
             (a.content_type.as_str(), a.filename.as_deref(), &a.bytes[..]),

@@ -21,6 +21,22 @@ use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureSch
 const TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest reply line accepted (RFC 5321 allows 512; be generous).
 const MAX_LINE: usize = 4096;
+/// The most lines in one reply.
+const MAX_LINES: usize = 1000;
+
+/// `s` with control characters shown as escapes: what a server sends must
+/// not drive the terminal it is printed on.
+pub(crate) fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
 
 /// One reply: the code and the text of each line (after `250-` / `250 `).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -310,7 +326,7 @@ impl Client {
             let line = String::from_utf8_lossy(&raw);
             let line = line.trim_end_matches(['\r', '\n']);
             if self.echo {
-                println!("S: {line}");
+                println!("S: {}", printable(line));
             }
             let code = line
                 .get(..3)
@@ -320,6 +336,9 @@ impl Client {
                 bail!("not an SMTP reply: {line:?}");
             };
             lines.push(line.get(4..).unwrap_or("").to_owned());
+            if lines.len() > MAX_LINES {
+                bail!("the server sent a reply of more than {MAX_LINES} lines");
+            }
             if sep != Some(b'-') {
                 let reply = Reply { code, lines };
                 if self.echo

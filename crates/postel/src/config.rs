@@ -98,9 +98,11 @@ pub(crate) struct WebSettings {
 }
 
 impl WebSettings {
-    /// True if and only if requests need a login: anything but loopback.
+    /// True if and only if requests need a login: off loopback, or
+    /// whenever a token is set (behind a proxy, the listener is loopback
+    /// but the clients are not).
     pub(crate) fn needs_login(&self) -> bool {
-        !self.addr.ip().is_loopback()
+        !self.addr.ip().is_loopback() || self.token.is_some()
     }
 }
 

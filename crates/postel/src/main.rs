@@ -497,6 +497,7 @@ fn start_web(
     let login = if w.needs_login() {
         let users = store.users().context("cannot read the users")?;
         if w.token.is_none() && users.is_empty() {
+            // Only reached off loopback: a token alone also turns login on.
             anyhow::bail!(
                 "the web inbox on {} is not on loopback, so it needs a login: set [web] token in the config, or add a user with `postel users add NAME`",
                 w.addr

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use anyhow::Context;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
-use crate::client::{Client, TlsInfo, capabilities, ehlo_name, split_host_port};
+use crate::client::{Client, TlsInfo, capabilities, ehlo_name, printable, split_host_port};
 use crate::explain::Lang;
 
 /// How bad a finding is.
@@ -39,7 +39,8 @@ struct Report {
 
 impl Report {
     fn add(&mut self, level: Level, what: impl AsRef<str>) {
-        println!("[{:>7}] {}", level.label(), what.as_ref());
+        // Names and texts come from the server: no control characters.
+        println!("[{:>7}] {}", level.label(), printable(what.as_ref()));
         self.worst = self.worst.max(level);
     }
 
@@ -68,9 +69,15 @@ pub(crate) fn run(target: &str, implicit_tls: bool, lang: Lang) -> anyhow::Resul
                     format!("{host} has no MX record: mail goes to the host itself (RFC 5321 5.1)"),
                 );
                 (host, 25)
+            } else if mx.len() == 1 && mx[0].1.is_empty() {
+                report.add(
+                    Level::Problem,
+                    format!("{host} has a null MX (RFC 7505): it accepts no mail at all"),
+                );
+                return Ok(report.worst());
             } else {
                 for (pref, name) in &mx {
-                    println!("         MX {pref} {name}");
+                    println!("         MX {pref} {}", printable(name));
                 }
                 (mx[0].1.clone(), 25)
             }

@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use base64::Engine as _;
 use mail_builder::MessageBuilder;
 use mail_builder::headers::raw::Raw;
+use mail_builder::headers::text::Text;
 
 use crate::client::{Client, Reply, capabilities, ehlo_name, split_host_port};
 
@@ -56,8 +57,11 @@ pub(crate) fn run(a: &SendArgs) -> anyhow::Result<Outcome> {
     } else {
         25
     });
-    let (mut c, _) = Client::connect(&host, port, a.tls, a.insecure, true)?;
+    let (mut c, info) = Client::connect(&host, port, a.tls, a.insecure, true)?;
     c.explain = Some(crate::explain::brief_for(a.lang));
+    if let Some(Err(why)) = info.as_ref().map(|i| &i.verified) {
+        println!("*  certificate not verified ({why}); going on because of --insecure");
+    }
     let greeting = c.read_reply()?;
     if !greeting.ok() {
         return refused(&mut c, &greeting);
@@ -90,13 +94,23 @@ pub(crate) fn run(a: &SendArgs) -> anyhow::Result<Outcome> {
     }
     let caps = capabilities(&ehlo);
     if let (Some(user), Some(password)) = (&a.auth, &password) {
-        let mechs = caps
+        // A password never crosses the network in clear.
+        if !c.is_tls() {
+            let _ = c.command("QUIT");
+            bail!(
+                "refusing to send a password without TLS: add --starttls (port 587) or --tls (port 465)"
+            );
+        }
+        let Some(mechs) = caps
             .iter()
             .find(|(k, _)| k == "AUTH")
             .map(|(_, v)| v.to_ascii_uppercase())
-            .unwrap_or_default();
+        else {
+            let _ = c.command("QUIT");
+            bail!("the server does not offer AUTH here");
+        };
         let b64 = |s: &[u8]| base64::engine::general_purpose::STANDARD.encode(s);
-        let r = if mechs.split(' ').any(|m| m == "PLAIN") || mechs.is_empty() {
+        let r = if mechs.split(' ').any(|m| m == "PLAIN") {
             let token = b64(format!("\0{user}\0{password}").as_bytes());
             c.send_line(
                 &format!("AUTH PLAIN {token}"),
@@ -123,6 +137,10 @@ pub(crate) fn run(a: &SendArgs) -> anyhow::Result<Outcome> {
         }
     }
     let utf8 = !a.from.is_ascii() || a.to.iter().any(|t| !t.is_ascii());
+    if utf8 && !caps.iter().any(|(k, _)| k == "SMTPUTF8") {
+        let _ = c.command("QUIT");
+        bail!("the addresses are not ASCII and the server does not offer SMTPUTF8 (RFC 6531)");
+    }
     let mut mail = format!("MAIL FROM:<{}>", a.from);
     if caps.iter().any(|(k, _)| k == "SIZE") {
         mail.push_str(&format!(" SIZE={}", message.len()));
@@ -174,8 +192,9 @@ fn refused(c: &mut Client, r: &Reply) -> anyhow::Result<Outcome> {
     Ok(Outcome::Refused)
 }
 
-/// The message: the given headers (From, To, Date, Message-ID and a
-/// Subject added where missing), the body, and attachments.
+/// The message: the given headers (From, To, Date, Message-ID,
+/// MIME-Version and a Subject added where missing; a name given twice is
+/// the caller's choice), the body, and attachments.
 fn build(a: &SendArgs) -> anyhow::Result<Vec<u8>> {
     let body = match &a.body {
         None => "This is a test message sent by postel send.\r\n".to_owned(),
@@ -188,12 +207,8 @@ fn build(a: &SendArgs) -> anyhow::Result<Vec<u8>> {
         Some(p) => std::fs::read_to_string(p)
             .with_context(|| format!("cannot read the body from {}", p.display()))?,
     };
-    let mut m = MessageBuilder::new().from(a.from.as_str()).to(a
-        .to
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>());
-    let mut has_subject = false;
+    let mut m = MessageBuilder::new();
+    let mut given = std::collections::HashSet::new();
     for h in &a.headers {
         let Some((name, value)) = h.split_once(':') else {
             bail!("--header {h:?}: expected \"Name: value\"");
@@ -205,10 +220,30 @@ fn build(a: &SendArgs) -> anyhow::Result<Vec<u8>> {
         {
             bail!("--header {h:?}: not a valid header field");
         }
-        has_subject |= name.eq_ignore_ascii_case("subject");
-        m = m.header(name.to_owned(), Raw::new(value.trim().to_owned()));
+        // The builder adds Date, Message-ID and MIME-Version unless it sees
+        // them under these exact names.
+        let name = match name.to_ascii_lowercase().as_str() {
+            "date" => "Date".to_owned(),
+            "message-id" => "Message-ID".to_owned(),
+            "mime-version" => "MIME-Version".to_owned(),
+            _ => name.to_owned(),
+        };
+        given.insert(name.to_ascii_lowercase());
+        let value = value.trim().to_owned();
+        m = if value.is_ascii() {
+            m.header(name, Raw::new(value))
+        } else {
+            // RFC 2047 encoded words, so the header stays 7-bit.
+            m.header(name, Text::new(value))
+        };
     }
-    if !has_subject {
+    if !given.contains("from") {
+        m = m.from(a.from.as_str());
+    }
+    if !given.contains("to") {
+        m = m.to(a.to.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+    if !given.contains("subject") {
         m = m.subject("Test message from postel send");
     }
     m = m.text_body(body);

@@ -4,6 +4,7 @@
 mod cli;
 mod durability;
 mod interop;
+mod robustness;
 mod smtp;
 mod support;
 mod tls;

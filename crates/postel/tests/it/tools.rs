@@ -230,6 +230,59 @@ fn send_to_postel_plain_starttls_auth_and_refusals() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("refused: 530 5.7.0"), "{}", text(&o));
 
+    // A password never goes out in clear: without --starttls, send stops.
+    let o = postel(&[
+        "send",
+        "--server",
+        &port(&s, "submission"),
+        "--auth",
+        "alice",
+        "--from",
+        "a@here.test",
+        "--to",
+        "c@here.test",
+    ]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains("refusing to send a password without TLS") && !t.contains("C: AUTH"),
+        "{t}"
+    );
+
+    // Given headers replace the defaults, whatever their case; a non-ASCII
+    // value is encoded (RFC 2047).
+    let o = postel(&[
+        "send",
+        "--server",
+        &port(&s, "smtp"),
+        "--from",
+        "me@else.test",
+        "--to",
+        "you@here.test",
+        "--header",
+        "from: Me <me@else.test>",
+        "--header",
+        "DATE: Mon, 23 Nov 2026 10:00:00 +0000",
+        "--header",
+        "Subject: Réunion",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let last = s.messages().into_iter().last().expect("stored");
+    assert_eq!(last["subject"], "Réunion");
+    let raw = String::from_utf8(s.raw(last["id"].as_str().expect("id"))).expect("ascii");
+    let count = |name: &str| {
+        raw.lines()
+            .take_while(|l| !l.is_empty())
+            .filter(|l| l.to_ascii_lowercase().starts_with(name))
+            .count()
+    };
+    assert_eq!(
+        (count("from:"), count("date:"), count("subject:")),
+        (1, 1, 1),
+        "{raw}"
+    );
+    assert!(raw.contains("Subject: =?utf-8?"), "{raw}");
+
     // Nobody listening: exit 2.
     let o = postel(&[
         "send",

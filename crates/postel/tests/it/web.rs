@@ -187,7 +187,7 @@ impl Events {
             .expect("timeout");
         write!(
             s,
-            "GET /api/v1/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
+            "GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n"
         )
         .expect("request");
         let mut reader = BufReader::new(s);
@@ -339,6 +339,52 @@ fn off_loopback_the_web_needs_a_login() {
     assert_eq!(http("GET", web, "/api/v1/messages", &[wrong]).status, 401);
     let bad_token = "Authorization: Bearer 0123456789abcdef0124";
     assert_eq!(http("GET", web, "/metrics", &[bad_token]).status, 401);
+    // Ten failures from one address lock it out (429), good login or not.
+    let threads: Vec<_> = (0..10)
+        .map(|_| std::thread::spawn(move || http("GET", web, "/", &[wrong]).status))
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().expect("thread"), 401);
+    }
+    assert_eq!(
+        http("GET", web, "/api/v1/messages", &[basic]).status,
+        200,
+        "a cached login still works"
+    );
+    // The token as a Basic password: right, but from a locked-out address.
+    let other = "Authorization: Basic eDowMTIzNDU2Nzg5YWJjZGVmMDEyMw==";
+    assert_eq!(http("GET", web, "/", &[other]).status, 429);
+}
+
+#[test]
+fn on_loopback_only_loopback_names_and_a_token_closes_it() {
+    let (_s, web) = web_server("");
+    assert_eq!(http_with_host(web, "localhost:8025"), 200);
+    assert_eq!(http_with_host(web, "[::1]"), 200);
+    // A page of evil.example whose name now points at 127.0.0.1.
+    let rebound = http_with_host(web, "evil.example:8025");
+    assert_eq!(rebound, 403);
+
+    let (_s, web) = web_server("[web]\ntoken = \"0123456789abcdef0123\"\n");
+    assert_eq!(http("GET", web, "/api/v1/status", &[]).status, 401);
+    let bearer = "Authorization: Bearer 0123456789abcdef0123";
+    assert_eq!(http("GET", web, "/api/v1/status", &[bearer]).status, 200);
+}
+
+/// A request whose only Host header is `host`.
+fn http_with_host(web: SocketAddr, host: &str) -> u16 {
+    let mut s = TcpStream::connect(web).expect("connect");
+    write!(
+        s,
+        "GET /api/v1/status HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut r = String::new();
+    std::io::Read::read_to_string(&mut s, &mut r).expect("read");
+    r.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status")
 }
 
 #[test]

@@ -1,0 +1,204 @@
+//! Postel under pressure: a full disk, a flood of connections, clients
+//! that crawl or never read, and hostile bytes. The load versions with
+//! 10,000 connections are in bench/robustness.py; these are their small,
+//! fast cousins, and each asserts the limit it is about.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use postel_store::{SqliteStore, Store};
+
+use crate::support::{Client, Server, strip_trace, temp_dir};
+
+/// A size-limited tmpfs, unmounted when dropped. Mounting needs root (the
+/// tests run as root in CI, as the Postfix peer does).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Tmpfs {
+        let dir = temp_dir("tmpfs");
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .expect("run mount");
+        assert!(st.success(), "mounting a tmpfs needs root");
+        Tmpfs(dir)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn disk_full_is_451_keeps_what_was_stored_and_recovers_without_restart() {
+    let fs = Tmpfs::mount("6m");
+    let data = fs.0.join("data");
+    std::fs::create_dir_all(&data).expect("data dir");
+    // Most of the space goes to a filler file, freed later.
+    let filler = fs.0.join("filler");
+    std::fs::write(&filler, vec![0u8; 3 * 1024 * 1024]).expect("filler");
+    let s = Server::start_in(&data, "", &[]);
+    let mut c = s.connect();
+    c.greet();
+    let body = |i: usize| {
+        let mut b = format!("Subject: m{i}\r\n\r\n").into_bytes();
+        b.extend(std::iter::repeat_n(b'a' + (i % 26) as u8, 60_000));
+        b.extend_from_slice(b"\r\nEND\r\n");
+        b
+    };
+    let mut acked = Vec::new();
+    let mut full = false;
+    for i in 0..200 {
+        c.cmd("MAIL FROM:<a@b.test>", "250 2.1.0 Sender OK");
+        c.cmd("RCPT TO:<c@d.test>", "250 2.1.5 Recipient OK");
+        c.cmd("DATA", "354 End data with <CR><LF>.<CR><LF>");
+        c.send(body(i));
+        c.send(".\r\n");
+        let r = c.reply();
+        if r.starts_with("250 ") {
+            acked.push((crate::support::queued_id(&r), i));
+        } else {
+            assert_eq!(r, "451 4.3.0 Local error in processing\r\n");
+            full = true;
+            break;
+        }
+    }
+    assert!(full, "the disk never filled");
+    assert!(!acked.is_empty(), "nothing fitted before the disk filled");
+    // The session goes on after the 451.
+    c.cmd("NOOP", "250 2.0.0 Ok");
+    // Everything acknowledged is intact; nothing else (no partial message).
+    {
+        let store = SqliteStore::open_existing(&data).expect("store");
+        let list = store.list().expect("list");
+        assert_eq!(list.len(), acked.len(), "a refused message was stored");
+        for (id, i) in &acked {
+            let m = store.get(id).expect("get").expect("stored");
+            assert_eq!(strip_trace(&m.raw), body(*i).as_slice());
+        }
+    }
+    // Space comes back: mail is accepted again, same server, same session.
+    std::fs::remove_file(&filler).expect("free space");
+    let id = c.mail("a@b.test", &["c@d.test"], &body(999));
+    assert!(s.messages().iter().any(|m| m["id"] == id.as_str()));
+}
+
+#[test]
+fn connections_over_the_per_ip_limit_get_421_and_a_normal_client_is_served() {
+    let s = Server::start(
+        "[limits]\nmax_connections_per_ip = 20\nexempt_loopback = false\ncommand_timeout = 3\n",
+        &[],
+    );
+    // 20 slow clients that send one byte now and then (slowloris), never a
+    // whole command.
+    let mut slow: Vec<TcpStream> = (0..20)
+        .map(|_| TcpStream::connect(s.addr).expect("connect"))
+        .collect();
+    for c in &mut slow {
+        let _ = c.write_all(b"E");
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    // The 21st is refused at once.
+    let mut extra = Client::connect(s.addr);
+    extra.expect("421 4.7.0 mx.test Too many connections, try again later");
+    assert!(extra.is_closed());
+    // The command timeout (3 s here) closes the crawlers, bytes or not.
+    let started = Instant::now();
+    for c in &mut slow {
+        let _ = c.write_all(b"H");
+        c.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut all = Vec::new();
+        let _ = c.read_to_end(&mut all);
+        let text = String::from_utf8_lossy(&all);
+        assert!(
+            text.ends_with("421 4.4.2 mx.test Timeout exceeded\r\n"),
+            "{text:?}"
+        );
+    }
+    assert!(started.elapsed() < Duration::from_secs(9));
+    // Then a normal client gets its slot and is served.
+    let mut c = s.connect();
+    c.greet();
+    c.cmd("NOOP", "250 2.0.0 Ok");
+}
+
+#[test]
+fn hostile_bytes_cannot_forge_a_transaction_or_a_header() {
+    let s = Server::start("", &[]);
+    let mut c = s.connect();
+    c.greet();
+    // Every end-of-data form of the 2023 SMTP smuggling research, and NUL,
+    // inside one message with a smuggled second transaction after each.
+    // The default policy refuses bare CR/LF: one 550, nothing stored.
+    for end in [
+        &b"\n.\n"[..],
+        b"\n.\r\n",
+        b"\r.\r",
+        b"\r.\n",
+        b"\r\n.\r",
+        b"\r\n\x00.\r\n",
+    ] {
+        c.cmd("MAIL FROM:<a@b.test>", "250 2.1.0 Sender OK");
+        c.cmd("RCPT TO:<c@d.test>", "250 2.1.5 Recipient OK");
+        c.cmd("DATA", "354 End data with <CR><LF>.<CR><LF>");
+        let mut m = b"Subject: x\r\n\r\nhello".to_vec();
+        m.extend_from_slice(end);
+        m.extend_from_slice(
+            b"MAIL FROM:<evil@x.test>\r\nRCPT TO:<victim@d.test>\r\nDATA\r\nforged\r\n",
+        );
+        c.send(&m);
+        c.send(".\r\n");
+        let r = c.reply();
+        assert!(
+            r.starts_with("550 5.5.2") || r.starts_with("250 2.0.0 Ok: queued as "),
+            "{end:?}: {r}"
+        );
+    }
+    c.cmd("QUIT", "221 2.0.0 mx.test Bye");
+    for m in s.messages() {
+        assert_ne!(
+            m["from"], "evil@x.test",
+            "a smuggled transaction was stored"
+        );
+        let raw = s.raw(m["id"].as_str().expect("id"));
+        // The smuggled text stayed content of the one message.
+        assert!(String::from_utf8_lossy(strip_trace(&raw)).contains("MAIL FROM:<evil@x.test>"));
+    }
+
+    // A HELO with a header break, and an address with one, are refused:
+    // nothing reaches the Received: line.
+    let mut c = s.connect();
+    c.expect_start("220 ");
+    c.send("EHLO x.test\rX-Injected: yes\r\n");
+    let r = c.reply();
+    assert!(r.starts_with("501 "), "{r}");
+    c.cmd("EHLO ok.test\0", "501 5.5.4 Syntax: EHLO hostname");
+    c.send("EHLO ok.test\r\n");
+    c.expect_start("250-");
+    c.cmd(
+        "MAIL FROM:<a\r@b.test>",
+        "553 5.1.7 Sender address syntax invalid",
+    );
+    c.cmd(
+        "MAIL FROM:<a@b.test>\x00",
+        "501 5.5.4 Syntax: MAIL FROM:<address>",
+    );
+    // 8-bit junk as a command.
+    c.cmd("\u{ff}\u{fe}NOOP", "500 5.5.2 Command not recognized");
+    let id = c.mail("a@b.test", &["c@d.test"], b"Subject: clean\r\n\r\nx\r\n");
+    let raw = s.raw(&id);
+    let head = String::from_utf8_lossy(&raw[..raw.len().min(300)]).into_owned();
+    assert!(
+        head.starts_with("Received: from ok.test ([127.0.0.1])"),
+        "{head}"
+    );
+    assert!(!head.contains("Injected"));
+}

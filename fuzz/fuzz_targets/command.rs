@@ -1,0 +1,6 @@
+//! A command line of any bytes through the verb split and every parser.
+//! The checks live in `postel_proto::sim::checks`, where the normal test
+//! suite replays this target's corpus through them too.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| postel_proto::sim::checks::command(data));

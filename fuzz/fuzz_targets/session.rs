@@ -1,0 +1,6 @@
+//! A whole session, whole against pieces: same replies, same messages, no stall.
+//! The checks live in `postel_proto::sim::checks`, where the normal test
+//! suite replays this target's corpus through them too.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| postel_proto::sim::checks::session(data));
