@@ -6,6 +6,9 @@
 # ../shared/tools/peers/bench.sh, and writes raw.csv and summary.md (medians).
 # Loopback only. Needs the peers installed: ../shared/tools/peers/install.sh.
 #
+# Then, unless LATENCY=0, bench/latency.py at 20 sessions against each server
+# (latency.txt), and bench/chart.py draws throughput.svg from raw.csv.
+#
 # Environment: REPS=3  LOADS="s1 s1d s20 s20d s100"  SERVERS="postel smtp-sink postfix aiosmtpd"
 #   COUNT_<load>=N (see bench.sh)   POSTEL=target/release/postel
 set -euo pipefail
@@ -29,7 +32,11 @@ start() {
   case "$1" in
     postel)
       rm -rf "$POSTEL_DIR"; mkdir -p "$POSTEL_DIR"
-      setsid "$POSTEL" serve --smtp "127.0.0.1:$PORT_POSTEL" --data-dir "$POSTEL_DIR/data" --hostname bench.test \
+      # A config file (empty): the production mode, without the zero-config
+      # web inbox and retention, with every message fsync'd before its 250.
+      : > "$POSTEL_DIR/postel.toml"
+      setsid "$POSTEL" serve --config "$POSTEL_DIR/postel.toml" --smtp "127.0.0.1:$PORT_POSTEL" \
+        --data-dir "$POSTEL_DIR/data" --hostname bench.test \
         </dev/null >"$POSTEL_DIR/log" 2>&1 & echo $! > "$RUN_DIR/postel.pid"
       for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT_POSTEL") 2>/dev/null && return 0; sleep 0.05; done
       echo "postel did not start" >&2; cat "$POSTEL_DIR/log" >&2; return 1 ;;
@@ -79,7 +86,18 @@ for rep in $(seq "$REPS"); do
     done
   done
 done
+# Latency, end of data to 250, at 20 sessions (LATENCY=0 skips it).
+if [ "${LATENCY:-1}" = 1 ]; then
+  for s in $SERVERS; do
+    [ "$s" = smtp-sink ] && continue   # smtp-sink answers before it reads: nothing to time
+    start "$s"
+    python3 "$HERE/latency.py" "127.0.0.1:$(port_of "$s")" --sessions 20 --messages 250 --label "$s" \
+      | tee -a "$OUT/latency.txt"
+    stop "$s"
+  done
+fi
 python3 "$PEERS/summarize.py" "$OUT/raw.csv" > "$OUT/summary.md"
+python3 "$HERE/chart.py" "$OUT/raw.csv" > "$OUT/throughput.svg"
 cat "$OUT/delivery-check.txt" 2>/dev/null || true
 cat "$OUT/summary.md"
 echo "results in $OUT"

@@ -69,6 +69,14 @@ impl Reply {
             // A text line must never be able to end the reply early or forge
             // another one: strip anything a caller let through.
             s.retain(|ch| ch != '\r' && ch != '\n');
+            // And it fits RFC 5321 4.5.3.1.5: 512 octets with the CRLF.
+            if s.len() > 510 {
+                let mut cut = 510;
+                while !s.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                s.truncate(cut);
+            }
             out.extend_from_slice(s.as_bytes());
             out.extend_from_slice(b"\r\n");
         }
@@ -208,9 +216,29 @@ pub fn needs_smtputf8() -> Reply {
     Reply::new(553, e(5, 6, 7), "Non-ASCII address requires SMTPUTF8")
 }
 
+/// Client text quoted in a reply: printable ASCII only (others become
+/// `?`), and at most 64 characters, so the reply line stays within RFC
+/// 5321's 512 octets (4.5.3.1.5) whatever the client sent.
+fn quote(s: &str) -> String {
+    const MAX: usize = 64;
+    let mut q: String = s
+        .chars()
+        .take(MAX)
+        .map(|c| if c.is_ascii_graphic() { c } else { '?' })
+        .collect();
+    if s.chars().count() > MAX {
+        q.push_str("...");
+    }
+    q
+}
+
 /// Contract "unknown MAIL/RCPT parameter" (RFC 5321 4.1.1.11).
 pub fn unsupported_parameter(name: &str) -> Reply {
-    Reply::new(555, e(5, 5, 4), format!("Unsupported parameter {name}"))
+    Reply::new(
+        555,
+        e(5, 5, 4),
+        format!("Unsupported parameter {}", quote(name)),
+    )
 }
 
 /// A known parameter with a value that does not parse (RFC 5321 4.1.1.11:
@@ -219,7 +247,7 @@ pub fn parameter_syntax(name: &str) -> Reply {
     Reply::new(
         501,
         e(5, 5, 4),
-        format!("Syntax: bad value or repeated parameter {name}"),
+        format!("Syntax: bad value or repeated parameter {}", quote(name)),
     )
 }
 
