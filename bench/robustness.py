@@ -222,6 +222,8 @@ def slowloris(srv, n=1000, seconds=20):
     socks = []
     for _ in range(n):
         s = socket.create_connection((HOST, srv.port))
+        s.settimeout(10)
+        s.recv(64)  # the greeting: a client that talks first is dropped at once
         s.setblocking(False)
         socks.append(s)
     worst = 0.0
@@ -260,6 +262,8 @@ def never_read(srv, n=200, burst=2000):
     socks = []
     for _ in range(n):
         s = socket.create_connection((HOST, srv.port))
+        s.settimeout(10)
+        s.recv(64)  # the greeting, the last thing this client reads
         s.setblocking(False)
         try:
             # Replies the client never reads (EHLO's is the longest).

@@ -102,6 +102,16 @@ pub fn greeting(hostname: &str, version: &str) -> Reply {
     Reply::new(220, None, format!("{hostname} ESMTP Postel {version}"))
 }
 
+/// Contract "client speaks before the greeting (pregreet, spam bots)":
+/// RFC 5321 3.1 and RFC 2920 3.1 have the client wait for the `220`.
+pub fn pregreet(hostname: &str) -> Reply {
+    Reply::new(
+        554,
+        e(5, 5, 0),
+        format!("{hostname} Protocol error: talked before the greeting"),
+    )
+}
+
 /// Contract "too many connections (global or per client IP)".
 pub fn too_many_connections(hostname: &str) -> Reply {
     Reply::new(

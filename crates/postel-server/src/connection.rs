@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use postel_proto::{ConnInfo, Event, Session, Verdict};
+use postel_proto::{ConnInfo, Event, Session, Verdict, reply};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -43,6 +43,28 @@ pub(crate) async fn run<B: Backend>(
     let started = Instant::now();
     let id = meta.session_id;
     info!(session = id, client = %meta.peer, kind = listener.kind.name(), "session opened");
+    // Contract "client speaks before the greeting": refuse it once the
+    // greeting is due. (On an implicit-TLS listener the TLS handshake
+    // comes first, so there is nothing to catch there.)
+    if !listener.implicit_tls {
+        match talked_first(&tcp, shared.config.greet_wait).await {
+            Some(true) => {
+                info!(session = id, client = %meta.peer, "talked before the greeting");
+                shared.config.metrics.pregreet.inc();
+                let mut out = Vec::new();
+                reply::pregreet(&shared.limits.hostname).write_to(&mut out);
+                let mut tcp = tcp;
+                let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                    let _ = tcp.write_all(&out).await;
+                    let _ = tcp.shutdown().await;
+                })
+                .await;
+                return;
+            }
+            Some(false) => {}
+            None => return,
+        }
+    }
     let mut stream = Stream::Plain(tcp);
     if listener.implicit_tls {
         match handshake(stream, &shared).await {
@@ -79,6 +101,30 @@ pub(crate) async fn run<B: Backend>(
         debug!(session = id, client = %meta.peer, error = %e, "connection error");
     }
     info!(session = id, client = %meta.peer, seconds = started.elapsed().as_secs_f64(), "session closed");
+}
+
+/// Waits up to `wait` for the client to send anything, then looks once
+/// more: Some(true) if it has spoken before its greeting, Some(false) if
+/// not, None if it has already gone.
+async fn talked_first(tcp: &TcpStream, wait: Duration) -> Option<bool> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let mut b = [0u8; 1];
+        match tcp.try_read(&mut b) {
+            Ok(0) => return None,
+            Ok(_) => return Some(true),
+            // Nothing yet (a readiness can be spurious): wait on, until the
+            // greeting is due.
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return None,
+        }
+        if tokio::time::timeout_at(deadline, tcp.readable())
+            .await
+            .is_err()
+        {
+            return Some(false);
+        }
+    }
 }
 
 async fn handshake<B: Backend>(stream: Stream, shared: &Shared<B>) -> std::io::Result<Stream> {

@@ -114,6 +114,10 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Where sessions, commands, replies and handshakes are counted.
     pub metrics: Arc<Metrics>,
+    /// How long to hold the greeting back, watching for a client that
+    /// talks first (as Postfix's postscreen_greet_wait). Zero: greet at
+    /// once, and catch only what already arrived. Default zero.
+    pub greet_wait: Duration,
 }
 
 impl Default for ServerConfig {
@@ -127,6 +131,7 @@ impl Default for ServerConfig {
             metrics: Arc::new(Metrics::register(
                 &mut prometheus_client::registry::Registry::default(),
             )),
+            greet_wait: Duration::ZERO,
         }
     }
 }

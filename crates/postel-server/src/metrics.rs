@@ -26,6 +26,8 @@ pub struct Metrics {
     pub sessions: Family<KindLabel, Counter>,
     /// Connections refused with 421 over the connection limits.
     pub connections_refused: Counter,
+    /// Clients that talked before the greeting (closed with 554 5.5.0).
+    pub pregreet: Counter,
     /// Command lines by verb; one counter per [`Verb`], in [`Verb::ALL`]
     /// order, so that counting needs no label lookup.
     commands: Vec<Counter<u64, AtomicU64>>,
@@ -62,6 +64,11 @@ impl Metrics {
             "postel_connections_refused",
             "Connections refused with 421 over the connection limits",
             m.connections_refused.clone(),
+        );
+        registry.register(
+            "postel_pregreet",
+            "Clients that talked before the greeting, refused with 554 5.5.0",
+            m.pregreet.clone(),
         );
         registry.register(
             "postel_commands",

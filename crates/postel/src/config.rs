@@ -161,6 +161,9 @@ pub(crate) struct LimitsSection {
     pub(crate) command_timeout: Option<u64>,
     /// Seconds to wait for more message content (RFC 5321 4.5.3.2.5: 180).
     pub(crate) data_timeout: Option<u64>,
+    /// Milliseconds to hold the greeting back, watching for clients that
+    /// talk first. Default 0.
+    pub(crate) greet_wait_ms: Option<u64>,
 }
 
 /// `[policy]`
@@ -216,6 +219,8 @@ pub(crate) struct Config {
     pub(crate) max_connections_per_ip: usize,
     /// Loopback is exempt from the per-IP limit.
     pub(crate) exempt_loopback: bool,
+    /// How long the greeting waits for a client that talks first.
+    pub(crate) greet_wait: Duration,
     /// Accepted domains, lowercase; empty: every domain.
     pub(crate) domains: BTreeSet<String>,
     /// Known mailboxes per domain, lowercase.
@@ -370,6 +375,13 @@ impl Config {
             &mut problems,
         );
 
+        let greet_wait_ms = l.greet_wait_ms.unwrap_or(0);
+        if greet_wait_ms > 30_000 {
+            problems.push(format!(
+                "limits.greet_wait_ms: at most 30000 (30 s; Postfix's postscreen waits 6 s), got {greet_wait_ms}"
+            ));
+        }
+
         let p = &file.policy;
         let bare_line_endings = match p.bare_line_endings.as_deref() {
             None | Some("reject") => BareLinePolicy::Reject,
@@ -489,6 +501,7 @@ impl Config {
             max_connections,
             max_connections_per_ip,
             exempt_loopback: l.exempt_loopback.unwrap_or(true),
+            greet_wait: Duration::from_millis(greet_wait_ms),
             domains,
             mailboxes,
             web,
@@ -547,6 +560,7 @@ impl Config {
                 exempt_loopback: Some(self.exempt_loopback),
                 command_timeout: Some(l.command_timeout.as_secs()),
                 data_timeout: Some(l.data_timeout.as_secs()),
+                greet_wait_ms: Some(self.greet_wait.as_millis() as u64),
             },
             policy: PolicySection {
                 domains: Some(self.domains.iter().cloned().collect()),

@@ -460,6 +460,7 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
             exempt_loopback: cfg.exempt_loopback,
             shutdown_grace: cfg.limits.data_timeout + std::time::Duration::from_secs(10),
             metrics: server_metrics,
+            greet_wait: cfg.greet_wait,
         };
         info!(
             hostname = %cfg.limits.hostname,

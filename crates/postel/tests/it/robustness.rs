@@ -102,6 +102,9 @@ fn connections_over_the_per_ip_limit_get_421_and_a_normal_client_is_served() {
         .map(|_| TcpStream::connect(s.addr).expect("connect"))
         .collect();
     for c in &mut slow {
+        // Polite enough to wait for the greeting (else: 554, see below).
+        let mut greeting = [0u8; 32];
+        let _ = c.read(&mut greeting);
         let _ = c.write_all(b"E");
     }
     std::thread::sleep(Duration::from_millis(200));
@@ -119,7 +122,7 @@ fn connections_over_the_per_ip_limit_get_421_and_a_normal_client_is_served() {
         let _ = c.read_to_end(&mut all);
         let text = String::from_utf8_lossy(&all);
         assert!(
-            text.ends_with("421 4.4.2 mx.test Timeout exceeded\r\n"),
+            text.ends_with("421 4.4.2 mx.test Timeout exceeded\r\n") && !text.contains("220"),
             "{text:?}"
         );
     }
@@ -201,4 +204,27 @@ fn hostile_bytes_cannot_forge_a_transaction_or_a_header() {
         "{head}"
     );
     assert!(!head.contains("Injected"));
+}
+
+#[test]
+fn a_client_that_talks_before_the_greeting_gets_554_and_is_dropped() {
+    let s = Server::start("[limits]\ngreet_wait_ms = 400\n", &[]);
+    // A bot that does not wait for the 220.
+    let mut bot = TcpStream::connect(s.addr).expect("connect");
+    bot.write_all(b"EHLO bot.test\r\nMAIL FROM:<spam@bot.test>\r\n")
+        .expect("write");
+    bot.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut all = Vec::new();
+    let _ = bot.read_to_end(&mut all);
+    assert_eq!(
+        String::from_utf8_lossy(&all),
+        "554 5.5.0 mx.test Protocol error: talked before the greeting\r\n"
+    );
+    // A client that waits is greeted once the wait is over, and served.
+    let started = Instant::now();
+    let mut c = s.connect();
+    c.greet();
+    assert!(started.elapsed() >= Duration::from_millis(350));
+    c.cmd("NOOP", "250 2.0.0 Ok");
 }

@@ -444,3 +444,44 @@ fn browser_inbox_end_to_end() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A 25 MiB message (an 18 MiB attachment, base64) is listed, parsed and
+/// served whole: detail, raw source and attachment.
+#[test]
+fn a_25_mib_message_shows_in_the_api() {
+    let (s, web) = web_server("[limits]\nmax_message_size = 31457280\n");
+    let attachment: Vec<u8> = (0..18 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let mut m = b"Subject: huge\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nSee the attachment: 18 MiB.\r\n--b\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=\"big.bin\"\r\nContent-Transfer-Encoding: base64\r\n\r\n".to_vec();
+    {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&attachment);
+        for line in b64.as_bytes().chunks(76) {
+            m.extend_from_slice(line);
+            m.extend_from_slice(b"\r\n");
+        }
+    }
+    m.extend_from_slice(b"--b--\r\n");
+    assert!(m.len() > 24 * 1024 * 1024);
+    let mut c = s.connect();
+    c.greet();
+    let id = c.mail("a@b.test", &["c@d.test"], &m);
+    let detail = http("GET", web, &format!("/api/v1/messages/{id}"), &[]);
+    assert_eq!(detail.status, 200);
+    let v = detail.json();
+    assert_eq!(v["subject"], "huge");
+    assert!(v["text"].as_str().expect("text").contains("18 MiB"));
+    assert_eq!(v["attachments"][0]["size"], attachment.len());
+    let raw = http("GET", web, &format!("/api/v1/messages/{id}/raw"), &[]);
+    assert!(
+        raw.body.len() > m.len(),
+        "the raw source has the trace header too"
+    );
+    let att = http(
+        "GET",
+        web,
+        &format!("/api/v1/messages/{id}/attachments/0"),
+        &[],
+    );
+    assert_eq!(att.body.len(), attachment.len());
+    assert!(att.body == attachment, "the attachment is decoded exactly");
+}
