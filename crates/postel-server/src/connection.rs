@@ -153,7 +153,9 @@ async fn drive<B: Backend>(
     shutdown: &mut watch::Receiver<bool>,
     id: u64,
 ) -> std::io::Result<()> {
-    let mut buf = vec![0u8; IDLE_BUFFER];
+    // Read into spare capacity (read_buf): switching between the idle and
+    // the content buffer sizes costs an allocation, never a memset.
+    let mut buf: Vec<u8> = Vec::with_capacity(IDLE_BUFFER);
     let mut out = Vec::with_capacity(512);
     let mut filled = 0;
     loop {
@@ -173,6 +175,7 @@ async fn drive<B: Backend>(
             }
         }
         filled = 0;
+        buf.clear();
         let tally = session.take_tally();
         if !tally.is_empty() {
             shared.config.metrics.add(&tally);
@@ -199,13 +202,12 @@ async fn drive<B: Backend>(
         } else {
             DATA_BUFFER
         };
-        if buf.len() != want {
-            buf.resize(want, 0);
-            buf.shrink_to(want);
+        if buf.capacity() != want {
+            buf = Vec::with_capacity(want);
         }
         let timeout = session.read_timeout();
         tokio::select! {
-            r = tokio::time::timeout(timeout, stream.read(&mut buf)) => match r {
+            r = tokio::time::timeout(timeout, stream.read_buf(&mut buf)) => match r {
                 Err(_) => session.on_timeout(),
                 Ok(Ok(0)) => return Ok(()),
                 Ok(Ok(n)) => {

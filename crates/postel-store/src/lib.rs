@@ -430,14 +430,18 @@ fn writer_loop(
 /// so one bad message does not sink the others. Returns one result per job.
 fn commit_batch(conn: &mut Connection, batch: &[Job]) -> Vec<Result<(), StoreError>> {
     let run = |conn: &mut Connection| -> Result<Vec<Result<(), StoreError>>, StoreError> {
-        let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut results = Vec::with_capacity(batch.len());
+        // Savepoints by cached statements: parsing SAVEPOINT and RELEASE
+        // for every message cost more than the insert.
+        let step = |sql: &str| tx.prepare_cached(sql).and_then(|mut s| s.execute([]));
         for job in batch {
-            let sp = tx.savepoint()?;
-            let r = insert_one(&sp, &job.msg);
-            if r.is_ok() {
-                sp.commit()?;
+            step("SAVEPOINT message")?;
+            let r = insert_one(&tx, &job.msg);
+            if r.is_err() {
+                step("ROLLBACK TO message")?;
             }
+            step("RELEASE message")?;
             results.push(r);
         }
         tx.commit()?;
@@ -463,10 +467,11 @@ fn commit_batch(conn: &mut Connection, batch: &[Job]) -> Vec<Result<(), StoreErr
 
 fn insert_one(conn: &Connection, m: &NewMessage) -> Result<(), StoreError> {
     let e = &m.envelope;
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO messages (id, received_at, client_addr, helo, protocol, tls, auth_user, mail_from, mail_params, subject, size, raw)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-        params![
+    )?
+    .execute(params![
             m.id,
             m.received_at,
             e.client_addr,

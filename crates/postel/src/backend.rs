@@ -327,8 +327,10 @@ impl BackendSession for PostelSession {
         }
         .write_to(&mut raw);
         raw.extend_from_slice(&content);
+        // The subject from the content alone: parsing our own Received:
+        // header again would cost more than the rest of the headers.
+        let subject = subject_of(&content);
         drop(content);
-        let subject = subject_of(&raw);
         let size = raw.len();
         let count = self.recipients.len();
         let msg = NewMessage {
