@@ -174,6 +174,11 @@ fn parse_path(path: &[u8], utf8: bool) -> Result<Mailbox, AddressError> {
 /// # Errors
 /// [`AddressError::Syntax`] when it is not one, or over a length limit.
 pub fn parse_mailbox(s: &[u8], utf8: bool) -> Result<Mailbox, AddressError> {
+    // RFC 6531 allows UTF-8, not any octet: invalid UTF-8 is a syntax error
+    // (found by the address fuzzer: it was stored with U+FFFD in its place).
+    if utf8 && std::str::from_utf8(s).is_err() {
+        return Err(AddressError::Syntax);
+    }
     let at = if s.first() == Some(&b'"') {
         // Quoted local part: the `@` is the first one after the closing quote.
         let close = quoted_end(s).ok_or(AddressError::Syntax)?;
@@ -193,7 +198,7 @@ pub fn parse_mailbox(s: &[u8], utf8: bool) -> Result<Mailbox, AddressError> {
     if !is_domain(domain, utf8) && !is_address_literal(domain) {
         return Err(AddressError::Syntax);
     }
-    // Both halves were checked to be ASCII or valid UTF-8 by the grammar.
+    // Both halves are ASCII, or valid UTF-8 (checked above).
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     Ok(Mailbox {
         local: text(local),
@@ -270,7 +275,7 @@ fn is_local_part(s: &[u8], utf8: bool) -> bool {
 /// labels of letters, digits and inner hyphens, each 1 to 63 octets, 255 in
 /// all. With `utf8`, non-ASCII octets count as letters (U-labels, RFC 6531).
 pub fn is_domain(s: &[u8], utf8: bool) -> bool {
-    if s.is_empty() || s.len() > MAX_DOMAIN {
+    if s.is_empty() || s.len() > MAX_DOMAIN || (utf8 && std::str::from_utf8(s).is_err()) {
         return false;
     }
     s.split(|&b| b == b'.').all(|label| {

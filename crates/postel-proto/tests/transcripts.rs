@@ -976,3 +976,17 @@ fn tally_counts_commands_and_replies() {
     assert_eq!(t.commands[Verb::Quit.index()], 1);
     assert_eq!(t.replies, vec![(221, 1)]);
 }
+
+/// SMTPUTF8 allows UTF-8, not any octet: an address with invalid UTF-8 is
+/// a syntax error (the address fuzzer found it being accepted).
+#[test]
+fn invalid_utf8_address_is_553_even_with_smtputf8() {
+    let run = check(b"EHLO client.test\r\nMAIL FROM:<\xfe\xff@b.test> SMTPUTF8\r\nMAIL FROM:<a@b.test> SMTPUTF8\r\nRCPT TO:<x@d\xc3.test>\r\n");
+    assert!(
+        run.output.ends_with(
+            "553 5.1.7 Sender address syntax invalid\r\n250 2.1.0 Sender OK\r\n553 5.1.3 Recipient address syntax invalid\r\n"
+        ),
+        "{}",
+        run.output
+    );
+}
