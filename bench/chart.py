@@ -22,7 +22,7 @@ def load_rows(path):
         rows = list(csv.reader(f))
     head = rows[0]
     i_label, i_load = head.index("label"), head.index("load")
-    i_rate = next(i for i, h in enumerate(head) if h.startswith("msgs"))
+    i_rate = head.index("msgs_per_s")
     data = defaultdict(list)
     for r in rows[1:]:
         try:

@@ -115,6 +115,11 @@ async fn talked_first(tcp: &TcpStream, wait: Duration) -> Option<bool> {
             Ok(_) => return Some(true),
             // Nothing yet (a readiness can be spurious): wait on, until the
             // greeting is due.
+            // No wait: greet now. (Not a zero timeout: tokio's timers tick
+            // in milliseconds, and every connection would wait for one.)
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && wait.is_zero() => {
+                return Some(false);
+            }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(_) => return None,
         }
