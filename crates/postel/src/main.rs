@@ -110,44 +110,7 @@ enum Command {
     },
     /// Send one message, printing the conversation with each reply explained.
     /// Exit status: 0 accepted, 1 refused, 2 could not talk to the server.
-    Send {
-        /// HOST[:PORT] (default port 25; 587 with --auth; 465 with --tls).
-        #[arg(long)]
-        server: String,
-        /// The envelope sender, and the From header.
-        #[arg(long)]
-        from: String,
-        /// A recipient (repeatable).
-        #[arg(long, required = true)]
-        to: Vec<String>,
-        /// Upgrade with STARTTLS after EHLO.
-        #[arg(long, conflicts_with = "tls")]
-        starttls: bool,
-        /// Implicit TLS from the first byte (port 465).
-        #[arg(long)]
-        tls: bool,
-        /// Log in as USER (password from $POSTEL_PASSWORD, or asked for).
-        #[arg(long, value_name = "USER")]
-        auth: Option<String>,
-        /// A header line "Name: value" (repeatable).
-        #[arg(long = "header", value_name = "HEADER")]
-        headers: Vec<String>,
-        /// The body text, from a file or - for stdin.
-        #[arg(long, value_name = "FILE")]
-        body: Option<PathBuf>,
-        /// Attach a file (repeatable).
-        #[arg(long, value_name = "FILE")]
-        attach: Vec<PathBuf>,
-        /// The EHLO name (default: this host's name).
-        #[arg(long)]
-        ehlo: Option<String>,
-        /// Go on when the certificate does not verify.
-        #[arg(long)]
-        insecure: bool,
-        /// The language of the explanations.
-        #[arg(long, value_enum, default_value = "en")]
-        lang: explain::Lang,
-    },
+    Send(send::SendArgs),
     /// Connect to a server and report what it offers and what is wrong or
     /// risky. Sends no mail. Exit status: 0 fine, 1 problems or risks.
     Probe {
@@ -235,7 +198,7 @@ fn main() -> std::process::ExitCode {
     // send and probe say "could not talk to the server" with 2, keeping 1
     // for what the server refused or what was found wrong.
     let failure = match &cli.command {
-        Command::Send { .. } | Command::Probe { .. } => 2,
+        Command::Send(_) | Command::Probe { .. } => 2,
         _ => 1,
     };
     match run(cli) {
@@ -263,34 +226,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             lang,
             json,
         } => explain::run(&code, vs.as_deref(), lang, json).map(status),
-        Command::Send {
-            server,
-            from,
-            to,
-            starttls,
-            tls,
-            auth,
-            headers,
-            body,
-            attach,
-            ehlo,
-            insecure,
-            lang,
-        } => {
-            let args = send::SendArgs {
-                server,
-                from,
-                to,
-                starttls,
-                tls,
-                auth,
-                headers,
-                body,
-                attach,
-                ehlo,
-                insecure,
-                lang,
-            };
+        Command::Send(args) => {
             send::run(&args).map(|o| status(matches!(o, send::Outcome::Accepted)))
         }
         Command::Probe { target, tls, lang } => {
@@ -302,7 +238,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
 
 fn run_rest(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Explain { .. } | Command::Send { .. } | Command::Probe { .. } => {
+        Command::Explain { .. } | Command::Send(_) | Command::Probe { .. } => {
             unreachable!("handled in run")
         }
         Command::Serve {

@@ -13,19 +13,44 @@ use mail_builder::headers::text::Text;
 
 use crate::client::{Client, Reply, capabilities, ehlo_name, split_host_port};
 
-/// What to send, and how.
+/// What to send, and how: the arguments of `postel send`.
+#[derive(clap::Args)]
 pub(crate) struct SendArgs {
+    /// HOST[:PORT] (default port 25; 587 with --auth; 465 with --tls).
+    #[arg(long)]
     pub(crate) server: String,
+    /// The envelope sender, and the From header.
+    #[arg(long)]
     pub(crate) from: String,
+    /// A recipient (repeatable).
+    #[arg(long, required = true)]
     pub(crate) to: Vec<String>,
+    /// Upgrade with STARTTLS after EHLO.
+    #[arg(long, conflicts_with = "tls")]
     pub(crate) starttls: bool,
+    /// Implicit TLS from the first byte (port 465).
+    #[arg(long)]
     pub(crate) tls: bool,
+    /// Log in as USER (password from $POSTEL_PASSWORD, or asked for).
+    #[arg(long, value_name = "USER")]
     pub(crate) auth: Option<String>,
+    /// A header line "Name: value" (repeatable).
+    #[arg(long = "header", value_name = "HEADER")]
     pub(crate) headers: Vec<String>,
+    /// The body text, from a file or - for stdin.
+    #[arg(long, value_name = "FILE")]
     pub(crate) body: Option<PathBuf>,
+    /// Attach a file (repeatable).
+    #[arg(long, value_name = "FILE")]
     pub(crate) attach: Vec<PathBuf>,
+    /// The EHLO name (default: this host's name).
+    #[arg(long)]
     pub(crate) ehlo: Option<String>,
+    /// Go on when the certificate does not verify.
+    #[arg(long)]
     pub(crate) insecure: bool,
+    /// The language of the explanations.
+    #[arg(long, value_enum, default_value = "en")]
     pub(crate) lang: crate::explain::Lang,
 }
 
