@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Postel's test command: installs what the tests need, only where it is
-# missing, then runs every test in the workspace.
+# missing, then checks formatting (cargo fmt) and lints (clippy, warnings as
+# errors), then runs every test in the workspace. CI (.ci/run) runs exactly
+# this.
 #
 # The tests drive the real `postel` binary with real clients: curl, swaks
 # (Debian packages) and Python's smtplib (standard library), real servers
@@ -47,4 +49,7 @@ if [ ! -d e2e/node_modules/playwright-core ]; then
   (cd e2e && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
 fi
 
+# Formatting and lints first: cheap, and what CI holds every change to.
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked "$@"
