@@ -214,7 +214,7 @@ struct Transaction {
     bdat: Option<BdatDecoder>,
 }
 
-/// What a session has seen since the last [`Session::take_tally`]: commands
+/// What a session has seen since its driver last cleared it: commands
 /// by verb and replies by code, for metrics. Counting here keeps the driver
 /// from parsing its own output.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -236,6 +236,12 @@ impl Tally {
     /// True if and only if nothing was counted.
     pub fn is_empty(&self) -> bool {
         self.replies.is_empty() && self.commands.iter().all(|&n| n == 0)
+    }
+
+    /// Starts counting over, keeping the memory (no allocation per read).
+    pub fn clear(&mut self) {
+        self.commands = [0; Verb::COUNT];
+        self.replies.clear();
     }
 }
 
@@ -559,9 +565,10 @@ impl Session {
         }
     }
 
-    /// Takes the counts of commands and replies since the last call.
-    pub fn take_tally(&mut self) -> Tally {
-        std::mem::take(&mut self.tally)
+    /// The counts of commands and replies so far; the driver adds them to
+    /// its metrics and clears them.
+    pub fn tally_mut(&mut self) -> &mut Tally {
+        &mut self.tally
     }
 
     /// Answers the pending [`Event::Status`] with the lines of a `211` reply.

@@ -960,7 +960,7 @@ fn tally_counts_commands_and_replies() {
     let mut s = Session::new(Arc::new(limits()), ConnInfo::default());
     s.feed(b"EHLO c.test\r\nNOOP\r\nFOO\r\nNOOP\r\nETRN x\r\n");
     while s.poll_event().is_some() {}
-    let t = s.take_tally();
+    let t = std::mem::take(s.tally_mut());
     let count = |v: Verb| t.commands[v.index()];
     assert_eq!(count(Verb::Ehlo), 1);
     assert_eq!(count(Verb::Noop), 2);
@@ -970,9 +970,9 @@ fn tally_counts_commands_and_replies() {
     let mut replies = t.replies.clone();
     replies.sort_unstable();
     assert_eq!(replies, vec![(220, 1), (250, 3), (500, 1), (502, 1)]);
-    assert!(s.take_tally().is_empty());
+    assert!(std::mem::take(s.tally_mut()).is_empty());
     s.feed(b"QUIT\r\n");
-    let t = s.take_tally();
+    let t = std::mem::take(s.tally_mut());
     assert_eq!(t.commands[Verb::Quit.index()], 1);
     assert_eq!(t.replies, vec![(221, 1)]);
 }

@@ -181,9 +181,10 @@ async fn drive<B: Backend>(
         }
         filled = 0;
         buf.clear();
-        let tally = session.take_tally();
+        let tally = session.tally_mut();
         if !tally.is_empty() {
-            shared.config.metrics.add(&tally);
+            shared.config.metrics.add(tally);
+            tally.clear();
         }
         if session.is_closed() {
             flush(&mut stream, session, &mut out, id).await?;

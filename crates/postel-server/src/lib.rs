@@ -14,6 +14,7 @@
 
 mod backend;
 mod connection;
+mod lockout;
 mod metrics;
 mod stream;
 
@@ -30,6 +31,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
 pub use backend::{Backend, BackendSession, ConnMeta};
+pub use lockout::Lockout;
 pub use metrics::Metrics;
 pub use tokio_rustls::TlsAcceptor;
 

@@ -85,7 +85,7 @@ pub struct Web<S> {
     /// `Authorization` values that passed, with when they did.
     logged_in: Mutex<HashMap<String, Instant>>,
     /// Recent failed logins per client address.
-    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    failures: postel_server::Lockout,
     checks: tokio::sync::Semaphore,
     stop: watch::Receiver<bool>,
 }
@@ -109,7 +109,7 @@ impl<S: Store + Clone> Web<S> {
             registry,
             login,
             logged_in: Mutex::new(HashMap::new()),
-            failures: Mutex::new(HashMap::new()),
+            failures: postel_server::Lockout::new(MAX_FAILURES, FAILURE_WINDOW),
             checks: tokio::sync::Semaphore::new(CONCURRENT_CHECKS),
             stop,
         }
@@ -139,12 +139,8 @@ impl<S: Store + Clone> Web<S> {
                 return Access::Allowed;
             }
         }
-        if let Some(ip) = ip {
-            let mut f = lock(&self.failures);
-            f.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
-            if f.get(&ip).is_some_and(|(n, _)| *n >= MAX_FAILURES) {
-                return Access::LockedOut;
-            }
+        if ip.is_some_and(|ip| self.failures.locked_out(ip)) {
+            return Access::LockedOut;
         }
         let ok = match credentials(value) {
             Some(Credentials::Bearer(t)) => login.token.as_deref().is_some_and(|want| eq(&t, want)),
@@ -174,11 +170,7 @@ impl<S: Store + Clone> Web<S> {
             return Access::Allowed;
         }
         if let Some(ip) = ip {
-            let mut f = lock(&self.failures);
-            if f.len() > 10_000 {
-                f.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
-            }
-            f.entry(ip).or_insert((0, Instant::now())).0 += 1;
+            self.failures.record_failure(ip);
         }
         // As for SMTP AUTH: a wrong guess costs the guesser a second.
         tokio::time::sleep(Duration::from_secs(1)).await;

@@ -17,9 +17,8 @@
 //! with [`MAX_AUTH_FAILURES_PER_IP`] failures in [`AUTH_FAILURE_WINDOW`] gets
 //! `421` without a check until the window passes.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use argon2::Argon2;
@@ -105,7 +104,7 @@ pub(crate) struct Inner {
     /// Checked for unknown users, so they cost what a wrong password costs.
     pub(crate) dummy_hash: String,
     /// Recent AUTH failures per client address.
-    pub(crate) auth_failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    pub(crate) auth_failures: postel_server::Lockout,
     pub(crate) metrics: BackendMetrics,
 }
 
@@ -168,32 +167,6 @@ impl Inner {
         let known = hash.is_some();
         let matches = verify_password(hash.as_deref().unwrap_or(&self.dummy_hash), password);
         known && matches
-    }
-    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, (u32, Instant)>> {
-        self.auth_failures
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn locked_out(&self, ip: IpAddr) -> bool {
-        let mut map = self.failures();
-        match map.get(&ip) {
-            Some((_, since)) if since.elapsed() > AUTH_FAILURE_WINDOW => {
-                map.remove(&ip);
-                false
-            }
-            Some((n, _)) => *n >= MAX_AUTH_FAILURES_PER_IP,
-            None => false,
-        }
-    }
-
-    fn record_failure(&self, ip: IpAddr) {
-        let mut map = self.failures();
-        // Bound the map: forget expired entries when it grows.
-        if map.len() > 10_000 {
-            map.retain(|_, (_, since)| since.elapsed() <= AUTH_FAILURE_WINDOW);
-        }
-        map.entry(ip).or_insert((0, Instant::now())).0 += 1;
     }
 }
 
@@ -400,7 +373,7 @@ impl BackendSession for PostelSession {
     ) -> Result<(), Reply> {
         let inner = self.inner.clone();
         let ip = self.meta.peer.ip();
-        if inner.locked_out(ip) {
+        if inner.auth_failures.locked_out(ip) {
             inner.metrics.auth_failures.inc();
             warn!(session = self.meta.session_id, client = %self.meta.peer, "AUTH refused: too many failures from this address");
             return Err(reply::too_many_auth_failures());
@@ -416,7 +389,7 @@ impl BackendSession for PostelSession {
             self.user = Some(username.to_owned());
             return Ok(());
         }
-        inner.record_failure(ip);
+        inner.auth_failures.record_failure(ip);
         inner.metrics.auth_failures.inc();
         warn!(session = self.meta.session_id, client = %self.meta.peer, user = username, "AUTH failed");
         tokio::time::sleep(AUTH_FAILURE_DELAY).await;

@@ -180,6 +180,9 @@ impl ServerCertVerifier for Recorder {
     }
 }
 
+/// Turns a reply into a one-line explanation, if it knows the code.
+pub(crate) type Explainer = Box<dyn Fn(&Reply) -> Option<String>>;
+
 /// An SMTP client connection.
 pub(crate) struct Client {
     io: BufReader<Io>,
@@ -187,7 +190,7 @@ pub(crate) struct Client {
     /// Print the conversation.
     echo: bool,
     /// Called with each reply, to print an explanation under it.
-    pub(crate) explain: Option<fn(&Reply) -> Option<String>>,
+    pub(crate) explain: Option<Explainer>,
 }
 
 impl Client {
@@ -342,7 +345,7 @@ impl Client {
             if sep != Some(b'-') {
                 let reply = Reply { code, lines };
                 if self.echo
-                    && let Some(text) = self.explain.and_then(|f| f(&reply))
+                    && let Some(text) = self.explain.as_ref().and_then(|f| f(&reply))
                 {
                     println!("   ({text})");
                 }

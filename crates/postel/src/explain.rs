@@ -45,10 +45,17 @@ struct Entry {
 
 impl Entry {
     fn text(&self, lang: Lang) -> &Text {
-        match lang {
-            Lang::En => &self.en,
-            Lang::Ja => &self.ja,
-            Lang::Fr => &self.fr,
+        lang.pick(&self.en, &self.ja, &self.fr)
+    }
+}
+
+impl Lang {
+    /// The one of three texts in this language.
+    fn pick<'a, T>(self, en: &'a T, ja: &'a T, fr: &'a T) -> &'a T {
+        match self {
+            Lang::En => en,
+            Lang::Ja => ja,
+            Lang::Fr => fr,
         }
     }
 }
@@ -70,11 +77,7 @@ struct Class {
 
 impl Class {
     fn text(&self, lang: Lang) -> &ClassText {
-        match lang {
-            Lang::En => &self.en,
-            Lang::Ja => &self.ja,
-            Lang::Fr => &self.fr,
-        }
+        lang.pick(&self.en, &self.ja, &self.fr)
     }
 }
 
@@ -390,23 +393,9 @@ fn brief(r: &Reply, lang: Lang) -> Option<String> {
     Some(s)
 }
 
-fn brief_en(r: &Reply) -> Option<String> {
-    brief(r, Lang::En)
-}
-fn brief_ja(r: &Reply) -> Option<String> {
-    brief(r, Lang::Ja)
-}
-fn brief_fr(r: &Reply) -> Option<String> {
-    brief(r, Lang::Fr)
-}
-
-/// The one-line explainer for a language.
-pub(crate) fn brief_for(lang: Lang) -> fn(&Reply) -> Option<String> {
-    match lang {
-        Lang::En => brief_en,
-        Lang::Ja => brief_ja,
-        Lang::Fr => brief_fr,
-    }
+/// The one-line explainer for a language, for `send` and `probe`.
+pub(crate) fn brief_for(lang: Lang) -> crate::client::Explainer {
+    Box::new(move |r| brief(r, lang))
 }
 
 #[cfg(test)]

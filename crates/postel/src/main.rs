@@ -232,15 +232,6 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Probe { target, tls, lang } => {
             probe::run(&target, tls, lang).map(|worst| status(worst < probe::Level::Risk))
         }
-        command => run_rest(command).map(|()| ExitCode::SUCCESS),
-    }
-}
-
-fn run_rest(command: Command) -> anyhow::Result<()> {
-    match command {
-        Command::Explain { .. } | Command::Send(_) | Command::Probe { .. } => {
-            unreachable!("handled in run")
-        }
         Command::Serve {
             config,
             hostname,
@@ -254,12 +245,7 @@ fn run_rest(command: Command) -> anyhow::Result<()> {
             verbose,
         } => {
             init_logging(verbose);
-            let zero_config = config.is_none();
-            let file = config
-                .as_deref()
-                .map(FileConfig::load)
-                .transpose()?
-                .unwrap_or_default();
+            let (file, zero_config) = load_config(config.as_deref())?;
             let over = Overrides {
                 hostname,
                 data_dir,
@@ -271,27 +257,24 @@ fn run_rest(command: Command) -> anyhow::Result<()> {
                 web,
                 no_web,
             };
-            serve(Config::build(file, over)?)
+            serve(Config::build(file, over)?).map(|()| ExitCode::SUCCESS)
         }
         Command::Messages { command } => match command {
             MessagesCommand::List { data_dir, json } => messages::list(&data_dir, json),
             MessagesCommand::Show { id, data_dir, raw } => messages::show(&data_dir, &id, raw),
             MessagesCommand::Delete { id, data_dir } => messages::delete(&data_dir, &id),
-        },
+        }
+        .map(|()| ExitCode::SUCCESS),
         Command::Users { command } => match command {
             UsersCommand::Add { name, data_dir } => users::add(&data_dir, &name),
             UsersCommand::List { data_dir } => users::list(&data_dir),
             UsersCommand::Remove { name, data_dir } => users::remove(&data_dir, &name),
-        },
+        }
+        .map(|()| ExitCode::SUCCESS),
         Command::Config {
             command: ConfigCommand::Check { config },
         } => {
-            let zero_config = config.is_none();
-            let file = config
-                .as_deref()
-                .map(FileConfig::load)
-                .transpose()?
-                .unwrap_or_default();
+            let (file, zero_config) = load_config(config.as_deref())?;
             let cfg = Config::build(
                 file,
                 Overrides {
@@ -301,9 +284,16 @@ fn run_rest(command: Command) -> anyhow::Result<()> {
             )?;
             println!("# configuration is valid; effective settings:");
             print!("{}", toml::to_string(&cfg.to_file())?);
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The config file, if one is given, and whether this is the zero-config
+/// mode (no file at all).
+fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<(FileConfig, bool)> {
+    let file = path.map(FileConfig::load).transpose()?.unwrap_or_default();
+    Ok((file, path.is_none()))
 }
 
 fn init_logging(verbose: bool) {
@@ -378,7 +368,10 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
             hostname: cfg.limits.hostname.clone(),
             version: cfg.limits.version.clone(),
             dummy_hash: backend::hash_password("postel-dummy-password-for-unknown-users")?,
-            auth_failures: std::sync::Mutex::default(),
+            auth_failures: postel_server::Lockout::new(
+                backend::MAX_AUTH_FAILURES_PER_IP,
+                backend::AUTH_FAILURE_WINDOW,
+            ),
             metrics: backend::BackendMetrics::register(&mut registry),
         });
         let (stop_web, stop_rx) = tokio::sync::watch::channel(false);

@@ -1,9 +1,7 @@
 //! The command line: config check, refusing bad configs, and the messages
 //! commands while the server runs.
 
-use std::process::Command;
-
-use crate::support::{BIN, Server, temp_dir};
+use crate::support::{Server, arg, postel, temp_dir};
 
 #[test]
 fn config_check_names_every_bad_key_and_serve_refuses_to_start() {
@@ -11,11 +9,7 @@ fn config_check_names_every_bad_key_and_serve_refuses_to_start() {
     let cfg = dir.join("bad.toml");
     std::fs::write(&cfg, "hostname = \"not a host\"\n[limits]\nmax_recipients = 10\n[policy]\nbare_line_endings = \"maybe\"\n")
         .expect("write");
-    let out = Command::new(BIN)
-        .args(["config", "check", "--config"])
-        .arg(&cfg)
-        .output()
-        .expect("run");
+    let out = postel(&["config", "check", "--config", arg(&cfg)]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     for key in [
@@ -25,13 +19,16 @@ fn config_check_names_every_bad_key_and_serve_refuses_to_start() {
     ] {
         assert!(err.contains(key), "{key} missing from: {err}");
     }
-    let out = Command::new(BIN)
-        .args(["serve", "--smtp", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.join("data"))
-        .arg("--config")
-        .arg(&cfg)
-        .output()
-        .expect("run serve");
+    let data = dir.join("data");
+    let out = postel(&[
+        "serve",
+        "--smtp",
+        "127.0.0.1:0",
+        "--data-dir",
+        arg(&data),
+        "--config",
+        arg(&cfg),
+    ]);
     assert!(!out.status.success(), "serve started on a bad config");
     assert!(String::from_utf8_lossy(&out.stderr).contains("limits.max_recipients:"));
     assert!(
@@ -45,11 +42,7 @@ fn config_check_rejects_unknown_keys_and_prints_effective_config() {
     let dir = temp_dir("cfg");
     let cfg = dir.join("typo.toml");
     std::fs::write(&cfg, "[limits]\nmax_recipient = 200\n").expect("write");
-    let out = Command::new(BIN)
-        .args(["config", "check", "--config"])
-        .arg(&cfg)
-        .output()
-        .expect("run");
+    let out = postel(&["config", "check", "--config", arg(&cfg)]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("max_recipient"));
 
@@ -58,11 +51,7 @@ fn config_check_rejects_unknown_keys_and_prints_effective_config() {
         "hostname = \"mx.example.test\"\n[limits]\nmax_recipients = 200\n",
     )
     .expect("write");
-    let out = Command::new(BIN)
-        .args(["config", "check", "--config"])
-        .arg(&cfg)
-        .output()
-        .expect("run");
+    let out = postel(&["config", "check", "--config", arg(&cfg)]);
     assert!(
         out.status.success(),
         "{}",
@@ -77,10 +66,7 @@ fn config_check_rejects_unknown_keys_and_prints_effective_config() {
 #[test]
 fn example_config_in_the_repo_is_valid() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../postel.example.toml");
-    let out = Command::new(BIN)
-        .args(["config", "check", "--config", path])
-        .output()
-        .expect("run");
+    let out = postel(&["config", "check", "--config", path]);
     assert!(
         out.status.success(),
         "postel.example.toml: {}",
@@ -95,14 +81,7 @@ fn messages_list_show_delete_while_serving() {
     c.greet();
     let a = c.mail("a@b.test", &["c@d.test"], b"Subject: one\r\n\r\n1\r\n");
     let b = c.mail("", &["c@d.test", "e@d.test"], b"Subject: two\r\n\r\n2\r\n");
-    let run = |args: &[&str]| {
-        Command::new(BIN)
-            .args(args)
-            .arg("--data-dir")
-            .arg(&s.data_dir)
-            .output()
-            .expect("run postel messages")
-    };
+    let run = |args: &[&str]| postel(&[args, &["--data-dir", arg(&s.data_dir)]].concat());
     let out = run(&["messages", "list"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -155,11 +134,7 @@ fn json_list_is_never_cut() {
 #[test]
 fn messages_on_a_missing_store_says_what_to_do() {
     let dir = temp_dir("nostore");
-    let out = Command::new(BIN)
-        .args(["messages", "list", "--data-dir"])
-        .arg(&dir)
-        .output()
-        .expect("run");
+    let out = postel(&["messages", "list", "--data-dir", arg(&dir)]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("postel serve"));
 }

@@ -13,6 +13,19 @@ use std::time::Duration;
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_postel");
 pub(crate) const HOST: &str = "mx.test";
 
+/// Runs the `postel` binary with these arguments, to its end.
+pub(crate) fn postel(args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run postel {args:?}: {e}"))
+}
+
+/// A path as a test argument (temp paths are UTF-8).
+pub(crate) fn arg(p: &Path) -> &str {
+    p.to_str().expect("a UTF-8 path")
+}
+
 /// A fresh, empty folder under the system temp dir.
 pub(crate) fn temp_dir(name: &str) -> PathBuf {
     static N: AtomicU32 = AtomicU32::new(0);
@@ -128,11 +141,14 @@ impl Server {
 
     /// `postel messages show --raw ID`.
     pub(crate) fn raw(&self, id: &str) -> Vec<u8> {
-        let out = Command::new(BIN)
-            .args(["messages", "show", "--raw", id, "--data-dir"])
-            .arg(&self.data_dir)
-            .output()
-            .expect("run postel messages show");
+        let out = postel(&[
+            "messages",
+            "show",
+            "--raw",
+            id,
+            "--data-dir",
+            arg(&self.data_dir),
+        ]);
         assert!(
             out.status.success(),
             "messages show failed: {}",
@@ -170,11 +186,7 @@ impl Drop for Server {
 }
 
 pub(crate) fn list_messages(data_dir: &Path) -> Vec<serde_json::Value> {
-    let out = Command::new(BIN)
-        .args(["messages", "list", "--json", "--data-dir"])
-        .arg(data_dir)
-        .output()
-        .expect("run postel messages list");
+    let out = postel(&["messages", "list", "--json", "--data-dir", arg(data_dir)]);
     assert!(
         out.status.success(),
         "messages list failed: {}",

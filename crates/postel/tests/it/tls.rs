@@ -7,7 +7,7 @@ use crate::support::{BIN, Server, strip_trace, temp_dir};
 
 /// smtp with STARTTLS, submission and smtps, a self-signed certificate, and
 /// the user alice / secret.
-fn tls_server(extra_config: &str) -> Server {
+pub(crate) fn tls_server(extra_config: &str) -> Server {
     let dir = temp_dir("tls");
     add_user(&dir, "alice", "secret");
     let config = format!(
@@ -165,32 +165,20 @@ with smtplib.SMTP_SSL('127.0.0.1', int(sys.argv[1]), context=ctx) as c:
     let dir = temp_dir("curl-tls");
     let file = dir.join("m.eml");
     std::fs::write(&file, "Subject: curl\r\n\r\nvia curl\r\n").expect("write");
-    for url in [
-        format!("smtps://127.0.0.1:{}", port(&s, "smtps")),
-        format!("smtp://127.0.0.1:{}", port(&s, "submission")),
-    ] {
-        let out = Command::new("curl")
-            .args([
-                "-sS",
-                "-k",
-                "--ssl-reqd",
-                "--max-time",
-                "20",
-                "--url",
-                &url,
-                "--user",
-                "alice:secret",
-            ])
-            .args([
-                "--mail-from",
-                "alice@x.test",
-                "--mail-rcpt",
-                "carol@far.test",
-                "-T",
-            ])
+    // curl with TLS required (implicit on smtps, STARTTLS on submission).
+    let curl = |url: &str, user: &str| {
+        Command::new("curl")
+            .args(["-sS", "-k", "--ssl-reqd", "--max-time", "20", "--url", url])
+            .args(["--user", user, "--mail-from", "alice@x.test"])
+            .args(["--mail-rcpt", "carol@far.test", "-T"])
             .arg(&file)
             .output()
-            .expect("curl");
+            .expect("curl")
+    };
+    let smtps = format!("smtps://127.0.0.1:{}", port(&s, "smtps"));
+    let submission = format!("smtp://127.0.0.1:{}", port(&s, "submission"));
+    for url in [&smtps, &submission] {
+        let out = curl(url, "alice:secret");
         assert!(
             out.status.success(),
             "curl {url}: {}",
@@ -205,27 +193,7 @@ with smtplib.SMTP_SSL('127.0.0.1', int(sys.argv[1]), context=ctx) as c:
         "{all:?}"
     );
     // curl with a wrong password is refused.
-    let out = Command::new("curl")
-        .args([
-            "-sS",
-            "-k",
-            "--max-time",
-            "20",
-            "--url",
-            &format!("smtps://127.0.0.1:{}", port(&s, "smtps")),
-            "--user",
-            "alice:nope",
-        ])
-        .args([
-            "--mail-from",
-            "alice@x.test",
-            "--mail-rcpt",
-            "carol@far.test",
-            "-T",
-        ])
-        .arg(&file)
-        .output()
-        .expect("curl");
+    let out = curl(&smtps, "alice:nope");
     assert!(!out.status.success());
     assert_eq!(s.messages().len(), 3);
 }

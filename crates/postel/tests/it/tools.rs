@@ -6,14 +6,26 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use crate::support::{BIN, Server, temp_dir};
-use crate::tls::add_user;
+use crate::tls::{add_user, tls_server};
 
+/// `postel ARGS`, with alice's password for `send --auth`.
 fn postel(args: &[&str]) -> Output {
     Command::new(BIN)
         .args(args)
         .env("POSTEL_PASSWORD", "secret")
         .output()
         .expect("run postel")
+}
+
+/// `postel send --server SERVER --from FROM --to TO EXTRA...`
+fn send(server: &str, from: &str, to: &str, extra: &[&str]) -> Output {
+    postel(
+        &[
+            &["send", "--server", server, "--from", from, "--to", to],
+            extra,
+        ]
+        .concat(),
+    )
 }
 
 fn text(o: &Output) -> String {
@@ -89,15 +101,6 @@ fn explain_codes_lines_languages_and_differences() {
     assert_eq!(o.status.code(), Some(1));
 }
 
-fn tls_server(extra: &str) -> Server {
-    let dir = temp_dir("tools");
-    add_user(&dir, "alice", "secret");
-    let config = format!(
-        "[tls]\nself_signed = true\n[submission]\nlisten = [\"127.0.0.1:0\"]\n[smtps]\nlisten = [\"127.0.0.1:0\"]\n{extra}"
-    );
-    Server::start_in(&dir, &config, &[])
-}
-
 fn port(s: &Server, kind: &str) -> String {
     format!("127.0.0.1:{}", s.addrs[kind].port())
 }
@@ -112,21 +115,19 @@ fn send_to_postel_plain_starttls_auth_and_refusals() {
     std::fs::write(&att, b"%PDF-1.4 fake").expect("attachment");
 
     // Plain, on port 25's listener, with a header, a body and an attachment.
-    let o = postel(&[
-        "send",
-        "--server",
+    let o = send(
         &port(&s, "smtp"),
-        "--from",
         "me@else.test",
-        "--to",
         "you@here.test",
-        "--header",
-        "Subject: via postel send",
-        "--body",
-        body.to_str().expect("utf-8"),
-        "--attach",
-        att.to_str().expect("utf-8"),
-    ]);
+        &[
+            "--header",
+            "Subject: via postel send",
+            "--body",
+            body.to_str().expect("utf-8"),
+            "--attach",
+            att.to_str().expect("utf-8"),
+        ],
+    );
     let t = text(&o);
     assert!(o.status.success(), "{t}");
     assert!(
@@ -148,30 +149,15 @@ fn send_to_postel_plain_starttls_auth_and_refusals() {
 
     // STARTTLS + AUTH on submission: the user is recorded. The certificate
     // is self-signed: without --insecure, send stops (exit 2).
-    let args = |extra: &[&str]| {
-        let mut v = vec![
-            "send",
-            "--server",
-            "",
-            "--from",
-            "alice@here.test",
-            "--to",
-            "far@away.test",
-            "--starttls",
-            "--auth",
-            "alice",
-        ];
-        v.extend_from_slice(extra);
-        v.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    let submission = port(&s, "submission");
+    let starttls_auth = |extra: &[&str]| {
+        let args = [&["--starttls", "--auth", "alice"], extra].concat();
+        send(&submission, "alice@here.test", "far@away.test", &args)
     };
-    let mut a = args(&[]);
-    a[2] = port(&s, "submission");
-    let o = postel(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let o = starttls_auth(&[]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("certificate"), "{}", text(&o));
-    let mut a = args(&["--insecure"]);
-    a[2] = port(&s, "submission");
-    let o = postel(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let o = starttls_auth(&["--insecure"]);
     let t = text(&o);
     assert!(o.status.success(), "{t}");
     assert!(
@@ -182,33 +168,18 @@ fn send_to_postel_plain_starttls_auth_and_refusals() {
     assert_eq!(s.messages().len(), 2);
     assert_eq!(s.messages()[1]["auth_user"], "alice");
 
-    // Implicit TLS with LOGIN... PLAIN is offered, so PLAIN; over smtps.
-    let o = postel(&[
-        "send",
-        "--server",
+    // Implicit TLS (smtps): PLAIN is offered, so PLAIN.
+    let o = send(
         &port(&s, "smtps"),
-        "--tls",
-        "--insecure",
-        "--auth",
-        "alice",
-        "--from",
         "alice@here.test",
-        "--to",
         "x@y.test",
-    ]);
+        &["--tls", "--insecure", "--auth", "alice"],
+    );
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(s.messages().len(), 3);
 
     // 5xx: relaying denied, explained; exit 1.
-    let o = postel(&[
-        "send",
-        "--server",
-        &port(&s, "smtp"),
-        "--from",
-        "a@b.test",
-        "--to",
-        "c@elsewhere.test",
-    ]);
+    let o = send(&port(&s, "smtp"), "a@b.test", "c@elsewhere.test", &[]);
     let t = text(&o);
     assert_eq!(o.status.code(), Some(1), "{t}");
     assert!(
@@ -218,30 +189,17 @@ fn send_to_postel_plain_starttls_auth_and_refusals() {
     assert!(t.contains("(554: "), "{t}");
 
     // 5xx at MAIL: AUTH required on submission.
-    let o = postel(&[
-        "send",
-        "--server",
-        &port(&s, "submission"),
-        "--from",
-        "a@b.test",
-        "--to",
-        "c@here.test",
-    ]);
+    let o = send(&port(&s, "submission"), "a@b.test", "c@here.test", &[]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("refused: 530 5.7.0"), "{}", text(&o));
 
     // A password never goes out in clear: without --starttls, send stops.
-    let o = postel(&[
-        "send",
-        "--server",
+    let o = send(
         &port(&s, "submission"),
-        "--auth",
-        "alice",
-        "--from",
         "a@here.test",
-        "--to",
         "c@here.test",
-    ]);
+        &["--auth", "alice"],
+    );
     let t = text(&o);
     assert_eq!(o.status.code(), Some(2), "{t}");
     assert!(
@@ -251,21 +209,19 @@ fn send_to_postel_plain_starttls_auth_and_refusals() {
 
     // Given headers replace the defaults, whatever their case; a non-ASCII
     // value is encoded (RFC 2047).
-    let o = postel(&[
-        "send",
-        "--server",
+    let o = send(
         &port(&s, "smtp"),
-        "--from",
         "me@else.test",
-        "--to",
         "you@here.test",
-        "--header",
-        "from: Me <me@else.test>",
-        "--header",
-        "DATE: Mon, 23 Nov 2026 10:00:00 +0000",
-        "--header",
-        "Subject: Réunion",
-    ]);
+        &[
+            "--header",
+            "from: Me <me@else.test>",
+            "--header",
+            "DATE: Mon, 23 Nov 2026 10:00:00 +0000",
+            "--header",
+            "Subject: Réunion",
+        ],
+    );
     assert!(o.status.success(), "{}", text(&o));
     let last = s.messages().into_iter().last().expect("stored");
     assert_eq!(last["subject"], "Réunion");
@@ -284,15 +240,7 @@ fn send_to_postel_plain_starttls_auth_and_refusals() {
     assert!(raw.contains("Subject: =?utf-8?"), "{raw}");
 
     // Nobody listening: exit 2.
-    let o = postel(&[
-        "send",
-        "--server",
-        "127.0.0.1:1",
-        "--from",
-        "a@b.test",
-        "--to",
-        "c@d.test",
-    ]);
+    let o = send("127.0.0.1:1", "a@b.test", "c@d.test", &[]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 }
 
@@ -304,15 +252,7 @@ fn send_gets_421_when_the_server_is_full() {
     );
     let mut held = s.connect();
     held.expect_start("220 ");
-    let o = postel(&[
-        "send",
-        "--server",
-        &s.addr.to_string(),
-        "--from",
-        "a@b.test",
-        "--to",
-        "c@d.test",
-    ]);
+    let o = send(&s.addr.to_string(), "a@b.test", "c@d.test", &[]);
     let t = text(&o);
     assert_eq!(o.status.code(), Some(1), "{t}");
     assert!(t.contains("S: 421 4.7.0") && t.contains("(421: "), "{t}");
@@ -426,9 +366,7 @@ fn send_and_probe_against_aiosmtpd() {
         &p.to_string(),
     );
     let server = format!("127.0.0.1:{p}");
-    let o = postel(&[
-        "send", "--server", &server, "--from", "a@b.test", "--to", "c@d.test",
-    ]);
+    let o = send(&server, "a@b.test", "c@d.test", &[]);
     let t = text(&o);
     assert!(o.status.success(), "{t}");
     assert!(t.contains("S: 250 OK") || t.contains("S: 250 "), "{t}");
@@ -455,30 +393,17 @@ fn send_and_probe_against_postfix() {
     );
     let server = format!("127.0.0.1:{p}");
     // Accepted for its domain, over STARTTLS (self-signed).
-    let o = postel(&[
-        "send",
-        "--server",
+    let o = send(
         &server,
-        "--from",
         "a@b.test",
-        "--to",
         "x@example.test",
-        "--starttls",
-        "--insecure",
-    ]);
+        &["--starttls", "--insecure"],
+    );
     let t = text(&o);
     assert!(o.status.success(), "{t}");
     assert!(t.contains("S: 250 2.0.0 Ok: queued as"), "{t}");
     // Refused for another domain: Postfix's own 5xx, explained.
-    let o = postel(&[
-        "send",
-        "--server",
-        &server,
-        "--from",
-        "a@b.test",
-        "--to",
-        "x@other.test",
-    ]);
+    let o = send(&server, "a@b.test", "x@other.test", &[]);
     let t = text(&o);
     assert_eq!(o.status.code(), Some(1), "{t}");
     assert!(t.contains("S: 554 5.7.1") && t.contains("denied"), "{t}");
