@@ -179,26 +179,35 @@ pub(crate) struct PolicySection {
     pub(crate) bare_line_endings: Option<String>,
 }
 
-/// Command-line values that override the file.
-#[derive(Debug, Default, Clone)]
+/// Command-line values that override the file: the flags of `postel serve`.
+#[derive(Debug, Default, Clone, clap::Args)]
 pub(crate) struct Overrides {
-    /// `--hostname`
+    /// The name in the greeting and trace headers.
+    #[arg(long)]
     pub(crate) hostname: Option<String>,
-    /// `--data-dir`
+    /// Where messages are stored.
+    #[arg(long)]
     pub(crate) data_dir: Option<PathBuf>,
-    /// `--smtp`, repeatable
+    /// Listen for SMTP on IP:PORT (repeatable; replaces the config's list).
+    #[arg(long = "smtp", value_name = "ADDR")]
     pub(crate) smtp: Vec<String>,
-    /// `--submission`, repeatable
+    /// Listen for submission (STARTTLS, then AUTH) on IP:PORT (repeatable).
+    #[arg(long = "submission", value_name = "ADDR")]
     pub(crate) submission: Vec<String>,
-    /// `--smtps`, repeatable
+    /// Listen for submission over implicit TLS on IP:PORT (repeatable).
+    #[arg(long = "smtps", value_name = "ADDR")]
     pub(crate) smtps: Vec<String>,
     /// No config file: the zero-config mode (a self-signed certificate).
+    #[arg(skip)]
     pub(crate) zero_config: bool,
-    /// `--domain`, repeatable
+    /// Accept mail for this domain only (repeatable); others get 554 5.7.1.
+    #[arg(long = "domain", value_name = "DOMAIN")]
     pub(crate) domains: Vec<String>,
-    /// `--web`
+    /// Serve the web inbox, API and metrics on IP:PORT (zero-config: 127.0.0.1:8025).
+    #[arg(long, value_name = "ADDR")]
     pub(crate) web: Option<String>,
-    /// `--no-web`
+    /// No web inbox, not even in the zero-config mode.
+    #[arg(long, conflicts_with = "web")]
     pub(crate) no_web: bool,
 }
 

@@ -49,30 +49,8 @@ enum Command {
         /// A TOML config file (see postel.example.toml).
         #[arg(long)]
         config: Option<PathBuf>,
-        /// The name in the greeting and trace headers.
-        #[arg(long)]
-        hostname: Option<String>,
-        /// Where messages are stored.
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        /// Listen for SMTP on IP:PORT (repeatable; replaces the config's list).
-        #[arg(long = "smtp", value_name = "ADDR")]
-        smtp: Vec<String>,
-        /// Listen for submission (STARTTLS, then AUTH) on IP:PORT (repeatable).
-        #[arg(long = "submission", value_name = "ADDR")]
-        submission: Vec<String>,
-        /// Listen for submission over implicit TLS on IP:PORT (repeatable).
-        #[arg(long = "smtps", value_name = "ADDR")]
-        smtps: Vec<String>,
-        /// Accept mail for this domain only (repeatable); others get 554 5.7.1.
-        #[arg(long = "domain", value_name = "DOMAIN")]
-        domains: Vec<String>,
-        /// Serve the web inbox, API and metrics on IP:PORT (zero-config: 127.0.0.1:8025).
-        #[arg(long, value_name = "ADDR")]
-        web: Option<String>,
-        /// No web inbox, not even in the zero-config mode.
-        #[arg(long, conflicts_with = "web")]
-        no_web: bool,
+        #[command(flatten)]
+        over: Overrides,
         /// Log the whole protocol transcript.
         #[arg(short, long)]
         verbose: bool,
@@ -234,29 +212,12 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         }
         Command::Serve {
             config,
-            hostname,
-            data_dir,
-            smtp,
-            submission,
-            smtps,
-            domains,
-            web,
-            no_web,
+            mut over,
             verbose,
         } => {
             init_logging(verbose);
             let (file, zero_config) = load_config(config.as_deref())?;
-            let over = Overrides {
-                hostname,
-                data_dir,
-                smtp,
-                submission,
-                smtps,
-                domains,
-                zero_config,
-                web,
-                no_web,
-            };
+            over.zero_config = zero_config;
             serve(Config::build(file, over)?).map(|()| ExitCode::SUCCESS)
         }
         Command::Messages { command } => match command {
