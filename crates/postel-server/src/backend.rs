@@ -58,6 +58,13 @@ pub trait BackendSession: Send + 'static {
     /// The buffer the decoded content is appended to while it arrives.
     fn body(&mut self) -> &mut Vec<u8>;
 
+    /// Content was appended to [`body`](Self::body). A backend may move it
+    /// out now (to a spool file), so that a large message is never held
+    /// whole in memory; a failure to do so is `data`'s to report.
+    fn body_appended(&mut self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+
     /// The content is complete: store it durably and return its id, or the
     /// refusal. The transaction is over either way.
     fn data(&mut self) -> impl Future<Output = Result<String, Reply>> + Send;

@@ -291,7 +291,10 @@ async fn handle_events<B: Backend>(
                 let v = backend.rcpt(&to, &params).await;
                 session.resolve(verdict(v));
             }
-            Event::Body => session.take_body(backend.body()),
+            Event::Body => {
+                session.take_body(backend.body());
+                backend.body_appended().await;
+            }
             Event::DataEnd => {
                 session.take_body(backend.body());
                 let v = backend.data().await;

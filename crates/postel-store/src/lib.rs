@@ -99,7 +99,7 @@ pub struct Envelope {
 }
 
 /// A message to store.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct NewMessage {
     /// From [`Store::next_id`].
     pub id: String,
@@ -109,8 +109,28 @@ pub struct NewMessage {
     pub envelope: Envelope,
     /// The `Subject:` header, decoded, if any.
     pub subject: Option<String>,
-    /// The message as stored: trace header and content, CRLF line ends.
+    /// The message as stored, trace header and content, CRLF line ends;
+    /// or, with `spooled`, its first part.
     pub raw: Vec<u8>,
+    /// The rest of the message, in a spool file: a large message arrives
+    /// there while it is received, so that it is never held whole in memory.
+    pub spooled: Option<Spooled>,
+}
+
+impl NewMessage {
+    /// Octets of the whole message.
+    pub fn size(&self) -> u64 {
+        self.raw.len() as u64 + self.spooled.as_ref().map_or(0, |s| s.len)
+    }
+}
+
+/// Content written to a spool file (from [`SqliteStore::spool_file`]).
+#[derive(Debug)]
+pub struct Spooled {
+    /// The file, its content from offset 0.
+    pub file: std::fs::File,
+    /// How many octets of it are the message's.
+    pub len: u64,
 }
 
 /// A stored message without its content (for listings).
@@ -256,6 +276,7 @@ struct Job {
 /// The embedded store: `messages.db` in the data folder.
 pub struct SqliteStore {
     path: PathBuf,
+    spool: PathBuf,
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     reader: Mutex<Connection>,
@@ -265,6 +286,13 @@ pub struct SqliteStore {
 
 /// Changes kept for slow subscribers before they miss some.
 const CHANGES_BUFFER: usize = 1024;
+
+/// The copy buffer from a spool file into the database.
+const SPOOL_COPY_BUFFER: usize = 256 * 1024;
+
+/// The size the write-ahead log is cut back to after a checkpoint, so that
+/// a burst of large messages does not leave it large for good.
+const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 
 /// Messages deleted per transaction by [`Store::prune`].
 const PRUNE_BATCH: usize = 256;
@@ -312,6 +340,7 @@ fn open_connection(path: &Path, write: bool) -> Result<Connection, StoreError> {
     // every commit fsyncs the log before it returns (the 250 promise).
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
     Ok(conn)
 }
 
@@ -322,6 +351,8 @@ impl SqliteStore {
     /// When the folder cannot be created or the database opened.
     pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
         std::fs::create_dir_all(dir)?;
+        let spool = dir.join("spool");
+        std::fs::create_dir_all(&spool)?;
         let path = dir.join("messages.db");
         let writer_conn = open_connection(&path, true)?;
         writer_conn.execute_batch(SCHEMA)?;
@@ -344,6 +375,7 @@ impl SqliteStore {
             .spawn(move || writer_loop(writer_conn, rx, notify))?;
         Ok(SqliteStore {
             path,
+            spool,
             jobs: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
             reader: Mutex::new(reader),
@@ -362,6 +394,7 @@ impl SqliteStore {
         let reader = open_connection(&path, false)?;
         Ok(SqliteStore {
             path,
+            spool: dir.join("spool"),
             jobs: Mutex::new(None),
             writer: Mutex::new(None),
             reader: Mutex::new(reader),
@@ -373,6 +406,17 @@ impl SqliteStore {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// A new file without a name in the data folder's `spool/`, for content
+    /// too large to hold in memory until it is committed ([`Spooled`]). It
+    /// is on the same disk as the database, and it disappears when it is
+    /// closed, or when the process dies.
+    ///
+    /// # Errors
+    /// When the file cannot be created (disk full, permissions).
+    pub fn spool_file(&self) -> Result<std::fs::File, StoreError> {
+        Ok(tempfile::tempfile_in(&self.spool)?)
     }
 
     /// Stops the writer after the messages already handed to it are
@@ -465,33 +509,66 @@ fn commit_batch(conn: &mut Connection, batch: &[Job]) -> Vec<Result<(), StoreErr
     }
 }
 
+const INSERT_MESSAGE: &str = "INSERT INTO messages (id, received_at, client_addr, helo, protocol, tls, auth_user, mail_from, mail_params, subject, size, raw)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
+/// The same, with room for content to be written after the insert.
+const INSERT_SPOOLED: &str = "INSERT INTO messages (id, received_at, client_addr, helo, protocol, tls, auth_user, mail_from, mail_params, subject, size, raw)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, zeroblob(?12))";
+
 fn insert_one(conn: &Connection, m: &NewMessage) -> Result<(), StoreError> {
     let e = &m.envelope;
-    conn.prepare_cached(
-        "INSERT INTO messages (id, received_at, client_addr, helo, protocol, tls, auth_user, mail_from, mail_params, subject, size, raw)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-    )?
-    .execute(params![
-            m.id,
-            m.received_at,
-            e.client_addr,
-            e.helo,
-            e.protocol,
-            e.tls,
-            e.auth_user,
-            e.mail_from,
-            e.mail_params.join(" "),
-            m.subject,
-            m.raw.len() as i64,
-            m.raw
-        ],
-    )?;
+    let size = m.size() as i64;
+    let (sql, content): (&str, &dyn rusqlite::ToSql) = match m.spooled {
+        None => (INSERT_MESSAGE, &m.raw),
+        Some(_) => (INSERT_SPOOLED, &size),
+    };
+    conn.prepare_cached(sql)?.execute(params![
+        m.id,
+        m.received_at,
+        e.client_addr,
+        e.helo,
+        e.protocol,
+        e.tls,
+        e.auth_user,
+        e.mail_from,
+        e.mail_params.join(" "),
+        m.subject,
+        size,
+        content
+    ])?;
     let seq = conn.last_insert_rowid();
+    if let Some(spooled) = &m.spooled {
+        write_spooled(conn, seq, &m.raw, spooled)?;
+    }
     let mut stmt = conn.prepare_cached(
         "INSERT INTO recipients (message_seq, position, address, params) VALUES (?1, ?2, ?3, ?4)",
     )?;
     for (i, r) in e.recipients.iter().enumerate() {
         stmt.execute(params![seq, i as i64, r.address, r.params.join(" ")])?;
+    }
+    Ok(())
+}
+
+/// Fills the zeroblob of message `seq` with `head` and the spooled content,
+/// a buffer at a time (SQLite incremental blob I/O): the message is never
+/// whole in memory, and it is committed with the rest of the batch.
+fn write_spooled(
+    conn: &Connection,
+    seq: i64,
+    head: &[u8],
+    spooled: &Spooled,
+) -> Result<(), StoreError> {
+    use std::io::Write;
+    use std::os::unix::fs::FileExt;
+    let mut blob = conn.blob_open(rusqlite::MAIN_DB, "messages", "raw", seq, false)?;
+    blob.write_all(head)?;
+    let mut buf = vec![0; SPOOL_COPY_BUFFER.min(spooled.len as usize)];
+    let mut at = 0;
+    while at < spooled.len {
+        let n = buf.len().min((spooled.len - at) as usize);
+        spooled.file.read_exact_at(&mut buf[..n], at)?;
+        blob.write_all(&buf[..n])?;
+        at += n as u64;
     }
     Ok(())
 }
@@ -502,7 +579,7 @@ fn summary_of(m: &NewMessage) -> Summary {
         received_at: m.received_at,
         envelope: m.envelope.clone(),
         subject: m.subject.clone(),
-        size: m.raw.len() as u64,
+        size: m.size(),
     }
 }
 
@@ -906,6 +983,7 @@ mod tests {
             },
             subject: Some("hi".into()),
             raw: body.to_vec(),
+            spooled: None,
         }
     }
 
@@ -915,23 +993,81 @@ mod tests {
         let store = SqliteStore::open(&dir).expect("open");
         let m = msg(&store, b"Subject: hi\r\n\r\nbody\xff\r\n");
         let id = m.id.clone();
-        store.insert(m.clone()).await.expect("insert");
+        let (envelope, raw) = (m.envelope.clone(), m.raw.clone());
+        store.insert(m).await.expect("insert");
         let list = store.list().expect("list");
         assert_eq!(list.len(), 1);
-        assert_eq!(list[0].envelope, m.envelope);
-        assert_eq!(list[0].size, m.raw.len() as u64);
+        assert_eq!(list[0].envelope, envelope);
+        assert_eq!(list[0].size, raw.len() as u64);
         let got = store.get(&id).expect("get").expect("present");
-        assert_eq!(got.raw, m.raw);
+        assert_eq!(got.raw, raw);
         assert_eq!(
             store.stats().expect("stats"),
             Stats {
                 messages: 1,
-                bytes: m.raw.len() as u64
+                bytes: raw.len() as u64
             }
         );
         assert!(store.delete(&id).expect("delete"));
         assert!(!store.delete(&id).expect("delete again"));
         assert!(store.get(&id).expect("get").is_none());
+    }
+
+    /// Content longer than one copy buffer, of a length that is not a
+    /// multiple of it, with every octet value.
+    fn big_content() -> Vec<u8> {
+        (0..SPOOL_COPY_BUFFER * 3 + 1001)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect()
+    }
+
+    fn spooled(store: &SqliteStore, content: &[u8], len: u64) -> Spooled {
+        use std::io::Write;
+        let mut file = store.spool_file().expect("spool file");
+        file.write_all(content).expect("write spool");
+        Spooled { file, len }
+    }
+
+    #[tokio::test]
+    async fn spooled_content_is_stored_after_the_head_and_the_file_leaves_no_trace() {
+        let dir = tempdir();
+        let store = SqliteStore::open(&dir).expect("open");
+        let content = big_content();
+        let head = b"Received: by test\r\n";
+        let mut m = msg(&store, head);
+        m.spooled = Some(spooled(&store, &content, content.len() as u64));
+        let id = m.id.clone();
+        let size = m.size();
+        assert_eq!(size, (head.len() + content.len()) as u64);
+        store.insert(m).await.expect("insert");
+        let got = store.get(&id).expect("get").expect("present");
+        assert_eq!(got.summary.size, size);
+        assert_eq!(&got.raw[..head.len()], head);
+        assert!(got.raw[head.len()..] == content[..], "content differs");
+        // Spool files have no name: nothing is left in spool/.
+        let left = std::fs::read_dir(dir.join("spool"))
+            .expect("spool dir")
+            .count();
+        assert_eq!(left, 0);
+    }
+
+    #[tokio::test]
+    async fn a_short_spool_file_fails_its_message_alone() {
+        let dir = tempdir();
+        let store = SqliteStore::open(&dir).expect("open");
+        let content = big_content();
+        // The file holds less than the length claimed: the copy must fail,
+        // and the message must not be stored with a hole of zeros.
+        let mut bad = msg(&store, b"");
+        bad.spooled = Some(spooled(&store, &content, content.len() as u64 + 1));
+        let bad_id = bad.id.clone();
+        let good = msg(&store, b"fine\r\n");
+        let good_id = good.id.clone();
+        let (a, b) = tokio::join!(store.insert(bad), store.insert(good));
+        assert!(a.is_err());
+        b.expect("the other message is stored");
+        assert!(store.get(&bad_id).expect("get").is_none());
+        assert!(store.get(&good_id).expect("get").is_some());
     }
 
     /// Stores three messages with distinct senders, recipients, subjects

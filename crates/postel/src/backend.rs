@@ -28,7 +28,7 @@ use postel_proto::sasl::Mechanism;
 
 use postel_proto::{ForwardPath, MailParams, RcptParams, Reply, ReversePath, reply};
 use postel_server::{Backend, BackendSession, ConnMeta};
-use postel_store::{Envelope, NewMessage, Recipient, SqliteStore, Store};
+use postel_store::{Envelope, NewMessage, Recipient, Spooled, SqliteStore, Store};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
@@ -67,6 +67,11 @@ impl Policy {
         }
     }
 }
+
+/// Content beyond this much goes to a spool file as it arrives, a write per
+/// this much: a session holds little more of a message than this in memory,
+/// however large the message. Smaller messages never touch the spool.
+pub(crate) const SPILL_AT: usize = 256 * 1024;
 
 /// How long a failed AUTH waits before its reply: slows guessing.
 pub(crate) const AUTH_FAILURE_DELAY: Duration = Duration::from_secs(1);
@@ -195,6 +200,8 @@ impl Backend for PostelBackend {
             smtputf8: false,
             recipients: Vec::new(),
             body: Vec::new(),
+            spool: None,
+            spool_error: None,
             tls: None,
             user: None,
         }
@@ -221,11 +228,24 @@ pub(crate) struct PostelSession {
     mail_params: Vec<String>,
     smtputf8: bool,
     recipients: Vec<Recipient>,
+    /// Content received and not yet spooled.
     body: Vec<u8>,
+    /// Content received so far, once there was more than [`SPILL_AT`].
+    spool: Option<Spool>,
+    /// Why spooling failed: the message is then refused at its end.
+    spool_error: Option<String>,
     /// `"<version> <cipher>"` once TLS is up.
     tls: Option<String>,
     /// The authenticated user.
     user: Option<String>,
+}
+
+/// The content of a large message so far, in a spool file.
+struct Spool {
+    file: std::fs::File,
+    len: u64,
+    /// From the headers in the first part.
+    subject: Option<String>,
 }
 
 impl PostelSession {
@@ -248,6 +268,48 @@ impl PostelSession {
         self.smtputf8 = false;
         self.recipients.clear();
         self.body = Vec::new();
+        self.spool = None;
+        self.spool_error = None;
+    }
+
+    /// Appends the content in memory to the spool file, creating the file
+    /// the first time. The write runs off the async threads; the buffer
+    /// comes back to be filled again.
+    async fn spill(&mut self) {
+        if self.body.is_empty() || self.spool_error.is_some() {
+            self.body.clear();
+            return;
+        }
+        let spool = self.spool.take();
+        let subject = match &spool {
+            Some(s) => s.subject.clone(),
+            None => subject_of(&self.body),
+        };
+        let store = self.inner.store.clone();
+        let body = std::mem::take(&mut self.body);
+        let written = tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            let (mut file, len) = match spool {
+                Some(s) => (s.file, s.len),
+                None => (store.spool_file().map_err(|e| e.to_string())?, 0),
+            };
+            file.write_all(&body).map_err(|e| e.to_string())?;
+            let len = len + body.len() as u64;
+            Ok::<_, String>((file, len, body))
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+        match written {
+            Ok((file, len, mut body)) => {
+                body.clear();
+                self.body = body;
+                self.spool = Some(Spool { file, len, subject });
+            }
+            Err(e) => {
+                warn!(session = self.meta.session_id, client = %self.meta.peer, error = %e, "cannot spool the message");
+                self.spool_error = Some(e);
+            }
+        }
     }
 }
 
@@ -280,12 +342,29 @@ impl BackendSession for PostelSession {
         &mut self.body
     }
 
+    async fn body_appended(&mut self) {
+        if self.body.len() >= SPILL_AT || self.spool_error.is_some() {
+            self.spill().await;
+        }
+    }
+
     async fn data(&mut self) -> Result<String, Reply> {
         let inner = self.inner.clone();
         let id = inner.store.next_id();
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
+        if self.spool.is_some() || self.spool_error.is_some() {
+            self.spill().await;
+        }
+        if let Some(e) = self.spool_error.take() {
+            inner.metrics.store_errors.inc();
+            let r = reply::local_error();
+            warn!(session = self.meta.session_id, client = %self.meta.peer, error = %e, code = r.code, "message not stored");
+            self.clear();
+            return Err(r);
+        }
+        let spool = self.spool.take();
         let content = std::mem::take(&mut self.body);
         let mut raw = Vec::with_capacity(content.len() + 256);
         Trace {
@@ -302,9 +381,17 @@ impl BackendSession for PostelSession {
         raw.extend_from_slice(&content);
         // The subject from the content alone: parsing our own Received:
         // header again would cost more than the rest of the headers.
-        let subject = subject_of(&content);
+        let (subject, spooled) = match spool {
+            None => (subject_of(&content), None),
+            Some(s) => (
+                s.subject,
+                Some(Spooled {
+                    file: s.file,
+                    len: s.len,
+                }),
+            ),
+        };
         drop(content);
-        let size = raw.len();
         let count = self.recipients.len();
         let msg = NewMessage {
             id: id.clone(),
@@ -321,7 +408,9 @@ impl BackendSession for PostelSession {
             },
             subject,
             raw,
+            spooled,
         };
+        let size = msg.size();
         let from = msg.envelope.mail_from.clone();
         let started = Instant::now();
         let result = inner.store.insert(msg).await;
