@@ -8,6 +8,13 @@
 //! fsyncs the log before it returns; a crash at any instant leaves either the
 //! whole message or none of it.
 //!
+//! A large message (one that the caller spooled, see [`SpoolFile`]) keeps
+//! its content apart, in a file of its own under `blobs/`: the file is
+//! fsynced and renamed into place before the commit that records it, so it
+//! is written to disk once, by the session that received it, and not copied
+//! through the database's log. Files that no commit records (a crash between
+//! the rename and the commit) are removed when the store opens.
+//!
 //! Throughput comes from group commit: one writer thread takes every message
 //! waiting at that moment and commits them in one transaction, so many
 //! concurrent sessions share one fsync, and no insert waits for a timer.
@@ -114,23 +121,58 @@ pub struct NewMessage {
     pub raw: Vec<u8>,
     /// The rest of the message, in a spool file: a large message arrives
     /// there while it is received, so that it is never held whole in memory.
-    pub spooled: Option<Spooled>,
+    pub spooled: Option<SpoolFile>,
 }
 
 impl NewMessage {
     /// Octets of the whole message.
     pub fn size(&self) -> u64 {
-        self.raw.len() as u64 + self.spooled.as_ref().map_or(0, |s| s.len)
+        self.raw.len() as u64 + self.spooled.as_ref().map_or(0, SpoolFile::len)
     }
 }
 
-/// Content written to a spool file (from [`SqliteStore::spool_file`]).
+/// A file in the data folder's `spool/` that content is appended to while
+/// it arrives ([`SqliteStore::spool_file`]). Dropped, it is deleted; given
+/// to [`Store::insert`], it becomes the stored content.
 #[derive(Debug)]
-pub struct Spooled {
-    /// The file, its content from offset 0.
-    pub file: std::fs::File,
-    /// How many octets of it are the message's.
-    pub len: u64,
+pub struct SpoolFile {
+    file: tempfile::NamedTempFile,
+    len: u64,
+}
+
+impl SpoolFile {
+    /// Appends `buf`.
+    ///
+    /// # Errors
+    /// When the write fails (disk full, I/O error).
+    pub fn append(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        self.file.write_all(buf)?;
+        self.len += buf.len() as u64;
+        Ok(())
+    }
+
+    /// Octets appended so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Returns true if and only if nothing was appended.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Makes the content durable under `path`: the data is fsynced, the
+    /// file renamed into place, and the folder fsynced so that the new name
+    /// survives a crash too. Blocking.
+    fn persist(self, path: &Path) -> std::io::Result<()> {
+        self.file.as_file().sync_all()?;
+        // Never over another message's content (ids are unique; this makes
+        // sure a mistake cannot cost a stored message).
+        self.file.persist_noclobber(path).map_err(|e| e.error)?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::File::open(dir)?.sync_all()
+    }
 }
 
 /// A stored message without its content (for listings).
@@ -270,6 +312,8 @@ pub trait Store: Send + Sync + 'static {
 
 struct Job {
     msg: NewMessage,
+    /// Octets of content kept apart in `blobs/<id>`.
+    apart: u64,
     done: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
 }
 
@@ -277,6 +321,7 @@ struct Job {
 pub struct SqliteStore {
     path: PathBuf,
     spool: PathBuf,
+    blobs: PathBuf,
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     reader: Mutex<Connection>,
@@ -286,9 +331,6 @@ pub struct SqliteStore {
 
 /// Changes kept for slow subscribers before they miss some.
 const CHANGES_BUFFER: usize = 1024;
-
-/// The copy buffer from a spool file into the database.
-const SPOOL_COPY_BUFFER: usize = 256 * 1024;
 
 /// The size the write-ahead log is cut back to after a checkpoint, so that
 /// a burst of large messages does not leave it large for good.
@@ -311,7 +353,9 @@ CREATE TABLE IF NOT EXISTS messages (
     mail_params TEXT NOT NULL,
     subject     TEXT,
     size        INTEGER NOT NULL,
-    raw         BLOB NOT NULL
+    raw         BLOB NOT NULL,
+    -- Octets of content after raw, kept in blobs/<id>.
+    apart       INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS recipients (
     message_seq INTEGER NOT NULL,
@@ -325,8 +369,53 @@ CREATE TABLE IF NOT EXISTS users (
     hash       TEXT NOT NULL,
     created_at INTEGER NOT NULL
 );
-PRAGMA user_version = 1;
 ";
+
+/// The schema version this code writes; see `migrate`.
+const SCHEMA_VERSION: i64 = 2;
+
+/// Brings an older database up to [`SCHEMA_VERSION`].
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    match version {
+        // New (the tables were just created as they are now), or current.
+        0 | SCHEMA_VERSION => {}
+        // Version 1 kept every message whole in the database.
+        1 => {
+            conn.execute_batch("ALTER TABLE messages ADD COLUMN apart INTEGER NOT NULL DEFAULT 0")?
+        }
+        v => {
+            return Err(StoreError::Io(std::io::Error::other(format!(
+                "the store is of a newer version ({v}) than this postel knows ({SCHEMA_VERSION})"
+            ))));
+        }
+    }
+    conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    Ok(())
+}
+
+/// Empties `spool/` (files of transactions that a crash cut short) and
+/// removes the files in `blobs/` that no message records (renamed into
+/// place, then the commit did not happen).
+fn sweep(conn: &Connection, spool: &Path, blobs: &Path) -> Result<(), StoreError> {
+    for entry in std::fs::read_dir(spool)? {
+        let _ = std::fs::remove_file(entry?.path());
+    }
+    let mut stmt = conn.prepare("SELECT 1 FROM messages WHERE id = ?1 AND apart > 0")?;
+    for entry in std::fs::read_dir(blobs)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let known = match name.to_str() {
+            Some(id) => stmt.exists([id])?,
+            None => false,
+        };
+        if !known {
+            tracing::info!(file = %entry.path().display(), "removing content that no message records");
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    Ok(())
+}
 
 fn open_connection(path: &Path, write: bool) -> Result<Connection, StoreError> {
     let flags = if write {
@@ -352,10 +441,14 @@ impl SqliteStore {
     pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
         std::fs::create_dir_all(dir)?;
         let spool = dir.join("spool");
+        let blobs = dir.join("blobs");
         std::fs::create_dir_all(&spool)?;
+        std::fs::create_dir_all(&blobs)?;
         let path = dir.join("messages.db");
         let writer_conn = open_connection(&path, true)?;
         writer_conn.execute_batch(SCHEMA)?;
+        migrate(&writer_conn)?;
+        sweep(&writer_conn, &spool, &blobs)?;
         let reader = open_connection(&path, false)?;
         let last: Option<String> = reader
             .query_row(
@@ -376,6 +469,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             path,
             spool,
+            blobs,
             jobs: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
             reader: Mutex::new(reader),
@@ -395,6 +489,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             path,
             spool: dir.join("spool"),
+            blobs: dir.join("blobs"),
             jobs: Mutex::new(None),
             writer: Mutex::new(None),
             reader: Mutex::new(reader),
@@ -408,15 +503,37 @@ impl SqliteStore {
         &self.path
     }
 
-    /// A new file without a name in the data folder's `spool/`, for content
-    /// too large to hold in memory until it is committed ([`Spooled`]). It
-    /// is on the same disk as the database, and it disappears when it is
-    /// closed, or when the process dies.
+    /// A new file in the data folder's `spool/`, for content too large to
+    /// hold in memory until it is stored. It is on the same disk as the
+    /// rest of the store; dropped, it is deleted, and what a crash leaves
+    /// there is removed when the store next opens.
     ///
     /// # Errors
     /// When the file cannot be created (disk full, permissions).
-    pub fn spool_file(&self) -> Result<std::fs::File, StoreError> {
-        Ok(tempfile::tempfile_in(&self.spool)?)
+    pub fn spool_file(&self) -> Result<SpoolFile, StoreError> {
+        Ok(SpoolFile {
+            file: tempfile::NamedTempFile::new_in(&self.spool)?,
+            len: 0,
+        })
+    }
+
+    /// Where the content of message `id` is kept apart, if it is.
+    fn blob_path(&self, id: &str) -> PathBuf {
+        self.blobs.join(id)
+    }
+
+    /// Removes the files of deleted messages (after their delete is
+    /// committed: a crash in between leaves a file that `sweep` removes).
+    fn remove_blobs<'a>(&self, ids: impl IntoIterator<Item = &'a str>) {
+        for id in ids {
+            match std::fs::remove_file(self.blob_path(id)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(id, error = %e, "cannot remove a deleted message's content")
+                }
+            }
+        }
     }
 
     /// Stops the writer after the messages already handed to it are
@@ -463,7 +580,7 @@ fn writer_loop(
         let notify = changes.receiver_count() > 0;
         for (job, result) in batch.drain(..).zip(results) {
             if notify && result.is_ok() {
-                let _ = changes.send(Change::Stored(Box::new(summary_of(&job.msg))));
+                let _ = changes.send(Change::Stored(Box::new(summary_of(&job))));
             }
             let _ = job.done.send(result);
         }
@@ -481,7 +598,7 @@ fn commit_batch(conn: &mut Connection, batch: &[Job]) -> Vec<Result<(), StoreErr
         let step = |sql: &str| tx.prepare_cached(sql).and_then(|mut s| s.execute([]));
         for job in batch {
             step("SAVEPOINT message")?;
-            let r = insert_one(&tx, &job.msg);
+            let r = insert_one(&tx, &job.msg, job.apart);
             if r.is_err() {
                 step("ROLLBACK TO message")?;
             }
@@ -509,20 +626,13 @@ fn commit_batch(conn: &mut Connection, batch: &[Job]) -> Vec<Result<(), StoreErr
     }
 }
 
-const INSERT_MESSAGE: &str = "INSERT INTO messages (id, received_at, client_addr, helo, protocol, tls, auth_user, mail_from, mail_params, subject, size, raw)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
-/// The same, with room for content to be written after the insert.
-const INSERT_SPOOLED: &str = "INSERT INTO messages (id, received_at, client_addr, helo, protocol, tls, auth_user, mail_from, mail_params, subject, size, raw)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, zeroblob(?12))";
-
-fn insert_one(conn: &Connection, m: &NewMessage) -> Result<(), StoreError> {
+fn insert_one(conn: &Connection, m: &NewMessage, apart: u64) -> Result<(), StoreError> {
     let e = &m.envelope;
-    let size = m.size() as i64;
-    let (sql, content): (&str, &dyn rusqlite::ToSql) = match m.spooled {
-        None => (INSERT_MESSAGE, &m.raw),
-        Some(_) => (INSERT_SPOOLED, &size),
-    };
-    conn.prepare_cached(sql)?.execute(params![
+    conn.prepare_cached(
+        "INSERT INTO messages (id, received_at, client_addr, helo, protocol, tls, auth_user, mail_from, mail_params, subject, size, raw, apart)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )?
+    .execute(params![
         m.id,
         m.received_at,
         e.client_addr,
@@ -533,13 +643,11 @@ fn insert_one(conn: &Connection, m: &NewMessage) -> Result<(), StoreError> {
         e.mail_from,
         e.mail_params.join(" "),
         m.subject,
-        size,
-        content
+        (m.raw.len() as u64 + apart) as i64,
+        m.raw,
+        apart as i64
     ])?;
     let seq = conn.last_insert_rowid();
-    if let Some(spooled) = &m.spooled {
-        write_spooled(conn, seq, &m.raw, spooled)?;
-    }
     let mut stmt = conn.prepare_cached(
         "INSERT INTO recipients (message_seq, position, address, params) VALUES (?1, ?2, ?3, ?4)",
     )?;
@@ -549,37 +657,14 @@ fn insert_one(conn: &Connection, m: &NewMessage) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Fills the zeroblob of message `seq` with `head` and the spooled content,
-/// a buffer at a time (SQLite incremental blob I/O): the message is never
-/// whole in memory, and it is committed with the rest of the batch.
-fn write_spooled(
-    conn: &Connection,
-    seq: i64,
-    head: &[u8],
-    spooled: &Spooled,
-) -> Result<(), StoreError> {
-    use std::io::Write;
-    use std::os::unix::fs::FileExt;
-    let mut blob = conn.blob_open(rusqlite::MAIN_DB, "messages", "raw", seq, false)?;
-    blob.write_all(head)?;
-    let mut buf = vec![0; SPOOL_COPY_BUFFER.min(spooled.len as usize)];
-    let mut at = 0;
-    while at < spooled.len {
-        let n = buf.len().min((spooled.len - at) as usize);
-        spooled.file.read_exact_at(&mut buf[..n], at)?;
-        blob.write_all(&buf[..n])?;
-        at += n as u64;
-    }
-    Ok(())
-}
-
-fn summary_of(m: &NewMessage) -> Summary {
+fn summary_of(job: &Job) -> Summary {
+    let m = &job.msg;
     Summary {
         id: m.id.clone(),
         received_at: m.received_at,
         envelope: m.envelope.clone(),
         subject: m.subject.clone(),
-        size: m.size(),
+        size: m.raw.len() as u64 + job.apart,
     }
 }
 
@@ -659,16 +744,33 @@ impl Store for SqliteStore {
         format!("{:014X}", *last)
     }
 
-    fn insert(&self, msg: NewMessage) -> impl Future<Output = Result<(), StoreError>> + Send {
-        let (done, wait) = tokio::sync::oneshot::channel();
-        let sent = lock(&self.jobs)
-            .as_ref()
-            .map(|tx| tx.send(Job { msg, done }).is_ok());
+    fn insert(&self, mut msg: NewMessage) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let jobs = lock(&self.jobs).clone();
+        let path = msg.spooled.is_some().then(|| self.blob_path(&msg.id));
         async move {
-            if sent != Some(true) {
+            let Some(jobs) = jobs else {
                 return Err(StoreError::Closed);
+            };
+            // Content kept apart is durable in its place before the commit
+            // that records it; sessions do this side by side, and the
+            // writer thread only commits the row.
+            let mut apart = 0;
+            if let (Some(spool), Some(path)) = (msg.spooled.take(), &path) {
+                apart = spool.len();
+                let to = path.clone();
+                tokio::task::spawn_blocking(move || spool.persist(&to))
+                    .await
+                    .map_err(std::io::Error::other)??;
             }
-            wait.await.unwrap_or(Err(StoreError::Closed))
+            let (done, wait) = tokio::sync::oneshot::channel();
+            let result = match jobs.send(Job { msg, apart, done }) {
+                Ok(()) => wait.await.unwrap_or(Err(StoreError::Closed)),
+                Err(_) => Err(StoreError::Closed),
+            };
+            if let (Err(_), Some(path)) = (&result, &path) {
+                let _ = std::fs::remove_file(path);
+            }
+            result
         }
     }
 
@@ -686,17 +788,33 @@ impl Store for SqliteStore {
     fn get(&self, id: &str) -> Result<Option<Message>, StoreError> {
         let conn = lock(&self.reader);
         let mut stmt = conn.prepare(&format!(
-            "SELECT {SUMMARY_COLUMNS}, raw FROM messages WHERE id = ?1"
+            "SELECT {SUMMARY_COLUMNS}, raw, apart FROM messages WHERE id = ?1"
         ))?;
-        let msg = stmt
+        let found = stmt
             .query_row([id], |row| {
-                Ok(Message {
+                let msg = Message {
                     summary: read_summary(&conn, row)?,
                     raw: row.get(12)?,
-                })
+                };
+                Ok((msg, row.get::<_, i64>(13)? as u64))
             })
             .optional()?;
-        Ok(msg)
+        drop(stmt);
+        drop(conn);
+        let Some((mut msg, apart)) = found else {
+            return Ok(None);
+        };
+        if apart > 0 {
+            let content = std::fs::read(self.blob_path(id))?;
+            if content.len() as u64 != apart {
+                return Err(StoreError::Io(std::io::Error::other(format!(
+                    "the content of {id} has {} octets, not {apart}",
+                    content.len()
+                ))));
+            }
+            msg.raw.extend_from_slice(&content);
+        }
+        Ok(Some(msg))
     }
 
     fn delete(&self, id: &str) -> Result<bool, StoreError> {
@@ -712,6 +830,7 @@ impl Store for SqliteStore {
         tx.commit()?;
         drop(conn);
         if seq.is_some() {
+            self.remove_blobs([id]);
             let _ = self.changes.send(Change::Deleted(id.to_owned()));
         }
         Ok(seq.is_some())
@@ -785,10 +904,17 @@ impl Store for SqliteStore {
     fn delete_all(&self) -> Result<u64, StoreError> {
         let mut conn = lock(&self.reader);
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        // Only the files of the rows deleted here: a message being stored
+        // meanwhile has its file in place already, and must keep it.
+        let apart: Vec<String> = tx
+            .prepare("SELECT id FROM messages WHERE apart > 0")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
         tx.execute("DELETE FROM recipients", [])?;
         let n = tx.execute("DELETE FROM messages", [])?;
         tx.commit()?;
         drop(conn);
+        self.remove_blobs(apart.iter().map(String::as_str));
         let _ = self.changes.send(Change::DeletedAll);
         Ok(n as u64)
     }
@@ -834,6 +960,7 @@ impl Store for SqliteStore {
             delete_seqs(&tx, &seqs)?;
             tx.commit()?;
             drop(conn);
+            self.remove_blobs(rows.iter().map(|(_, id)| id.as_str()));
             for (_, id) in rows {
                 let _ = self.changes.send(Change::Deleted(id.clone()));
                 deleted.push(id);
@@ -1013,61 +1140,165 @@ mod tests {
         assert!(store.get(&id).expect("get").is_none());
     }
 
-    /// Content longer than one copy buffer, of a length that is not a
-    /// multiple of it, with every octet value.
+    /// Content of every octet value, larger than any buffer on the way.
     fn big_content() -> Vec<u8> {
-        (0..SPOOL_COPY_BUFFER * 3 + 1001)
-            .map(|i| (i * 7 % 251) as u8)
-            .collect()
+        (0..1_000_003).map(|i| (i * 7 % 251) as u8).collect()
     }
 
-    fn spooled(store: &SqliteStore, content: &[u8], len: u64) -> Spooled {
-        use std::io::Write;
+    fn spooled(store: &SqliteStore, content: &[u8]) -> SpoolFile {
         let mut file = store.spool_file().expect("spool file");
-        file.write_all(content).expect("write spool");
-        Spooled { file, len }
+        for chunk in content.chunks(65_536) {
+            file.append(chunk).expect("write spool");
+        }
+        assert_eq!(file.len(), content.len() as u64);
+        file
+    }
+
+    fn files(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .expect("read dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
     }
 
     #[tokio::test]
-    async fn spooled_content_is_stored_after_the_head_and_the_file_leaves_no_trace() {
+    async fn spooled_content_is_kept_apart_read_back_whole_and_deleted_with_its_message() {
         let dir = tempdir();
         let store = SqliteStore::open(&dir).expect("open");
         let content = big_content();
         let head = b"Received: by test\r\n";
         let mut m = msg(&store, head);
-        m.spooled = Some(spooled(&store, &content, content.len() as u64));
+        m.spooled = Some(spooled(&store, &content));
         let id = m.id.clone();
         let size = m.size();
         assert_eq!(size, (head.len() + content.len()) as u64);
+        let mut changes = store.subscribe();
         store.insert(m).await.expect("insert");
+        let Ok(Change::Stored(summary)) = changes.try_recv() else {
+            panic!("no Stored change");
+        };
+        assert_eq!(summary.size, size);
+        assert_eq!(files(&dir.join("blobs")), std::slice::from_ref(&id));
+        assert!(files(&dir.join("spool")).is_empty());
         let got = store.get(&id).expect("get").expect("present");
         assert_eq!(got.summary.size, size);
         assert_eq!(&got.raw[..head.len()], head);
         assert!(got.raw[head.len()..] == content[..], "content differs");
-        // Spool files have no name: nothing is left in spool/.
-        let left = std::fs::read_dir(dir.join("spool"))
-            .expect("spool dir")
-            .count();
-        assert_eq!(left, 0);
+        assert_eq!(store.stats().expect("stats").bytes, size);
+        assert!(store.delete(&id).expect("delete"));
+        assert!(files(&dir.join("blobs")).is_empty());
     }
 
     #[tokio::test]
-    async fn a_short_spool_file_fails_its_message_alone() {
+    async fn prune_and_delete_all_remove_the_files_of_what_they_delete() {
         let dir = tempdir();
         let store = SqliteStore::open(&dir).expect("open");
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            let mut m = msg(&store, b"");
+            m.spooled = Some(spooled(&store, b"content\r\n"));
+            ids.push(m.id.clone());
+            store.insert(m).await.expect("insert");
+        }
+        assert_eq!(store.prune(Some(1), None).expect("prune"), ids[..2]);
+        assert_eq!(files(&dir.join("blobs")), ids[2..]);
+        assert_eq!(store.delete_all().expect("delete all"), 1);
+        assert!(files(&dir.join("blobs")).is_empty());
+    }
+
+    #[tokio::test]
+    async fn open_removes_files_no_commit_records_and_keeps_the_rest() {
+        let dir = tempdir();
         let content = big_content();
-        // The file holds less than the length claimed: the copy must fail,
-        // and the message must not be stored with a hole of zeros.
-        let mut bad = msg(&store, b"");
-        bad.spooled = Some(spooled(&store, &content, content.len() as u64 + 1));
-        let bad_id = bad.id.clone();
-        let good = msg(&store, b"fine\r\n");
-        let good_id = good.id.clone();
-        let (a, b) = tokio::join!(store.insert(bad), store.insert(good));
-        assert!(a.is_err());
-        b.expect("the other message is stored");
-        assert!(store.get(&bad_id).expect("get").is_none());
-        assert!(store.get(&good_id).expect("get").is_some());
+        let id = {
+            let store = SqliteStore::open(&dir).expect("open");
+            let mut m = msg(&store, b"");
+            m.spooled = Some(spooled(&store, &content));
+            let id = m.id.clone();
+            store.insert(m).await.expect("insert");
+            id
+        };
+        // What a crash can leave: a file renamed into place whose commit
+        // never happened, and a spool file of a transaction cut short.
+        std::fs::write(dir.join("blobs").join("0000000000ORPHAN"), b"x").expect("orphan");
+        std::fs::write(dir.join("spool").join(".tmpcut"), b"x").expect("spool leftover");
+        let store = SqliteStore::open(&dir).expect("reopen");
+        assert_eq!(files(&dir.join("blobs")), std::slice::from_ref(&id));
+        assert!(files(&dir.join("spool")).is_empty());
+        let got = store.get(&id).expect("get").expect("present");
+        assert!(got.raw == content, "content differs after reopen");
+    }
+
+    #[tokio::test]
+    async fn a_refused_spooled_message_leaves_no_file_and_never_replaces_another() {
+        let dir = tempdir();
+        let store = SqliteStore::open(&dir).expect("open");
+        let mut first = msg(&store, b"");
+        first.spooled = Some(spooled(&store, b"first\r\n"));
+        let id = first.id.clone();
+        store.insert(first).await.expect("insert");
+        // The same id again, apart content and all: refused, and the first
+        // message keeps its content.
+        let mut again = msg(&store, b"");
+        again.id = id.clone();
+        again.spooled = Some(spooled(&store, b"second\r\n"));
+        assert!(store.insert(again).await.is_err());
+        assert_eq!(
+            store.get(&id).expect("get").expect("present").raw,
+            b"first\r\n"
+        );
+        // A refused commit (same id as a message without apart content)
+        // takes its own file away again.
+        let plain = msg(&store, b"plain\r\n");
+        let plain_id = plain.id.clone();
+        store.insert(plain).await.expect("insert");
+        let mut dup = msg(&store, b"");
+        dup.id = plain_id.clone();
+        dup.spooled = Some(spooled(&store, b"dup\r\n"));
+        assert!(store.insert(dup).await.is_err());
+        assert_eq!(files(&dir.join("blobs")), [id]);
+        assert!(files(&dir.join("spool")).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_version_1_database_is_migrated_and_keeps_its_messages() {
+        let dir = tempdir();
+        std::fs::create_dir_all(&dir).expect("dir");
+        {
+            let conn = Connection::open(dir.join("messages.db")).expect("create");
+            let v1 = SCHEMA.replace(
+                "raw         BLOB NOT NULL,\n    -- Octets of content after raw, kept in blobs/<id>.\n    apart       INTEGER NOT NULL DEFAULT 0",
+                "raw         BLOB NOT NULL",
+            );
+            assert!(!v1.contains("apart"));
+            conn.execute_batch(&v1).expect("v1 schema");
+            conn.execute_batch(
+                "PRAGMA user_version = 1;
+                 INSERT INTO messages (id, received_at, client_addr, helo, protocol, mail_from, mail_params, size, raw)
+                 VALUES ('00000000000001', 1, '127.0.0.1:1', 'h', 'ESMTP', 'a@b', '', 3, X'6F6C64');",
+            )
+            .expect("v1 row");
+        }
+        let store = SqliteStore::open(&dir).expect("open v1");
+        let old = store.get("00000000000001").expect("get").expect("present");
+        assert_eq!(old.raw, b"old");
+        let mut m = msg(&store, b"");
+        m.spooled = Some(spooled(&store, b"new\r\n"));
+        let id = m.id.clone();
+        store.insert(m).await.expect("insert after migration");
+        assert_eq!(
+            store.get(&id).expect("get").expect("present").raw,
+            b"new\r\n"
+        );
+        let version: i64 = store
+            .reader
+            .lock()
+            .expect("reader")
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .expect("version");
+        assert_eq!(version, SCHEMA_VERSION);
     }
 
     /// Stores three messages with distinct senders, recipients, subjects

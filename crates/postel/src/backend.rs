@@ -28,7 +28,7 @@ use postel_proto::sasl::Mechanism;
 
 use postel_proto::{ForwardPath, MailParams, RcptParams, Reply, ReversePath, reply};
 use postel_server::{Backend, BackendSession, ConnMeta};
-use postel_store::{Envelope, NewMessage, Recipient, Spooled, SqliteStore, Store};
+use postel_store::{Envelope, NewMessage, Recipient, SpoolFile, SqliteStore, Store};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
@@ -242,8 +242,7 @@ pub(crate) struct PostelSession {
 
 /// The content of a large message so far, in a spool file.
 struct Spool {
-    file: std::fs::File,
-    len: u64,
+    file: SpoolFile,
     /// From the headers in the first part.
     subject: Option<String>,
 }
@@ -288,22 +287,20 @@ impl PostelSession {
         let store = self.inner.store.clone();
         let body = std::mem::take(&mut self.body);
         let written = tokio::task::spawn_blocking(move || {
-            use std::io::Write;
-            let (mut file, len) = match spool {
-                Some(s) => (s.file, s.len),
-                None => (store.spool_file().map_err(|e| e.to_string())?, 0),
+            let mut file = match spool {
+                Some(s) => s.file,
+                None => store.spool_file().map_err(|e| e.to_string())?,
             };
-            file.write_all(&body).map_err(|e| e.to_string())?;
-            let len = len + body.len() as u64;
-            Ok::<_, String>((file, len, body))
+            file.append(&body).map_err(|e| e.to_string())?;
+            Ok::<_, String>((file, body))
         })
         .await
         .unwrap_or_else(|e| Err(e.to_string()));
         match written {
-            Ok((file, len, mut body)) => {
+            Ok((file, mut body)) => {
                 body.clear();
                 self.body = body;
-                self.spool = Some(Spool { file, len, subject });
+                self.spool = Some(Spool { file, subject });
             }
             Err(e) => {
                 warn!(session = self.meta.session_id, client = %self.meta.peer, error = %e, "cannot spool the message");
@@ -383,13 +380,7 @@ impl BackendSession for PostelSession {
         // header again would cost more than the rest of the headers.
         let (subject, spooled) = match spool {
             None => (subject_of(&content), None),
-            Some(s) => (
-                s.subject,
-                Some(Spooled {
-                    file: s.file,
-                    len: s.len,
-                }),
-            ),
+            Some(s) => (s.subject, Some(s.file)),
         };
         drop(content);
         let count = self.recipients.len();

@@ -14,10 +14,13 @@ use postel_store::{SqliteStore, Store};
 use crate::support::{Server, strip_trace, temp_dir};
 
 /// The content of message `n` of client `t`: self-describing, so a stored
-/// copy can be checked for completeness without knowing its id.
+/// copy can be checked for completeness without knowing its id. Every
+/// fourth is about 300 KiB: large enough to be spooled and kept apart in
+/// its own file, so the crashes also land between its rename and its commit.
 fn content(t: usize, n: usize) -> Vec<u8> {
     let mut v = format!("Subject: t{t} n{n}\r\n\r\n").into_bytes();
-    for i in 0..50 {
+    let lines = if n % 4 == 3 { 3_600 } else { 50 };
+    for i in 0..lines {
         v.extend_from_slice(
             format!("line {i} of message t{t} n{n} {}\r\n", "x".repeat(60)).as_bytes(),
         );
