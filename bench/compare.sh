@@ -7,10 +7,17 @@
 # Loopback only. Needs the peers installed: ../shared/tools/peers/install.sh.
 #
 # Then, unless LATENCY=0, bench/latency.py at 20 sessions against each server
-# (latency.txt), and bench/chart.py draws throughput.svg from raw.csv.
+# (latency.txt); unless LARGE=0, bench/large.py: LARGE_MESSAGES messages of
+# LARGE_SIZE octets over 4 sessions against each server, REPS times
+# (large.csv, large.md: MB/s and peak memory); and bench/chart.py draws
+# throughput.svg from raw.csv.
 #
 # Environment: REPS=3  LOADS="s1 s1d s20 s20d s100"  SERVERS="postel smtp-sink postfix aiosmtpd"
 #   COUNT_<load>=N (see bench.sh)   POSTEL=target/release/postel
+#   LARGE_MESSAGES=40  LARGE_SIZE=26214400 (25 MiB)
+#   PORT_POSTEL=2600 PORT_SINK=2601 PORT_POSTFIX=2602 PORT_AIOSMTPD=2603
+#   POSTEL_DIR=/var/tmp/postel-compare-data  POSTFIX_SPOOL=/var/tmp/postel-compare-postfix
+#   RUN_DIR=/tmp/postel-compare-run
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
@@ -20,10 +27,12 @@ REPS="${REPS:-3}"
 LOADS="${LOADS:-s1 s1d s20 s20d s100}"
 SERVERS="${SERVERS:-postel smtp-sink postfix aiosmtpd}"
 POSTEL="${POSTEL:-$ROOT/target/release/postel}"
-PORT_POSTEL=2600 PORT_SINK=2601 PORT_POSTFIX=2602 PORT_AIOSMTPD=2603
-POSTEL_DIR=/var/tmp/postel-compare-data
-POSTFIX_SPOOL=/var/tmp/postel-compare-postfix
-export RUN_DIR=/tmp/postel-compare-run PATH="$PATH:/usr/sbin"
+PORT_POSTEL="${PORT_POSTEL:-2600}" PORT_SINK="${PORT_SINK:-2601}"
+PORT_POSTFIX="${PORT_POSTFIX:-2602}" PORT_AIOSMTPD="${PORT_AIOSMTPD:-2603}"
+POSTEL_DIR="${POSTEL_DIR:-/var/tmp/postel-compare-data}"
+POSTFIX_SPOOL="${POSTFIX_SPOOL:-/var/tmp/postel-compare-postfix}"
+LARGE_MESSAGES="${LARGE_MESSAGES:-40}" LARGE_SIZE="${LARGE_SIZE:-26214400}"
+export RUN_DIR="${RUN_DIR:-/tmp/postel-compare-run}" PATH="$PATH:/usr/sbin"
 mkdir -p "$OUT" "$RUN_DIR"
 [ -x "$POSTEL" ] || { echo "build first: cargo build --release" >&2; exit 1; }
 
@@ -32,9 +41,10 @@ start() {
   case "$1" in
     postel)
       rm -rf "$POSTEL_DIR"; mkdir -p "$POSTEL_DIR"
-      # A config file (empty): the production mode, without the zero-config
-      # web inbox and retention, with every message fsync'd before its 250.
-      : > "$POSTEL_DIR/postel.toml"
+      # A config file: the production mode, without the zero-config web
+      # inbox and retention, with every message fsync'd before its 250. The
+      # size limit only matters to the large-message run (as for Postfix).
+      printf '[limits]\nmax_message_size = 67108864\n' > "$POSTEL_DIR/postel.toml"
       setsid "$POSTEL" serve --config "$POSTEL_DIR/postel.toml" --smtp "127.0.0.1:$PORT_POSTEL" \
         --data-dir "$POSTEL_DIR/data" --hostname bench.test \
         </dev/null >"$POSTEL_DIR/log" 2>&1 & echo $! > "$RUN_DIR/postel.pid"
@@ -95,6 +105,30 @@ if [ "${LATENCY:-1}" = 1 ]; then
       | tee -a "$OUT/latency.txt"
     stop "$s"
   done
+fi
+# Large messages, 4 sessions (LARGE=0 skips it). Postfix's default size
+# limit (10 MB) is raised to Postel's, 64 MiB; aiosmtpd's is 32 MiB.
+if [ "${LARGE:-1}" = 1 ]; then
+  rm -f "$OUT/large.csv"
+  for rep in $(seq "$REPS"); do
+    for s in $SERVERS; do
+      start "$s"
+      if [ "$s" = postfix ]; then
+        postconf -c "$POSTFIX_SPOOL/etc" -e message_size_limit=67108864
+        postfix -c "$POSTFIX_SPOOL/etc" reload >/dev/null 2>&1
+        sleep 1
+      fi
+      python3 "$HERE/large.py" "127.0.0.1:$(port_of "$s")" --pid "$(pid_of "$s")" --label "$s" \
+        --sessions 4 --messages "$LARGE_MESSAGES" --size "$LARGE_SIZE" --csv "$OUT/large.csv" || true
+      if [ "$s" = postel ]; then
+        stored="$("$POSTEL" messages list --json --data-dir "$POSTEL_DIR/data" | grep -c '"id"')"
+        echo "postel rep $rep large: smtp-source sent $LARGE_MESSAGES, postel stored $stored" >> "$OUT/delivery-check.txt"
+      fi
+      stop "$s"
+    done
+  done
+  python3 "$HERE/large.py" --summary "$OUT/large.csv" > "$OUT/large.md"
+  cat "$OUT/large.md"
 fi
 python3 "$PEERS/summarize.py" "$OUT/raw.csv" > "$OUT/summary.md"
 python3 "$HERE/chart.py" "$OUT/raw.csv" > "$OUT/throughput.svg"

@@ -4,6 +4,7 @@ connections, and this measures MB/s and the server's peak memory.
 
     python3 bench/large.py 127.0.0.1:2600 --pid PID [--label postel]
         [--sessions 4] [--messages 40] [--size 26214400] [--csv FILE]
+    python3 bench/large.py --summary FILE.csv      (medians, as Markdown)
 
 Runs Postfix's smtp-source (`-s SESSIONS -m MESSAGES -l SIZE -d`: each
 session reuses its connection), loopback only. While it runs, the summed RSS
@@ -22,6 +23,7 @@ import csv
 import ipaddress
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import threading
@@ -78,16 +80,47 @@ def cpu_seconds(pids):
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def summary(path):
+    """Medians per server of the rows in a --csv file, as a Markdown table,
+    with each server's MB/s as a ratio of Postfix's when Postfix ran."""
+    runs = {}
+    with open(path) as f:
+        for row in csv.DictReader(f):
+            runs.setdefault(row["label"], []).append(row)
+
+    def median(rows, key):
+        vals = [float(r[key]) for r in rows if r["rc"] == "0"]
+        return statistics.median(vals) if vals else None
+
+    base = median(runs.get("postfix", []), "mb_per_s")
+    print("| server | runs ok | MB/s | vs Postfix | server CPU s | peak RSS MiB | peak PSS MiB |")
+    print("|---|---|---|---|---|---|---|")
+    for label, rows in runs.items():
+        ok = sum(r["rc"] == "0" for r in rows)
+        rate = median(rows, "mb_per_s")
+        ratio = f"{rate / base:.2f}x" if rate and base else "-"
+        cells = [median(rows, k) for k in ("server_cpu_s", "peak_rss_kib", "peak_pss_kib")]
+        print(f"| {label} | {ok}/{len(rows)} | {rate if rate is None else round(rate)} | {ratio} | "
+              + " | ".join("-" if c is None else (f"{c:.2f}" if i == 0 else f"{c / 1024:.1f}")
+                           for i, c in enumerate(cells)) + " |")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("target")
-    ap.add_argument("--pid", type=int, required=True)
+    ap.add_argument("target", nargs="?")
+    ap.add_argument("--summary", metavar="CSV")
+    ap.add_argument("--pid", type=int)
     ap.add_argument("--label", default="server")
     ap.add_argument("--sessions", type=int, default=4)
     ap.add_argument("--messages", type=int, default=40)
     ap.add_argument("--size", type=int, default=25 * 1024 * 1024)
     ap.add_argument("--csv")
     a = ap.parse_args()
+    if a.summary:
+        summary(a.summary)
+        return 0
+    if not a.target or a.pid is None:
+        ap.error("a target and --pid are needed")
     host, _, port = a.target.rpartition(":")
     if not ipaddress.ip_address(host.strip("[]")).is_loopback:
         sys.exit(f"large.py: refusing non-loopback target {host}")
