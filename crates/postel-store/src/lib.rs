@@ -322,6 +322,9 @@ pub struct SqliteStore {
     path: PathBuf,
     spool: PathBuf,
     blobs: PathBuf,
+    /// `lock` in the data folder, held (flock) by the first store opened
+    /// there, the one that may sweep; `None` for the others.
+    _lock: Option<std::fs::File>,
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     reader: Mutex<Connection>,
@@ -448,7 +451,18 @@ impl SqliteStore {
         let writer_conn = open_connection(&path, true)?;
         writer_conn.execute_batch(SCHEMA)?;
         migrate(&writer_conn)?;
-        sweep(&writer_conn, &spool, &blobs)?;
+        // Sweep only with the folder to ourselves: while a server runs,
+        // its spool files and its renamed-but-not-yet-committed files are
+        // in use (`postel users add` opens the store beside it).
+        let lock = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("lock"))?;
+        let lock = lock.try_lock().is_ok().then_some(lock);
+        if lock.is_some() {
+            sweep(&writer_conn, &spool, &blobs)?;
+        }
         let reader = open_connection(&path, false)?;
         let last: Option<String> = reader
             .query_row(
@@ -470,6 +484,7 @@ impl SqliteStore {
             path,
             spool,
             blobs,
+            _lock: lock,
             jobs: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
             reader: Mutex::new(reader),
@@ -490,6 +505,7 @@ impl SqliteStore {
             path,
             spool: dir.join("spool"),
             blobs: dir.join("blobs"),
+            _lock: None,
             jobs: Mutex::new(None),
             writer: Mutex::new(None),
             reader: Mutex::new(reader),
@@ -1221,9 +1237,16 @@ mod tests {
             id
         };
         // What a crash can leave: a file renamed into place whose commit
-        // never happened, and a spool file of a transaction cut short.
+        // never happened, and a spool file of a transaction cut short. But
+        // while a store (a server) has the folder, such files are in use,
+        // and a store opened beside it (`postel users add`) leaves them.
+        let running = SqliteStore::open(&dir).expect("open");
         std::fs::write(dir.join("blobs").join("0000000000ORPHAN"), b"x").expect("orphan");
         std::fs::write(dir.join("spool").join(".tmpcut"), b"x").expect("spool leftover");
+        let beside = SqliteStore::open(&dir).expect("open beside");
+        assert_eq!(files(&dir.join("blobs")).len(), 2);
+        assert_eq!(files(&dir.join("spool")).len(), 1);
+        drop((beside, running));
         let store = SqliteStore::open(&dir).expect("reopen");
         assert_eq!(files(&dir.join("blobs")), std::slice::from_ref(&id));
         assert!(files(&dir.join("spool")).is_empty());
