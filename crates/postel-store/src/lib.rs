@@ -50,6 +50,10 @@ pub enum StoreError {
     /// The data folder could not be prepared.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// Another process has the data folder (its `lock`): two servers
+    /// must not share one.
+    #[error("the data folder {} is in use by another postel server", .0.display())]
+    InUse(PathBuf),
     /// The group commit that carried this message failed as a whole.
     #[error("commit failed: {message}")]
     Commit {
@@ -171,7 +175,11 @@ impl SpoolFile {
         // sure a mistake cannot cost a stored message).
         self.file.persist_noclobber(path).map_err(|e| e.error)?;
         let dir = path.parent().unwrap_or(Path::new("."));
-        std::fs::File::open(dir)?.sync_all()
+        let synced = std::fs::File::open(dir).and_then(|d| d.sync_all());
+        if synced.is_err() {
+            let _ = std::fs::remove_file(path);
+        }
+        synced
     }
 }
 
@@ -322,8 +330,8 @@ pub struct SqliteStore {
     path: PathBuf,
     spool: PathBuf,
     blobs: PathBuf,
-    /// `lock` in the data folder, held (flock) by the first store opened
-    /// there, the one that may sweep; `None` for the others.
+    /// `lock` in the data folder, held (flock) by the store that writes;
+    /// `None` for the ones opened beside it.
     _lock: Option<std::fs::File>,
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -377,24 +385,68 @@ CREATE TABLE IF NOT EXISTS users (
 /// The schema version this code writes; see `migrate`.
 const SCHEMA_VERSION: i64 = 2;
 
-/// Brings an older database up to [`SCHEMA_VERSION`].
+/// Brings an older database up to [`SCHEMA_VERSION`], in one transaction
+/// that checks what is there: safe to run twice at once (a server and a
+/// tool), after a crash half-way, or after an older postel opened it again.
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
-    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    match version {
-        // New (the tables were just created as they are now), or current.
-        0 | SCHEMA_VERSION => {}
-        // Version 1 kept every message whole in the database.
-        1 => {
-            conn.execute_batch("ALTER TABLE messages ADD COLUMN apart INTEGER NOT NULL DEFAULT 0")?
-        }
-        v => {
+    let version = |c: &Connection| -> Result<i64, rusqlite::Error> {
+        c.pragma_query_value(None, "user_version", |r| r.get(0))
+    };
+    if version(conn)? == SCHEMA_VERSION {
+        return Ok(());
+    }
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let result = (|| -> Result<(), StoreError> {
+        let v = version(conn)?;
+        if v > SCHEMA_VERSION {
             return Err(StoreError::Io(std::io::Error::other(format!(
                 "the store is of a newer version ({v}) than this postel knows ({SCHEMA_VERSION})"
             ))));
         }
+        // Version 1 kept every message whole in the database.
+        let has_apart = conn
+            .prepare("SELECT 1 FROM pragma_table_info('messages') WHERE name = 'apart'")?
+            .exists([])?;
+        if !has_apart {
+            conn.execute_batch("ALTER TABLE messages ADD COLUMN apart INTEGER NOT NULL DEFAULT 0")?;
+        }
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        Ok(())
+    })();
+    match result {
+        Ok(()) => Ok(conn.execute_batch("COMMIT")?),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
     }
-    conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-    Ok(())
+}
+
+/// How long [`SqliteStore::open`] waits for the folder's lock: a server
+/// restarted at once may find the old process still exiting.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Takes `lock` in the data folder (an exclusive flock, held as long as
+/// the returned file is open), waiting up to `wait`.
+fn lock_folder(dir: &Path, wait: std::time::Duration) -> Result<std::fs::File, StoreError> {
+    let file = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("lock"))?;
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::InUse(dir.to_owned()));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
+        }
+    }
 }
 
 /// Empties `spool/` (files of transactions that a crash cut short) and
@@ -437,32 +489,31 @@ fn open_connection(path: &Path, write: bool) -> Result<Connection, StoreError> {
 }
 
 impl SqliteStore {
-    /// Opens (creating if need be) the store in `dir`.
+    /// Opens (creating if need be) the store in `dir`, to write: it holds
+    /// the folder's lock until it is dropped, and tidies what a crash left.
     ///
     /// # Errors
-    /// When the folder cannot be created or the database opened.
+    /// When the folder cannot be created or the database opened, or
+    /// [`StoreError::InUse`] when another process holds the folder for
+    /// more than 10 seconds.
     pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_waiting(dir, LOCK_WAIT)
+    }
+
+    fn open_waiting(dir: &Path, wait: std::time::Duration) -> Result<SqliteStore, StoreError> {
         std::fs::create_dir_all(dir)?;
         let spool = dir.join("spool");
         let blobs = dir.join("blobs");
         std::fs::create_dir_all(&spool)?;
         std::fs::create_dir_all(&blobs)?;
+        // One writing store per folder, for its whole life: the sweep
+        // below must never meet another writer's files in flight.
+        let lock = lock_folder(dir, wait)?;
         let path = dir.join("messages.db");
         let writer_conn = open_connection(&path, true)?;
         writer_conn.execute_batch(SCHEMA)?;
         migrate(&writer_conn)?;
-        // Sweep only with the folder to ourselves: while a server runs,
-        // its spool files and its renamed-but-not-yet-committed files are
-        // in use (`postel users add` opens the store beside it).
-        let lock = std::fs::File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dir.join("lock"))?;
-        let lock = lock.try_lock().is_ok().then_some(lock);
-        if lock.is_some() {
-            sweep(&writer_conn, &spool, &blobs)?;
-        }
+        sweep(&writer_conn, &spool, &blobs)?;
         let reader = open_connection(&path, false)?;
         let last: Option<String> = reader
             .query_row(
@@ -484,7 +535,7 @@ impl SqliteStore {
             path,
             spool,
             blobs,
-            _lock: lock,
+            _lock: Some(lock),
             jobs: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
             reader: Mutex::new(reader),
@@ -493,15 +544,37 @@ impl SqliteStore {
         })
     }
 
-    /// Opens an existing store for reading and deleting only: no writer
-    /// thread, no schema change. For tools that run beside the server.
+    /// Opens an existing store for reading, deleting and managing users
+    /// only: no writer thread, no sweep, no lock; the schema is brought up
+    /// to date if it is older. For tools that run beside the server.
     ///
     /// # Errors
     /// When there is no store in `dir` or it cannot be opened.
     pub fn open_existing(dir: &Path) -> Result<SqliteStore, StoreError> {
         let path = dir.join("messages.db");
         let reader = open_connection(&path, false)?;
-        Ok(SqliteStore {
+        migrate(&reader)?;
+        Ok(SqliteStore::beside(dir, reader))
+    }
+
+    /// As [`open_existing`](Self::open_existing), but creates the folder
+    /// and the database if there are none yet (`postel users add` before
+    /// the server first ran).
+    ///
+    /// # Errors
+    /// When the folder cannot be created or the database opened.
+    pub fn open_beside(dir: &Path) -> Result<SqliteStore, StoreError> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join("messages.db");
+        let conn = open_connection(&path, true)?;
+        conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
+        Ok(SqliteStore::beside(dir, conn))
+    }
+
+    fn beside(dir: &Path, reader: Connection) -> SqliteStore {
+        let path = dir.join("messages.db");
+        SqliteStore {
             path,
             spool: dir.join("spool"),
             blobs: dir.join("blobs"),
@@ -511,7 +584,7 @@ impl SqliteStore {
             reader: Mutex::new(reader),
             last_id: Mutex::new(0),
             changes: tokio::sync::broadcast::channel(1).0,
-        })
+        }
     }
 
     /// The database file.
@@ -531,6 +604,13 @@ impl SqliteStore {
             file: tempfile::NamedTempFile::new_in(&self.spool)?,
             len: 0,
         })
+    }
+
+    /// Returns true if and only if message `id` is stored.
+    fn exists(&self, id: &str) -> Result<bool, StoreError> {
+        let conn = lock(&self.reader);
+        let mut stmt = conn.prepare_cached("SELECT 1 FROM messages WHERE id = ?1")?;
+        Ok(stmt.exists([id])?)
     }
 
     /// Where the content of message `id` is kept apart, if it is.
@@ -779,11 +859,20 @@ impl Store for SqliteStore {
                     .map_err(std::io::Error::other)??;
             }
             let (done, wait) = tokio::sync::oneshot::channel();
-            let result = match jobs.send(Job { msg, apart, done }) {
-                Ok(()) => wait.await.unwrap_or(Err(StoreError::Closed)),
-                Err(_) => Err(StoreError::Closed),
+            let (result, recorded) = match jobs.send(Job { msg, apart, done }) {
+                Ok(()) => match wait.await {
+                    // This message's own insert failed, rolled back to its
+                    // savepoint: no row can name the file.
+                    Ok(Err(e @ StoreError::Sqlite(_))) => (Err(e), false),
+                    // The batch's commit failed, or the writer went away:
+                    // recovery may yet complete the commit, and the row
+                    // would need its file. The next sweep decides.
+                    Ok(r) => (r, true),
+                    Err(_) => (Err(StoreError::Closed), true),
+                },
+                Err(_) => (Err(StoreError::Closed), false),
             };
-            if let (Err(_), Some(path)) = (&result, &path) {
+            if let (Err(_), false, Some(path)) = (&result, recorded, &path) {
                 let _ = std::fs::remove_file(path);
             }
             result
@@ -821,7 +910,14 @@ impl Store for SqliteStore {
             return Ok(None);
         };
         if apart > 0 {
-            let content = std::fs::read(self.blob_path(id))?;
+            let content = match std::fs::read(self.blob_path(id)) {
+                Ok(c) => c,
+                // Deleted since the row was read: as if it never was found.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !self.exists(id)? => {
+                    return Ok(None);
+                }
+                Err(e) => return Err(e.into()),
+            };
             if content.len() as u64 != apart {
                 return Err(StoreError::Io(std::io::Error::other(format!(
                     "the content of {id} has {} octets, not {apart}",
@@ -1243,7 +1339,14 @@ mod tests {
         let running = SqliteStore::open(&dir).expect("open");
         std::fs::write(dir.join("blobs").join("0000000000ORPHAN"), b"x").expect("orphan");
         std::fs::write(dir.join("spool").join(".tmpcut"), b"x").expect("spool leftover");
-        let beside = SqliteStore::open(&dir).expect("open beside");
+        let beside = SqliteStore::open_beside(&dir).expect("open beside");
+        // A second writing store is refused, and sweeps nothing either.
+        let second = SqliteStore::open_waiting(&dir, std::time::Duration::ZERO);
+        assert!(
+            matches!(second, Err(StoreError::InUse(_))),
+            "{:?}",
+            second.err()
+        );
         assert_eq!(files(&dir.join("blobs")).len(), 2);
         assert_eq!(files(&dir.join("spool")).len(), 1);
         drop((beside, running));
@@ -1322,6 +1425,21 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .expect("version");
         assert_eq!(version, SCHEMA_VERSION);
+        drop(store);
+        // An older postel opened it again (it sets version 1 at every
+        // open), or a migration was cut short after its ALTER: the column
+        // is there, the version says 1. Opening must still work.
+        Connection::open(dir.join("messages.db"))
+            .and_then(|c| c.pragma_update(None, "user_version", 1))
+            .expect("back to 1");
+        let store = SqliteStore::open(&dir).expect("open again");
+        assert_eq!(
+            store.get(&id).expect("get").expect("present").raw,
+            b"new\r\n"
+        );
+        drop(store);
+        let beside = SqliteStore::open_existing(&dir).expect("open existing");
+        assert_eq!(beside.list().expect("list").len(), 2);
     }
 
     /// Stores three messages with distinct senders, recipients, subjects

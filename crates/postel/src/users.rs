@@ -40,10 +40,10 @@ pub(crate) fn add(data_dir: &Path, name: &str) -> anyhow::Result<()> {
     }
     let password = read_password(name)?;
     let hash = hash_password(&password)?;
-    let store = SqliteStore::open(data_dir)
+    // Beside a running server: no lock, no writer thread of its own.
+    let store = SqliteStore::open_beside(data_dir)
         .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
     let new = store.set_user(name, &hash)?;
-    store.close();
     println!(
         "{} {name}",
         if new {

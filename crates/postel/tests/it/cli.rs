@@ -138,3 +138,29 @@ fn messages_on_a_missing_store_says_what_to_do() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("postel serve"));
 }
+
+#[test]
+fn a_second_server_on_the_same_data_folder_is_refused_and_users_add_works_beside() {
+    let s = Server::start("", &[]);
+    let cfg = s.data_dir.join("test-config.toml");
+    // After waiting its 10 s for the folder's lock, the second one says why.
+    let out = postel(&[
+        "serve",
+        "--smtp",
+        "127.0.0.1:0",
+        "--config",
+        arg(&cfg),
+        "--data-dir",
+        arg(&s.data_dir),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is in use by another postel server"), "{err}");
+    // The first one is unharmed, and a user can be added beside it.
+    let mut c = s.connect();
+    c.greet();
+    crate::tls::add_user(&s.data_dir, "alice", "secret");
+    let list = postel(&["users", "list", "--data-dir", arg(&s.data_dir)]);
+    assert!(String::from_utf8_lossy(&list.stdout).contains("alice"));
+    c.cmd("NOOP", "250 2.0.0 Ok");
+}

@@ -124,6 +124,25 @@ fn verify(
             content(t.parse().expect("t"), n.parse().expect("n")).as_slice()
         );
     }
+    // After the restart's tidying: a file in blobs/ for exactly the large
+    // messages stored, and nothing left in spool/.
+    let mut files: Vec<String> = std::fs::read_dir(dir.join("blobs"))
+        .expect("blobs")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    let mut large: Vec<String> = stored
+        .iter()
+        .filter(|m| m.size > 256 * 1024)
+        .map(|m| m.id.clone())
+        .collect();
+    large.sort();
+    assert_eq!(
+        files, large,
+        "round {round}: blobs/ does not match the store"
+    );
+    let spool = std::fs::read_dir(dir.join("spool")).expect("spool").count();
+    assert_eq!(spool, 0, "round {round}: spool files left");
     stored.last().map(|m| m.id.clone()).unwrap_or_default()
 }
 
@@ -158,6 +177,7 @@ fn kill_9_mid_load_loses_no_acknowledged_message() {
         | 1;
     println!("kill -9 seed: {seed}");
     let mut after = String::new();
+    let mut large_acked = 0;
     for round in 0..20 {
         // xorshift: the kill lands 150 to 1150 ms into the load.
         seed ^= seed << 13;
@@ -173,6 +193,7 @@ fn kill_9_mid_load_loses_no_acknowledged_message() {
         }
         drop(s);
         let acked = acked.lock().expect("lock").clone();
+        large_acked += acked.values().filter(|b| b.len() > 256 * 1024).count();
         // Restart on the same folder: recovery runs, and the server must
         // come up on whatever the crash left.
         let s = Server::start_in(&dir, "", &[]);
@@ -180,6 +201,10 @@ fn kill_9_mid_load_loses_no_acknowledged_message() {
         drop(s);
     }
     assert!(!after.is_empty(), "no message was ever acknowledged");
+    assert!(
+        large_acked > 0,
+        "no large (spooled) message was acknowledged"
+    );
 }
 
 /// SIGTERM under load: the server stops taking sessions, lets messages in

@@ -176,9 +176,12 @@ fn a_large_message_is_streamed_to_storage_not_held_in_memory() {
             );
         }
     }
-    // The spool files went with their transactions.
+    // The spool files went with their transactions; each message has its
+    // content in blobs/.
     let spool = std::fs::read_dir(s.data_dir.join("spool")).expect("spool");
     assert_eq!(spool.count(), 0);
+    let blobs = std::fs::read_dir(s.data_dir.join("blobs")).expect("blobs");
+    assert_eq!(blobs.count(), 2);
 }
 
 #[test]
