@@ -181,6 +181,16 @@ fn main() -> std::process::ExitCode {
     };
     match run(cli) {
         Ok(code) => code,
+        // The reader went away (`postel messages list | head`): what it
+        // wanted was written; nothing to report.
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            std::process::ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("postel: {e:#}");
             std::process::ExitCode::from(failure)

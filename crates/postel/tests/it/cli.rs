@@ -164,3 +164,38 @@ fn a_second_server_on_the_same_data_folder_is_refused_and_users_add_works_beside
     assert!(String::from_utf8_lossy(&list.stdout).contains("alice"));
     c.cmd("NOOP", "250 2.0.0 Ok");
 }
+
+#[test]
+fn output_cut_short_by_the_reader_is_not_an_error() {
+    let s = Server::start("", &[]);
+    let mut c = s.connect();
+    c.greet();
+    // Larger than a pipe's buffer, so the writer meets the closed pipe.
+    let line = "x".repeat(76) + "\r\n";
+    let id = c.mail("a@b.test", &["c@d.test"], line.repeat(4000).as_bytes());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_postel"))
+        .args([
+            "messages",
+            "show",
+            "--raw",
+            &id,
+            "--data-dir",
+            arg(&s.data_dir),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut first = [0u8; 10];
+    std::io::Read::read_exact(&mut stdout, &mut first).expect("read");
+    assert_eq!(&first, b"Received: ");
+    drop(stdout); // `| head -c 10`
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
