@@ -51,7 +51,8 @@ pub struct Limits {
     /// The software version in the greeting.
     pub version: String,
     /// The most octets a message may have (advertised as `SIZE`). Default
-    /// 10 MiB, close to Postfix's 10,240,000.
+    /// 36 MiB: a 25 MiB attachment after base64, as the large providers
+    /// accept (Microsoft 365's default receive limit is 36 MB).
     pub max_message_size: u64,
     /// Recipients per transaction. RFC 5321 4.5.3.1.8: at least 100.
     pub max_recipients: usize,
@@ -75,7 +76,7 @@ impl Default for Limits {
         Limits {
             hostname: "localhost".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            max_message_size: 10 * 1024 * 1024,
+            max_message_size: 36 * 1024 * 1024,
             max_recipients: 100,
             max_errors: 10,
             max_auth_failures: 3,

@@ -30,8 +30,10 @@ const MIN_TOKEN_LEN: usize = 16;
 /// The zero-config data folder, relative to the working directory.
 pub(crate) const DEFAULT_DATA_DIR: &str = "postel-data";
 
-/// The largest `limits.max_message_size` accepted: well under SQLite's
-/// default blob limit of 1,000,000,000 octets, trace header included.
+/// The largest `limits.max_message_size` accepted: a message over 256 KiB
+/// is a file of its own, but the web inbox and `messages show` read a
+/// message whole, and SQLite's blob limit (1,000,000,000 octets) binds
+/// the smaller ones.
 const MAX_MESSAGE_SIZE_CEILING: u64 = 512 * 1024 * 1024;
 
 /// The config file as written. Every field is optional.

@@ -60,7 +60,7 @@ fn config_check_rejects_unknown_keys_and_prints_effective_config() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("max_recipients = 200"), "{text}");
     assert!(text.contains("hostname = \"mx.example.test\""), "{text}");
-    assert!(text.contains("max_message_size = 10485760"), "{text}");
+    assert!(text.contains("max_message_size = 37748736"), "{text}");
 }
 
 #[test]

@@ -272,7 +272,7 @@ fn probe_postel_listeners() {
         "certificate names: mx.test, localhost",
         "[   RISK] the certificate is self-signed",
         "[   RISK] certificate does not verify for 127.0.0.1",
-        "size limit: 10485760 octets",
+        "size limit: 37748736 octets",
     ] {
         assert!(t.contains(want), "missing {want:?} in:\n{t}");
     }
