@@ -840,43 +840,45 @@ impl Store for SqliteStore {
         format!("{:014X}", *last)
     }
 
-    fn insert(&self, mut msg: NewMessage) -> impl Future<Output = Result<(), StoreError>> + Send {
-        let jobs = lock(&self.jobs).clone();
-        let path = msg.spooled.is_some().then(|| self.blob_path(&msg.id));
-        async move {
-            let Some(jobs) = jobs else {
-                return Err(StoreError::Closed);
-            };
-            // Content kept apart is durable in its place before the commit
-            // that records it; sessions do this side by side, and the
-            // writer thread only commits the row.
-            let mut apart = 0;
-            if let (Some(spool), Some(path)) = (msg.spooled.take(), &path) {
+    async fn insert(&self, mut msg: NewMessage) -> Result<(), StoreError> {
+        // Content kept apart is durable in its place before the commit
+        // that records it; sessions do this side by side, and the
+        // writer thread only commits the row.
+        let mut apart = 0;
+        let blob = match msg.spooled.take() {
+            None => None,
+            Some(spool) => {
                 apart = spool.len();
+                let path = self.blob_path(&msg.id);
                 let to = path.clone();
                 tokio::task::spawn_blocking(move || spool.persist(&to))
                     .await
                     .map_err(std::io::Error::other)??;
+                Some(path)
             }
-            let (done, wait) = tokio::sync::oneshot::channel();
-            let (result, recorded) = match jobs.send(Job { msg, apart, done }) {
-                Ok(()) => match wait.await {
-                    // This message's own insert failed, rolled back to its
-                    // savepoint: no row can name the file.
-                    Ok(Err(e @ StoreError::Sqlite(_))) => (Err(e), false),
-                    // The batch's commit failed, or the writer went away:
-                    // recovery may yet complete the commit, and the row
-                    // would need its file. The next sweep decides.
-                    Ok(r) => (r, true),
-                    Err(_) => (Err(StoreError::Closed), true),
-                },
-                Err(_) => (Err(StoreError::Closed), false),
-            };
-            if let (Err(_), false, Some(path)) = (&result, recorded, &path) {
-                let _ = std::fs::remove_file(path);
+        };
+        let (done, wait) = tokio::sync::oneshot::channel();
+        let sent = lock(&self.jobs)
+            .as_ref()
+            .is_some_and(|tx| tx.send(Job { msg, apart, done }).is_ok());
+        let (result, recorded) = if sent {
+            match wait.await {
+                // This message's own insert failed, rolled back to its
+                // savepoint: no row can name the file.
+                Ok(Err(e @ StoreError::Sqlite(_))) => (Err(e), false),
+                // The batch's commit failed, or the writer went away:
+                // recovery may yet complete the commit, and the row
+                // would need its file. The next sweep decides.
+                Ok(r) => (r, true),
+                Err(_) => (Err(StoreError::Closed), true),
             }
-            result
+        } else {
+            (Err(StoreError::Closed), false)
+        };
+        if let (Err(_), false, Some(path)) = (&result, recorded, &blob) {
+            let _ = std::fs::remove_file(path);
         }
+        result
     }
 
     fn list(&self) -> Result<Vec<Summary>, StoreError> {

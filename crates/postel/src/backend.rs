@@ -280,27 +280,27 @@ impl PostelSession {
             return;
         }
         let spool = self.spool.take();
-        let subject = match &spool {
-            Some(s) => s.subject.clone(),
-            None => subject_of(&self.body),
-        };
         let store = self.inner.store.clone();
         let body = std::mem::take(&mut self.body);
         let written = tokio::task::spawn_blocking(move || {
-            let mut file = match spool {
-                Some(s) => s.file,
-                None => store.spool_file().map_err(|e| e.to_string())?,
+            let mut spool = match spool {
+                Some(s) => s,
+                None => Spool {
+                    // The headers are in the first part.
+                    subject: subject_of(&body),
+                    file: store.spool_file().map_err(|e| e.to_string())?,
+                },
             };
-            file.append(&body).map_err(|e| e.to_string())?;
-            Ok::<_, String>((file, body))
+            spool.file.append(&body).map_err(|e| e.to_string())?;
+            Ok::<_, String>((spool, body))
         })
         .await
         .unwrap_or_else(|e| Err(e.to_string()));
         match written {
-            Ok((file, mut body)) => {
+            Ok((spool, mut body)) => {
                 body.clear();
                 self.body = body;
-                self.spool = Some(Spool { file, subject });
+                self.spool = Some(spool);
             }
             Err(e) => {
                 warn!(session = self.meta.session_id, client = %self.meta.peer, error = %e, "cannot spool the message");

@@ -56,12 +56,7 @@ fn disk_full_is_451_keeps_what_was_stored_and_recovers_without_restart() {
     let mut acked = Vec::new();
     let mut full = false;
     for i in 0..200 {
-        c.cmd("MAIL FROM:<a@b.test>", "250 2.1.0 Sender OK");
-        c.cmd("RCPT TO:<c@d.test>", "250 2.1.5 Recipient OK");
-        c.cmd("DATA", "354 End data with <CR><LF>.<CR><LF>");
-        c.send(body(i));
-        c.send(".\r\n");
-        let r = c.reply();
+        let r = send_data(&mut c, &body(i));
         if r.starts_with("250 ") {
             acked.push((crate::support::queued_id(&r), i));
         } else {
