@@ -2,9 +2,9 @@
 # bench/compare.sh [OUTDIR] -- Postel against its peers, same machine, same run.
 #
 # Starts each server fresh for each load (Postel with an empty data folder on a
-# real disk), drives it with Postfix's smtp-source through the shared
-# ../shared/tools/peers/bench.sh, and writes raw.csv and summary.md (medians).
-# Loopback only. Needs the peers installed: ../shared/tools/peers/install.sh.
+# real disk), drives it with Postfix's smtp-source through
+# bench/peers/bench.sh, and writes raw.csv and summary.md (medians).
+# Loopback only. Needs the peers installed: bench/peers/install.sh.
 #
 # Then, unless LATENCY=0, bench/latency.py at 20 sessions against each server
 # (latency.txt); unless LARGE=0, bench/large.py: LARGE_MESSAGES messages of
@@ -21,7 +21,7 @@
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
-PEERS="${PEERS:-$ROOT/../shared/tools/peers}"
+PEERS="${PEERS:-$HERE/peers}"
 OUT="${1:-/var/tmp/postel-compare-$(date +%Y%m%d-%H%M%S)}"
 REPS="${REPS:-3}"
 LOADS="${LOADS:-s1 s1d s20 s20d s100}"

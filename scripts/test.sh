@@ -15,7 +15,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # postfix and aiosmtpd are peers: `postel send` and `postel probe` are
-# tested against them, started by ../shared/tools/peers/ (as root).
+# tested against them, started by the scripts in bench/peers/ (as root).
 APT_PACKAGES=(curl swaks python3 procps openssl libio-socket-ssl-perl libauthen-sasl-perl chromium postfix)
 PIP_PACKAGES=(aiosmtpd==1.4.6)
 

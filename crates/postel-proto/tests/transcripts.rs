@@ -1,5 +1,5 @@
 //! Transcript tests: a client's bytes in, the server's exact replies out, for
-//! every row of `shared/spec/replies.md` that needs neither TLS nor AUTH.
+//! every row of `docs/replies.md` that needs neither TLS nor AUTH.
 //!
 //! Each transcript is fed whole, one byte at a time, and (by proptest) at
 //! random splits; all three must give the same replies and store the same

@@ -1,6 +1,6 @@
 //! `postel explain`, `postel send` and `postel probe`, against Postel
 //! itself and against Postfix and aiosmtpd started with the scripts in
-//! `../shared/tools/peers/` (installed by scripts/test.sh).
+//! `bench/peers/` (scripts/test.sh installs the servers).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -318,9 +318,9 @@ fn probe_postel_listeners() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 }
 
-/// `../shared/tools/peers`, beside the repository.
+/// `bench/peers` in this repository.
 fn peers() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/tools/peers")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/peers")
 }
 
 pub(crate) fn free_port() -> u16 {
