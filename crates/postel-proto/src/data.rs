@@ -94,6 +94,10 @@ enum State {
     Dot,
     /// `.` then CR at the start of a line: an LF now ends the content.
     DotCr,
+    /// After a bare CR or LF under the `normalize` policy: a line start
+    /// for dot-unstuffing, but never the start of the end-of-data line,
+    /// which must follow a real CRLF.
+    BareLineStart,
     /// The end-of-data line was read.
     Done,
 }
@@ -138,7 +142,7 @@ impl DataDecoder {
                             if rest[n] == b'\r' {
                                 self.state = State::Cr;
                             } else {
-                                self.sink.bare(out);
+                                self.bare(out);
                             }
                         }
                     }
@@ -147,10 +151,21 @@ impl DataDecoder {
                     match input[i] {
                         b'.' => self.state = State::Dot,
                         b'\r' => self.state = State::Cr,
-                        b'\n' => {
-                            self.sink.bare(out);
+                        b'\n' => self.bare(out),
+                        _ => {
                             self.state = State::Mid;
+                            continue;
                         }
+                    }
+                    i += 1;
+                }
+                State::BareLineStart => {
+                    match input[i] {
+                        // Stuffing, as after a CRLF; but this line can
+                        // never end the data.
+                        b'.' => self.state = State::Mid,
+                        b'\r' => self.state = State::Cr,
+                        b'\n' => self.bare(out),
                         _ => {
                             self.state = State::Mid;
                             continue;
@@ -164,9 +179,8 @@ impl DataDecoder {
                         self.state = State::LineStart;
                         i += 1;
                     } else {
-                        // A bare CR; the byte after it is read as line content.
-                        self.sink.bare(out);
-                        self.state = State::Mid;
+                        // A bare CR; the byte after it is read again.
+                        self.bare(out);
                     }
                 }
                 State::Dot => {
@@ -184,8 +198,7 @@ impl DataDecoder {
                         i += 1;
                     } else {
                         // `.` + bare CR: the dot was stuffing, the CR is bare.
-                        self.sink.bare(out);
-                        self.state = State::Mid;
+                        self.bare(out);
                     }
                 }
             }
@@ -197,6 +210,17 @@ impl DataDecoder {
     /// Octets of content decoded so far (counting those past the limit).
     pub fn size(&self) -> u64 {
         self.sink.size
+    }
+
+    /// A CR or LF that is not half of a CRLF. Under `normalize` it ends a
+    /// line, so a dot after it is unstuffed as after any line end (as
+    /// Postfix does for a bare LF); under `reject` the message is refused.
+    fn bare(&mut self, out: &mut Vec<u8>) {
+        self.sink.bare(out);
+        self.state = match self.sink.policy {
+            BareLinePolicy::Normalize => State::BareLineStart,
+            BareLinePolicy::Reject => State::Mid,
+        };
     }
 }
 
@@ -325,6 +349,29 @@ mod tests {
         let (out, _, done) = run(b"a\nb\rc\r\n.\r\n", BareLinePolicy::Normalize);
         assert_eq!(done, Some(Outcome::Complete));
         assert_eq!(out, b"a\r\nb\r\nc\r\n");
+    }
+
+    #[test]
+    fn normalize_unstuffs_after_a_bare_line_end_but_never_ends_there() {
+        // Audit finding 10: `\n..x\n` is `.x`, as Postfix stores it.
+        let (out, _, done) = run(b"a\n..x\n\r\n.\r\n", BareLinePolicy::Normalize);
+        assert_eq!(done, Some(Outcome::Complete));
+        assert_eq!(out, b"a\r\n.x\r\n\r\n");
+        let (out, _, _) = run(b"a\r..y\r\n.\r\n", BareLinePolicy::Normalize);
+        assert_eq!(out, b"a\r\n.y\r\n");
+        // A dot line after a bare LF is content, not the end of data.
+        for form in [
+            &b"a\n.\r\nb\r\n.\r\n"[..],
+            b"a\n.\nb\r\n.\r\n",
+            b"\n.\r\nz\r\n.\r\n",
+        ] {
+            let (out, n, done) = run(form, BareLinePolicy::Normalize);
+            assert_eq!((n, done), (form.len(), Some(Outcome::Complete)), "{form:?}");
+            assert!(
+                out.ends_with(b"b\r\n") || out.ends_with(b"z\r\n"),
+                "{out:?}"
+            );
+        }
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //! - [`address`]: mailboxes and paths (RFC 5321 4.1.2, RFC 6531);
 //! - [`params`]: MAIL/RCPT parameters;
 //! - [`data`]: DATA and BDAT content decoders;
+//! - [`display`]: client-given text made safe to show (bidi controls escaped);
+//! - [`mime`]: the MIME structure check (nesting depth, header sections);
 //! - [`reply`]: every reply, one constructor per row of the reply contract;
 //! - [`sasl`]: AUTH's PLAIN and LOGIN mechanisms;
 //! - [`session`]: the state machine that ties them together.
@@ -17,6 +19,8 @@
 pub mod address;
 pub mod command;
 pub mod data;
+pub mod display;
+pub mod mime;
 pub mod params;
 pub mod reply;
 pub mod sasl;

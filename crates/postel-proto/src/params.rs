@@ -39,6 +39,9 @@ pub struct MailParams {
     pub body: Option<Body>,
     /// `SMTPUTF8`: addresses and headers may be UTF-8 (RFC 6531).
     pub smtputf8: bool,
+    /// `AUTH=` was given (RFC 4954 section 5). Valid only where AUTH was
+    /// advertised: the session refuses it elsewhere with `555`.
+    pub auth: bool,
     /// Every parameter as sent, `KEYWORD` or `KEYWORD=value`.
     pub raw: Vec<String>,
 }
@@ -93,7 +96,6 @@ pub fn wants_smtputf8(s: &[u8]) -> bool {
 /// [`ParamError::Syntax`] for a malformed or repeated one.
 pub fn parse_mail_params(s: &[u8]) -> Result<MailParams, ParamError> {
     let mut out = MailParams::default();
-    let mut seen_auth = false;
     for p in pairs(s) {
         let (name, value) = split_param(p)?;
         let dup = || ParamError::Syntax(name.clone());
@@ -122,7 +124,7 @@ pub fn parse_mail_params(s: &[u8]) -> Result<MailParams, ParamError> {
             ("SMTPUTF8", None) => out.smtputf8 = true,
             // RFC 4954 section 5: the submitter's identity, `<>` or an
             // xtext address. Recorded as sent; policy does not use it.
-            ("AUTH", Some(_)) if !seen_auth => seen_auth = true,
+            ("AUTH", Some(_)) if !out.auth => out.auth = true,
             ("SIZE" | "BODY" | "SMTPUTF8" | "AUTH", _) => return Err(dup()),
             _ => return Err(ParamError::Unknown(name)),
         }

@@ -1,7 +1,7 @@
 //! SMTP replies, and the one table every reply Postel sends comes from.
 //!
 //! Each constructor here is one row of the reply contract
-//! (`shared/spec/replies.md`), and cites it. No other module writes a reply
+//! (`docs/replies.md` in this repository), and cites it. No other module writes a reply
 //! code or text: that keeps the wire behaviour reviewable in one screen and
 //! makes a change to the contract a change to this file alone.
 //!
@@ -129,6 +129,17 @@ pub fn service_unavailable(hostname: &str) -> Reply {
 /// Contract "idle past the command timeout" (RFC 5321 4.5.3.2.7).
 pub fn timeout(hostname: &str) -> Reply {
     Reply::new(421, e(4, 4, 2), format!("{hostname} Timeout exceeded"))
+}
+
+/// Contract "too many refused recipients in one session": a sender that
+/// guesses mailboxes is cut off (as Postfix's `smtpd_hard_error_limit`
+/// does for refused recipients), then the channel closes.
+pub fn too_many_refused_recipients(hostname: &str) -> Reply {
+    Reply::new(
+        421,
+        e(4, 7, 0),
+        format!("{hostname} Too many refused recipients"),
+    )
 }
 
 /// Contract "too many bad commands in one session".
@@ -265,6 +276,23 @@ pub fn parameter_syntax(name: &str) -> Reply {
 /// (RFC 1870 6.1).
 pub fn too_big() -> Reply {
     Reply::new(552, e(5, 3, 4), "Message size exceeds fixed maximum")
+}
+
+/// Contract "MIME nesting past the limit": multipart and message parts
+/// inside each other deeper than the limit (Postfix's wording for its
+/// `mime_nesting_limit`). RFC 3463: 5.6.0, other media error.
+pub fn mime_too_deep() -> Reply {
+    Reply::new(550, e(5, 6, 0), "MIME nesting exceeds safety limit")
+}
+
+/// Contract "header section past the limit": too many lines or octets in
+/// the message's header section or a part's.
+pub fn header_too_big() -> Reply {
+    Reply::new(
+        552,
+        e(5, 3, 4),
+        "Message header section exceeds fixed maximum",
+    )
 }
 
 /// Contract "RCPT TO accepted".
@@ -429,6 +457,17 @@ pub fn auth_ok() -> Reply {
 /// wrong password.
 pub fn auth_failed() -> Reply {
     Reply::new(535, e(5, 7, 8), "Authentication credentials invalid")
+}
+
+/// Contract "password checks busy" (RFC 4954 section 6, 454 4.7.0): every
+/// check slot and the bounded queue before them are taken; try again later.
+/// Not a failed attempt.
+pub fn auth_busy() -> Reply {
+    Reply::new(
+        454,
+        e(4, 7, 0),
+        "Temporary authentication failure, try again later",
+    )
 }
 
 /// Contract "unknown mechanism".

@@ -22,11 +22,12 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::address::{AddressError, ForwardPath, ReversePath};
 use crate::command::{self, PathError, Verb};
 use crate::data::{BareLinePolicy, BdatDecoder, DataDecoder, Outcome};
+use crate::mime::{MimeLimits, MimeProblem, MimeScanner};
 use crate::params::{MailParams, ParamError, RcptParams};
 use crate::reply::{self, Reply};
 use crate::sasl::{self, MAX_SASL_LINE, Mechanism, SaslError, Secret};
@@ -69,6 +70,25 @@ pub struct Limits {
     /// Waiting for more content inside DATA or BDAT. RFC 5321 4.5.3.2.5:
     /// 3 minutes per data block.
     pub data_timeout: Duration,
+    /// Content must arrive at least this fast, in octets per second, once
+    /// the first `data_timeout` is used up: each octet read adds 1/rate
+    /// seconds to the deadline of the content (Postfix's
+    /// `smtpd_min_data_rate`, 500). A 36 MiB message on a slow link still
+    /// gets through; a byte every few seconds does not hold a session.
+    pub min_data_rate: u64,
+    /// How far a message's MIME structure may go: nesting depth and the
+    /// size of each header section.
+    pub mime: MimeLimits,
+    /// Refused recipients in a session before each further refusal is
+    /// delayed by `refused_recipient_delay` (Postfix's
+    /// `smtpd_soft_error_limit`, 10). Slows mailbox guessing.
+    pub soft_refused_recipients: u32,
+    /// Refused recipients in a session before it is closed with `421`
+    /// (Postfix's `smtpd_hard_error_limit`, 20).
+    pub max_refused_recipients: u32,
+    /// The delay before each refusal past the soft limit (Postfix's
+    /// `smtpd_error_sleep_time`, 1 s).
+    pub refused_recipient_delay: Duration,
 }
 
 impl Default for Limits {
@@ -83,6 +103,11 @@ impl Default for Limits {
             bare_line_endings: BareLinePolicy::Reject,
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(180),
+            min_data_rate: 500,
+            mime: MimeLimits::default(),
+            soft_refused_recipients: 10,
+            max_refused_recipients: 20,
+            refused_recipient_delay: Duration::from_secs(1),
         }
     }
 }
@@ -273,6 +298,21 @@ pub struct Session {
     auth_failures: u32,
     sasl: Option<SaslStep>,
     tally: Tally,
+    /// The structure check of the content being received.
+    mime: Option<MimeScanner>,
+    /// Recipients refused by policy in this session.
+    refused_recipients: u32,
+    /// How long the driver should wait before sending what is queued.
+    delay: Duration,
+    /// When the command or content being read must be complete.
+    deadline: Option<(Phase, Instant)>,
+}
+
+/// What a deadline is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Command,
+    Content,
 }
 
 impl Session {
@@ -302,6 +342,10 @@ impl Session {
             auth_failures: 0,
             sasl: None,
             tally,
+            mime: None,
+            refused_recipients: 0,
+            delay: Duration::ZERO,
+            deadline: None,
         }
     }
 
@@ -338,7 +382,11 @@ impl Session {
                     None => pos = input.len(),
                 },
                 Input::Data(dec) => {
+                    let before = self.body.len();
                     let (n, done) = dec.decode(rest, &mut self.body);
+                    if let Some(m) = self.mime.as_mut() {
+                        m.feed(&self.body[before..]);
+                    }
                     pos += n;
                     if let Some(outcome) = done {
                         self.input = Input::Command;
@@ -355,7 +403,11 @@ impl Session {
                     *remaining -= n as u64;
                     let (done, size, last, keep) = (*remaining == 0, *size, *last, *keep);
                     if keep && let Some(dec) = self.tx.as_mut().and_then(|t| t.bdat.as_mut()) {
+                        let before = self.body.len();
                         dec.decode(&rest[..n], &mut self.body);
+                        if let Some(m) = self.mime.as_mut() {
+                            m.feed(&self.body[before..]);
+                        }
                     }
                     pos += n;
                     if done {
@@ -550,13 +602,17 @@ impl Session {
             }
             (Pending::Auth, Verdict::Reject(r)) => {
                 self.pending_user.clear();
+                // A temporary refusal (454: no room to check) is not a
+                // failed attempt.
+                let failed = r.code >= 500;
                 self.send(r);
-                self.auth_failures += 1;
+                self.auth_failures += u32::from(failed);
                 if self.auth_failures >= self.limits.max_auth_failures {
                     self.close_with(reply::too_many_auth_failures());
                 }
             }
             (Pending::DataEnd, Verdict::Reject(r)) => self.send(r),
+            (Pending::Rcpt, Verdict::Reject(r)) => self.refuse_recipient(r),
             // A policy refusal (relaying denied, unknown mailbox) is not a
             // client mistake: it does not count toward `max_errors`, so a
             // sender with a few bad addresses is not cut off.
@@ -570,6 +626,59 @@ impl Session {
     /// its metrics and clears them.
     pub fn tally_mut(&mut self) -> &mut Tally {
         &mut self.tally
+    }
+
+    /// A recipient refused by policy: not a client mistake (it does not
+    /// count toward `max_errors`), but guessing mailboxes is slowed past the
+    /// soft limit and cut off at the hard one.
+    fn refuse_recipient(&mut self, r: Reply) {
+        self.send(r);
+        self.refused_recipients = self.refused_recipients.saturating_add(1);
+        if self.refused_recipients >= self.limits.max_refused_recipients {
+            self.close_with(reply::too_many_refused_recipients(&self.limits.hostname));
+        } else if self.refused_recipients > self.limits.soft_refused_recipients {
+            self.delay += self.limits.refused_recipient_delay;
+        }
+    }
+
+    /// How long to wait before sending the replies queued now (a tarpit
+    /// for refused recipients past the soft limit), and starts over.
+    /// Zero: send at once.
+    pub fn take_delay(&mut self) -> Duration {
+        std::mem::take(&mut self.delay)
+    }
+
+    /// Tells the session that `read` octets were read at `now` and fed.
+    /// It keeps the deadline of what is being read: a command line must be
+    /// complete within the command timeout of its first octet (RFC 5321
+    /// 4.5.3.2 times each command, not each read), and content must keep
+    /// up `min_data_rate` after a first `data_timeout`.
+    pub fn after_read(&mut self, now: Instant, read: usize) {
+        let in_content = matches!(self.input, Input::Data(_) | Input::Bdat { .. })
+            || matches!(self.input, Input::Command)
+                && self.tx.as_ref().is_some_and(|t| t.bdat.is_some());
+        let in_command = matches!(self.input, Input::DiscardLine)
+            || matches!(self.input, Input::Command) && !self.line.is_empty();
+        self.deadline = match self.deadline {
+            _ if self.pending.is_some() => None,
+            Some((Phase::Content, at)) if in_content => {
+                let rate = self.limits.min_data_rate.max(1);
+                Some((
+                    Phase::Content,
+                    at + Duration::from_secs_f64(read as f64 / rate as f64),
+                ))
+            }
+            _ if in_content => Some((Phase::Content, now + self.limits.data_timeout)),
+            Some((Phase::Command, at)) if in_command => Some((Phase::Command, at)),
+            _ if in_command => Some((Phase::Command, now + self.limits.command_timeout)),
+            _ => None,
+        };
+    }
+
+    /// When what is being read must be complete, if anything is: past it,
+    /// the driver calls [`Session::on_timeout`].
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline.map(|(_, at)| at)
     }
 
     /// Answers the pending [`Event::Status`] with the lines of a `211` reply.
@@ -616,6 +725,7 @@ impl Session {
     }
 
     fn reset_transaction(&mut self) {
+        self.mime = None;
         if self.tx.take().is_some() {
             self.body.clear();
             self.events.push_back(Event::Reset);
@@ -724,6 +834,10 @@ impl Session {
         }
         match command::parse_mail(args) {
             Ok((from, params)) => {
+                if params.auth && !self.auth_advertised() {
+                    // RFC 4954 section 5: AUTH= only where AUTH was offered.
+                    return self.error(reply::unsupported_parameter("AUTH"));
+                }
                 if params
                     .size
                     .is_some_and(|n| n > self.limits.max_message_size)
@@ -783,6 +897,7 @@ impl Session {
             self.limits.max_message_size,
             self.limits.bare_line_endings,
         ));
+        self.mime = Some(MimeScanner::new(self.limits.mime));
         self.send(reply::start_data());
     }
 
@@ -796,6 +911,7 @@ impl Session {
         let keep = self.ready_for_content();
         if keep && let Some(tx) = self.tx.as_mut() {
             tx.bdat.get_or_insert_with(|| {
+                self.mime = Some(MimeScanner::new(self.limits.mime));
                 BdatDecoder::new(self.limits.max_message_size, self.limits.bare_line_endings)
             });
         }
@@ -819,7 +935,11 @@ impl Session {
             return self.error(reply::need_rcpt());
         };
         if last {
+            let before = self.body.len();
             let outcome = dec.finish(&mut self.body);
+            if let Some(m) = self.mime.as_mut() {
+                m.feed(&self.body[before..]);
+            }
             return self.end_of_content(outcome);
         }
         if dec.too_big() {
@@ -830,7 +950,20 @@ impl Session {
     }
 
     fn end_of_content(&mut self, outcome: Outcome) {
+        let structure = self.mime.take().and_then(|mut m| {
+            m.finish();
+            m.problem()
+        });
         match outcome {
+            // Size and line endings are checked first: they are the
+            // framing; the structure is a check of what was framed.
+            Outcome::Complete if structure.is_some() => {
+                self.reset_transaction();
+                self.send(match structure {
+                    Some(MimeProblem::TooDeep) => reply::mime_too_deep(),
+                    _ => reply::header_too_big(),
+                });
+            }
             Outcome::Complete => {
                 if !self.body.is_empty() {
                     self.push_body_event();

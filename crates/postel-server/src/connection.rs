@@ -166,6 +166,7 @@ async fn drive<B: Backend>(
     loop {
         // Use up the input in hand; feed stops at each event that needs an
         // answer, so the events are answered between feeds, in order.
+        let read = filled;
         let mut start = 0;
         let mut starttls = false;
         loop {
@@ -181,6 +182,14 @@ async fn drive<B: Backend>(
         }
         filled = 0;
         buf.clear();
+        if read > 0 {
+            session.after_read(tokio::time::Instant::now().into_std(), read);
+        }
+        // Refused recipients past the soft limit: make the guesser wait.
+        let delay = session.take_delay();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         let tally = session.tally_mut();
         if !tally.is_empty() {
             shared.config.metrics.add(tally);
@@ -211,7 +220,13 @@ async fn drive<B: Backend>(
         if buf.capacity() != want {
             buf = Vec::with_capacity(want);
         }
-        let timeout = session.read_timeout();
+        // The idle timeout, or less if the command or content being read
+        // is due sooner.
+        let mut timeout = session.read_timeout();
+        if let Some(due) = session.deadline() {
+            let now = tokio::time::Instant::now().into_std();
+            timeout = timeout.min(due.saturating_duration_since(now));
+        }
         tokio::select! {
             r = tokio::time::timeout(timeout, stream.read_buf(&mut buf)) => match r {
                 Err(_) => session.on_timeout(),

@@ -14,7 +14,6 @@
 
 mod backend;
 mod connection;
-mod lockout;
 mod metrics;
 mod stream;
 
@@ -31,7 +30,6 @@ use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
 pub use backend::{Backend, BackendSession, ConnMeta};
-pub use lockout::Lockout;
 pub use metrics::Metrics;
 pub use tokio_rustls::TlsAcceptor;
 
@@ -277,6 +275,7 @@ async fn accept_loop<B: Backend>(
     } = listener;
     let local = listener.local_addr().ok();
     let mut backoff = Duration::from_millis(5);
+    let mut refusals = RefusalLog::default();
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -300,7 +299,7 @@ async fn accept_loop<B: Backend>(
         // use the plain IPv4 address for limits, trust and trace headers.
         peer.set_ip(peer.ip().to_canonical());
         let Some(slot) = shared.admit(peer.ip()) else {
-            warn!(client = %peer, "too many connections");
+            refusals.refused(peer, tokio::time::Instant::now());
             shared.config.metrics.connections_refused.inc();
             tokio::spawn(refuse(stream, shared.limits.hostname.clone()));
             continue;
@@ -322,6 +321,33 @@ async fn accept_loop<B: Backend>(
             drop(slot);
             drop(done);
         });
+    }
+}
+
+/// Logs refused connections at most once a second: a flood must not
+/// become a flood of log lines (3,580 in 5 s, one per connection).
+#[derive(Default)]
+struct RefusalLog {
+    last: Option<tokio::time::Instant>,
+    unlogged: u64,
+}
+
+impl RefusalLog {
+    fn refused(&mut self, peer: SocketAddr, now: tokio::time::Instant) {
+        self.unlogged += 1;
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            return;
+        }
+        warn!(
+            client = %peer,
+            refused = self.unlogged,
+            "too many connections: refused with 421 (count since the last such line)"
+        );
+        self.last = Some(now);
+        self.unlogged = 0;
     }
 }
 

@@ -25,6 +25,7 @@
 
 #![warn(missing_docs)]
 
+mod private;
 pub mod time;
 
 use std::path::{Path, PathBuf};
@@ -207,6 +208,19 @@ pub struct Message {
     pub raw: Vec<u8>,
 }
 
+/// A stored message as a stream: its first bytes, then an open file with
+/// the rest (large messages), so that it can be sent without being read
+/// into memory whole.
+#[derive(Debug)]
+pub struct RawMessage {
+    /// Everything but the content.
+    pub summary: Summary,
+    /// The first bytes (all of them for a message held in the database).
+    pub head: Vec<u8>,
+    /// The rest, for a message whose content is kept apart.
+    pub rest: Option<std::fs::File>,
+}
+
 /// A change to the stored messages, for live views such as the web inbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
@@ -280,6 +294,20 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// When the database cannot be read.
     fn get(&self, id: &str) -> Result<Option<Message>, StoreError>;
+
+    /// One message's stored bytes, to be streamed rather than read whole:
+    /// the part held in the database, then the rest as an open file (for a
+    /// large message). The default reads the message whole.
+    ///
+    /// # Errors
+    /// When the database or the file cannot be read.
+    fn open_raw(&self, id: &str) -> Result<Option<RawMessage>, StoreError> {
+        Ok(self.get(id)?.map(|m| RawMessage {
+            summary: m.summary,
+            head: m.raw,
+            rest: None,
+        }))
+    }
 
     /// Deletes one message. Returns true if and only if it existed.
     ///
@@ -429,7 +457,7 @@ const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Takes `lock` in the data folder (an exclusive flock, held as long as
 /// the returned file is open), waiting up to `wait`.
 fn lock_folder(dir: &Path, wait: std::time::Duration) -> Result<std::fs::File, StoreError> {
-    let file = std::fs::File::options()
+    let file = private::file_options()
         .create(true)
         .truncate(false)
         .write(true)
@@ -501,11 +529,9 @@ impl SqliteStore {
     }
 
     fn open_waiting(dir: &Path, wait: std::time::Duration) -> Result<SqliteStore, StoreError> {
-        std::fs::create_dir_all(dir)?;
+        private::prepare(dir)?;
         let spool = dir.join("spool");
         let blobs = dir.join("blobs");
-        std::fs::create_dir_all(&spool)?;
-        std::fs::create_dir_all(&blobs)?;
         // One writing store per folder, for its whole life: the sweep
         // below must never meet another writer's files in flight.
         let lock = lock_folder(dir, wait)?;
@@ -564,7 +590,7 @@ impl SqliteStore {
     /// # Errors
     /// When the folder cannot be created or the database opened.
     pub fn open_beside(dir: &Path) -> Result<SqliteStore, StoreError> {
-        std::fs::create_dir_all(dir)?;
+        private::prepare(dir)?;
         let path = dir.join("messages.db");
         let conn = open_connection(&path, true)?;
         conn.execute_batch(SCHEMA)?;
@@ -892,6 +918,44 @@ impl Store for SqliteStore {
         Ok(rows)
     }
 
+    fn open_raw(&self, id: &str) -> Result<Option<RawMessage>, StoreError> {
+        let conn = lock(&self.reader);
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {SUMMARY_COLUMNS}, raw, apart FROM messages WHERE id = ?1"
+        ))?;
+        let found = stmt
+            .query_row([id], |row| {
+                Ok((
+                    read_summary(&conn, row)?,
+                    row.get::<_, Vec<u8>>(12)?,
+                    row.get::<_, i64>(13)? as u64,
+                ))
+            })
+            .optional()?;
+        drop(stmt);
+        drop(conn);
+        let Some((summary, head, apart)) = found else {
+            return Ok(None);
+        };
+        let rest = if apart > 0 {
+            match std::fs::File::open(self.blob_path(id)) {
+                Ok(f) => Some(f),
+                // Deleted since the row was read: as if it never was found.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !self.exists(id)? => {
+                    return Ok(None);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            None
+        };
+        Ok(Some(RawMessage {
+            summary,
+            head,
+            rest,
+        }))
+    }
+
     fn get(&self, id: &str) -> Result<Option<Message>, StoreError> {
         let conn = lock(&self.reader);
         let mut stmt = conn.prepare(&format!(
@@ -954,6 +1018,16 @@ impl Store for SqliteStore {
         let mut clauses = Vec::new();
         let mut args: Vec<rusqlite::types::Value> = Vec::new();
         let rcpt_match = "EXISTS (SELECT 1 FROM recipients r WHERE r.message_seq = m.seq AND r.address LIKE ? ESCAPE '\\')";
+        // SQLite's LIKE reads a pattern only up to a NUL: `%\0%` would
+        // match everything. Stored text holds no NUL, so such a search
+        // matches nothing.
+        let searches = [&q.text, &q.from, &q.to, &q.subject];
+        if searches
+            .iter()
+            .any(|t| t.as_deref().is_some_and(|t| t.contains('\0')))
+        {
+            clauses.push("0".to_owned());
+        }
         if let Some(t) = q.text.as_deref().filter(|t| !t.is_empty()) {
             clauses.push(format!(
                 "(m.mail_from LIKE ? ESCAPE '\\' OR m.subject LIKE ? ESCAPE '\\' OR {rcpt_match})"
@@ -1175,6 +1249,10 @@ impl<S: Store> Store for Arc<S> {
     fn get(&self, id: &str) -> Result<Option<Message>, StoreError> {
         (**self).get(id)
     }
+    fn open_raw(&self, id: &str) -> Result<Option<RawMessage>, StoreError> {
+        (**self).open_raw(id)
+    }
+
     fn delete(&self, id: &str) -> Result<bool, StoreError> {
         (**self).delete(id)
     }

@@ -34,6 +34,9 @@ const MESSAGE_CSP: &str = "default-src 'none'; img-src data:; style-src 'unsafe-
 /// Raw sources and attachments: never run, whatever a browser makes of them.
 const DOWNLOAD_CSP: &str = "default-src 'none'; sandbox";
 
+/// The size of the pieces a large raw message is sent in.
+const RAW_PIECE: usize = 64 * 1024;
+
 /// Most messages in one page of the list.
 const MAX_LIMIT: u64 = 500;
 const DEFAULT_LIMIT: u64 = 50;
@@ -103,6 +106,16 @@ async fn guard<S: Store + Clone>(
             )
                 .into_response(),
         );
+    }
+    if access == crate::Access::Busy {
+        let mut r = (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": "every password check is busy: try again in a few seconds"})),
+        )
+            .into_response();
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        return with_security_headers(r);
     }
     if access != crate::Access::Allowed {
         let mut r = (
@@ -262,6 +275,20 @@ async fn list<S: Store + Clone>(
     params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Query(p) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    for (name, v) in [
+        ("q", &p.q),
+        ("from", &p.from),
+        ("to", &p.to),
+        ("subject", &p.subject),
+    ] {
+        if v.as_deref()
+            .is_some_and(|v| v.chars().any(char::is_control))
+        {
+            return Err(ApiError::BadRequest(format!(
+                "{name}: control characters cannot be searched for"
+            )));
+        }
+    }
     let query = postel_store::Query {
         text: p.q,
         from: p.from,
@@ -282,10 +309,22 @@ async fn list<S: Store + Clone>(
     })))
 }
 
+/// A place among the views that parse a message: they are few at once,
+/// since each may take a few times the message's size in memory.
+async fn view_slot<S: Store + Clone>(
+    web: &Arc<Web<S>>,
+) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+    web.views
+        .acquire()
+        .await
+        .map_err(|_| ApiError::NotFound("the server is stopping".into()))
+}
+
 async fn one<S: Store + Clone>(
     State(web): State<Arc<Web<S>>>,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let _slot = view_slot(&web).await?;
     let m = fetch(&web, id).await?;
     // Parsing a large message takes a while: not on the async threads.
     let v = tokio::task::spawn_blocking(move || mime::detail(&m))
@@ -294,15 +333,43 @@ async fn one<S: Store + Clone>(
     Ok(Json(v))
 }
 
+/// The stored bytes, streamed: the part kept in the database, then the
+/// file of a large message in pieces, never the whole in memory.
 async fn raw<S: Store + Clone>(
     State(web): State<Arc<Web<S>>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let m = fetch(&web, id).await?;
+    let missing = format!("no message with id {id}");
+    let m = blocking(&web, move |s| s.open_raw(&id))
+        .await?
+        .ok_or(ApiError::NotFound(missing))?;
     let name = format!("{}.eml", m.summary.id);
+    let size = m.summary.size;
+    let head =
+        futures_util::stream::iter([Ok::<_, std::io::Error>(axum::body::Bytes::from(m.head))]);
+    let rest = futures_util::stream::unfold(m.rest, |file| async move {
+        let mut file = file?;
+        let read = tokio::task::spawn_blocking(move || {
+            use std::io::Read as _;
+            let mut buf = vec![0u8; RAW_PIECE];
+            let n = file.read(&mut buf)?;
+            buf.truncate(n);
+            Ok::<_, std::io::Error>((buf, file))
+        })
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|r| r);
+        match read {
+            Ok((buf, _)) if buf.is_empty() => None,
+            Ok((buf, file)) => Some((Ok(axum::body::Bytes::from(buf)), Some(file))),
+            Err(e) => Some((Err(e), None)),
+        }
+    });
+    let body = axum::body::Body::from_stream(futures_util::StreamExt::chain(head, rest));
     Ok(with_headers(
-        m.raw,
+        body,
         &[
+            (header::CONTENT_LENGTH, size.to_string()),
             (header::CONTENT_TYPE, "message/rfc822".into()),
             (
                 header::CONTENT_DISPOSITION,
@@ -317,6 +384,7 @@ async fn html<S: Store + Clone>(
     State(web): State<Arc<Web<S>>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
+    let _slot = view_slot(&web).await?;
     let m = fetch(&web, id).await?;
     let h = tokio::task::spawn_blocking(move || mime::html(&m))
         .await
@@ -335,6 +403,7 @@ async fn attachment<S: Store + Clone>(
     State(web): State<Arc<Web<S>>>,
     Path((id, index)): Path<(String, usize)>,
 ) -> Result<Response, ApiError> {
+    let _slot = view_slot(&web).await?;
     let m = fetch(&web, id).await?;
     let a = tokio::task::spawn_blocking(move || mime::attachment(&m, index))
         .await
@@ -425,31 +494,67 @@ async fn status<S: Store + Clone>(
 /// stream fell behind and missed some (the page then reloads its list).
 async fn events<S: Store + Clone>(
     State(web): State<Arc<Web<S>>>,
-) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
+) -> Result<Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>>, Response> {
+    let Some(open) = StreamSlot::take(&web) else {
+        let mut r = (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": "too many live event streams are open: reload the page later"})),
+        )
+            .into_response();
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+        return Err(r);
+    };
     let changes = web.store.subscribe();
     let stop = web.stop.clone();
-    let stream = futures_util::stream::unfold((changes, stop), |(mut rx, mut stop)| async move {
-        let change = tokio::select! {
-            c = rx.recv() => c,
-            // Shutdown ends the stream, so the server can stop.
-            _ = stop.wait_for(|s| *s) => return None,
-        };
-        let event = match change {
-            Ok(Change::Stored(s)) => Event::default()
-                .event("message")
-                .data(json::summary(&s).to_string()),
-            Ok(Change::Deleted(id)) => Event::default()
-                .event("deleted")
-                .data(json!({ "id": id }).to_string()),
-            Ok(Change::DeletedAll) => Event::default()
-                .event("deleted")
-                .data(json!({ "all": true }).to_string()),
-            Err(RecvError::Lagged(_)) => Event::default().event("resync").data("{}"),
-            Err(RecvError::Closed) => return None,
-        };
-        Some((Ok(event), (rx, stop)))
-    });
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    let stream = futures_util::stream::unfold(
+        (changes, stop, open),
+        |(mut rx, mut stop, open)| async move {
+            let change = tokio::select! {
+                c = rx.recv() => c,
+                // Shutdown ends the stream, so the server can stop.
+                _ = stop.wait_for(|s| *s) => return None,
+            };
+            let event = match change {
+                Ok(Change::Stored(s)) => Event::default()
+                    .event("message")
+                    .data(json::summary(&s).to_string()),
+                Ok(Change::Deleted(id)) => Event::default()
+                    .event("deleted")
+                    .data(json!({ "id": id }).to_string()),
+                Ok(Change::DeletedAll) => Event::default()
+                    .event("deleted")
+                    .data(json!({ "all": true }).to_string()),
+                Err(RecvError::Lagged(_)) => Event::default().event("resync").data("{}"),
+                Err(RecvError::Closed) => return None,
+            };
+            Some((Ok(event), (rx, stop, open)))
+        },
+    );
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// A live event stream's place under [`crate::WebLimits::max_streams`];
+/// given back when the stream ends or its client goes.
+struct StreamSlot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl StreamSlot {
+    fn take<S>(web: &Web<S>) -> Option<StreamSlot> {
+        use std::sync::atomic::Ordering;
+        let max = web.limits.max_streams;
+        web.streams
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| StreamSlot(web.streams.clone()))
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 async fn metrics<S: Store + Clone>(State(web): State<Arc<Web<S>>>) -> Response {

@@ -11,14 +11,21 @@
 //! look (as with Mailpit), and only with a loopback `Host` (so a web page
 //! cannot reach it by DNS rebinding). Elsewhere, or with a token, every
 //! request needs a login, checked by [`Login`]: HTTP Basic with a Postel
-//! user, or a bearer token. Password checks are few at a time, and an
-//! address with too many failures is locked out for a while.
+//! user, or a bearer token. Logins go through the same
+//! [`postel_policy::Authenticator`] as SMTP AUTH: one bounded pool of
+//! password checks, and one lockout per client address, which is checked
+//! before anything else (a locked-out address gets `429` whatever it
+//! sends, even a password that is right).
 
 #![warn(missing_docs)]
 
 mod api;
 pub mod json;
 mod mime;
+mod serve;
+mod structure;
+
+pub use serve::serve;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -28,7 +35,6 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use postel_store::Store;
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 /// Live counts from the SMTP side, for `/api/v1/status`.
@@ -40,30 +46,21 @@ pub struct SessionCounts {
     pub total: u64,
 }
 
-/// Checks a user name and password; true if and only if they are right.
-/// Called on a blocking thread (it may run a slow password hash).
-pub type CheckUser = Arc<dyn Fn(&str, &str) -> bool + Send + Sync>;
-
 /// Who may use the web side when it is not on loopback.
 #[derive(Clone)]
 pub struct Login {
     /// A secret accepted as `Authorization: Bearer <token>`, or as the
     /// password of HTTP Basic with any user name.
     pub token: Option<String>,
-    /// Postel's users, by HTTP Basic.
-    pub users: Option<CheckUser>,
+    /// Postel's users (HTTP Basic), the lockout and the password pool,
+    /// shared with SMTP AUTH.
+    pub auth: Arc<postel_policy::Authenticator>,
 }
 
 /// How long a checked `Authorization` header is trusted without checking
 /// the password hash again (a browser sends it with every request). A
 /// removed user keeps access at most this long.
 const LOGIN_CACHE: Duration = Duration::from_secs(60);
-/// Password checks (Argon2, 19 MiB each) running at once.
-const CONCURRENT_CHECKS: usize = 2;
-/// Failed logins from one address before it is locked out...
-const MAX_FAILURES: u32 = 10;
-/// ...for this long after the first of them.
-const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
 
 /// What a request's credentials get it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +69,8 @@ pub(crate) enum Access {
     Denied,
     /// Too many failures from this address.
     LockedOut,
+    /// No room to check the password now.
+    Busy,
 }
 
 /// Everything the handlers share.
@@ -84,9 +83,12 @@ pub struct Web<S> {
     login: Option<Login>,
     /// `Authorization` values that passed, with when they did.
     logged_in: Mutex<HashMap<String, Instant>>,
-    /// Recent failed logins per client address.
-    failures: postel_server::Lockout,
-    checks: tokio::sync::Semaphore,
+    /// Views that parse a message, at once: each may take a few times the
+    /// message's size in memory.
+    pub(crate) views: tokio::sync::Semaphore,
+    /// Live event streams open now.
+    pub(crate) streams: Arc<std::sync::atomic::AtomicUsize>,
+    pub(crate) limits: WebLimits,
     stop: watch::Receiver<bool>,
 }
 
@@ -99,6 +101,7 @@ impl<S: Store + Clone> Web<S> {
         sessions: Arc<dyn Fn() -> SessionCounts + Send + Sync>,
         registry: Arc<Registry>,
         login: Option<Login>,
+        limits: WebLimits,
         stop: watch::Receiver<bool>,
     ) -> Web<S> {
         Web {
@@ -109,8 +112,9 @@ impl<S: Store + Clone> Web<S> {
             registry,
             login,
             logged_in: Mutex::new(HashMap::new()),
-            failures: postel_server::Lockout::new(MAX_FAILURES, FAILURE_WINDOW),
-            checks: tokio::sync::Semaphore::new(CONCURRENT_CHECKS),
+            views: tokio::sync::Semaphore::new(limits.concurrent_views),
+            streams: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            limits,
             stop,
         }
     }
@@ -129,6 +133,12 @@ impl<S: Store + Clone> Web<S> {
         let Some(login) = &self.login else {
             return Access::Allowed;
         };
+        let now = Instant::now();
+        // The lockout first: a locked-out address gets the same answer
+        // whatever it sends, and the cache below cannot be used to guess.
+        if ip.is_some_and(|ip| login.auth.locked_out(ip, now)) {
+            return Access::LockedOut;
+        }
         let Some(value) = authorization else {
             return Access::Denied;
         };
@@ -139,42 +149,57 @@ impl<S: Store + Clone> Web<S> {
                 return Access::Allowed;
             }
         }
-        if ip.is_some_and(|ip| self.failures.locked_out(ip)) {
-            return Access::LockedOut;
-        }
-        let ok = match credentials(value) {
-            Some(Credentials::Bearer(t)) => login.token.as_deref().is_some_and(|want| eq(&t, want)),
-            Some(Credentials::Basic(user, password)) => {
-                if login
-                    .token
-                    .as_deref()
-                    .is_some_and(|want| eq(&password, want))
-                {
-                    true
-                } else if let Some(check) = login.users.clone() {
-                    // Few at a time: each check takes 19 MiB and a thread.
-                    let Ok(_permit) = self.checks.acquire().await else {
-                        return Access::Denied;
-                    };
-                    tokio::task::spawn_blocking(move || check(&user, &password))
-                        .await
-                        .unwrap_or(false)
-                } else {
-                    false
-                }
+        let token = login.token.as_deref();
+        let checked = match credentials(value) {
+            Some(Credentials::Bearer(t)) => {
+                let ok = token.is_some_and(|want| eq(&t, want));
+                login.auth.attempt(ip, now, async move { Some(ok) }).await
             }
-            None => false,
+            Some(Credentials::Basic(_, password)) if token.is_some_and(|w| eq(&password, w)) => {
+                login.auth.attempt(ip, now, async { Some(true) }).await
+            }
+            Some(Credentials::Basic(user, password)) => {
+                login.auth.check_password(ip, now, &user, &password).await
+            }
+            None => login.auth.attempt(ip, now, async { Some(false) }).await,
         };
-        if ok {
-            lock(&self.logged_in).insert(value.to_owned(), Instant::now());
-            return Access::Allowed;
+        match checked {
+            postel_policy::Checked::Ok => {
+                lock(&self.logged_in).insert(value.to_owned(), Instant::now());
+                Access::Allowed
+            }
+            postel_policy::Checked::Wrong => Access::Denied,
+            postel_policy::Checked::LockedOut => Access::LockedOut,
+            postel_policy::Checked::Busy => Access::Busy,
         }
-        if let Some(ip) = ip {
-            self.failures.record_failure(ip);
+    }
+}
+
+/// Limits of the web side: what it lets a client hold.
+#[derive(Debug, Clone, Copy)]
+pub struct WebLimits {
+    /// HTTP connections open at once. Default 256. Past it, new
+    /// connections wait in the listen queue: they cost no descriptor.
+    pub max_connections: usize,
+    /// How long a request's header may take to arrive, from the first
+    /// octet of the connection or the end of the last response. Default
+    /// 10 s.
+    pub header_timeout: Duration,
+    /// Live event streams (`/api/v1/events`) open at once. Default 64;
+    /// past it, `503`.
+    pub max_streams: usize,
+    /// Views that parse a message at once. Default 2.
+    pub concurrent_views: usize,
+}
+
+impl Default for WebLimits {
+    fn default() -> WebLimits {
+        WebLimits {
+            max_connections: 256,
+            header_timeout: Duration::from_secs(10),
+            max_streams: 64,
+            concurrent_views: 2,
         }
-        // As for SMTP AUTH: a wrong guess costs the guesser a second.
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        Access::Denied
     }
 }
 
@@ -216,23 +241,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// The routes, for [`serve`] and for tests.
 pub fn router<S: Store + Clone>(web: Arc<Web<S>>) -> Router {
     api::routes(web)
-}
-
-/// Serves HTTP on `listener` until `shutdown` resolves.
-///
-/// # Errors
-/// When the listener fails.
-pub async fn serve<S: Store + Clone>(
-    listener: TcpListener,
-    web: Arc<Web<S>>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router(web).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
 }
 
 #[cfg(test)]

@@ -1,27 +1,140 @@
 //! A stored message seen through MIME (the `mail-parser` crate): headers,
 //! text and HTML bodies, attachments. Nothing of a message is ever run: the
 //! HTML is only ever served with a CSP that forbids scripts, in a sandbox.
+//!
+//! The invariant: any stored message can be viewed without taking the
+//! process down or using memory without bound. Mail arrives from anyone,
+//! and a message stored before a limit existed may break it. So, before
+//! anything is parsed, [`view_problem`] runs a non-recursive check of
+//! what the parser would build ([`crate::structure`]); a message past its
+//! limits is shown as raw source only, with a note. Parsing then runs on a
+//! thread of its own whose stack is sized from the message, and the parsed
+//! tree is taken apart without recursion ([`flat_drop`]).
 
 use mail_parser::{HeaderValue, MessageParser, MimeHeaders, PartType};
+use postel_proto::mime::MimeLimits;
 use postel_store::Message;
 use serde_json::{Value, json};
 
 use crate::json::summary;
+use crate::structure::{self, Problem};
+
+/// Stack for the parsing thread, besides what the message's size needs.
+const BASE_STACK: usize = 16 * 1024 * 1024;
+/// Stack per octet of message: one level of nesting needs at least 29
+/// octets (`Content-Type:message/rfc822` and two line ends), and tearing a
+/// level down in a release build about 70 octets of stack; 8 per octet is
+/// some 230 per level.
+const STACK_PER_OCTET: usize = 8;
+
+/// Why a message is shown as raw source only, if it is.
+pub(crate) fn view_problem(raw: &[u8]) -> Option<String> {
+    let limits = MimeLimits::default();
+    Some(match structure::problem(raw)? {
+        Problem::TooDeep => format!(
+            "its MIME parts nest more than {} levels deep (a safety limit)",
+            limits.max_depth
+        ),
+        Problem::HeaderTooBig => format!(
+            "a header section has more than {} lines or {} octets (a safety limit)",
+            limits.max_header_lines, limits.max_header_bytes
+        ),
+        Problem::EncodedMessage => {
+            "it has a message part in base64 or quoted-printable, which RFC 2046 forbids and which is not parsed here".to_owned()
+        }
+        Problem::TooManyParts => format!(
+            "it has more than {} MIME parts (a safety limit)",
+            structure::MAX_PARTS
+        ),
+        Problem::TooManyFields => format!(
+            "it has more than {} header fields (a safety limit)",
+            structure::MAX_FIELDS
+        ),
+    })
+}
+
+/// Parses `raw` and runs `f` on the result, on a thread whose stack fits
+/// whatever `raw` holds, then takes the tree apart without recursion.
+/// None if the thread cannot be started.
+fn parsed<T: Send>(
+    raw: &[u8],
+    f: impl FnOnce(Option<&mail_parser::Message<'_>>) -> T + Send,
+) -> Option<T> {
+    let stack = BASE_STACK.saturating_add(raw.len().saturating_mul(STACK_PER_OCTET));
+    std::thread::scope(|scope| {
+        let worker = std::thread::Builder::new()
+            .name("postel-view".into())
+            .stack_size(stack)
+            .spawn_scoped(scope, move || {
+                let m = MessageParser::default().parse(raw);
+                let out = f(m.as_ref());
+                if let Some(m) = m {
+                    flat_drop(m);
+                }
+                out
+            });
+        match worker {
+            Ok(w) => w.join().ok(),
+            Err(e) => {
+                tracing::error!(error = %e, "web: cannot start a thread to parse a message");
+                None
+            }
+        }
+    })
+}
+
+/// Drops a parsed message without recursion: nested messages are taken
+/// out of their parts first, and dropped one by one. (A derived drop
+/// recurses once per level of `message/rfc822`.)
+fn flat_drop(m: mail_parser::Message<'_>) {
+    let mut todo = vec![m];
+    while let Some(mut m) = todo.pop() {
+        for part in &mut m.parts {
+            if matches!(part.body, PartType::Message(_))
+                && let PartType::Message(inner) =
+                    std::mem::replace(&mut part.body, PartType::Binary(Default::default()))
+            {
+                todo.push(inner);
+            }
+        }
+    }
+}
+
+fn unparsed(mut v: Value, why: String) -> Value {
+    v["headers"] = json!([]);
+    v["text"] = Value::Null;
+    v["html"] = Value::Null;
+    v["attachments"] = json!([]);
+    v["parse_error"] = json!(why);
+    v
+}
 
 /// The message as the API's one-message object: the summary, then headers,
-/// bodies and the list of attachments. A message that cannot be parsed
-/// keeps its summary, gets empty parts and a `parse_error` that says why.
+/// bodies and the list of attachments. A message that cannot be parsed, or
+/// that is past the view's limits, keeps its summary, gets empty parts and
+/// a `parse_error` that says why.
 pub(crate) fn detail(msg: &Message) -> Value {
-    let mut v = summary(&msg.summary);
-    let parsed = MessageParser::default().parse(&msg.raw);
-    let Some(m) = parsed.filter(|m| !m.headers().is_empty()) else {
-        v["headers"] = json!([]);
-        v["text"] = Value::Null;
-        v["html"] = Value::Null;
-        v["attachments"] = json!([]);
-        v["parse_error"] = json!("no header fields could be read: this is not an RFC 5322 message");
-        return v;
-    };
+    let v = summary(&msg.summary);
+    if let Some(why) = view_problem(&msg.raw) {
+        return unparsed(v, format!("{why}: only its raw source is shown"));
+    }
+    let raw = &msg.raw;
+    parsed(raw, move |m| match m.filter(|m| !m.headers().is_empty()) {
+        Some(m) => parts(v, raw, m),
+        None => unparsed(
+            v,
+            "no header fields could be read: this is not an RFC 5322 message".to_owned(),
+        ),
+    })
+    .unwrap_or_else(|| {
+        unparsed(
+            summary(&msg.summary),
+            "the server could not parse it now".to_owned(),
+        )
+    })
+}
+
+fn parts(mut v: Value, raw: &[u8], m: &mail_parser::Message<'_>) -> Value {
     v["headers"] = m
         .headers()
         .iter()
@@ -30,7 +143,7 @@ pub(crate) fn detail(msg: &Message) -> Value {
     v["text"] = json!(m.body_text(0));
     // Only a real text/html part: mail-parser would otherwise make HTML out
     // of the plain text.
-    v["html"] = json!(real_html(&m));
+    v["html"] = json!(real_html(m));
     v["attachments"] = m
         .attachments()
         .enumerate()
@@ -47,7 +160,7 @@ pub(crate) fn detail(msg: &Message) -> Value {
         .collect();
     // mail-parser takes almost anything: check the header section against
     // RFC 5322 2.2 ourselves, so a broken message is flagged as broken.
-    v["parse_error"] = match bad_header_line(&msg.raw) {
+    v["parse_error"] = match bad_header_line(raw) {
         Some(n) => json!(format!(
             "line {n} of the header section is not a header field: what could be read is shown; the raw source is exact"
         )),
@@ -96,9 +209,15 @@ fn real_html(m: &mail_parser::Message<'_>) -> Option<String> {
 /// attachments: a sandboxed frame sends no credentials, so a link would
 /// fail behind the web login.
 pub(crate) fn html(msg: &Message) -> Option<String> {
+    if view_problem(&msg.raw).is_some() {
+        return None;
+    }
+    parsed(&msg.raw, |m| m.and_then(inline_images)).flatten()
+}
+
+fn inline_images(m: &mail_parser::Message<'_>) -> Option<String> {
     use base64::Engine as _;
-    let m = MessageParser::default().parse(&msg.raw)?;
-    let html = real_html(&m)?;
+    let html = real_html(m)?;
     // Only images: a data: URL of another type has no use in <img>.
     let images: std::collections::HashMap<&str, &mail_parser::MessagePart<'_>> = m
         .attachments()
@@ -158,13 +277,18 @@ pub(crate) struct Attachment {
 
 /// The attachment at `index` of [`detail`]'s list.
 pub(crate) fn attachment(msg: &Message, index: usize) -> Option<Attachment> {
-    let m = MessageParser::default().parse(&msg.raw)?;
-    let p = m.attachments().nth(index)?;
-    Some(Attachment {
-        content_type: content_type(p),
-        filename: p.attachment_name().map(str::to_owned),
-        bytes: p.contents().to_vec(),
+    if view_problem(&msg.raw).is_some() {
+        return None;
+    }
+    parsed(&msg.raw, |m| {
+        let p = m?.attachments().nth(index)?;
+        Some(Attachment {
+            content_type: content_type(p),
+            filename: p.attachment_name().map(str::to_owned),
+            bytes: p.contents().to_vec(),
+        })
     })
+    .flatten()
 }
 
 fn content_type(p: &mail_parser::MessagePart<'_>) -> String {
@@ -263,6 +387,60 @@ mod tests {
             ("application/pdf", Some("r.pdf"), &b"PDFDATA"[..])
         );
         assert!(attachment(&message(MULTI), 2).is_none());
+    }
+
+    fn nested(n: usize, encoded: bool) -> Vec<u8> {
+        let mut inner = Vec::new();
+        for _ in 0..n {
+            inner.extend_from_slice(b"Content-Type: message/rfc822\r\n\r\n");
+        }
+        inner.extend_from_slice(b"Subject: inner\r\n\r\nhello\r\n");
+        let head: &[u8] = if encoded {
+            b"Subject: x\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+        } else {
+            b"Subject: x\r\n"
+        };
+        [head, &inner].concat()
+    }
+
+    #[test]
+    fn a_deep_message_is_shown_raw_and_never_parsed() {
+        // Audit finding 1: 50,000 levels of message/rfc822 aborted the
+        // process ("has overflowed its stack") when viewed.
+        let deep = message(&nested(50_000, false));
+        let v = detail(&deep);
+        let why = v["parse_error"].as_str().expect("a note");
+        assert!(why.contains("nest more than 100"), "{why}");
+        assert_eq!(v["headers"], json!([]));
+        assert!(html(&deep).is_none());
+        assert!(attachment(&deep, 0).is_none());
+        // 100 levels are within the limit and parse.
+        let v = detail(&message(&nested(100, false)));
+        assert_eq!(v["parse_error"], Value::Null, "{v}");
+    }
+
+    #[test]
+    fn an_encoded_message_part_is_never_parsed() {
+        // Inside a quoted-printable message part the parser would find
+        // 30,000 more levels, and copy the text once per level.
+        let v = detail(&message(&nested(30_000, true)));
+        let why = v["parse_error"].as_str().expect("a note");
+        assert!(why.contains("base64 or quoted-printable"), "{why}");
+    }
+
+    #[test]
+    fn too_many_header_lines_are_not_parsed() {
+        let mut raw = b"X:a\r\n".repeat(200_000);
+        raw.extend_from_slice(b"\r\nbody\r\n");
+        let v = detail(&message(&raw));
+        let why = v["parse_error"].as_str().expect("a note");
+        assert!(why.contains("header section"), "{why}");
+        let many_parts = [
+            b"Content-Type: multipart/mixed; boundary=p\r\n\r\n".as_slice(),
+            &b"--p\r\n\r\nx\r\n".repeat(3_000),
+        ]
+        .concat();
+        assert!(view_problem(&many_parts).is_some_and(|w| w.contains("MIME parts")));
     }
 
     #[test]

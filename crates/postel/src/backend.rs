@@ -11,19 +11,17 @@
 //! - except for an authenticated user, who may send anywhere (the message
 //!   is stored with its envelope; relaying it onward is a later feature).
 //!
-//! AUTH checks an Argon2id hash from the store. An unknown user is checked
-//! against a dummy hash, so that both failures take the same time, and every
-//! failure waits [`AUTH_FAILURE_DELAY`] before its `535`. A client address
-//! with [`MAX_AUTH_FAILURES_PER_IP`] failures in [`AUTH_FAILURE_WINDOW`] gets
-//! `421` without a check until the window passes.
+//! AUTH goes through [`postel_policy::Authenticator`], shared with the web
+//! login: one lockout per client address (`421` without a check once it has
+//! too many failures), one bounded pool of Argon2id checks (`454` when it
+//! is full), an unknown user checked against a dummy hash so that both
+//! failures take the same time, and a delay before every `535`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use argon2::Argon2;
-use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use postel_policy::{Authenticator, Checked, UserHashes};
 use postel_proto::sasl::Mechanism;
 
 use postel_proto::{ForwardPath, MailParams, RcptParams, Reply, ReversePath, reply};
@@ -73,31 +71,22 @@ impl Policy {
 /// however large the message. Smaller messages never touch the spool.
 pub(crate) const SPILL_AT: usize = 256 * 1024;
 
-/// How long a failed AUTH waits before its reply: slows guessing.
-pub(crate) const AUTH_FAILURE_DELAY: Duration = Duration::from_secs(1);
-/// Failed AUTH attempts from one address before it is refused outright.
-pub(crate) const MAX_AUTH_FAILURES_PER_IP: u32 = 10;
-/// The window over which those failures are counted.
-pub(crate) const AUTH_FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
-
 /// Hashes a password with Argon2id and a random salt (PHC string form).
 ///
 /// # Errors
 /// Only if the hasher fails, which it does not for in-range inputs.
 pub(crate) fn hash_password(password: &str) -> anyhow::Result<String> {
-    let salt = SaltString::generate(&mut OsRng);
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
+    postel_policy::hash_password(password)
         .map_err(|e| anyhow::anyhow!("cannot hash the password: {e}"))
 }
 
-fn verify_password(hash: &str, password: &str) -> bool {
-    PasswordHash::new(hash).is_ok_and(|h| {
-        Argon2::default()
-            .verify_password(password.as_bytes(), &h)
-            .is_ok()
-    })
+/// The store as the source of password hashes.
+pub(crate) struct StoreUsers(pub(crate) Arc<SqliteStore>);
+
+impl UserHashes for StoreUsers {
+    fn user_hash(&self, user: &str) -> Option<String> {
+        self.0.user_hash(user).ok().flatten()
+    }
 }
 
 /// What every session of the backend shares.
@@ -106,10 +95,9 @@ pub(crate) struct Inner {
     pub(crate) policy: Policy,
     pub(crate) hostname: String,
     pub(crate) version: String,
-    /// Checked for unknown users, so they cost what a wrong password costs.
-    pub(crate) dummy_hash: String,
-    /// Recent AUTH failures per client address.
-    pub(crate) auth_failures: postel_server::Lockout,
+    /// Login attempts: the lockout and the password pool, shared with the
+    /// web login.
+    pub(crate) auth: Arc<Authenticator>,
     pub(crate) metrics: BackendMetrics,
 }
 
@@ -160,18 +148,6 @@ impl BackendMetrics {
             m.auth_failures.clone(),
         );
         m
-    }
-}
-
-impl Inner {
-    /// Returns true if and only if `user` exists and `password` is theirs.
-    /// An unknown user costs the same Argon2 check as a wrong password.
-    /// Blocking: call it off the async threads.
-    pub(crate) fn check_user(&self, user: &str, password: &str) -> bool {
-        let hash = self.store.user_hash(user).ok().flatten();
-        let known = hash.is_some();
-        let matches = verify_password(hash.as_deref().unwrap_or(&self.dummy_hash), password);
-        known && matches
     }
 }
 
@@ -402,7 +378,7 @@ impl BackendSession for PostelSession {
             spooled,
         };
         let size = msg.size();
-        let from = msg.envelope.mail_from.clone();
+        let from = postel_proto::display::visible(&msg.envelope.mail_from).into_owned();
         let started = Instant::now();
         let result = inner.store.insert(msg).await;
         inner
@@ -452,28 +428,44 @@ impl BackendSession for PostelSession {
         password: &str,
     ) -> Result<(), Reply> {
         let inner = self.inner.clone();
-        let ip = self.meta.peer.ip();
-        if inner.auth_failures.locked_out(ip) {
-            inner.metrics.auth_failures.inc();
-            warn!(session = self.meta.session_id, client = %self.meta.peer, "AUTH refused: too many failures from this address");
-            return Err(reply::too_many_auth_failures());
+        let (ip, now) = (self.meta.peer.ip(), Instant::now());
+        // Acting as someone else (a PLAIN authzid) is not allowed: a
+        // failure like any other, with its slot and its delay.
+        let checked = if authzid.is_empty() || authzid == username {
+            inner
+                .auth
+                .check_password(Some(ip), now, username, password)
+                .await
+        } else {
+            inner
+                .auth
+                .attempt(Some(ip), now, async { Some(false) })
+                .await
+        };
+        let (session, client) = (self.meta.session_id, self.meta.peer);
+        match checked {
+            Checked::Ok => {
+                let user = postel_proto::display::visible(username);
+                info!(session, %client, %user, "authenticated");
+                self.user = Some(username.to_owned());
+                Ok(())
+            }
+            Checked::Wrong => {
+                inner.metrics.auth_failures.inc();
+                let user = postel_proto::display::visible(username);
+                warn!(session, %client, %user, "AUTH failed");
+                Err(reply::auth_failed())
+            }
+            Checked::LockedOut => {
+                inner.metrics.auth_failures.inc();
+                warn!(session, %client, "AUTH refused: too many failures from this address");
+                Err(reply::too_many_auth_failures())
+            }
+            Checked::Busy => {
+                warn!(session, %client, "AUTH refused: every password check is busy");
+                Err(reply::auth_busy())
+            }
         }
-        let (check, user, password) = (inner.clone(), username.to_owned(), password.to_owned());
-        // Argon2 is deliberately slow: keep it off the reactor threads.
-        let matches = tokio::task::spawn_blocking(move || check.check_user(&user, &password))
-            .await
-            .unwrap_or(false);
-        // Acting as someone else (a PLAIN authzid) is not allowed.
-        if matches && (authzid.is_empty() || authzid == username) {
-            info!(session = self.meta.session_id, client = %self.meta.peer, user = username, "authenticated");
-            self.user = Some(username.to_owned());
-            return Ok(());
-        }
-        inner.auth_failures.record_failure(ip);
-        inner.metrics.auth_failures.inc();
-        warn!(session = self.meta.session_id, client = %self.meta.peer, user = username, "AUTH failed");
-        tokio::time::sleep(AUTH_FAILURE_DELAY).await;
-        Err(reply::auth_failed())
     }
 }
 

@@ -78,6 +78,12 @@ pub(crate) struct WebSection {
     pub(crate) listen: Option<String>,
     /// A secret for `Authorization: Bearer`, or as the Basic password.
     pub(crate) token: Option<String>,
+    /// HTTP connections open at once. Default 256.
+    pub(crate) max_connections: Option<usize>,
+    /// Seconds a request header may take to arrive. Default 10.
+    pub(crate) header_timeout: Option<u64>,
+    /// Live event streams open at once. Default 64.
+    pub(crate) max_streams: Option<usize>,
 }
 
 /// `[retention]`
@@ -97,6 +103,8 @@ pub(crate) struct WebSettings {
     pub(crate) addr: SocketAddr,
     /// The bearer token, if any.
     pub(crate) token: Option<String>,
+    /// What a client may hold of it.
+    pub(crate) limits: postel_web::WebLimits,
 }
 
 impl WebSettings {
@@ -166,6 +174,22 @@ pub(crate) struct LimitsSection {
     /// Milliseconds to hold the greeting back, watching for clients that
     /// talk first. Default 0.
     pub(crate) greet_wait_ms: Option<u64>,
+    /// Octets per second content must keep up once the data timeout is
+    /// used up. Default 500 (Postfix's smtpd_min_data_rate).
+    pub(crate) min_data_rate: Option<u64>,
+    /// MIME nesting depth. Default 100 (Postfix's mime_nesting_limit).
+    pub(crate) max_mime_depth: Option<usize>,
+    /// Lines in one header section. Default 10,000.
+    pub(crate) max_header_lines: Option<u32>,
+    /// Octets in one header section. Default 1 MiB.
+    pub(crate) max_header_bytes: Option<u64>,
+    /// Refused recipients in a session before each further refusal is
+    /// delayed. Default 10.
+    pub(crate) soft_refused_recipients: Option<u32>,
+    /// Refused recipients in a session before it is closed. Default 20.
+    pub(crate) max_refused_recipients: Option<u32>,
+    /// Milliseconds each refusal past the soft limit waits. Default 1000.
+    pub(crate) refused_recipient_delay_ms: Option<u64>,
 }
 
 /// `[policy]`
@@ -386,6 +410,34 @@ impl Config {
             &mut problems,
         );
 
+        let min_data_rate = l.min_data_rate.unwrap_or(defaults.min_data_rate);
+        if min_data_rate == 0 {
+            problems.push("limits.min_data_rate: must be at least 1 octet per second".to_owned());
+        }
+        let mut mime = defaults.mime;
+        mime.max_depth = l.max_mime_depth.unwrap_or(mime.max_depth);
+        mime.max_header_lines = l.max_header_lines.unwrap_or(mime.max_header_lines);
+        mime.max_header_bytes = l.max_header_bytes.unwrap_or(mime.max_header_bytes);
+        if mime.max_depth == 0 || mime.max_header_lines == 0 || mime.max_header_bytes == 0 {
+            problems.push("limits.max_mime_depth, max_header_lines, max_header_bytes: each must be at least 1".to_owned());
+        }
+        let soft_refused = l
+            .soft_refused_recipients
+            .unwrap_or(defaults.soft_refused_recipients);
+        let max_refused = l
+            .max_refused_recipients
+            .unwrap_or(defaults.max_refused_recipients);
+        if max_refused == 0 || soft_refused > max_refused {
+            problems.push(format!(
+                "limits.max_refused_recipients: must be at least 1 and at least soft_refused_recipients ({soft_refused}), got {max_refused}"
+            ));
+        }
+        let refused_delay = l
+            .refused_recipient_delay_ms
+            .map_or(defaults.refused_recipient_delay, Duration::from_millis);
+        if refused_delay > Duration::from_secs(60) {
+            problems.push("limits.refused_recipient_delay_ms: at most 60000".to_owned());
+        }
         let greet_wait_ms = l.greet_wait_ms.unwrap_or(0);
         if greet_wait_ms > 30_000 {
             problems.push(format!(
@@ -458,9 +510,31 @@ impl Config {
                 "web.token: use at least {MIN_TOKEN_LEN} printable ASCII characters, no spaces (for example the output of `openssl rand -hex 24`)"
             ));
         }
+        let web_defaults = postel_web::WebLimits::default();
+        let web_limits = postel_web::WebLimits {
+            max_connections: file
+                .web
+                .max_connections
+                .unwrap_or(web_defaults.max_connections),
+            header_timeout: file
+                .web
+                .header_timeout
+                .map_or(web_defaults.header_timeout, Duration::from_secs),
+            max_streams: file.web.max_streams.unwrap_or(web_defaults.max_streams),
+            ..web_defaults
+        };
+        if web_limits.max_connections == 0 || web_limits.header_timeout.is_zero() {
+            problems.push(
+                "web.max_connections and web.header_timeout: each must be at least 1".to_owned(),
+            );
+        }
         let web = match web_listen.map(|w| (w.parse::<SocketAddr>(), w)) {
             None => None,
-            Some((Ok(addr), _)) => Some(WebSettings { addr, token }),
+            Some((Ok(addr), _)) => Some(WebSettings {
+                addr,
+                token,
+                limits: web_limits,
+            }),
             Some((Err(_), w)) => {
                 problems.push(format!(
                     "web.listen: {w:?} is not IP:PORT (for example 127.0.0.1:8025)"
@@ -505,6 +579,11 @@ impl Config {
                 bare_line_endings,
                 command_timeout,
                 data_timeout,
+                min_data_rate,
+                mime,
+                soft_refused_recipients: soft_refused,
+                max_refused_recipients: max_refused,
+                refused_recipient_delay: refused_delay,
             },
             data_dir,
             listeners,
@@ -572,6 +651,13 @@ impl Config {
                 command_timeout: Some(l.command_timeout.as_secs()),
                 data_timeout: Some(l.data_timeout.as_secs()),
                 greet_wait_ms: Some(self.greet_wait.as_millis() as u64),
+                min_data_rate: Some(l.min_data_rate),
+                max_mime_depth: Some(l.mime.max_depth),
+                max_header_lines: Some(l.mime.max_header_lines),
+                max_header_bytes: Some(l.mime.max_header_bytes),
+                soft_refused_recipients: Some(l.soft_refused_recipients),
+                max_refused_recipients: Some(l.max_refused_recipients),
+                refused_recipient_delay_ms: Some(l.refused_recipient_delay.as_millis() as u64),
             },
             policy: PolicySection {
                 domains: Some(self.domains.iter().cloned().collect()),
@@ -597,6 +683,9 @@ impl Config {
                     .as_ref()
                     .and_then(|w| w.token.as_ref())
                     .map(|_| "(set)".to_owned()),
+                max_connections: self.web.as_ref().map(|w| w.limits.max_connections),
+                header_timeout: self.web.as_ref().map(|w| w.limits.header_timeout.as_secs()),
+                max_streams: self.web.as_ref().map(|w| w.limits.max_streams),
             },
             retention: RetentionSection {
                 max_messages: self.max_messages,

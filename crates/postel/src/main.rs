@@ -293,6 +293,11 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
             .unwrap_or(usize::MAX)
             .saturating_sub(64)
             .max(1);
+        // The web side's connections come out of the same budget, so a
+        // flood of one cannot starve the other of descriptors.
+        let room = room
+            .saturating_sub(cfg.web.as_ref().map_or(0, |w| w.limits.max_connections))
+            .max(1);
         if cfg.max_connections > room {
             tracing::warn!(
                 configured = cfg.max_connections,
@@ -333,16 +338,21 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
         }
         let mut registry = Registry::default();
         let server_metrics = Arc::new(postel_server::Metrics::register(&mut registry));
+        // One pool of password checks and one lockout, for SMTP AUTH and
+        // the web login alike.
+        let auth = Arc::new(
+            postel_policy::Authenticator::new(
+                Arc::new(backend::StoreUsers(store.clone())),
+                postel_policy::PasswordPool::for_this_machine(),
+            )
+            .map_err(|e| anyhow::anyhow!("cannot prepare password checks: {e}"))?,
+        );
         let inner = Arc::new(Inner {
             store: store.clone(),
             policy: Policy { domains: cfg.domains.clone(), mailboxes: cfg.mailboxes.clone() },
             hostname: cfg.limits.hostname.clone(),
             version: cfg.limits.version.clone(),
-            dummy_hash: backend::hash_password("postel-dummy-password-for-unknown-users")?,
-            auth_failures: postel_server::Lockout::new(
-                backend::MAX_AUTH_FAILURES_PER_IP,
-                backend::AUTH_FAILURE_WINDOW,
-            ),
+            auth: auth.clone(),
             metrics: backend::BackendMetrics::register(&mut registry),
         });
         let (stop_web, stop_rx) = tokio::sync::watch::channel(false);
@@ -404,10 +414,9 @@ fn start_web(
                 w.addr
             );
         }
-        let check = inner.clone();
         Some(Login {
             token: w.token.clone(),
-            users: Some(Arc::new(move |u: &str, p: &str| check.check_user(u, p))),
+            auth: inner.auth.clone(),
         })
     } else {
         None
@@ -426,6 +435,7 @@ fn start_web(
         }),
         registry,
         login,
+        w.limits,
         stop.clone(),
     ));
     let mut stop = stop;

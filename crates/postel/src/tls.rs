@@ -76,14 +76,43 @@ pub(crate) fn self_signed(dir: &Path, hostname: &str) -> anyhow::Result<TlsFiles
     let tls_dir = dir.join("tls");
     std::fs::create_dir_all(&tls_dir)
         .with_context(|| format!("cannot create {}", tls_dir.display()))?;
-    let names = vec![hostname.to_owned(), "localhost".to_owned()];
-    let made = rcgen::generate_simple_self_signed(names)
-        .context("cannot make a self-signed certificate")?;
-    write_private(&files.key, made.signing_key.serialize_pem().as_bytes())?;
-    std::fs::write(&files.cert, made.cert.pem())
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let (key, cert) = make_self_signed(hostname, now)?;
+    write_private(&files.key, key.as_bytes())?;
+    std::fs::write(&files.cert, cert)
         .with_context(|| format!("cannot write {}", files.cert.display()))?;
     info!(cert = %files.cert.display(), hostname, "made a self-signed certificate (configure [tls] cert and key for a real one)");
     Ok(files)
+}
+
+/// How long a self-signed certificate is valid: two years, so that it is
+/// renewed in the life of a machine, not left to outlive it (rcgen's
+/// default runs to the year 4096).
+const SELF_SIGNED_DAYS: i64 = 730;
+
+/// A key and a certificate (PEM) for `hostname` (and `localhost`), named
+/// `hostname` (not "rcgen self signed cert"), valid from the day of `now`
+/// (Unix seconds) for [`SELF_SIGNED_DAYS`].
+fn make_self_signed(hostname: &str, now: i64) -> anyhow::Result<(String, String)> {
+    let names = vec![hostname.to_owned(), "localhost".to_owned()];
+    let mut params =
+        rcgen::CertificateParams::new(names).context("cannot make a self-signed certificate")?;
+    let mut dn = rcgen::DistinguishedName::new();
+    dn.push(rcgen::DnType::CommonName, hostname);
+    dn.push(rcgen::DnType::OrganizationName, "Postel self-signed");
+    params.distinguished_name = dn;
+    let today = time::OffsetDateTime::from_unix_timestamp(now)
+        .context("the clock is out of range")?
+        .replace_time(time::Time::MIDNIGHT);
+    params.not_before = today;
+    params.not_after = today + time::Duration::days(SELF_SIGNED_DAYS);
+    let key = rcgen::KeyPair::generate().context("cannot make a key")?;
+    let cert = params
+        .self_signed(&key)
+        .context("cannot make a self-signed certificate")?;
+    Ok((key.serialize_pem(), cert.pem()))
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
@@ -211,6 +240,28 @@ mod tests {
             assert_eq!(mode & 0o077, 0, "the key is private");
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_self_signed_certificate_names_the_host_for_two_years() {
+        use x509_parser::prelude::{FromDer as _, X509Certificate};
+        // 2026-11-29T22:00:00Z
+        let (_, pem) = make_self_signed("mx.example.test", 1_795_996_800).expect("make");
+        let der = rustls_pki_types::pem::PemObject::from_pem_slice(pem.as_bytes())
+            .map(|c: rustls_pki_types::CertificateDer<'static>| c)
+            .expect("pem");
+        let (_, cert) = X509Certificate::from_der(&der).expect("der");
+        let cn: Vec<_> = cert
+            .subject()
+            .iter_common_name()
+            .filter_map(|c| c.as_str().ok())
+            .collect();
+        assert_eq!(cn, ["mx.example.test"]);
+        let v = cert.validity();
+        let days = (v.not_after.timestamp() - v.not_before.timestamp()) / 86_400;
+        assert_eq!(days, 730);
+        assert_eq!(v.not_before.timestamp() % 86_400, 0, "from midnight UTC");
+        assert!(v.not_before.timestamp() <= 1_795_996_800);
     }
 
     #[test]

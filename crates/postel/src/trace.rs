@@ -4,9 +4,12 @@
 //! Header injection is impossible by construction: every value written here
 //! has passed the protocol core's grammar (HELO names and addresses hold no
 //! CR, LF or control bytes), and the client address is formatted by us.
+//! Text-reordering Unicode controls in an SMTPUTF8 address are escaped
+//! ([`visible`]), so the header reads as what was sent.
 
 use std::net::IpAddr;
 
+use postel_proto::display::visible;
 use postel_store::time::rfc5322_date;
 
 /// What goes into one trace header.
@@ -33,10 +36,14 @@ impl Trace<'_> {
         };
         let mut h = format!(
             "Received: from {} ({literal})\r\n\tby {} (Postel {}) with {} id {}",
-            self.helo, self.hostname, self.version, self.protocol, self.id
+            visible(self.helo),
+            self.hostname,
+            self.version,
+            self.protocol,
+            self.id
         );
         if let Some(r) = self.recipient {
-            h.push_str(&format!("\r\n\tfor <{r}>"));
+            h.push_str(&format!("\r\n\tfor <{}>", visible(r)));
         }
         h.push_str(&format!(";\r\n\t{}\r\n", rfc5322_date(self.unix_time)));
         out.extend_from_slice(h.as_bytes());
@@ -65,5 +72,24 @@ mod tests {
             String::from_utf8(out).expect("ascii"),
             "Received: from client.test ([IPv6:::1])\r\n\tby mx.test (Postel 0.1.0) with ESMTP id ABC\r\n\tfor <a@b.test>;\r\n\tThu, 01 Jan 1970 00:00:00 +0000\r\n"
         );
+    }
+
+    #[test]
+    fn bidi_controls_in_an_address_are_escaped() {
+        let t = Trace {
+            helo: "client.test",
+            peer: "192.0.2.1".parse().expect("ip"),
+            hostname: "mx.test",
+            version: "0.1.0",
+            protocol: "UTF8SMTP",
+            id: "ABC",
+            recipient: Some("\u{202E}gpj.exe@x.test"),
+            unix_time: 0,
+        };
+        let mut out = Vec::new();
+        t.write_to(&mut out);
+        let h = String::from_utf8(out).expect("utf-8");
+        assert!(h.contains("for <\\u{202E}gpj.exe@x.test>"), "{h}");
+        assert!(!h.contains('\u{202E}'));
     }
 }

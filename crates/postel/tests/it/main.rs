@@ -1,6 +1,7 @@
 //! Postel's one integration-test binary (one link step on 2 cores): the real
 //! `postel` binary on loopback, driven by our client and by real ones.
 
+mod audit;
 mod bench;
 mod cli;
 mod durability;

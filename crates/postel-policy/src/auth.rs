@@ -1,0 +1,248 @@
+//! A login attempt, from start to verdict: the lockout of the client's
+//! address, the password check in the pool, and the delay a wrong guess
+//! costs. SMTP AUTH and the web login both come through here, so that they
+//! share one lockout and one pool, with one set of limits.
+//!
+//! Order matters, and is the point of this module:
+//! 1. a locked-out address is refused before anything else, whatever it
+//!    sends, and costs nothing;
+//! 2. the attempt takes its failure slot before the check runs;
+//! 3. the check runs in the bounded pool, or is refused as busy (and the
+//!    slot is given back: a busy server is not the client's failure);
+//! 4. a wrong guess waits out the failure delay before it is answered.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::lockout::Lockout;
+use crate::passwords::{PasswordPool, hash_password};
+
+/// Failed logins from one address before it is locked out...
+pub const MAX_FAILURES: u32 = 10;
+/// ...for this long after the first of them.
+pub const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
+/// How long a wrong guess waits before its answer: slows guessing.
+pub const FAILURE_DELAY: Duration = Duration::from_secs(1);
+
+/// Where password hashes come from (the store).
+pub trait UserHashes: Send + Sync + 'static {
+    /// The PHC hash of `user`'s password, if there is such a user.
+    /// Blocking: called on a pool thread.
+    fn user_hash(&self, user: &str) -> Option<String>;
+}
+
+/// The verdict on a login attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checked {
+    /// The credentials are right.
+    Ok,
+    /// They are not (after the failure delay).
+    Wrong,
+    /// Too many failures from this address: not checked.
+    LockedOut,
+    /// No room to check now: try again later. Not a failure.
+    Busy,
+}
+
+/// Login attempts: one lockout, one pool, the users' hashes.
+pub struct Authenticator {
+    users: Arc<dyn UserHashes>,
+    pool: PasswordPool,
+    lockout: Lockout,
+    /// Checked for unknown users, so that they cost what a wrong password
+    /// costs and cannot be told apart by time.
+    dummy_hash: Arc<str>,
+    failure_delay: Duration,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("pool", &self.pool)
+            .field("lockout", &self.lockout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Authenticator {
+    /// Checks against `users`, in `pool`, with the default lockout
+    /// ([`MAX_FAILURES`] in [`FAILURE_WINDOW`]) and [`FAILURE_DELAY`].
+    ///
+    /// # Errors
+    /// Only if the dummy hash cannot be made.
+    pub fn new(
+        users: Arc<dyn UserHashes>,
+        pool: PasswordPool,
+    ) -> Result<Authenticator, argon2::password_hash::Error> {
+        Ok(Authenticator {
+            users,
+            pool,
+            lockout: Lockout::new(MAX_FAILURES, FAILURE_WINDOW),
+            dummy_hash: hash_password("postel-dummy-password-for-unknown-users")?.into(),
+            failure_delay: FAILURE_DELAY,
+        })
+    }
+
+    /// The same, with another lockout and failure delay (tests, and
+    /// operators who want others).
+    pub fn with_limits(mut self, lockout: Lockout, failure_delay: Duration) -> Authenticator {
+        self.lockout = lockout;
+        self.failure_delay = failure_delay;
+        self
+    }
+
+    /// Returns true if and only if `ip` is locked out at `now`.
+    pub fn locked_out(&self, ip: IpAddr, now: Instant) -> bool {
+        self.lockout.locked_out(ip, now)
+    }
+
+    /// Checks `user`'s `password`, for a client at `ip` (None: not counted
+    /// per address, as for a client whose address is unknown).
+    pub async fn check_password(
+        &self,
+        ip: Option<IpAddr>,
+        now: Instant,
+        user: &str,
+        password: &str,
+    ) -> Checked {
+        let (users, dummy) = (self.users.clone(), self.dummy_hash.clone());
+        let (user, password) = (user.to_owned(), password.to_owned());
+        let pool = self.pool.clone();
+        self.attempt(ip, now, async move {
+            pool.run(move |scratch| {
+                let hash = users.user_hash(&user);
+                let matches = scratch.verify(hash.as_deref().unwrap_or(&dummy), &password);
+                matches && hash.is_some()
+            })
+            .await
+            .ok()
+        })
+        .await
+    }
+
+    /// Runs `check` as a login attempt from `ip`: refused outright when the
+    /// address is locked out, counted as a failure unless it succeeds, and
+    /// delayed when it fails. `check` yields None when it could not run
+    /// (busy). Used for password checks and for the web token alike.
+    pub async fn attempt(
+        &self,
+        ip: Option<IpAddr>,
+        now: Instant,
+        check: impl Future<Output = Option<bool>>,
+    ) -> Checked {
+        let attempt = match ip {
+            Some(ip) => match self.lockout.begin(ip, now) {
+                Some(a) => Some(a),
+                None => return Checked::LockedOut,
+            },
+            None => None,
+        };
+        match check.await {
+            Some(true) => {
+                if let Some(a) = attempt {
+                    a.succeeded();
+                }
+                Checked::Ok
+            }
+            None => {
+                if let Some(a) = attempt {
+                    a.not_run();
+                }
+                Checked::Busy
+            }
+            Some(false) => {
+                if let Some(a) = attempt {
+                    a.failed();
+                }
+                tokio::time::sleep(self.failure_delay).await;
+                Checked::Wrong
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    struct Users(HashMap<String, String>);
+
+    impl UserHashes for Users {
+        fn user_hash(&self, user: &str) -> Option<String> {
+            self.0.get(user).cloned()
+        }
+    }
+
+    fn authenticator() -> Authenticator {
+        let users = Users(HashMap::from([(
+            "alice".to_owned(),
+            hash_password("right").expect("hash"),
+        )]));
+        Authenticator::new(Arc::new(users), PasswordPool::new(1, 4))
+            .expect("dummy hash")
+            .with_limits(Lockout::new(3, FAILURE_WINDOW), Duration::from_secs(1))
+    }
+
+    const IP: Option<IpAddr> = Some(IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 7)));
+
+    #[tokio::test(start_paused = true)]
+    async fn right_wrong_unknown_and_locked_out() {
+        let a = authenticator();
+        let now = Instant::now();
+        assert_eq!(
+            a.check_password(IP, now, "alice", "right").await,
+            Checked::Ok
+        );
+        assert_eq!(
+            a.check_password(IP, now, "alice", "wrong").await,
+            Checked::Wrong
+        );
+        assert_eq!(
+            a.check_password(IP, now, "bob", "right").await,
+            Checked::Wrong
+        );
+        // A success gave its slot back: two failures so far, room for one.
+        assert_eq!(
+            a.check_password(IP, now, "alice", "right").await,
+            Checked::Ok
+        );
+        assert_eq!(
+            a.check_password(IP, now, "alice", "nope").await,
+            Checked::Wrong
+        );
+        // Locked out: even the right password gets the same answer.
+        assert_eq!(
+            a.check_password(IP, now, "alice", "right").await,
+            Checked::LockedOut
+        );
+        assert_eq!(
+            a.attempt(IP, now, async { Some(true) }).await,
+            Checked::LockedOut
+        );
+        let later = now + FAILURE_WINDOW + Duration::from_secs(1);
+        assert_eq!(
+            a.check_password(IP, later, "alice", "right").await,
+            Checked::Ok
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wrong_guess_waits_the_delay_and_busy_is_no_failure() {
+        let a = authenticator();
+        let start = tokio::time::Instant::now();
+        assert_eq!(
+            a.attempt(IP, Instant::now(), async { Some(false) }).await,
+            Checked::Wrong
+        );
+        assert_eq!(start.elapsed(), Duration::from_secs(1));
+        for _ in 0..10 {
+            assert_eq!(
+                a.attempt(IP, Instant::now(), async { None }).await,
+                Checked::Busy
+            );
+        }
+        assert!(!a.locked_out(IP.expect("ip"), Instant::now()));
+    }
+}

@@ -1,0 +1,26 @@
+//! Postel's policy: the decisions that SMTP and the web side share, kept
+//! in one place so that both sides apply them alike.
+//!
+//! # Layout
+//! In reading order:
+//! - [`lockout`]: failed logins counted per client address, with the slot
+//!   of a failure taken before the check, so parallel guesses cannot race
+//!   past the limit;
+//! - [`passwords`]: Argon2id hashing, and the one bounded pool that runs
+//!   every password check (SMTP AUTH and web logins alike), with a bounded
+//!   queue in front of it;
+//! - [`auth`]: the two joined: a login attempt from an address, checked
+//!   against the lockout, the pool and the users' hashes.
+//!
+//! Time is passed in (`now`) wherever a decision depends on it, so that
+//! tests need no clock.
+
+#![warn(missing_docs)]
+
+pub mod auth;
+pub mod lockout;
+pub mod passwords;
+
+pub use auth::{Authenticator, Checked, UserHashes};
+pub use lockout::Lockout;
+pub use passwords::{PasswordPool, hash_password};

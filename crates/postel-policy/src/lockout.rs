@@ -1,0 +1,167 @@
+//! Failed logins counted per client address: after `max` failures, the
+//! address is locked out until `window` after the first of them. One
+//! lockout serves SMTP AUTH and the web login, so that guesses on one side
+//! count on the other. In memory: a restart clears it.
+//!
+//! The invariant: no more than `max` checks per address and window can
+//! fail, however many run at once. A check takes its failure slot *before*
+//! it runs ([`Lockout::begin`]) and gives it back only if it succeeds
+//! ([`Attempt::succeeded`]); counting after the check let 100 parallel
+//! sessions run 69 to 100 checks where 10 were allowed.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Addresses tracked before expired entries are swept (bounds the map).
+const SWEEP_AT: usize = 10_000;
+
+/// Failed logins per client address.
+#[derive(Debug)]
+pub struct Lockout {
+    max: u32,
+    window: Duration,
+    /// Failures (and checks in flight) with the time of the first.
+    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+}
+
+impl Lockout {
+    /// Locks an address out after `max` failures within `window`.
+    pub fn new(max: u32, window: Duration) -> Lockout {
+        Lockout {
+            max,
+            window,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, (u32, Instant)>> {
+        self.failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Returns true if and only if `ip` is locked out at `now`.
+    pub fn locked_out(&self, ip: IpAddr, now: Instant) -> bool {
+        let mut map = self.map();
+        match map.get(&ip) {
+            Some((_, since)) if now.saturating_duration_since(*since) > self.window => {
+                map.remove(&ip);
+                false
+            }
+            Some((n, _)) => *n >= self.max,
+            None => false,
+        }
+    }
+
+    /// Starts a check from `ip`: takes a failure slot, or returns None if
+    /// the address is locked out (every slot is used by failures or by
+    /// checks still running).
+    pub fn begin(&self, ip: IpAddr, now: Instant) -> Option<Attempt<'_>> {
+        let mut map = self.map();
+        if map.len() > SWEEP_AT {
+            let window = self.window;
+            map.retain(|_, (_, since)| now.saturating_duration_since(*since) <= window);
+        }
+        let entry = map.entry(ip).or_insert((0, now));
+        if now.saturating_duration_since(entry.1) > self.window {
+            *entry = (0, now);
+        }
+        if entry.0 >= self.max {
+            return None;
+        }
+        entry.0 += 1;
+        Some(Attempt { lockout: self, ip })
+    }
+
+    /// Gives a slot back.
+    fn give_back(&self, ip: IpAddr) {
+        let mut map = self.map();
+        if let Some(entry) = map.get_mut(&ip) {
+            entry.0 = entry.0.saturating_sub(1);
+            if entry.0 == 0 {
+                map.remove(&ip);
+            }
+        }
+    }
+}
+
+/// A check in flight, holding its failure slot. Dropped as it is (a
+/// wrong password, or a task cancelled mid-check), the failure counts;
+/// [`Attempt::succeeded`] and [`Attempt::not_run`] give the slot back.
+#[derive(Debug)]
+#[must_use = "dropping an attempt counts it as a failure"]
+pub struct Attempt<'a> {
+    lockout: &'a Lockout,
+    ip: IpAddr,
+}
+
+impl Attempt<'_> {
+    /// The credentials were right: the slot is given back.
+    pub fn succeeded(self) {
+        self.lockout.give_back(self.ip);
+    }
+
+    /// The check never ran (no room to run it): the slot is given back.
+    pub fn not_run(self) {
+        self.lockout.give_back(self.ip);
+    }
+
+    /// The credentials were wrong: the failure stays counted.
+    pub fn failed(self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    #[test]
+    fn locks_after_max_and_forgets_after_the_window() {
+        let l = Lockout::new(3, Duration::from_secs(60));
+        let t0 = Instant::now();
+        for _ in 0..2 {
+            l.begin(ip("192.0.2.1"), t0).expect("room").failed();
+        }
+        assert!(!l.locked_out(ip("192.0.2.1"), t0));
+        l.begin(ip("192.0.2.1"), t0).expect("room").failed();
+        assert!(l.locked_out(ip("192.0.2.1"), t0));
+        assert!(l.begin(ip("192.0.2.1"), t0).is_none());
+        assert!(!l.locked_out(ip("192.0.2.2"), t0));
+        let later = t0 + Duration::from_secs(61);
+        assert!(!l.locked_out(ip("192.0.2.1"), later));
+        assert!(l.begin(ip("192.0.2.1"), later).is_some());
+    }
+
+    #[test]
+    fn parallel_checks_take_their_slots_first() {
+        // 100 checks start before any ends: only `max` may run.
+        let l = Lockout::new(10, Duration::from_secs(900));
+        let now = Instant::now();
+        let running: Vec<_> = (0..100)
+            .filter_map(|_| l.begin(ip("192.0.2.9"), now))
+            .collect();
+        assert_eq!(running.len(), 10);
+        assert!(l.locked_out(ip("192.0.2.9"), now));
+        drop(running);
+        assert!(l.locked_out(ip("192.0.2.9"), now), "dropped attempts count");
+    }
+
+    #[test]
+    fn success_and_not_run_give_the_slot_back() {
+        let l = Lockout::new(2, Duration::from_secs(900));
+        let now = Instant::now();
+        let a = l.begin(ip("192.0.2.3"), now).expect("room");
+        let b = l.begin(ip("192.0.2.3"), now).expect("room");
+        assert!(l.begin(ip("192.0.2.3"), now).is_none());
+        a.succeeded();
+        b.not_run();
+        assert!(!l.locked_out(ip("192.0.2.3"), now));
+        l.begin(ip("192.0.2.3"), now).expect("room").failed();
+        assert!(!l.locked_out(ip("192.0.2.3"), now));
+    }
+}

@@ -1,0 +1,102 @@
+//! The web listener: accepts HTTP/1.1 connections under a cap, with a
+//! deadline on every request header.
+//!
+//! Why not `axum::serve`: it accepts without limit and waits for a header
+//! for ever. About 20,600 half-sent requests used every file descriptor of
+//! the process, and SMTP stopped greeting. Here:
+//! - at most [`WebLimits::max_connections`] connections are open; past
+//!   that, the loop stops accepting, and new connections wait in the
+//!   kernel's listen queue, where they cost the process no descriptor;
+//! - a request header must arrive within [`WebLimits::header_timeout`] of
+//!   the connection opening or of the previous response (an idle
+//!   keep-alive connection is closed after it too);
+//! - on shutdown, connections finish the request in hand and close.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use postel_store::Store;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+use crate::{Web, WebLimits, router};
+
+/// Serves HTTP on `listener` until `shutdown` resolves.
+///
+/// # Errors
+/// None today: accept errors are logged and retried after a pause. The
+/// signature keeps room for a listener that fails for good.
+pub async fn serve<S: Store + Clone>(
+    listener: TcpListener,
+    web: Arc<Web<S>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let limits: WebLimits = web.limits;
+    let app = router(web);
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    let mut backoff = Duration::from_millis(5);
+    tokio::pin!(shutdown);
+    loop {
+        // A slot first: at the cap, nothing more is accepted.
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
+        let (tcp, peer) = tokio::select! {
+            a = listener.accept() => match a {
+                Ok(a) => {
+                    backoff = Duration::from_millis(5);
+                    a
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "web: accept failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Reap what has finished, so the set stays the size of what is open.
+        while connections.try_join_next().is_some() {}
+        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+        let service =
+            TowerToHyperService::new(app.clone().layer(axum::Extension(ConnectInfo(peer))));
+        let mut stop = stop_rx.clone();
+        connections.spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout);
+            let conn = builder.serve_connection(TokioIo::new(tcp), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(client = %peer, error = %e, "web: connection ended");
+                    }
+                }
+                () = async {
+                    let _ = stop.wait_for(|s| *s).await;
+                } => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+            drop(permit);
+        });
+    }
+    let _ = stop_tx.send(true);
+    while connections.join_next().await.is_some() {}
+    Ok(())
+}
