@@ -14,8 +14,12 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Addresses tracked before expired entries are swept (bounds the map).
+/// Addresses tracked before expired entries are swept.
 const SWEEP_AT: usize = 10_000;
+/// The most addresses tracked at once (some 50 MB). Past it, a new address
+/// is refused as if locked out until entries expire: failing closed is
+/// better than forgetting failures.
+const MAX_TRACKED: usize = 1_000_000;
 
 /// Failed logins per client address.
 #[derive(Debug)]
@@ -24,6 +28,22 @@ pub struct Lockout {
     window: Duration,
     /// Failures (and checks in flight) with the time of the first.
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    /// The size past which the next `begin` sweeps expired entries: twice
+    /// what the last sweep left, so sweeping costs O(1) per call on average.
+    sweep_at: Mutex<usize>,
+}
+
+/// The key an address is counted under: an IPv4 address, or an IPv6
+/// address's /64 (one subscriber's network: the other 2^64 addresses are
+/// theirs too, and would each get ten guesses).
+fn key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let net = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(net.into())
+        }
+        v4 => v4,
+    }
 }
 
 impl Lockout {
@@ -33,6 +53,7 @@ impl Lockout {
             max,
             window,
             failures: Mutex::new(HashMap::new()),
+            sweep_at: Mutex::new(SWEEP_AT),
         }
     }
 
@@ -44,6 +65,7 @@ impl Lockout {
 
     /// Returns true if and only if `ip` is locked out at `now`.
     pub fn locked_out(&self, ip: IpAddr, now: Instant) -> bool {
+        let ip = key(ip);
         let mut map = self.map();
         match map.get(&ip) {
             Some((_, since)) if now.saturating_duration_since(*since) > self.window => {
@@ -59,10 +81,20 @@ impl Lockout {
     /// the address is locked out (every slot is used by failures or by
     /// checks still running).
     pub fn begin(&self, ip: IpAddr, now: Instant) -> Option<Attempt<'_>> {
+        let ip = key(ip);
         let mut map = self.map();
-        if map.len() > SWEEP_AT {
+        let mut sweep_at = self
+            .sweep_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.len() > *sweep_at {
             let window = self.window;
             map.retain(|_, (_, since)| now.saturating_duration_since(*since) <= window);
+            *sweep_at = (map.len() * 2).max(SWEEP_AT);
+        }
+        drop(sweep_at);
+        if map.len() >= MAX_TRACKED && !map.contains_key(&ip) {
+            return None;
         }
         let entry = map.entry(ip).or_insert((0, now));
         if now.saturating_duration_since(entry.1) > self.window {
@@ -75,7 +107,7 @@ impl Lockout {
         Some(Attempt { lockout: self, ip })
     }
 
-    /// Gives a slot back.
+    /// Gives a slot back (`ip` is already a key).
     fn give_back(&self, ip: IpAddr) {
         let mut map = self.map();
         if let Some(entry) = map.get_mut(&ip) {
@@ -149,6 +181,22 @@ mod tests {
         assert!(l.locked_out(ip("192.0.2.9"), now));
         drop(running);
         assert!(l.locked_out(ip("192.0.2.9"), now), "dropped attempts count");
+    }
+
+    #[test]
+    fn an_ipv6_network_is_counted_as_one() {
+        let l = Lockout::new(2, Duration::from_secs(900));
+        let now = Instant::now();
+        l.begin(ip("2001:db8:1:2::1"), now).expect("room").failed();
+        l.begin(ip("2001:db8:1:2:ffff::9"), now)
+            .expect("room")
+            .failed();
+        assert!(l.locked_out(ip("2001:db8:1:2::77"), now));
+        assert!(!l.locked_out(ip("2001:db8:1:3::1"), now));
+        // An IPv4 client seen on a dual-stack socket is its IPv4 address.
+        l.begin(ip("::ffff:192.0.2.5"), now).expect("room").failed();
+        l.begin(ip("192.0.2.5"), now).expect("room").failed();
+        assert!(l.locked_out(ip("192.0.2.5"), now));
     }
 
     #[test]

@@ -114,7 +114,7 @@ pub struct MimeScanner {
     field: Field,
     /// A field is open: a line starting with white space continues it.
     open: bool,
-    /// The section's first `Content-Type`, unfolded (bounded).
+    /// The section's last `Content-Type`, unfolded (bounded).
     content_type: Vec<u8>,
     seen_content_type: bool,
     /// Any `Content-Type` of the section names a message type.
@@ -262,15 +262,12 @@ impl MimeScanner {
                 if is_message_type(value) {
                     self.any_message = true;
                 }
-                if !self.seen_content_type {
-                    self.seen_content_type = true;
-                    self.content_type.clear();
-                    self.field_text(value);
-                } else {
-                    // Only the first one decides the structure, but a
-                    // later one still counts as a message type above.
-                    self.field = Field::Other;
-                }
+                // The last one decides the structure, as parsers read
+                // fields from the end; any one naming a message type
+                // counts as a level above.
+                self.seen_content_type = true;
+                self.content_type.clear();
+                self.field_text(value);
             }
             Field::Encoding => self.field_text(value),
             Field::Other => {}
@@ -626,6 +623,18 @@ mod tests {
         let mut m = Vec::new();
         for _ in 0..101 {
             m.extend_from_slice(b"junk\r\nContent-Type: message/rfc822\r\n \t\r\nX\r\n \t\r\n");
+        }
+        assert_eq!(scan(&m).problem(), Some(MimeProblem::TooDeep));
+    }
+
+    #[test]
+    fn the_last_content_type_decides() {
+        // A review found intake read the first, the view's parser the last.
+        let mut m = Vec::new();
+        for i in 0..101 {
+            m.extend_from_slice(
+                format!("Content-Type: text/plain\r\nContent-Type: multipart/mixed; boundary=b{i}\r\n\r\n--b{i}\r\n").as_bytes(),
+            );
         }
         assert_eq!(scan(&m).problem(), Some(MimeProblem::TooDeep));
     }

@@ -306,6 +306,8 @@ pub struct Session {
     delay: Duration,
     /// When the command or content being read must be complete.
     deadline: Option<(Phase, Instant)>,
+    /// A command line ended since the last [`Session::after_read`].
+    line_ended: bool,
 }
 
 /// What a deadline is for.
@@ -346,6 +348,7 @@ impl Session {
             refused_recipients: 0,
             delay: Duration::ZERO,
             deadline: None,
+            line_ended: false,
         }
     }
 
@@ -659,17 +662,20 @@ impl Session {
                 && self.tx.as_ref().is_some_and(|t| t.bdat.is_some());
         let in_command = matches!(self.input, Input::DiscardLine)
             || matches!(self.input, Input::Command) && !self.line.is_empty();
+        // A line completed in this read: the line now in hand (if any) is
+        // a new one, with a deadline of its own.
+        let new_line = std::mem::take(&mut self.line_ended);
         self.deadline = match self.deadline {
             _ if self.pending.is_some() => None,
             Some((Phase::Content, at)) if in_content => {
                 let rate = self.limits.min_data_rate.max(1);
-                Some((
-                    Phase::Content,
-                    at + Duration::from_secs_f64(read as f64 / rate as f64),
-                ))
+                let earned = at + Duration::from_secs_f64(read as f64 / rate as f64);
+                // Credit is not banked: fast octets now do not pay for a
+                // crawl later, past one data timeout from now.
+                Some((Phase::Content, earned.min(now + self.limits.data_timeout)))
             }
             _ if in_content => Some((Phase::Content, now + self.limits.data_timeout)),
-            Some((Phase::Command, at)) if in_command => Some((Phase::Command, at)),
+            Some((Phase::Command, at)) if in_command && !new_line => Some((Phase::Command, at)),
             _ if in_command => Some((Phase::Command, now + self.limits.command_timeout)),
             _ => None,
         };
@@ -733,6 +739,7 @@ impl Session {
     }
 
     fn handle_line(&mut self, line: &[u8]) {
+        self.line_ended = true;
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if let Some(step) = self.sasl.take() {
             return self.handle_sasl_line(step, line);

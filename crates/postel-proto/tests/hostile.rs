@@ -249,6 +249,14 @@ fn a_command_line_must_be_complete_within_the_command_timeout() {
     s.after_read(t0 + Duration::from_secs(58), 10);
     while s.poll_event().is_some() {}
     assert_eq!(s.deadline(), None);
+    // A read that ends one line and starts the next: the new line gets a
+    // deadline of its own, not the old one's.
+    s.feed(b"NO");
+    s.after_read(t0 + Duration::from_secs(60), 2);
+    s.feed(b"OP\r\nNO");
+    let later = t0 + Duration::from_secs(200);
+    s.after_read(later, 6);
+    assert_eq!(s.deadline(), Some(later + Duration::from_secs(300)));
 }
 
 #[test]
@@ -273,10 +281,15 @@ fn content_must_keep_up_the_minimum_rate() {
     assert_eq!(s.deadline(), Some(first), "a first data timeout");
     // Each octet buys 1/500 s: 5,000 octets, 10 s more.
     s.feed(&[b'a'; 5_000]);
-    s.after_read(t0 + Duration::from_secs(1), 5_000);
+    s.after_read(t0 + Duration::from_secs(100), 5_000);
     assert_eq!(s.deadline(), Some(first + Duration::from_secs(10)));
+    // Fast octets do not bank credit past one data timeout from now.
+    s.feed(&vec![b'a'; 1_000_000]);
+    let t2 = t0 + Duration::from_secs(101);
+    s.after_read(t2, 1_000_000);
+    assert_eq!(s.deadline(), Some(t2 + Duration::from_secs(180)));
     // The end of data ends the deadline.
     s.feed(b"\r\n.\r\n");
-    s.after_read(t0 + Duration::from_secs(2), 5);
+    s.after_read(t0 + Duration::from_secs(102), 5);
     assert_eq!(s.deadline(), None);
 }

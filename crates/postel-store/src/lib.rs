@@ -217,8 +217,9 @@ pub struct RawMessage {
     pub summary: Summary,
     /// The first bytes (all of them for a message held in the database).
     pub head: Vec<u8>,
-    /// The rest, for a message whose content is kept apart.
-    pub rest: Option<std::fs::File>,
+    /// The rest, for a message whose content is kept apart: the open file
+    /// and the length recorded for it.
+    pub rest: Option<(std::fs::File, u64)>,
 }
 
 /// A change to the stored messages, for live views such as the web inbox.
@@ -939,7 +940,7 @@ impl Store for SqliteStore {
         };
         let rest = if apart > 0 {
             match std::fs::File::open(self.blob_path(id)) {
-                Ok(f) => Some(f),
+                Ok(f) => Some((f, apart)),
                 // Deleted since the row was read: as if it never was found.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && !self.exists(id)? => {
                     return Ok(None);

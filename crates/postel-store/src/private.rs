@@ -38,9 +38,11 @@ pub(crate) fn prepare(dir: &Path) -> std::io::Result<()> {
     }
     for folder in ["blobs", "spool"] {
         for entry in std::fs::read_dir(dir.join(folder))? {
-            let path = entry?.path();
-            if path.is_file() {
-                tighten(&path, FILE)?;
+            let entry = entry?;
+            // Only regular files: a symlink is never followed, and a file
+            // another process removes meanwhile is no error.
+            if entry.file_type().is_ok_and(|t| t.is_file()) {
+                tighten(&entry.path(), FILE)?;
             }
         }
     }
@@ -48,11 +50,19 @@ pub(crate) fn prepare(dir: &Path) -> std::io::Result<()> {
 }
 
 /// Sets `path` to `mode` if it allows anyone but the owner anything more.
+/// A path gone meanwhile is left alone.
 fn tighten(path: &Path, mode: u32) -> std::io::Result<()> {
-    let now = std::fs::metadata(path)?.permissions().mode() & 0o777;
+    let now = match std::fs::metadata(path) {
+        Ok(m) => m.permissions().mode() & 0o777,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
     if now & !mode != 0 {
         tracing::warn!(path = %path.display(), from = format!("{now:o}"), to = format!("{mode:o}"), "data folder: permissions tightened");
-        std::fs::set_permissions(path, Permissions::from_mode(mode))?;
+        match std::fs::set_permissions(path, Permissions::from_mode(mode)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
     }
     Ok(())
 }

@@ -148,6 +148,15 @@ fn loopback_host(host: &str) -> bool {
 }
 
 fn with_security_headers(mut r: Response) -> Response {
+    // A refused request ends its connection, so refusals cannot keep
+    // connections (and the cap on them) for ever.
+    if matches!(
+        r.status(),
+        StatusCode::UNAUTHORIZED | StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+    ) {
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     let h = r.headers_mut();
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
@@ -310,12 +319,15 @@ async fn list<S: Store + Clone>(
 }
 
 /// A place among the views that parse a message: they are few at once,
-/// since each may take a few times the message's size in memory.
+/// since each may take a few times the message's size in memory. The
+/// place goes with the parsing itself into its blocking task, so a client
+/// that hangs up cannot leave parses running outside the count.
 async fn view_slot<S: Store + Clone>(
     web: &Arc<Web<S>>,
-) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
     web.views
-        .acquire()
+        .clone()
+        .acquire_owned()
         .await
         .map_err(|_| ApiError::NotFound("the server is stopping".into()))
 }
@@ -324,12 +336,15 @@ async fn one<S: Store + Clone>(
     State(web): State<Arc<Web<S>>>,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let _slot = view_slot(&web).await?;
+    let slot = view_slot(&web).await?;
     let m = fetch(&web, id).await?;
     // Parsing a large message takes a while: not on the async threads.
-    let v = tokio::task::spawn_blocking(move || mime::detail(&m))
-        .await
-        .map_err(|e| ApiError::Store(StoreError::Io(std::io::Error::other(e))))?;
+    let v = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        mime::detail(&m)
+    })
+    .await
+    .map_err(|e| ApiError::Store(StoreError::Io(std::io::Error::other(e))))?;
     Ok(Json(v))
 }
 
@@ -347,7 +362,9 @@ async fn raw<S: Store + Clone>(
     let size = m.summary.size;
     let head =
         futures_util::stream::iter([Ok::<_, std::io::Error>(axum::body::Bytes::from(m.head))]);
-    let rest = futures_util::stream::unfold(m.rest, |file| async move {
+    // The file is read up to the length the store recorded, no further.
+    let rest = m.rest.map(|(f, len)| std::io::Read::take(f, len));
+    let rest = futures_util::stream::unfold(rest, |file| async move {
         let mut file = file?;
         let read = tokio::task::spawn_blocking(move || {
             use std::io::Read as _;
@@ -384,12 +401,15 @@ async fn html<S: Store + Clone>(
     State(web): State<Arc<Web<S>>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let _slot = view_slot(&web).await?;
+    let slot = view_slot(&web).await?;
     let m = fetch(&web, id).await?;
-    let h = tokio::task::spawn_blocking(move || mime::html(&m))
-        .await
-        .map_err(|e| ApiError::Store(StoreError::Io(std::io::Error::other(e))))?
-        .ok_or_else(|| ApiError::NotFound("this message has no HTML part".into()))?;
+    let h = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        mime::html(&m)
+    })
+    .await
+    .map_err(|e| ApiError::Store(StoreError::Io(std::io::Error::other(e))))?
+    .ok_or_else(|| ApiError::NotFound("this message has no HTML part".into()))?;
     Ok(with_headers(
         h,
         &[
@@ -403,12 +423,15 @@ async fn attachment<S: Store + Clone>(
     State(web): State<Arc<Web<S>>>,
     Path((id, index)): Path<(String, usize)>,
 ) -> Result<Response, ApiError> {
-    let _slot = view_slot(&web).await?;
+    let slot = view_slot(&web).await?;
     let m = fetch(&web, id).await?;
-    let a = tokio::task::spawn_blocking(move || mime::attachment(&m, index))
-        .await
-        .map_err(|e| ApiError::Store(StoreError::Io(std::io::Error::other(e))))?
-        .ok_or_else(|| ApiError::NotFound(format!("no attachment {index}")))?;
+    let a = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        mime::attachment(&m, index)
+    })
+    .await
+    .map_err(|e| ApiError::Store(StoreError::Io(std::io::Error::other(e))))?
+    .ok_or_else(|| ApiError::NotFound(format!("no attachment {index}")))?;
     let name = a.filename.unwrap_or_else(|| format!("attachment-{index}"));
     // The content type is the sender's: keep it only if it is a plain
     // token pair, so it cannot smuggle parameters or header breaks.

@@ -85,7 +85,7 @@ pub struct Web<S> {
     logged_in: Mutex<HashMap<String, Instant>>,
     /// Views that parse a message, at once: each may take a few times the
     /// message's size in memory.
-    pub(crate) views: tokio::sync::Semaphore,
+    pub(crate) views: Arc<tokio::sync::Semaphore>,
     /// Live event streams open now.
     pub(crate) streams: Arc<std::sync::atomic::AtomicUsize>,
     pub(crate) limits: WebLimits,
@@ -112,7 +112,7 @@ impl<S: Store + Clone> Web<S> {
             registry,
             login,
             logged_in: Mutex::new(HashMap::new()),
-            views: tokio::sync::Semaphore::new(limits.concurrent_views),
+            views: Arc::new(tokio::sync::Semaphore::new(limits.concurrent_views)),
             streams: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             limits,
             stop,
@@ -181,6 +181,9 @@ pub struct WebLimits {
     /// HTTP connections open at once. Default 256. Past it, new
     /// connections wait in the listen queue: they cost no descriptor.
     pub max_connections: usize,
+    /// HTTP connections open at once from one address. Default 32 (a
+    /// browser opens six); past it, a connection is closed at once.
+    pub max_connections_per_ip: usize,
     /// How long a request's header may take to arrive, from the first
     /// octet of the connection or the end of the last response. Default
     /// 10 s.
@@ -196,6 +199,7 @@ impl Default for WebLimits {
     fn default() -> WebLimits {
         WebLimits {
             max_connections: 256,
+            max_connections_per_ip: 32,
             header_timeout: Duration::from_secs(10),
             max_streams: 64,
             concurrent_views: 2,

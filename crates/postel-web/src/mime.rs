@@ -11,7 +11,8 @@
 //! thread of its own whose stack is sized from the message, and the parsed
 //! tree is taken apart without recursion ([`flat_drop`]).
 
-use mail_parser::{HeaderValue, MessageParser, MimeHeaders, PartType};
+use mail_parser::parsers::MessageStream;
+use mail_parser::{HeaderValue, MimeHeaders, PartType};
 use postel_proto::mime::MimeLimits;
 use postel_store::Message;
 use serde_json::{Value, json};
@@ -66,7 +67,7 @@ fn parsed<T: Send>(
             .name("postel-view".into())
             .stack_size(stack)
             .spawn_scoped(scope, move || {
-                let m = MessageParser::default().parse(raw);
+                let m = structure::parser().parse(raw);
                 let out = f(m.as_ref());
                 if let Some(m) = m {
                     flat_drop(m);
@@ -154,7 +155,7 @@ fn parts(mut v: Value, raw: &[u8], m: &mail_parser::Message<'_>) -> Value {
                 "content_type": content_type(p),
                 "size": p.contents().len(),
                 "inline": p.content_disposition().is_some_and(|d| d.is_inline()),
-                "content_id": p.content_id(),
+                "content_id": p.content_id().map(|c| c.trim().trim_matches(['<', '>'])),
             })
         })
         .collect();
@@ -303,10 +304,22 @@ fn content_type(p: &mail_parser::MessagePart<'_>) -> String {
     }
 }
 
-/// A header's value for display: decoded where mail-parser decodes it
-/// (encoded words, address lists), else the raw value unfolded.
+/// A header's value for display: encoded words and address lists decoded,
+/// else the raw value, unfolded. The view's parser keeps most fields raw
+/// ([`structure::parser`]); the decoding happens here, on the field's own
+/// octets alone, so no value can run past its field.
 fn header_text(raw: &[u8], h: &mail_parser::Header<'_>) -> String {
-    let text = match h.value() {
+    let (start, end) = (h.offset_start() as usize, h.offset_end() as usize);
+    let own = raw.get(start..end).unwrap_or_default();
+    let decoded = match h.name() {
+        "From" | "To" | "Cc" | "Bcc" | "Reply-To" | "Sender" | "Resent-From" | "Resent-To"
+        | "Resent-Cc" | "Resent-Sender" => MessageStream::new(own).parse_address(),
+        "Subject" | "Comments" | "Content-Description" => {
+            MessageStream::new(own).parse_unstructured()
+        }
+        _ => h.value().clone(),
+    };
+    let text = match &decoded {
         HeaderValue::Text(t) => t.to_string(),
         HeaderValue::TextList(l) => l.join(", "),
         HeaderValue::Address(a) => a
@@ -319,10 +332,7 @@ fn header_text(raw: &[u8], h: &mail_parser::Header<'_>) -> String {
             })
             .collect::<Vec<_>>()
             .join(", "),
-        _ => {
-            let (start, end) = (h.offset_start() as usize, h.offset_end() as usize);
-            String::from_utf8_lossy(raw.get(start..end).unwrap_or_default()).into_owned()
-        }
+        _ => String::from_utf8_lossy(own).into_owned(),
     };
     // Unfold: a line break and the white space around it are one space.
     text.split(['\r', '\n'])
@@ -426,6 +436,35 @@ mod tests {
         let v = detail(&message(&nested(30_000, true)));
         let why = v["parse_error"].as_str().expect("a note");
         assert!(why.contains("base64 or quoted-printable"), "{why}");
+    }
+
+    #[test]
+    fn encoded_chains_hidden_by_parser_quirks_never_reach_the_parser() {
+        // A review found three ways past a first version of the check: an
+        // encoded word as the transfer encoding, a Date field that the full
+        // parser reads past its line end, and a form feed after a
+        // delimiter. Each hides a base64 part holding 30,000 levels, which
+        // the parser would copy once per level (gigabytes).
+        use base64::Engine as _;
+        let chain = base64::engine::general_purpose::STANDARD
+            .encode(b"Content-Type: message/rfc822\r\n\r\n".repeat(30_000));
+        let hidden = [
+            format!(
+                "Content-Type: message/rfc822\r\nContent-Transfer-Encoding: =?us-ascii?q?base64?=\r\n\r\n\r\n{chain}\r\n"
+            ),
+            format!(
+                "Subject: x\r\nDate: -a\r\n\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n{chain}\r\n"
+            ),
+            format!(
+                "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nx\r\n--b\x0c\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n{chain}\r\n--b--\r\n"
+            ),
+        ];
+        for raw in hidden {
+            let v = detail(&message(raw.as_bytes()));
+            // Refused, or parsed as what the check saw: never the chain.
+            let size = v.to_string().len();
+            assert!(size < 4 * raw.len(), "{size}");
+        }
     }
 
     #[test]

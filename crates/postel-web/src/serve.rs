@@ -7,13 +7,17 @@
 //! - at most [`WebLimits::max_connections`] connections are open; past
 //!   that, the loop stops accepting, and new connections wait in the
 //!   kernel's listen queue, where they cost the process no descriptor;
+//! - at most [`WebLimits::max_connections_per_ip`] from one address, so
+//!   one client cannot hold them all; past it a connection is closed at
+//!   once;
 //! - a request header must arrive within [`WebLimits::header_timeout`] of
 //!   the connection opening or of the previous response (an idle
 //!   keep-alive connection is closed after it too);
 //! - on shutdown, connections finish the request in hand and close.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
@@ -42,6 +46,7 @@ pub async fn serve<S: Store + Clone>(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     let mut backoff = Duration::from_millis(5);
+    let open_per_ip: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
     tokio::pin!(shutdown);
     loop {
         // A slot first: at the cap, nothing more is accepted.
@@ -70,6 +75,11 @@ pub async fn serve<S: Store + Clone>(
         // Reap what has finished, so the set stays the size of what is open.
         while connections.try_join_next().is_some() {}
         let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+        let Some(per_ip) = PerIp::take(&open_per_ip, peer.ip(), limits.max_connections_per_ip)
+        else {
+            drop(tcp);
+            continue;
+        };
         let service =
             TowerToHyperService::new(app.clone().layer(axum::Extension(ConnectInfo(peer))));
         let mut stop = stop_rx.clone();
@@ -94,9 +104,48 @@ pub async fn serve<S: Store + Clone>(
                 }
             }
             drop(permit);
+            drop(per_ip);
         });
     }
     let _ = stop_tx.send(true);
     while connections.join_next().await.is_some() {}
     Ok(())
+}
+
+/// A connection's place under the per-address cap; given back on drop.
+struct PerIp {
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl PerIp {
+    fn take(open: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr, max: usize) -> Option<PerIp> {
+        let mut map = open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = map.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(PerIp {
+            open: open.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for PerIp {
+    fn drop(&mut self) {
+        let mut map = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
 }

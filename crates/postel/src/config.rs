@@ -80,6 +80,8 @@ pub(crate) struct WebSection {
     pub(crate) token: Option<String>,
     /// HTTP connections open at once. Default 256.
     pub(crate) max_connections: Option<usize>,
+    /// HTTP connections open at once from one address. Default 32.
+    pub(crate) max_connections_per_ip: Option<usize>,
     /// Seconds a request header may take to arrive. Default 10.
     pub(crate) header_timeout: Option<u64>,
     /// Live event streams open at once. Default 64.
@@ -521,11 +523,18 @@ impl Config {
                 .header_timeout
                 .map_or(web_defaults.header_timeout, Duration::from_secs),
             max_streams: file.web.max_streams.unwrap_or(web_defaults.max_streams),
+            max_connections_per_ip: file
+                .web
+                .max_connections_per_ip
+                .unwrap_or(web_defaults.max_connections_per_ip),
             ..web_defaults
         };
-        if web_limits.max_connections == 0 || web_limits.header_timeout.is_zero() {
+        if web_limits.max_connections == 0
+            || web_limits.max_connections_per_ip == 0
+            || web_limits.header_timeout.is_zero()
+        {
             problems.push(
-                "web.max_connections and web.header_timeout: each must be at least 1".to_owned(),
+                "web.max_connections, web.max_connections_per_ip and web.header_timeout: each must be at least 1".to_owned(),
             );
         }
         let web = match web_listen.map(|w| (w.parse::<SocketAddr>(), w)) {
@@ -684,6 +693,7 @@ impl Config {
                     .and_then(|w| w.token.as_ref())
                     .map(|_| "(set)".to_owned()),
                 max_connections: self.web.as_ref().map(|w| w.limits.max_connections),
+                max_connections_per_ip: self.web.as_ref().map(|w| w.limits.max_connections_per_ip),
                 header_timeout: self.web.as_ref().map(|w| w.limits.header_timeout.as_secs()),
                 max_streams: self.web.as_ref().map(|w| w.limits.max_streams),
             },

@@ -294,7 +294,18 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
             .saturating_sub(64)
             .max(1);
         // The web side's connections come out of the same budget, so a
-        // flood of one cannot starve the other of descriptors.
+        // flood of one cannot starve the other of descriptors. It gets at
+        // most half of it.
+        if let Some(w) = cfg.web.as_mut()
+            && w.limits.max_connections > room / 2
+        {
+            tracing::warn!(
+                configured = w.limits.max_connections,
+                allowed = room / 2,
+                "web max_connections lowered to fit the open-file limit"
+            );
+            w.limits.max_connections = (room / 2).max(1);
+        }
         let room = room
             .saturating_sub(cfg.web.as_ref().map_or(0, |w| w.limits.max_connections))
             .max(1);

@@ -259,6 +259,43 @@ fn the_web_side_caps_connections_and_times_out_half_sent_headers() {
 }
 
 #[test]
+fn one_address_cannot_hold_every_web_connection() {
+    // Review: kept-alive requests that each get a 401 held the cap.
+    let token = "0123456789abcdef0123";
+    let (_s, web) = web_server(&format!(
+        "[web]\nmax_connections_per_ip = 3\ntoken = \"{token}\"\n"
+    ));
+    let held: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let mut t = TcpStream::connect(web).expect("connect");
+            t.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-A: ")
+                .expect("write");
+            t
+        })
+        .collect();
+    // The fourth from the same address is closed at once.
+    let mut fourth = TcpStream::connect(web).expect("connect");
+    fourth
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut buf = [0u8; 64];
+    assert!(matches!(fourth.read(&mut buf), Ok(0) | Err(_)));
+    drop(held);
+    // A refused request ends its connection, though the client asked to
+    // keep it.
+    let mut t = TcpStream::connect(web).expect("connect");
+    t.write_all(format!("GET /api/v1/status HTTP/1.1\r\nHost: {web}\r\n\r\n").as_bytes())
+        .expect("write");
+    t.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut answer = Vec::new();
+    let _ = t.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 401"), "{answer}");
+    assert!(answer.contains("connection: close"), "{answer}");
+}
+
+#[test]
 fn live_event_streams_are_capped() {
     let (_s, web) = web_server("[web]\nmax_streams = 2\n");
     let open = || {
