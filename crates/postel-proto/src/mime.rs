@@ -134,7 +134,7 @@ impl MimeScanner {
         MimeScanner {
             limits,
             place: Place::Headers,
-            line: Vec::new(),
+            line: Vec::with_capacity(128),
             line_cut: false,
             header_lines: 0,
             header_bytes: 0,
@@ -250,9 +250,9 @@ impl MimeScanner {
         };
         self.open = true;
         self.header_fields += 1;
-        self.field = if name.eq_ignore_ascii_case(b"content-type") {
+        self.field = if name.is(b"content-type") {
             Field::ContentType
-        } else if name.eq_ignore_ascii_case(b"content-transfer-encoding") {
+        } else if name.is(b"content-transfer-encoding") {
             Field::Encoding
         } else {
             Field::Other
@@ -389,18 +389,39 @@ impl MimeScanner {
 
 /// `name: value` as a lenient parser reads it: white space in the name is
 /// ignored, and a colon before the name is skipped. None: not a field.
-fn field(line: &[u8]) -> Option<(Vec<u8>, &[u8])> {
-    let mut name = Vec::new();
+fn field(line: &[u8]) -> Option<(Name, &[u8])> {
+    let mut name = Name::default();
     for (i, &b) in line.iter().enumerate() {
         match b {
-            b':' if !name.is_empty() => return Some((name, &line[i + 1..])),
+            b':' if name.len > 0 => return Some((name, &line[i + 1..])),
             b':' => {}
             _ if b.is_ascii_whitespace() => {}
-            _ if name.len() < 64 => name.push(b),
-            _ => {}
+            _ => name.push(b),
         }
     }
     None
+}
+
+/// A field name as read, on the stack: only its first octets matter (the
+/// two names looked for are 12 and 25 long), so no allocation per line.
+#[derive(Default)]
+struct Name {
+    buf: [u8; 32],
+    len: usize,
+}
+
+impl Name {
+    fn push(&mut self, b: u8) {
+        if let Some(slot) = self.buf.get_mut(self.len) {
+            *slot = b;
+        }
+        self.len += 1;
+    }
+
+    /// Returns true if and only if the name is `want`, ignoring case.
+    fn is(&self, want: &[u8]) -> bool {
+        self.len == want.len() && self.buf[..self.len.min(32)].eq_ignore_ascii_case(want)
+    }
 }
 
 /// Returns true if and only if a Content-Type value names
