@@ -1,5 +1,6 @@
 //! Postel's policy: the decisions that SMTP and the web side share, kept
-//! in one place so that both sides apply them alike.
+//! in one place so that both sides apply them alike, and the server logic
+//! that is neither protocol nor storage.
 //!
 //! # Layout
 //! In reading order:
@@ -10,7 +11,9 @@
 //!   every password check (SMTP AUTH and web logins alike), with a bounded
 //!   queue in front of it;
 //! - [`auth`]: the two joined: a login attempt from an address, checked
-//!   against the lockout, the pool and the users' hashes.
+//!   against the lockout, the pool and the users' hashes;
+//! - [`recipients`]: which recipients are accepted (domains, mailboxes);
+//! - [`trace`]: the `Received:` header put on every stored message.
 //!
 //! Time is passed in (`now`) wherever a decision depends on it, so that
 //! tests need no clock.
@@ -20,7 +23,11 @@
 pub mod auth;
 pub mod lockout;
 pub mod passwords;
+pub mod recipients;
+pub mod trace;
 
 pub use auth::{Authenticator, Checked, UserHashes};
 pub use lockout::Lockout;
 pub use passwords::{PasswordPool, hash_password};
+pub use recipients::Policy;
+pub use trace::Trace;

@@ -4,6 +4,8 @@
 //! server, the tests and the fuzzers all drive the same [`Session`], so what
 //! is tested is what runs.
 //!
+//! # Layout
+//! In reading order:
 //! - [`command`]: a line to a verb and its arguments;
 //! - [`address`]: mailboxes and paths (RFC 5321 4.1.2, RFC 6531);
 //! - [`params`]: MAIL/RCPT parameters;
@@ -12,7 +14,9 @@
 //! - [`mime`]: the MIME structure check (nesting depth, header sections);
 //! - [`reply`]: every reply, one constructor per row of the reply contract;
 //! - [`sasl`]: AUTH's PLAIN and LOGIN mechanisms;
-//! - [`session`]: the state machine that ties them together.
+//! - [`session`]: the state machine that ties them together (a folder:
+//!   one file per group of verbs);
+//! - `sim` (feature `sim`, tests and fuzzing only): a scripted backend.
 
 #![warn(missing_docs)]
 
@@ -25,6 +29,7 @@ pub mod params;
 pub mod reply;
 pub mod sasl;
 pub mod session;
+#[cfg(any(test, feature = "sim"))]
 pub mod sim;
 
 pub use address::{ForwardPath, Mailbox, ReversePath};

@@ -340,6 +340,16 @@ pub fn bare_line_ending() -> Reply {
     Reply::new(550, e(5, 5, 2), "Bare CR or LF not allowed")
 }
 
+/// Contract "the server failed inside a session": the policy code hit a
+/// bug (it panicked). The session cannot go on safely: `421`, then close.
+pub fn backend_failed(hostname: &str) -> Reply {
+    Reply::new(
+        421,
+        e(4, 3, 0),
+        format!("{hostname} Local error, closing connection"),
+    )
+}
+
 /// Contract "storage failed": nothing is half-stored.
 pub fn local_error() -> Reply {
     Reply::new(451, e(4, 3, 0), "Local error in processing")

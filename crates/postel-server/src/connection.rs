@@ -17,7 +17,7 @@ use postel_proto::{ConnInfo, Event, Session, Verdict, reply};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::Shared;
 use crate::backend::{Backend, BackendSession, ConnMeta};
@@ -283,59 +283,88 @@ async fn flush(
 
 /// Answers every queued event. Returns whether there was one, and whether
 /// one was STARTTLS (the caller runs the handshake once the 220 is out).
+///
+/// A backend that panics does not take the process or the connection's
+/// reply with it: the session gets `421 4.3.0` and closes (as go-smtp
+/// recovers a handler's panic).
 async fn handle_events<B: Backend>(
     session: &mut Session,
     backend: &mut B::Session,
     shared: &Shared<B>,
 ) -> (bool, bool) {
+    use futures_util::FutureExt as _;
     let mut any = false;
     let mut starttls = false;
     while let Some(event) = session.poll_event() {
         any = true;
-        match event {
-            Event::Helo => {
-                if let Some(name) = session.helo() {
-                    backend.helo(name, session.is_extended());
-                }
-            }
-            Event::Mail { from, params } => {
-                let v = backend.mail(&from, &params).await;
-                session.resolve(verdict(v));
-            }
-            Event::Rcpt { to, params } => {
-                let v = backend.rcpt(&to, &params).await;
-                session.resolve(verdict(v));
-            }
-            Event::Body => {
-                session.take_body(backend.body());
-                backend.body_appended().await;
-            }
-            Event::DataEnd => {
-                session.take_body(backend.body());
-                let v = backend.data().await;
-                session.resolve(match v {
-                    Ok(id) => Verdict::Queued(id),
-                    Err(r) => Verdict::Reject(r),
-                });
-            }
-            Event::Reset => backend.reset(),
-            Event::Status => session.resolve_status(shared.status_lines()),
-            Event::StartTls => starttls = true,
-            Event::Auth {
-                mechanism,
-                authzid,
-                username,
-                password,
-            } => {
-                let v = backend
-                    .auth(mechanism, &authzid, &username, &password.0)
-                    .await;
-                session.resolve(verdict(v));
-            }
-            Event::Close => {}
+        let handled = std::panic::AssertUnwindSafe(handle_event(
+            event,
+            session,
+            backend,
+            shared,
+            &mut starttls,
+        ))
+        .catch_unwind()
+        .await;
+        if handled.is_err() {
+            error!("the backend panicked: the session is closed with 421");
+            session.abort(reply::backend_failed(&shared.limits.hostname));
+            break;
         }
     }
     (any, starttls)
+}
+
+/// Answers one event.
+async fn handle_event<B: Backend>(
+    event: Event,
+    session: &mut Session,
+    backend: &mut B::Session,
+    shared: &Shared<B>,
+    starttls: &mut bool,
+) {
+    match event {
+        Event::Helo => {
+            if let Some(name) = session.helo() {
+                backend.helo(name, session.is_extended());
+            }
+        }
+        Event::Mail { from, params } => {
+            let v = backend.mail(&from, &params).await;
+            session.resolve(verdict(v));
+        }
+        Event::Rcpt { to, params } => {
+            let v = backend.rcpt(&to, &params).await;
+            session.resolve(verdict(v));
+        }
+        Event::Body => {
+            session.take_body(backend.body());
+            backend.body_appended().await;
+        }
+        Event::DataEnd => {
+            session.take_body(backend.body());
+            let v = backend.data().await;
+            session.resolve(match v {
+                Ok(id) => Verdict::Queued(id),
+                Err(r) => Verdict::Reject(r),
+            });
+        }
+        Event::Reset => backend.reset(),
+        Event::Status => session.resolve_status(shared.status_lines()),
+        Event::StartTls => *starttls = true,
+        Event::Auth {
+            mechanism,
+            authzid,
+            username,
+            password,
+        } => {
+            let v = backend
+                .auth(mechanism, &authzid, &username, &password.0)
+                .await;
+            session.resolve(verdict(v));
+        }
+        Event::Close => {}
+    }
 }
 
 fn verdict(v: Result<(), postel_proto::Reply>) -> Verdict {

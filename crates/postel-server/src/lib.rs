@@ -9,6 +9,15 @@
 //! limits (the excess gets `421 4.7.0` and is closed); on shutdown no new
 //! session starts, idle ones get `421 4.3.2`, and a message being received
 //! finishes before its session ends.
+//!
+//! # Layout
+//! - this file: listener kinds and settings, [`ServerConfig`], the accept
+//!   loop, connection slots and shutdown;
+//! - `backend`: the [`Backend`] seam;
+//! - `connection`: one session's driver (read, feed, answer, write; a
+//!   backend's panic becomes a `421`);
+//! - `stream`: plain TCP or TLS, upgraded mid-session;
+//! - `metrics`: the SMTP counters.
 
 #![warn(missing_docs)]
 

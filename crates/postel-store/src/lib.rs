@@ -22,6 +22,13 @@
 //! Not here: parsing messages (the caller passes the subject), policy, or
 //! anything network-facing. A PostgreSQL backend for several nodes can
 //! implement the same trait.
+//!
+//! # Layout
+//! - this file: the errors, the data types, the [`Store`] trait, and
+//!   [`SqliteStore`] (schema and migration, the folder lock and sweep, the
+//!   group-commit writer, reads, deletes, users; to be split by concept);
+//! - `private`: the data folder's permissions;
+//! - [`time`]: Unix seconds as RFC 3339 and RFC 5322 (the `time` crate).
 
 #![warn(missing_docs)]
 

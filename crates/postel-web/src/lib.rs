@@ -16,6 +16,15 @@
 //! password checks, and one lockout per client address, which is checked
 //! before anything else (a locked-out address gets `429` whatever it
 //! sends, even a password that is right).
+//!
+//! # Layout
+//! - this file: [`Web`], the login ([`Login`], the cache, the lockout
+//!   first) and [`WebLimits`];
+//! - `serve`: the accept loop, with its connection caps and header timeout;
+//! - `api`: the routes;
+//! - `structure`: what the parser would build, checked before it parses;
+//! - `mime`: a message seen through MIME, parsed on a thread of its own;
+//! - [`json`]: the summary object.
 
 #![warn(missing_docs)]
 

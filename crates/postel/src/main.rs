@@ -4,6 +4,14 @@
 //! listens on 127.0.0.1:2525, accepts mail for any address and stores it in
 //! `./postel-data`. A TOML file (`--config`) makes it a production MX.
 //! Errors end here as `anyhow` messages that say what to do.
+//!
+//! # Layout
+//! - this file: the CLI and `serve` (wiring store, policy, server, web);
+//! - `config`: the TOML file, overrides, validation;
+//! - `backend`: the Backend that joins policy to the store;
+//! - `tls`: certificates (files, self-signed, reload);
+//! - `users`, `messages`: the admin commands;
+//! - `client`, `send`, `probe`, `explain`: the client-side tools.
 
 mod backend;
 mod client;
@@ -13,7 +21,6 @@ mod messages;
 mod probe;
 mod send;
 mod tls;
-mod trace;
 mod users;
 
 use std::path::PathBuf;
@@ -25,9 +32,10 @@ use postel_server::ServerConfig;
 use postel_store::SqliteStore;
 use tracing::info;
 
-use crate::backend::{Inner, Policy, PostelBackend};
+use crate::backend::{Inner, PostelBackend};
 use crate::config::{Config, FileConfig, Overrides, TlsMode, WebSettings};
 use crate::tls::Tls;
+use postel_policy::recipients::Policy;
 use postel_web::{Login, SessionCounts, Web};
 use prometheus_client::registry::Registry;
 

@@ -10,26 +10,40 @@
 use std::net::IpAddr;
 
 use postel_proto::display::visible;
-use postel_store::time::rfc5322_date;
+
+/// RFC 5322 date-time in UTC: `Mon, 23 Nov 2026 11:18:29 +0000`.
+fn rfc5322_date(unix: i64) -> String {
+    use time::format_description::well_known::Rfc2822;
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+        .format(&Rfc2822)
+        .unwrap_or_default()
+}
 
 /// What goes into one trace header.
-pub(crate) struct Trace<'a> {
-    pub(crate) helo: &'a str,
-    pub(crate) peer: IpAddr,
-    pub(crate) hostname: &'a str,
-    pub(crate) version: &'a str,
+pub struct Trace<'a> {
+    /// The name the client gave in EHLO/HELO.
+    pub helo: &'a str,
+    /// The client's address.
+    pub peer: IpAddr,
+    /// This server's name.
+    pub hostname: &'a str,
+    /// Postel's version.
+    pub version: &'a str,
     /// RFC 3848 / RFC 6531 `with` value: SMTP, ESMTP, UTF8SMTP...
-    pub(crate) protocol: &'a str,
-    pub(crate) id: &'a str,
+    pub protocol: &'a str,
+    /// The message's id, as in the `250` reply.
+    pub id: &'a str,
     /// Named only when there is exactly one, so the header does not list
     /// the other (possibly blind) recipients.
-    pub(crate) recipient: Option<&'a str>,
-    pub(crate) unix_time: i64,
+    pub recipient: Option<&'a str>,
+    /// When the message was received, in Unix seconds.
+    pub unix_time: i64,
 }
 
 impl Trace<'_> {
     /// Appends the header, folded, ending with CRLF.
-    pub(crate) fn write_to(&self, out: &mut Vec<u8>) {
+    pub fn write_to(&self, out: &mut Vec<u8>) {
         let literal = match self.peer {
             IpAddr::V4(a) => format!("[{a}]"),
             IpAddr::V6(a) => format!("[IPv6:{a}]"),
