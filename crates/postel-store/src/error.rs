@@ -1,0 +1,44 @@
+//! What can go wrong in the store, and whether trying again may help.
+
+use std::path::PathBuf;
+
+/// An error from the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite refused or failed (disk full, I/O error, corruption...).
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The writer thread is gone (the store is shutting down).
+    #[error("the store is closed")]
+    Closed,
+    /// The data folder could not be prepared.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// Another process has the data folder (its `lock`): two servers
+    /// must not share one.
+    #[error("the data folder {} is in use by another postel server", .0.display())]
+    InUse(PathBuf),
+    /// The group commit that carried this message failed as a whole.
+    #[error("commit failed: {message}")]
+    Commit {
+        /// What SQLite said.
+        message: String,
+        /// Whether trying again may succeed.
+        transient: bool,
+    },
+}
+
+impl StoreError {
+    /// Returns true if and only if trying again later may succeed (disk
+    /// full, I/O error, busy): the SMTP reply is then `451`, not `554`.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
+                e.code != rusqlite::ErrorCode::ConstraintViolation
+                    && e.code != rusqlite::ErrorCode::TooBig
+            }
+            StoreError::Commit { transient, .. } => *transient,
+            _ => true,
+        }
+    }
+}

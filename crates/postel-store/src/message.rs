@@ -1,0 +1,150 @@
+//! The data the store keeps and answers with: envelopes, messages new and
+//! stored, summaries, queries and their pages, and the changes it
+//! announces.
+
+use crate::spool::SpoolFile;
+
+/// One recipient of a message, as accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipient {
+    /// The forward-path without brackets (`postmaster` for `<postmaster>`).
+    pub address: String,
+    /// RCPT parameters as sent.
+    pub params: Vec<String>,
+}
+
+/// The SMTP envelope and connection details of a message.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Envelope {
+    /// The reverse-path without brackets; empty for `<>`.
+    pub mail_from: String,
+    /// MAIL parameters as sent.
+    pub mail_params: Vec<String>,
+    /// Accepted recipients, in order.
+    pub recipients: Vec<Recipient>,
+    /// The client's IP address and port.
+    pub client_addr: String,
+    /// The EHLO/HELO name.
+    pub helo: String,
+    /// `SMTP`, `ESMTP`, `UTF8SMTP`... (RFC 3848 / RFC 6531 `with` values).
+    pub protocol: String,
+    /// The TLS version and cipher, when the session was encrypted.
+    pub tls: Option<String>,
+    /// The authenticated user, when the client logged in.
+    pub auth_user: Option<String>,
+}
+
+/// A message to store.
+#[derive(Debug)]
+pub struct NewMessage {
+    /// From [`Store::next_id`].
+    pub id: String,
+    /// Seconds since the Unix epoch.
+    pub received_at: i64,
+    /// The envelope.
+    pub envelope: Envelope,
+    /// The `Subject:` header, decoded, if any.
+    pub subject: Option<String>,
+    /// The message as stored, trace header and content, CRLF line ends;
+    /// or, with `spooled`, its first part.
+    pub raw: Vec<u8>,
+    /// The rest of the message, in a spool file: a large message arrives
+    /// there while it is received, so that it is never held whole in memory.
+    pub spooled: Option<SpoolFile>,
+}
+
+impl NewMessage {
+    /// Octets of the whole message.
+    pub fn size(&self) -> u64 {
+        self.raw.len() as u64 + self.spooled.as_ref().map_or(0, SpoolFile::len)
+    }
+}
+
+/// A stored message without its content (for listings).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// The message id.
+    pub id: String,
+    /// Seconds since the Unix epoch.
+    pub received_at: i64,
+    /// The envelope.
+    pub envelope: Envelope,
+    /// The subject, if any.
+    pub subject: Option<String>,
+    /// Octets of `raw`.
+    pub size: u64,
+}
+
+/// A stored message with its content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Everything but the content.
+    pub summary: Summary,
+    /// The stored bytes, exactly.
+    pub raw: Vec<u8>,
+}
+
+/// A stored message as a stream: its first bytes, then an open file with
+/// the rest (large messages), so that it can be sent without being read
+/// into memory whole.
+#[derive(Debug)]
+pub struct RawMessage {
+    /// Everything but the content.
+    pub summary: Summary,
+    /// The first bytes (all of them for a message held in the database).
+    pub head: Vec<u8>,
+    /// The rest, for a message whose content is kept apart: the open file
+    /// and the length recorded for it.
+    pub rest: Option<(std::fs::File, u64)>,
+}
+
+/// A change to the stored messages, for live views such as the web inbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A message was committed.
+    Stored(Box<Summary>),
+    /// A message was deleted (by a user, or by retention).
+    Deleted(String),
+    /// Every message was deleted.
+    DeletedAll,
+}
+
+/// Which messages a [`Store::query`] returns: every set filter must match.
+/// Text filters are case-insensitive substrings (ASCII case).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Query {
+    /// In the sender, any recipient or the subject.
+    pub text: Option<String>,
+    /// In the sender (the reverse-path).
+    pub from: Option<String>,
+    /// In any recipient.
+    pub to: Option<String>,
+    /// In the subject.
+    pub subject: Option<String>,
+    /// Received at or after, seconds since the Unix epoch.
+    pub since: Option<i64>,
+    /// Received before, seconds since the Unix epoch.
+    pub until: Option<i64>,
+    /// How many matches to skip, newest first.
+    pub offset: u64,
+    /// The most to return.
+    pub limit: u64,
+}
+
+/// One page of a [`Store::query`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Page {
+    /// How many messages match, over all pages.
+    pub total: u64,
+    /// This page, newest first.
+    pub messages: Vec<Summary>,
+}
+
+/// Counts for status displays.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Messages stored.
+    pub messages: u64,
+    /// Their total size in octets.
+    pub bytes: u64,
+}

@@ -1,0 +1,72 @@
+//! Reading rows back: summaries, search patterns, and the deletes that
+//! share their helpers.
+
+use super::*;
+
+/// A LIKE pattern matching `s` anywhere, with `%`, `_` and `\` escaped.
+pub(super) fn contains_pattern(s: &str) -> String {
+    let mut p = String::with_capacity(s.len() + 2);
+    p.push('%');
+    for c in s.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('%');
+    p
+}
+
+/// Deletes the messages with these sequence numbers, and their recipients.
+pub(super) fn delete_seqs(conn: &Connection, seqs: &[i64]) -> Result<(), rusqlite::Error> {
+    let mut rcpts = conn.prepare_cached("DELETE FROM recipients WHERE message_seq = ?1")?;
+    let mut msgs = conn.prepare_cached("DELETE FROM messages WHERE seq = ?1")?;
+    for seq in seqs {
+        rcpts.execute([seq])?;
+        msgs.execute([seq])?;
+    }
+    Ok(())
+}
+
+pub(super) const SUMMARY_COLUMNS: &str = "seq, id, received_at, client_addr, helo, protocol, tls, auth_user, mail_from, mail_params, subject, size";
+
+pub(super) fn split_params(s: String) -> Vec<String> {
+    s.split(' ')
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+pub(super) fn read_summary(
+    conn: &Connection,
+    row: &rusqlite::Row<'_>,
+) -> Result<Summary, rusqlite::Error> {
+    let seq: i64 = row.get(0)?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT address, params FROM recipients WHERE message_seq = ?1 ORDER BY position",
+    )?;
+    let recipients = stmt
+        .query_map([seq], |r| {
+            Ok(Recipient {
+                address: r.get(0)?,
+                params: split_params(r.get(1)?),
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Summary {
+        id: row.get(1)?,
+        received_at: row.get(2)?,
+        envelope: Envelope {
+            client_addr: row.get(3)?,
+            helo: row.get(4)?,
+            protocol: row.get(5)?,
+            tls: row.get(6)?,
+            auth_user: row.get(7)?,
+            mail_from: row.get(8)?,
+            mail_params: split_params(row.get(9)?),
+            recipients,
+        },
+        subject: row.get(10)?,
+        size: row.get::<_, i64>(11)? as u64,
+    })
+}

@@ -1,0 +1,324 @@
+//! The [`Store`] trait over SQLite: insert through the writer, reads,
+//! queries, deletes and pruning.
+
+use super::*;
+
+impl Store for SqliteStore {
+    fn next_id(&self) -> String {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        let mut last = lock(&self.last_id);
+        // Strictly increasing even if the clock steps back.
+        *last = now.max(*last + 1);
+        format!("{:014X}", *last)
+    }
+
+    async fn insert(&self, mut msg: NewMessage) -> Result<(), StoreError> {
+        // Content kept apart is durable in its place before the commit
+        // that records it; sessions do this side by side, and the
+        // writer thread only commits the row.
+        let mut apart = 0;
+        let blob = match msg.spooled.take() {
+            None => None,
+            Some(spool) => {
+                apart = spool.len();
+                let path = self.blob_path(&msg.id);
+                let to = path.clone();
+                tokio::task::spawn_blocking(move || spool.persist(&to))
+                    .await
+                    .map_err(std::io::Error::other)??;
+                Some(path)
+            }
+        };
+        let (done, wait) = tokio::sync::oneshot::channel();
+        let sent = lock(&self.jobs)
+            .as_ref()
+            .is_some_and(|tx| tx.send(Job { msg, apart, done }).is_ok());
+        let (result, recorded) = if sent {
+            match wait.await {
+                // This message's own insert failed, rolled back to its
+                // savepoint: no row can name the file.
+                Ok(Err(e @ StoreError::Sqlite(_))) => (Err(e), false),
+                // The batch's commit failed, or the writer went away:
+                // recovery may yet complete the commit, and the row
+                // would need its file. The next sweep decides.
+                Ok(r) => (r, true),
+                Err(_) => (Err(StoreError::Closed), true),
+            }
+        } else {
+            (Err(StoreError::Closed), false)
+        };
+        if let (Err(_), false, Some(path)) = (&result, recorded, &blob) {
+            let _ = std::fs::remove_file(path);
+        }
+        result
+    }
+
+    fn list(&self) -> Result<Vec<Summary>, StoreError> {
+        let conn = lock(&self.reader);
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {SUMMARY_COLUMNS} FROM messages ORDER BY seq"
+        ))?;
+        let rows = stmt
+            .query_map([], |row| read_summary(&conn, row))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    fn open_raw(&self, id: &str) -> Result<Option<RawMessage>, StoreError> {
+        let conn = lock(&self.reader);
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {SUMMARY_COLUMNS}, raw, apart FROM messages WHERE id = ?1"
+        ))?;
+        let found = stmt
+            .query_row([id], |row| {
+                Ok((
+                    read_summary(&conn, row)?,
+                    row.get::<_, Vec<u8>>(12)?,
+                    row.get::<_, i64>(13)? as u64,
+                ))
+            })
+            .optional()?;
+        drop(stmt);
+        drop(conn);
+        let Some((summary, head, apart)) = found else {
+            return Ok(None);
+        };
+        let rest = if apart > 0 {
+            match std::fs::File::open(self.blob_path(id)) {
+                Ok(f) => Some((f, apart)),
+                // Deleted since the row was read: as if it never was found.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !self.exists(id)? => {
+                    return Ok(None);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            None
+        };
+        Ok(Some(RawMessage {
+            summary,
+            head,
+            rest,
+        }))
+    }
+
+    fn get(&self, id: &str) -> Result<Option<Message>, StoreError> {
+        let conn = lock(&self.reader);
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {SUMMARY_COLUMNS}, raw, apart FROM messages WHERE id = ?1"
+        ))?;
+        let found = stmt
+            .query_row([id], |row| {
+                let msg = Message {
+                    summary: read_summary(&conn, row)?,
+                    raw: row.get(12)?,
+                };
+                Ok((msg, row.get::<_, i64>(13)? as u64))
+            })
+            .optional()?;
+        drop(stmt);
+        drop(conn);
+        let Some((mut msg, apart)) = found else {
+            return Ok(None);
+        };
+        if apart > 0 {
+            let content = match std::fs::read(self.blob_path(id)) {
+                Ok(c) => c,
+                // Deleted since the row was read: as if it never was found.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !self.exists(id)? => {
+                    return Ok(None);
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if content.len() as u64 != apart {
+                return Err(StoreError::Io(std::io::Error::other(format!(
+                    "the content of {id} has {} octets, not {apart}",
+                    content.len()
+                ))));
+            }
+            msg.raw.extend_from_slice(&content);
+        }
+        Ok(Some(msg))
+    }
+
+    fn delete(&self, id: &str) -> Result<bool, StoreError> {
+        let mut conn = lock(&self.reader);
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let seq: Option<i64> = tx
+            .query_row("SELECT seq FROM messages WHERE id = ?1", [id], |r| r.get(0))
+            .optional()?;
+        if let Some(seq) = seq {
+            tx.execute("DELETE FROM recipients WHERE message_seq = ?1", [seq])?;
+            tx.execute("DELETE FROM messages WHERE seq = ?1", [seq])?;
+        }
+        tx.commit()?;
+        drop(conn);
+        if seq.is_some() {
+            self.remove_blobs([id]);
+            let _ = self.changes.send(Change::Deleted(id.to_owned()));
+        }
+        Ok(seq.is_some())
+    }
+
+    fn query(&self, q: &Query) -> Result<Page, StoreError> {
+        let mut clauses = Vec::new();
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        let rcpt_match = "EXISTS (SELECT 1 FROM recipients r WHERE r.message_seq = m.seq AND r.address LIKE ? ESCAPE '\\')";
+        // SQLite's LIKE reads a pattern only up to a NUL: `%\0%` would
+        // match everything. Stored text holds no NUL, so such a search
+        // matches nothing.
+        let searches = [&q.text, &q.from, &q.to, &q.subject];
+        if searches
+            .iter()
+            .any(|t| t.as_deref().is_some_and(|t| t.contains('\0')))
+        {
+            clauses.push("0".to_owned());
+        }
+        if let Some(t) = q.text.as_deref().filter(|t| !t.is_empty()) {
+            clauses.push(format!(
+                "(m.mail_from LIKE ? ESCAPE '\\' OR m.subject LIKE ? ESCAPE '\\' OR {rcpt_match})"
+            ));
+            let p = contains_pattern(t);
+            args.extend([p.clone().into(), p.clone().into(), p.into()]);
+        }
+        if let Some(f) = q.from.as_deref().filter(|t| !t.is_empty()) {
+            clauses.push("m.mail_from LIKE ? ESCAPE '\\'".to_owned());
+            args.push(contains_pattern(f).into());
+        }
+        if let Some(t) = q.to.as_deref().filter(|t| !t.is_empty()) {
+            clauses.push(rcpt_match.to_owned());
+            args.push(contains_pattern(t).into());
+        }
+        if let Some(s) = q.subject.as_deref().filter(|t| !t.is_empty()) {
+            clauses.push("m.subject LIKE ? ESCAPE '\\'".to_owned());
+            args.push(contains_pattern(s).into());
+        }
+        if let Some(t) = q.since {
+            clauses.push("m.received_at >= ?".to_owned());
+            args.push(t.into());
+        }
+        if let Some(t) = q.until {
+            clauses.push("m.received_at < ?".to_owned());
+            args.push(t.into());
+        }
+        let filter = if clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", clauses.join(" AND "))
+        };
+        let conn = lock(&self.reader);
+        let total: i64 = conn.query_row(
+            &format!("SELECT count(*) FROM messages m {filter}"),
+            rusqlite::params_from_iter(args.iter()),
+            |r| r.get(0),
+        )?;
+        let columns = SUMMARY_COLUMNS
+            .split(", ")
+            .map(|c| format!("m.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {columns} FROM messages m {filter} ORDER BY m.seq DESC LIMIT ? OFFSET ?"
+        ))?;
+        let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
+        let offset = i64::try_from(q.offset).unwrap_or(i64::MAX);
+        args.push(limit.into());
+        args.push(offset.into());
+        let messages = stmt
+            .query_map(rusqlite::params_from_iter(args.iter()), |row| {
+                read_summary(&conn, row)
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Page {
+            total: total as u64,
+            messages,
+        })
+    }
+
+    fn delete_all(&self) -> Result<u64, StoreError> {
+        let mut conn = lock(&self.reader);
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        // Only the files of the rows deleted here: a message being stored
+        // meanwhile has its file in place already, and must keep it.
+        let apart: Vec<String> = tx
+            .prepare("SELECT id FROM messages WHERE apart > 0")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        tx.execute("DELETE FROM recipients", [])?;
+        let n = tx.execute("DELETE FROM messages", [])?;
+        tx.commit()?;
+        drop(conn);
+        self.remove_blobs(apart.iter().map(String::as_str));
+        let _ = self.changes.send(Change::DeletedAll);
+        Ok(n as u64)
+    }
+
+    fn prune(&self, keep: Option<u64>, before: Option<i64>) -> Result<Vec<String>, StoreError> {
+        let mut deleted = Vec::new();
+        loop {
+            // One short transaction per batch: the writer thread and the
+            // readers get the database between batches.
+            let mut conn = lock(&self.reader);
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let excess = match keep {
+                Some(keep) => {
+                    let n: i64 = tx.query_row("SELECT count(*) FROM messages", [], |r| r.get(0))?;
+                    (n as u64).saturating_sub(keep)
+                }
+                None => 0,
+            };
+            let cut = before.unwrap_or(i64::MIN);
+            let batch = PRUNE_BATCH as i64;
+            let rows: Vec<(i64, String)> = {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT seq, id FROM messages WHERE received_at < ?1
+                     UNION
+                     SELECT seq, id FROM (SELECT seq, id FROM messages ORDER BY seq LIMIT ?2)
+                     ORDER BY seq LIMIT ?3",
+                )?;
+                stmt.query_map(
+                    params![
+                        cut,
+                        i64::try_from(excess).unwrap_or(i64::MAX).min(batch),
+                        batch
+                    ],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?
+                .collect::<Result<_, _>>()?
+            };
+            if rows.is_empty() {
+                tx.commit()?;
+                break;
+            }
+            let seqs: Vec<i64> = rows.iter().map(|(s, _)| *s).collect();
+            delete_seqs(&tx, &seqs)?;
+            tx.commit()?;
+            drop(conn);
+            self.remove_blobs(rows.iter().map(|(_, id)| id.as_str()));
+            for (_, id) in rows {
+                let _ = self.changes.send(Change::Deleted(id.clone()));
+                deleted.push(id);
+            }
+        }
+        Ok(deleted)
+    }
+
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change> {
+        self.changes.subscribe()
+    }
+
+    fn stats(&self) -> Result<Stats, StoreError> {
+        let conn = lock(&self.reader);
+        let (messages, bytes): (i64, i64) = conn.query_row(
+            "SELECT count(*), coalesce(sum(size), 0) FROM messages",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok(Stats {
+            messages: messages as u64,
+            bytes: bytes as u64,
+        })
+    }
+}

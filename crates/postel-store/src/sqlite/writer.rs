@@ -1,0 +1,117 @@
+//! The group-commit writer: one thread takes every message waiting at that
+//! moment and commits them in one transaction, one fsync for all.
+
+use super::*;
+
+/// The most messages committed in one transaction: enough to absorb any
+/// burst of concurrent sessions, small enough to bound the batch's memory.
+pub(super) const MAX_BATCH: usize = 512;
+
+pub(super) fn writer_loop(
+    mut conn: Connection,
+    rx: mpsc::Receiver<Job>,
+    changes: tokio::sync::broadcast::Sender<Change>,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Ok(first) = rx.recv() {
+        batch.push(first);
+        // Group commit: everything that arrived while the last commit was
+        // fsyncing goes into this one.
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let results = commit_batch(&mut conn, &batch);
+        // Only build summaries when someone (the web inbox) is listening.
+        let notify = changes.receiver_count() > 0;
+        for (job, result) in batch.drain(..).zip(results) {
+            if notify && result.is_ok() {
+                let _ = changes.send(Change::Stored(Box::new(summary_of(&job))));
+            }
+            let _ = job.done.send(result);
+        }
+    }
+}
+
+/// Commits a batch in one transaction; each message in its own savepoint,
+/// so one bad message does not sink the others. Returns one result per job.
+pub(super) fn commit_batch(conn: &mut Connection, batch: &[Job]) -> Vec<Result<(), StoreError>> {
+    let run = |conn: &mut Connection| -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut results = Vec::with_capacity(batch.len());
+        // Savepoints by cached statements: parsing SAVEPOINT and RELEASE
+        // for every message cost more than the insert.
+        let step = |sql: &str| tx.prepare_cached(sql).and_then(|mut s| s.execute([]));
+        for job in batch {
+            step("SAVEPOINT message")?;
+            let r = insert_one(&tx, &job.msg, job.apart);
+            if r.is_err() {
+                step("ROLLBACK TO message")?;
+            }
+            step("RELEASE message")?;
+            results.push(r);
+        }
+        tx.commit()?;
+        Ok(results)
+    };
+    match run(conn) {
+        Ok(results) => results,
+        Err(e) => {
+            tracing::error!(error = %e, messages = batch.len(), "store commit failed");
+            let (message, transient) = (e.to_string(), e.is_transient());
+            batch
+                .iter()
+                .map(|_| {
+                    Err(StoreError::Commit {
+                        message: message.clone(),
+                        transient,
+                    })
+                })
+                .collect()
+        }
+    }
+}
+
+pub(super) fn insert_one(conn: &Connection, m: &NewMessage, apart: u64) -> Result<(), StoreError> {
+    let e = &m.envelope;
+    conn.prepare_cached(
+        "INSERT INTO messages (id, received_at, client_addr, helo, protocol, tls, auth_user, mail_from, mail_params, subject, size, raw, apart)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )?
+    .execute(params![
+        m.id,
+        m.received_at,
+        e.client_addr,
+        e.helo,
+        e.protocol,
+        e.tls,
+        e.auth_user,
+        e.mail_from,
+        e.mail_params.join(" "),
+        m.subject,
+        (m.raw.len() as u64 + apart) as i64,
+        m.raw,
+        apart as i64
+    ])?;
+    let seq = conn.last_insert_rowid();
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO recipients (message_seq, position, address, params) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for (i, r) in e.recipients.iter().enumerate() {
+        stmt.execute(params![seq, i as i64, r.address, r.params.join(" ")])?;
+    }
+    Ok(())
+}
+
+pub(super) fn summary_of(job: &Job) -> Summary {
+    let m = &job.msg;
+    Summary {
+        id: m.id.clone(),
+        received_at: m.received_at,
+        envelope: m.envelope.clone(),
+        subject: m.subject.clone(),
+        size: m.raw.len() as u64 + job.apart,
+    }
+}
