@@ -21,6 +21,7 @@
 //! - this file: [`Web`], the login ([`Login`], the cache, the lockout
 //!   first) and [`WebLimits`];
 //! - `serve`: the accept loop, with its connection caps and header timeout;
+//! - `guard`: the Host check, the login, the headers on every response;
 //! - `api`: the routes;
 //! - `structure`: what the parser would build, checked before it parses;
 //! - `mime`: a message seen through MIME, parsed on a thread of its own;
@@ -29,6 +30,7 @@
 #![warn(missing_docs)]
 
 mod api;
+mod guard;
 pub mod json;
 mod mime;
 mod serve;

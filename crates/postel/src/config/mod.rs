@@ -7,16 +7,21 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use postel_proto::address::{is_domain, parse_mailbox};
 use postel_proto::{BareLinePolicy, Limits};
 use postel_server::{ListenerKind, ListenerSettings};
 
 use crate::tls::TlsFiles;
-use serde::{Deserialize, Serialize};
+mod effective;
+mod file;
+#[cfg(test)]
+mod tests;
+
+pub(crate) use file::*;
 
 /// The zero-config listener: loopback only, an unprivileged port.
 pub(crate) const DEFAULT_SMTP: &str = "127.0.0.1:2525";
@@ -35,68 +40,6 @@ pub(crate) const DEFAULT_DATA_DIR: &str = "postel-data";
 /// message whole, and SQLite's blob limit (1,000,000,000 octets) binds
 /// the smaller ones.
 const MAX_MESSAGE_SIZE_CEILING: u64 = 512 * 1024 * 1024;
-
-/// The config file as written. Every field is optional.
-#[derive(Debug, Default, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct FileConfig {
-    /// The name in the greeting, replies and trace headers.
-    pub(crate) hostname: Option<String>,
-    /// Where messages are stored.
-    pub(crate) data_dir: Option<PathBuf>,
-    /// Listeners for mail from other servers (port 25 in production).
-    #[serde(default)]
-    pub(crate) smtp: ListenSection,
-    /// Submission listeners (port 587): STARTTLS, then AUTH.
-    #[serde(default)]
-    pub(crate) submission: ListenSection,
-    /// Submission over implicit TLS (port 465).
-    #[serde(default)]
-    pub(crate) smtps: ListenSection,
-    /// The certificate for STARTTLS and smtps.
-    #[serde(default)]
-    pub(crate) tls: TlsSection,
-    /// Protocol and resource limits.
-    #[serde(default)]
-    pub(crate) limits: LimitsSection,
-    /// What mail is accepted.
-    #[serde(default)]
-    pub(crate) policy: PolicySection,
-    /// The web inbox, API and metrics.
-    #[serde(default)]
-    pub(crate) web: WebSection,
-    /// How long messages are kept.
-    #[serde(default)]
-    pub(crate) retention: RetentionSection,
-}
-
-/// `[web]`
-#[derive(Debug, Default, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct WebSection {
-    /// `IP:PORT` for HTTP; absent: no web side (with a config file).
-    pub(crate) listen: Option<String>,
-    /// A secret for `Authorization: Bearer`, or as the Basic password.
-    pub(crate) token: Option<String>,
-    /// HTTP connections open at once. Default 256.
-    pub(crate) max_connections: Option<usize>,
-    /// HTTP connections open at once from one address. Default 32.
-    pub(crate) max_connections_per_ip: Option<usize>,
-    /// Seconds a request header may take to arrive. Default 10.
-    pub(crate) header_timeout: Option<u64>,
-    /// Live event streams open at once. Default 64.
-    pub(crate) max_streams: Option<usize>,
-}
-
-/// `[retention]`
-#[derive(Debug, Default, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RetentionSection {
-    /// Keep at most this many messages (the newest).
-    pub(crate) max_messages: Option<u64>,
-    /// Delete messages older than this many days.
-    pub(crate) max_age_days: Option<u64>,
-}
 
 /// The web side, once validated.
 #[derive(Debug, Clone)]
@@ -118,30 +61,6 @@ impl WebSettings {
     }
 }
 
-/// `[smtp]`, `[submission]`, `[smtps]`
-#[derive(Debug, Default, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ListenSection {
-    /// Addresses to listen on, `IP:PORT`.
-    pub(crate) listen: Option<Vec<String>>,
-    /// Offer AUTH (smtp: default false; always true on submission and smtps).
-    pub(crate) auth: Option<bool>,
-    /// Offer AUTH only once TLS is active. Default true.
-    pub(crate) require_tls: Option<bool>,
-}
-
-/// `[tls]`
-#[derive(Debug, Default, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct TlsSection {
-    /// PEM certificate chain.
-    pub(crate) cert: Option<PathBuf>,
-    /// PEM private key.
-    pub(crate) key: Option<PathBuf>,
-    /// Make (once) and use a self-signed certificate in the data folder.
-    pub(crate) self_signed: Option<bool>,
-}
-
 /// Where TLS comes from, once validated.
 #[derive(Debug, Clone)]
 pub(crate) enum TlsMode {
@@ -151,60 +70,6 @@ pub(crate) enum TlsMode {
     Files(TlsFiles),
     /// A self-signed certificate in `<data_dir>/tls`.
     SelfSigned,
-}
-
-/// `[limits]`
-#[derive(Debug, Default, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct LimitsSection {
-    /// Octets per message (advertised as SIZE).
-    pub(crate) max_message_size: Option<u64>,
-    /// Recipients per message; at least 100 (RFC 5321 4.5.3.1.8).
-    pub(crate) max_recipients: Option<usize>,
-    /// Bad commands before the session is closed.
-    pub(crate) max_errors: Option<u32>,
-    /// Sessions open at once.
-    pub(crate) max_connections: Option<usize>,
-    /// Sessions open at once from one IP address.
-    pub(crate) max_connections_per_ip: Option<usize>,
-    /// Loopback clients are exempt from `max_connections_per_ip`.
-    pub(crate) exempt_loopback: Option<bool>,
-    /// Seconds to wait for a command (RFC 5321 4.5.3.2.7: 300).
-    pub(crate) command_timeout: Option<u64>,
-    /// Seconds to wait for more message content (RFC 5321 4.5.3.2.5: 180).
-    pub(crate) data_timeout: Option<u64>,
-    /// Milliseconds to hold the greeting back, watching for clients that
-    /// talk first. Default 0.
-    pub(crate) greet_wait_ms: Option<u64>,
-    /// Octets per second content must keep up once the data timeout is
-    /// used up. Default 500 (Postfix's smtpd_min_data_rate).
-    pub(crate) min_data_rate: Option<u64>,
-    /// MIME nesting depth. Default 100 (Postfix's mime_nesting_limit).
-    pub(crate) max_mime_depth: Option<usize>,
-    /// Lines in one header section. Default 10,000.
-    pub(crate) max_header_lines: Option<u32>,
-    /// Octets in one header section. Default 1 MiB.
-    pub(crate) max_header_bytes: Option<u64>,
-    /// Refused recipients in a session before each further refusal is
-    /// delayed. Default 10.
-    pub(crate) soft_refused_recipients: Option<u32>,
-    /// Refused recipients in a session before it is closed. Default 20.
-    pub(crate) max_refused_recipients: Option<u32>,
-    /// Milliseconds each refusal past the soft limit waits. Default 1000.
-    pub(crate) refused_recipient_delay_ms: Option<u64>,
-}
-
-/// `[policy]`
-#[derive(Debug, Default, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct PolicySection {
-    /// Domains mail is accepted for; empty or absent: every domain.
-    pub(crate) domains: Option<Vec<String>>,
-    /// Known mailboxes (local parts) per domain; a listed domain refuses
-    /// others with 550 5.1.1.
-    pub(crate) mailboxes: Option<BTreeMap<String, Vec<String>>>,
-    /// `reject` (default) or `normalize` bare CR/LF in content.
-    pub(crate) bare_line_endings: Option<String>,
 }
 
 /// Command-line values that override the file: the flags of `postel serve`.
@@ -268,19 +133,6 @@ pub(crate) struct Config {
     pub(crate) max_messages: Option<u64>,
     /// Keep messages at most this long.
     pub(crate) max_age: Option<Duration>,
-}
-
-impl FileConfig {
-    /// Reads and parses a config file.
-    ///
-    /// # Errors
-    /// When the file cannot be read or is not valid TOML for this schema
-    /// (the message names the line and key).
-    pub(crate) fn load(path: &Path) -> anyhow::Result<FileConfig> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config file {}", path.display()))?;
-        toml::from_str(&text).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))
-    }
 }
 
 /// The host's name, if it is a valid domain; else `localhost`.
@@ -607,237 +459,5 @@ impl Config {
             max_messages,
             max_age,
         })
-    }
-
-    /// The listeners of one kind, as a config section.
-    fn section(&self, kind: ListenerKind) -> ListenSection {
-        let mine: Vec<_> = self
-            .listeners
-            .iter()
-            .filter(|(_, s)| s.kind == kind)
-            .collect();
-        let first = mine
-            .first()
-            .map_or(ListenerSettings::for_kind(kind), |(_, s)| *s);
-        ListenSection {
-            listen: Some(mine.iter().map(|(a, _)| a.to_string()).collect()),
-            auth: Some(first.auth),
-            require_tls: Some(first.auth_requires_tls),
-        }
-    }
-
-    /// The effective configuration, as a config file that would produce it.
-    pub(crate) fn to_file(&self) -> FileConfig {
-        let l = &self.limits;
-        FileConfig {
-            hostname: Some(l.hostname.clone()),
-            data_dir: Some(self.data_dir.clone()),
-            smtp: self.section(ListenerKind::Smtp),
-            submission: self.section(ListenerKind::Submission),
-            smtps: self.section(ListenerKind::Smtps),
-            tls: match &self.tls {
-                TlsMode::Off => TlsSection {
-                    self_signed: Some(false),
-                    ..TlsSection::default()
-                },
-                TlsMode::SelfSigned => TlsSection {
-                    self_signed: Some(true),
-                    ..TlsSection::default()
-                },
-                TlsMode::Files(f) => TlsSection {
-                    cert: Some(f.cert.clone()),
-                    key: Some(f.key.clone()),
-                    self_signed: None,
-                },
-            },
-            limits: LimitsSection {
-                max_message_size: Some(l.max_message_size),
-                max_recipients: Some(l.max_recipients),
-                max_errors: Some(l.max_errors),
-                max_connections: Some(self.max_connections),
-                max_connections_per_ip: Some(self.max_connections_per_ip),
-                exempt_loopback: Some(self.exempt_loopback),
-                command_timeout: Some(l.command_timeout.as_secs()),
-                data_timeout: Some(l.data_timeout.as_secs()),
-                greet_wait_ms: Some(self.greet_wait.as_millis() as u64),
-                min_data_rate: Some(l.min_data_rate),
-                max_mime_depth: Some(l.mime.max_depth),
-                max_header_lines: Some(l.mime.max_header_lines),
-                max_header_bytes: Some(l.mime.max_header_bytes),
-                soft_refused_recipients: Some(l.soft_refused_recipients),
-                max_refused_recipients: Some(l.max_refused_recipients),
-                refused_recipient_delay_ms: Some(l.refused_recipient_delay.as_millis() as u64),
-            },
-            policy: PolicySection {
-                domains: Some(self.domains.iter().cloned().collect()),
-                mailboxes: Some(
-                    self.mailboxes
-                        .iter()
-                        .map(|(d, m)| (d.clone(), m.iter().cloned().collect()))
-                        .collect(),
-                ),
-                bare_line_endings: Some(
-                    match l.bare_line_endings {
-                        BareLinePolicy::Reject => "reject",
-                        BareLinePolicy::Normalize => "normalize",
-                    }
-                    .to_owned(),
-                ),
-            },
-            web: WebSection {
-                listen: self.web.as_ref().map(|w| w.addr.to_string()),
-                // Never print the secret.
-                token: self
-                    .web
-                    .as_ref()
-                    .and_then(|w| w.token.as_ref())
-                    .map(|_| "(set)".to_owned()),
-                max_connections: self.web.as_ref().map(|w| w.limits.max_connections),
-                max_connections_per_ip: self.web.as_ref().map(|w| w.limits.max_connections_per_ip),
-                header_timeout: self.web.as_ref().map(|w| w.limits.header_timeout.as_secs()),
-                max_streams: self.web.as_ref().map(|w| w.limits.max_streams),
-            },
-            retention: RetentionSection {
-                max_messages: self.max_messages,
-                max_age_days: self.max_age.map(|d| d.as_secs() / 86_400),
-            },
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(text: &str) -> anyhow::Result<Config> {
-        let file: FileConfig = toml::from_str(text)?;
-        Config::build(file, Overrides::default())
-    }
-
-    #[test]
-    fn zero_config_is_loopback_any_domain() {
-        let c = Config::build(FileConfig::default(), Overrides::default()).expect("valid");
-        assert_eq!(c.listeners.len(), 1);
-        assert_eq!(
-            c.listeners[0].0,
-            DEFAULT_SMTP.parse::<SocketAddr>().expect("addr")
-        );
-        assert_eq!(c.listeners[0].1.kind, ListenerKind::Smtp);
-        assert!(
-            matches!(c.tls, TlsMode::Off),
-            "a built config without zero_config has no TLS"
-        );
-        assert!(c.domains.is_empty());
-        assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
-        assert_eq!(c.limits.max_recipients, 100);
-    }
-
-    #[test]
-    fn every_problem_is_reported_with_its_key() {
-        let err = parse(
-            r#"
-            hostname = "bad host"
-            [smtp]
-            listen = ["nope"]
-            [limits]
-            max_recipients = 5
-            [policy]
-            domains = ["-x-"]
-            bare_line_endings = "fix"
-            mailboxes = { "other.test" = ["a b"] }
-            "#,
-        )
-        .expect_err("invalid")
-        .to_string();
-        for key in [
-            "hostname:",
-            "smtp.listen[0]:",
-            "limits.max_recipients:",
-            "policy.domains[0]:",
-            "policy.bare_line_endings:",
-            "policy.mailboxes.other.test:",
-            "policy.mailboxes.other.test[0]:",
-        ] {
-            assert!(err.contains(key), "missing {key} in:\n{err}");
-        }
-    }
-
-    #[test]
-    fn unknown_keys_are_refused() {
-        let err =
-            toml::from_str::<FileConfig>("[limits]\nmax_recipient = 3\n").expect_err("unknown key");
-        assert!(err.to_string().contains("max_recipient"), "{err}");
-    }
-
-    #[test]
-    fn overrides_win_over_the_file() {
-        let file: FileConfig =
-            toml::from_str("hostname = \"a.test\"\n[policy]\ndomains = [\"x.test\"]\n")
-                .expect("toml");
-        let c = Config::build(
-            file,
-            Overrides {
-                hostname: Some("b.test".into()),
-                domains: vec!["Y.test".into()],
-                smtp: vec!["127.0.0.1:0".into()],
-                ..Overrides::default()
-            },
-        )
-        .expect("valid");
-        assert_eq!(c.limits.hostname, "b.test");
-        assert_eq!(c.domains.iter().collect::<Vec<_>>(), vec!["y.test"]);
-        assert_eq!(c.listeners.len(), 1);
-    }
-
-    #[test]
-    fn submission_needs_tls_and_always_auth() {
-        let err = parse("[submission]\nlisten = [\"127.0.0.1:587\"]\nauth = false\n")
-            .expect_err("invalid")
-            .to_string();
-        assert!(err.contains("submission.auth:"), "{err}");
-        assert!(err.contains("submission: this listener needs TLS"), "{err}");
-        let c = parse("[submission]\nlisten = [\"127.0.0.1:587\"]\n[smtps]\nlisten = [\"127.0.0.1:465\"]\n[tls]\nself_signed = true\n")
-            .expect("valid");
-        let kinds: Vec<_> = c
-            .listeners
-            .iter()
-            .map(|(_, s)| (s.kind, s.implicit_tls, s.auth_required))
-            .collect();
-        assert_eq!(
-            kinds,
-            vec![
-                (ListenerKind::Smtp, false, false),
-                (ListenerKind::Submission, false, true),
-                (ListenerKind::Smtps, true, true)
-            ]
-        );
-        let err = parse("[tls]\ncert = \"/x.pem\"\n")
-            .expect_err("half tls")
-            .to_string();
-        assert!(err.contains("tls: set both"), "{err}");
-    }
-
-    #[test]
-    fn zero_config_makes_tls_self_signed() {
-        let c = Config::build(
-            FileConfig::default(),
-            Overrides {
-                zero_config: true,
-                ..Overrides::default()
-            },
-        )
-        .expect("valid");
-        assert!(matches!(c.tls, TlsMode::SelfSigned));
-    }
-
-    #[test]
-    fn effective_config_round_trips() {
-        let c = parse("hostname = \"mx.test\"\n[policy]\ndomains = [\"a.test\"]\nmailboxes = { \"a.test\" = [\"Bob\"] }\n")
-            .expect("valid");
-        let text = toml::to_string(&c.to_file()).expect("serialize");
-        let again = parse(&text).expect("reparse");
-        assert_eq!(again.mailboxes, c.mailboxes);
-        assert!(again.mailboxes["a.test"].contains("bob"));
-        assert_eq!(again.limits.hostname, "mx.test");
     }
 }

@@ -1,0 +1,134 @@
+//! Config files good and bad, and the effective config round trip.
+
+use super::*;
+
+fn parse(text: &str) -> anyhow::Result<Config> {
+    let file: FileConfig = toml::from_str(text)?;
+    Config::build(file, Overrides::default())
+}
+
+#[test]
+fn zero_config_is_loopback_any_domain() {
+    let c = Config::build(FileConfig::default(), Overrides::default()).expect("valid");
+    assert_eq!(c.listeners.len(), 1);
+    assert_eq!(
+        c.listeners[0].0,
+        DEFAULT_SMTP.parse::<SocketAddr>().expect("addr")
+    );
+    assert_eq!(c.listeners[0].1.kind, ListenerKind::Smtp);
+    assert!(
+        matches!(c.tls, TlsMode::Off),
+        "a built config without zero_config has no TLS"
+    );
+    assert!(c.domains.is_empty());
+    assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+    assert_eq!(c.limits.max_recipients, 100);
+}
+
+#[test]
+fn every_problem_is_reported_with_its_key() {
+    let err = parse(
+        r#"
+        hostname = "bad host"
+        [smtp]
+        listen = ["nope"]
+        [limits]
+        max_recipients = 5
+        [policy]
+        domains = ["-x-"]
+        bare_line_endings = "fix"
+        mailboxes = { "other.test" = ["a b"] }
+        "#,
+    )
+    .expect_err("invalid")
+    .to_string();
+    for key in [
+        "hostname:",
+        "smtp.listen[0]:",
+        "limits.max_recipients:",
+        "policy.domains[0]:",
+        "policy.bare_line_endings:",
+        "policy.mailboxes.other.test:",
+        "policy.mailboxes.other.test[0]:",
+    ] {
+        assert!(err.contains(key), "missing {key} in:\n{err}");
+    }
+}
+
+#[test]
+fn unknown_keys_are_refused() {
+    let err =
+        toml::from_str::<FileConfig>("[limits]\nmax_recipient = 3\n").expect_err("unknown key");
+    assert!(err.to_string().contains("max_recipient"), "{err}");
+}
+
+#[test]
+fn overrides_win_over_the_file() {
+    let file: FileConfig =
+        toml::from_str("hostname = \"a.test\"\n[policy]\ndomains = [\"x.test\"]\n").expect("toml");
+    let c = Config::build(
+        file,
+        Overrides {
+            hostname: Some("b.test".into()),
+            domains: vec!["Y.test".into()],
+            smtp: vec!["127.0.0.1:0".into()],
+            ..Overrides::default()
+        },
+    )
+    .expect("valid");
+    assert_eq!(c.limits.hostname, "b.test");
+    assert_eq!(c.domains.iter().collect::<Vec<_>>(), vec!["y.test"]);
+    assert_eq!(c.listeners.len(), 1);
+}
+
+#[test]
+fn submission_needs_tls_and_always_auth() {
+    let err = parse("[submission]\nlisten = [\"127.0.0.1:587\"]\nauth = false\n")
+        .expect_err("invalid")
+        .to_string();
+    assert!(err.contains("submission.auth:"), "{err}");
+    assert!(err.contains("submission: this listener needs TLS"), "{err}");
+    let c = parse("[submission]\nlisten = [\"127.0.0.1:587\"]\n[smtps]\nlisten = [\"127.0.0.1:465\"]\n[tls]\nself_signed = true\n")
+        .expect("valid");
+    let kinds: Vec<_> = c
+        .listeners
+        .iter()
+        .map(|(_, s)| (s.kind, s.implicit_tls, s.auth_required))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (ListenerKind::Smtp, false, false),
+            (ListenerKind::Submission, false, true),
+            (ListenerKind::Smtps, true, true)
+        ]
+    );
+    let err = parse("[tls]\ncert = \"/x.pem\"\n")
+        .expect_err("half tls")
+        .to_string();
+    assert!(err.contains("tls: set both"), "{err}");
+}
+
+#[test]
+fn zero_config_makes_tls_self_signed() {
+    let c = Config::build(
+        FileConfig::default(),
+        Overrides {
+            zero_config: true,
+            ..Overrides::default()
+        },
+    )
+    .expect("valid");
+    assert!(matches!(c.tls, TlsMode::SelfSigned));
+}
+
+#[test]
+fn effective_config_round_trips() {
+    let c = parse("hostname = \"mx.test\"\n[policy]\ndomains = [\"a.test\"]\nmailboxes = { \"a.test\" = [\"Bob\"] }\n")
+        .expect("valid");
+    let text = toml::to_string(&c.to_file()).expect("serialize");
+    let again = parse(&text).expect("reparse");
+    assert_eq!(again.mailboxes, c.mailboxes);
+    assert!(again.mailboxes["a.test"].contains("bob"));
+    assert_eq!(again.limits.hostname, "mx.test");
+}
