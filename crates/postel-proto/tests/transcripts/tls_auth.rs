@@ -1,0 +1,258 @@
+//! STARTTLS and AUTH.
+
+use super::*;
+
+// ---- STARTTLS and AUTH ------------------------------------------------------
+
+/// A submission listener: STARTTLS offered, AUTH after TLS, AUTH required.
+fn submission() -> ConnInfo {
+    ConnInfo {
+        starttls_available: true,
+        auth_offered: true,
+        auth_requires_tls: true,
+        auth_required: true,
+        ..ConnInfo::default()
+    }
+}
+
+fn chunks(conn: ConnInfo, parts: &[&str]) -> Run {
+    let bytes: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
+    drive(limits(), conn, &bytes)
+}
+
+/// base64 of PLAIN `\0alice\0secret` and of a wrong password.
+const PLAIN_OK: &str = "AGFsaWNlAHNlY3JldA==";
+const PLAIN_BAD: &str = "AGFsaWNlAHdyb25n";
+
+fn ehlo_with(extra: &[&str]) -> String {
+    let mut caps = vec![
+        "PIPELINING",
+        "SIZE 1000",
+        "8BITMIME",
+        "SMTPUTF8",
+        "ENHANCEDSTATUSCODES",
+        "CHUNKING",
+    ];
+    caps.extend_from_slice(extra);
+    caps.push("HELP");
+    let mut r = "250-mx.test\r\n".to_owned();
+    for (i, c) in caps.iter().enumerate() {
+        r.push_str(&format!(
+            "250{}{c}\r\n",
+            if i == caps.len() - 1 { ' ' } else { '-' }
+        ));
+    }
+    r
+}
+
+#[test]
+fn starttls_is_advertised_before_tls_and_auth_only_after() {
+    let run = chunks(submission(), &[E, "STARTTLS\r\n", E]);
+    let want = format!(
+        "{GREETING}{}220 2.0.0 Ready to start TLS\r\n{}",
+        ehlo_with(&["STARTTLS"]),
+        ehlo_with(&["AUTH PLAIN LOGIN"])
+    );
+    assert_eq!(run.output, want);
+}
+
+#[test]
+fn auth_offered_without_tls_when_not_required() {
+    let conn = ConnInfo {
+        auth_offered: true,
+        ..ConnInfo::default()
+    };
+    let run = chunks(conn, &[E]);
+    assert_eq!(
+        run.output,
+        format!("{GREETING}{}", ehlo_with(&["AUTH PLAIN LOGIN"]))
+    );
+}
+
+#[test]
+fn commands_pipelined_behind_starttls_are_discarded() {
+    // CVE-2011-0411: RSET and MAIL arrive in the same read as STARTTLS.
+    let run = chunks(
+        submission(),
+        &[
+            E,
+            "STARTTLS\r\nRSET\r\nMAIL FROM:<a@b.test>\r\n",
+            "MAIL FROM:<a@b.test>\r\n",
+        ],
+    );
+    let want = format!(
+        "{GREETING}{}220 2.0.0 Ready to start TLS\r\n503 5.5.1 Send EHLO/HELO first\r\n",
+        ehlo_with(&["STARTTLS"])
+    );
+    assert_eq!(run.output, want, "the RSET must never be answered");
+}
+
+#[test]
+fn starttls_error_rows() {
+    let run = chunks(submission(), &[E, "STARTTLS now\r\n"]);
+    assert!(
+        run.output.ends_with("501 5.5.4 Syntax: STARTTLS\r\n"),
+        "{}",
+        run.output
+    );
+    let run = chunks(submission(), &[E, "STARTTLS\r\n", E, "STARTTLS\r\n"]);
+    assert!(
+        run.output.ends_with("503 5.5.1 TLS already active\r\n"),
+        "{}",
+        run.output
+    );
+    let run = chunks(
+        ConnInfo {
+            tls_active: true,
+            ..ConnInfo::default()
+        },
+        &["STARTTLS\r\n"],
+    );
+    assert!(
+        run.output.ends_with("503 5.5.1 TLS already active\r\n"),
+        "{}",
+        run.output
+    );
+    let run = chunks(ConnInfo::default(), &["STARTTLS\r\n"]);
+    assert!(
+        run.output.ends_with("502 5.5.1 STARTTLS not available\r\n"),
+        "{}",
+        run.output
+    );
+}
+
+#[test]
+fn auth_before_tls_is_530_and_mail_before_auth_is_530() {
+    let run = chunks(
+        submission(),
+        &[
+            E,
+            &format!("AUTH PLAIN {PLAIN_OK}\r\nMAIL FROM:<a@b.test>\r\n"),
+        ],
+    );
+    assert!(
+        run.output.ends_with(
+            "530 5.7.0 Must issue a STARTTLS command first\r\n530 5.7.0 Authentication required\r\n"
+        ),
+        "{}",
+        run.output
+    );
+}
+
+/// A submission session after STARTTLS and a second EHLO.
+fn after_tls(rest: &str) -> Run {
+    chunks(submission(), &[E, "STARTTLS\r\n", &format!("{E}{rest}")])
+}
+
+fn tail(run: &Run) -> String {
+    let marker = "250 HELP\r\n";
+    run.output
+        .rsplit_once(marker)
+        .map(|(_, t)| t.to_owned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn auth_plain_with_initial_response_then_mail() {
+    let run = after_tls(&format!(
+        "AUTH PLAIN {PLAIN_OK}\r\nMAIL FROM:<a@b.test>\r\nAUTH PLAIN {PLAIN_OK}\r\n"
+    ));
+    assert_eq!(
+        tail(&run),
+        "235 2.7.0 Authentication successful\r\n250 2.1.0 Sender OK\r\n503 5.5.1 Already authenticated\r\n"
+    );
+}
+
+#[test]
+fn auth_plain_without_initial_response() {
+    let run = after_tls(&format!("AUTH PLAIN\r\n{PLAIN_OK}\r\n"));
+    assert_eq!(
+        tail(&run),
+        "334 \r\n235 2.7.0 Authentication successful\r\n"
+    );
+}
+
+#[test]
+fn auth_login_two_steps() {
+    // "alice" / "secret"
+    let run = after_tls("AUTH LOGIN\r\nYWxpY2U=\r\nc2VjcmV0\r\n");
+    assert_eq!(
+        tail(&run),
+        "334 VXNlcm5hbWU6\r\n334 UGFzc3dvcmQ6\r\n235 2.7.0 Authentication successful\r\n"
+    );
+    let run = after_tls("AUTH LOGIN YWxpY2U=\r\nc2VjcmV0\r\n");
+    assert_eq!(
+        tail(&run),
+        "334 UGFzc3dvcmQ6\r\n235 2.7.0 Authentication successful\r\n"
+    );
+}
+
+#[test]
+fn auth_error_rows() {
+    let run = after_tls(&format!(
+        "AUTH PLAIN {PLAIN_BAD}\r\nAUTH CRAM-MD5\r\nAUTH PLAIN\r\n*\r\nAUTH PLAIN !!notbase64\r\nAUTH\r\n"
+    ));
+    assert_eq!(
+        tail(&run),
+        "535 5.7.8 Authentication credentials invalid\r\n504 5.5.4 Unrecognized authentication type\r\n334 \r\n501 5.0.0 Authentication cancelled\r\n501 5.5.2 Cannot decode response\r\n501 5.5.4 Syntax: AUTH mechanism [initial-response]\r\n"
+    );
+}
+
+#[test]
+fn auth_inside_a_transaction_is_503() {
+    let conn = ConnInfo {
+        auth_offered: true,
+        ..ConnInfo::default()
+    };
+    let run = chunks(
+        conn,
+        &[
+            E,
+            &format!("MAIL FROM:<a@b.test>\r\nAUTH PLAIN {PLAIN_OK}\r\n"),
+        ],
+    );
+    assert!(
+        run.output.ends_with(
+            "250 2.1.0 Sender OK\r\n503 5.5.1 AUTH not allowed during a mail transaction\r\n"
+        ),
+        "{}",
+        run.output
+    );
+}
+
+#[test]
+fn three_auth_failures_close_with_421() {
+    let run = after_tls(&format!("AUTH PLAIN {PLAIN_BAD}\r\n").repeat(4));
+    assert_eq!(
+        tail(&run),
+        "535 5.7.8 Authentication credentials invalid\r\n".repeat(3)
+            + "421 4.7.0 Too many authentication failures\r\n"
+    );
+    assert!(run.closed);
+}
+
+#[test]
+fn auth_not_offered_is_502() {
+    let run = chunks(
+        ConnInfo::default(),
+        &[E, &format!("AUTH PLAIN {PLAIN_OK}\r\n")],
+    );
+    assert!(
+        run.output
+            .ends_with("502 5.5.1 Command not implemented\r\n"),
+        "{}",
+        run.output
+    );
+}
+
+#[test]
+fn mail_auth_parameter_is_accepted() {
+    let run = after_tls(&format!(
+        "AUTH PLAIN {PLAIN_OK}\r\nMAIL FROM:<a@b.test> AUTH=<>\r\n"
+    ));
+    assert!(
+        tail(&run).ends_with("250 2.1.0 Sender OK\r\n"),
+        "{}",
+        run.output
+    );
+}
