@@ -18,6 +18,10 @@ pub enum StoreError {
     /// must not share one.
     #[error("the data folder {} is in use by another postel server", .0.display())]
     InUse(PathBuf),
+    /// The task that ran a store call failed (it panicked, or the runtime
+    /// is stopping).
+    #[error("a store task failed: {0}")]
+    Task(String),
     /// The group commit that carried this message failed as a whole.
     #[error("commit failed: {message}")]
     Commit {

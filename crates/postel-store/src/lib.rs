@@ -28,6 +28,7 @@
 //! - `message`: envelopes, messages, summaries, queries, changes;
 //! - `spool`: [`SpoolFile`], a large message as it arrives;
 //! - `store`: the [`Store`] trait, the seam;
+//! - `memory`: [`MemoryStore`], the trait in memory (tests; the seam's proof);
 //! - `sqlite`: [`SqliteStore`] (schema, folder lock and sweep, group-commit
 //!   writer, reads, the trait, users);
 //! - `private`: the data folder's permissions;
@@ -36,14 +37,18 @@
 #![warn(missing_docs)]
 
 mod error;
+mod memory;
 mod message;
 mod private;
+#[cfg(test)]
+mod seam_tests;
 mod spool;
 mod sqlite;
 mod store;
 pub mod time;
 
 pub use error::StoreError;
+pub use memory::MemoryStore;
 pub use message::{
     Change, Envelope, Message, NewMessage, Page, Query, RawMessage, Recipient, Stats, Summary,
 };

@@ -1,7 +1,11 @@
 //! The store seam: what the server and the web side ask of whatever keeps
-//! the messages. SQLite implements it today; a PostgreSQL store will next.
-
-use std::sync::Arc;
+//! the messages. SQLite implements it ([`crate::SqliteStore`], shared as an
+//! `Arc`), and so does [`crate::MemoryStore`] (for tests, and to show the
+//! seam holds); a PostgreSQL store will next.
+//!
+//! Every call that may wait (on a disk, or on a network for PostgreSQL) is
+//! async: a caller never blocks a runtime thread on the store, and never
+//! needs to know which calls would have.
 
 use crate::{Change, Message, NewMessage, Page, Query, RawMessage, Stats, StoreError, Summary};
 
@@ -20,13 +24,13 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// # Errors
     /// When the database cannot be read.
-    fn list(&self) -> Result<Vec<Summary>, StoreError>;
+    fn list(&self) -> impl Future<Output = Result<Vec<Summary>, StoreError>> + Send;
 
     /// One message, with its content.
     ///
     /// # Errors
     /// When the database cannot be read.
-    fn get(&self, id: &str) -> Result<Option<Message>, StoreError>;
+    fn get(&self, id: &str) -> impl Future<Output = Result<Option<Message>, StoreError>> + Send;
 
     /// One message's stored bytes, to be streamed rather than read whole:
     /// the part held in the database, then the rest as an open file (for a
@@ -34,37 +38,42 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// # Errors
     /// When the database or the file cannot be read.
-    fn open_raw(&self, id: &str) -> Result<Option<RawMessage>, StoreError> {
-        Ok(self.get(id)?.map(|m| RawMessage {
-            summary: m.summary,
-            head: m.raw,
-            rest: None,
-        }))
+    fn open_raw(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<RawMessage>, StoreError>> + Send {
+        async move {
+            Ok(self.get(id).await?.map(|m| RawMessage {
+                summary: m.summary,
+                head: m.raw,
+                rest: None,
+            }))
+        }
     }
 
     /// Deletes one message. Returns true if and only if it existed.
     ///
     /// # Errors
     /// When the database cannot be written.
-    fn delete(&self, id: &str) -> Result<bool, StoreError>;
+    fn delete(&self, id: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Message count and total size.
     ///
     /// # Errors
     /// When the database cannot be read.
-    fn stats(&self) -> Result<Stats, StoreError>;
+    fn stats(&self) -> impl Future<Output = Result<Stats, StoreError>> + Send;
 
     /// The messages that match `q`, newest first, one page of them.
     ///
     /// # Errors
     /// When the database cannot be read.
-    fn query(&self, q: &Query) -> Result<Page, StoreError>;
+    fn query(&self, q: &Query) -> impl Future<Output = Result<Page, StoreError>> + Send;
 
     /// Deletes every message. Returns how many there were.
     ///
     /// # Errors
     /// When the database cannot be written.
-    fn delete_all(&self) -> Result<u64, StoreError>;
+    fn delete_all(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// Deletes the oldest messages beyond `keep`, and those received before
     /// `before` (seconds since the epoch), a small batch per transaction so
@@ -72,47 +81,13 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// # Errors
     /// When the database cannot be written.
-    fn prune(&self, keep: Option<u64>, before: Option<i64>) -> Result<Vec<String>, StoreError>;
+    fn prune(
+        &self,
+        keep: Option<u64>,
+        before: Option<i64>,
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
 
     /// Changes made through this store from now on. A receiver that falls
     /// behind misses changes (and is told so by `recv`).
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change>;
-}
-
-/// A shared store is a store.
-impl<S: Store> Store for Arc<S> {
-    fn next_id(&self) -> String {
-        (**self).next_id()
-    }
-    fn insert(&self, msg: NewMessage) -> impl Future<Output = Result<(), StoreError>> + Send {
-        (**self).insert(msg)
-    }
-    fn list(&self) -> Result<Vec<Summary>, StoreError> {
-        (**self).list()
-    }
-    fn get(&self, id: &str) -> Result<Option<Message>, StoreError> {
-        (**self).get(id)
-    }
-    fn open_raw(&self, id: &str) -> Result<Option<RawMessage>, StoreError> {
-        (**self).open_raw(id)
-    }
-
-    fn delete(&self, id: &str) -> Result<bool, StoreError> {
-        (**self).delete(id)
-    }
-    fn stats(&self) -> Result<Stats, StoreError> {
-        (**self).stats()
-    }
-    fn query(&self, q: &Query) -> Result<Page, StoreError> {
-        (**self).query(q)
-    }
-    fn delete_all(&self) -> Result<u64, StoreError> {
-        (**self).delete_all()
-    }
-    fn prune(&self, keep: Option<u64>, before: Option<i64>) -> Result<Vec<String>, StoreError> {
-        (**self).prune(keep, before)
-    }
-    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change> {
-        (**self).subscribe()
-    }
 }

@@ -90,26 +90,12 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Runs a store call on a blocking thread: SQLite calls block.
-async fn blocking<S, T>(
-    web: &Arc<Web<S>>,
-    f: impl FnOnce(&S) -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, ApiError>
-where
-    S: Store + Clone,
-    T: Send + 'static,
-{
-    let store = web.store.clone();
-    tokio::task::spawn_blocking(move || f(&store))
-        .await
-        .map_err(|e| ApiError::Store(StoreError::Io(std::io::Error::other(e))))?
-        .map_err(ApiError::Store)
-}
-
 async fn fetch<S: Store + Clone>(web: &Arc<Web<S>>, id: String) -> Result<Message, ApiError> {
     let missing = format!("no message with id {id}");
-    blocking(web, move |s| s.get(&id))
-        .await?
+    web.store
+        .get(&id)
+        .await
+        .map_err(ApiError::Store)?
         .ok_or(ApiError::NotFound(missing))
 }
 
@@ -204,7 +190,7 @@ async fn list<S: Store + Clone>(
         limit: p.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT),
     };
     let (offset, limit) = (query.offset, query.limit);
-    let page = blocking(&web, move |s| s.query(&query)).await?;
+    let page = web.store.query(&query).await.map_err(ApiError::Store)?;
     Ok(Json(json!({
         "total": page.total,
         "offset": offset,
@@ -250,8 +236,11 @@ async fn raw<S: Store + Clone>(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let missing = format!("no message with id {id}");
-    let m = blocking(&web, move |s| s.open_raw(&id))
-        .await?
+    let m = web
+        .store
+        .open_raw(&id)
+        .await
+        .map_err(ApiError::Store)?
         .ok_or(ApiError::NotFound(missing))?;
     let name = format!("{}.eml", m.summary.id);
     let size = m.summary.size;
@@ -378,7 +367,7 @@ async fn delete_one<S: Store + Clone>(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let missing = format!("no message with id {id}");
-    if blocking(&web, move |s| s.delete(&id)).await? {
+    if web.store.delete(&id).await.map_err(ApiError::Store)? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFound(missing))
@@ -388,14 +377,14 @@ async fn delete_one<S: Store + Clone>(
 async fn delete_all<S: Store + Clone>(
     State(web): State<Arc<Web<S>>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let n = blocking(&web, |s| s.delete_all()).await?;
+    let n = web.store.delete_all().await.map_err(ApiError::Store)?;
     Ok(Json(json!({ "deleted": n })))
 }
 
 async fn status<S: Store + Clone>(
     State(web): State<Arc<Web<S>>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let stats = blocking(&web, |s| s.stats()).await?;
+    let stats = web.store.stats().await.map_err(ApiError::Store)?;
     let sessions = (web.sessions)();
     Ok(Json(json!({
         "version": web.version,

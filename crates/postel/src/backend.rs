@@ -147,7 +147,7 @@ impl Backend for PostelBackend {
     }
 
     fn status_lines(&self) -> Vec<String> {
-        match self.inner.store.stats() {
+        match SqliteStore::stats(&self.inner.store) {
             Ok(s) => vec![format!(
                 "Messages stored: {} ({} octets)",
                 s.messages, s.bytes

@@ -480,12 +480,11 @@ async fn retention(
                 .map_or(0, |d| d.as_secs());
             i64::try_from(now.saturating_sub(age.as_secs())).unwrap_or(0)
         });
-        let s = store.clone();
-        match tokio::task::spawn_blocking(move || s.prune(keep, before)).await {
-            Ok(Ok(gone)) if !gone.is_empty() => {
+        match store.prune(keep, before).await {
+            Ok(gone) if !gone.is_empty() => {
                 info!(deleted = gone.len(), "retention: old messages deleted");
             }
-            Ok(Err(e)) => tracing::warn!(error = %e, "retention: cannot delete old messages"),
+            Err(e) => tracing::warn!(error = %e, "retention: cannot delete old messages"),
             _ => {}
         }
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use postel_store::{SqliteStore, Store};
+use postel_store::SqliteStore;
 
 use postel_store::time::rfc3339;
 

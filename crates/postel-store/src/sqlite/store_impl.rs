@@ -1,10 +1,13 @@
 //! The [`Store`] trait over SQLite: insert through the writer, reads,
-//! queries, deletes and pruning.
+//! queries, deletes and pruning, each a blocking method of
+//! [`SqliteStore`] (for the CLI) that the trait, on `Arc<SqliteStore>`,
+//! runs off the async threads.
 
 use super::*;
 
-impl Store for SqliteStore {
-    fn next_id(&self) -> String {
+impl SqliteStore {
+    /// As [`Store::next_id`].
+    pub fn next_id(&self) -> String {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64);
@@ -14,7 +17,8 @@ impl Store for SqliteStore {
         format!("{:014X}", *last)
     }
 
-    async fn insert(&self, mut msg: NewMessage) -> Result<(), StoreError> {
+    /// As [`Store::insert`].
+    pub async fn insert(&self, mut msg: NewMessage) -> Result<(), StoreError> {
         // Content kept apart is durable in its place before the commit
         // that records it; sessions do this side by side, and the
         // writer thread only commits the row.
@@ -55,7 +59,12 @@ impl Store for SqliteStore {
         result
     }
 
-    fn list(&self) -> Result<Vec<Summary>, StoreError> {
+    /// [`Store::list`], blocking: the trait runs it off the async
+    /// threads; the CLI calls it as it is.
+    ///
+    /// # Errors
+    /// As the trait's.
+    pub fn list(&self) -> Result<Vec<Summary>, StoreError> {
         let conn = lock(&self.reader);
         let mut stmt = conn.prepare(&format!(
             "SELECT {SUMMARY_COLUMNS} FROM messages ORDER BY seq"
@@ -66,7 +75,12 @@ impl Store for SqliteStore {
         Ok(rows)
     }
 
-    fn open_raw(&self, id: &str) -> Result<Option<RawMessage>, StoreError> {
+    /// [`Store::open_raw`], blocking: the trait runs it off the async
+    /// threads; the CLI calls it as it is.
+    ///
+    /// # Errors
+    /// As the trait's.
+    pub fn open_raw(&self, id: &str) -> Result<Option<RawMessage>, StoreError> {
         let conn = lock(&self.reader);
         let mut stmt = conn.prepare(&format!(
             "SELECT {SUMMARY_COLUMNS}, raw, apart FROM messages WHERE id = ?1"
@@ -104,7 +118,12 @@ impl Store for SqliteStore {
         }))
     }
 
-    fn get(&self, id: &str) -> Result<Option<Message>, StoreError> {
+    /// [`Store::get`], blocking: the trait runs it off the async
+    /// threads; the CLI calls it as it is.
+    ///
+    /// # Errors
+    /// As the trait's.
+    pub fn get(&self, id: &str) -> Result<Option<Message>, StoreError> {
         let conn = lock(&self.reader);
         let mut stmt = conn.prepare(&format!(
             "SELECT {SUMMARY_COLUMNS}, raw, apart FROM messages WHERE id = ?1"
@@ -143,7 +162,12 @@ impl Store for SqliteStore {
         Ok(Some(msg))
     }
 
-    fn delete(&self, id: &str) -> Result<bool, StoreError> {
+    /// [`Store::delete`], blocking: the trait runs it off the async
+    /// threads; the CLI calls it as it is.
+    ///
+    /// # Errors
+    /// As the trait's.
+    pub fn delete(&self, id: &str) -> Result<bool, StoreError> {
         let mut conn = lock(&self.reader);
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let seq: Option<i64> = tx
@@ -162,7 +186,12 @@ impl Store for SqliteStore {
         Ok(seq.is_some())
     }
 
-    fn query(&self, q: &Query) -> Result<Page, StoreError> {
+    /// [`Store::query`], blocking: the trait runs it off the async
+    /// threads; the CLI calls it as it is.
+    ///
+    /// # Errors
+    /// As the trait's.
+    pub fn query(&self, q: &Query) -> Result<Page, StoreError> {
         let mut clauses = Vec::new();
         let mut args: Vec<rusqlite::types::Value> = Vec::new();
         let rcpt_match = "EXISTS (SELECT 1 FROM recipients r WHERE r.message_seq = m.seq AND r.address LIKE ? ESCAPE '\\')";
@@ -237,7 +266,12 @@ impl Store for SqliteStore {
         })
     }
 
-    fn delete_all(&self) -> Result<u64, StoreError> {
+    /// [`Store::delete_all`], blocking: the trait runs it off the async
+    /// threads; the CLI calls it as it is.
+    ///
+    /// # Errors
+    /// As the trait's.
+    pub fn delete_all(&self) -> Result<u64, StoreError> {
         let mut conn = lock(&self.reader);
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         // Only the files of the rows deleted here: a message being stored
@@ -255,7 +289,12 @@ impl Store for SqliteStore {
         Ok(n as u64)
     }
 
-    fn prune(&self, keep: Option<u64>, before: Option<i64>) -> Result<Vec<String>, StoreError> {
+    /// [`Store::prune`], blocking: the trait runs it off the async
+    /// threads; the CLI calls it as it is.
+    ///
+    /// # Errors
+    /// As the trait's.
+    pub fn prune(&self, keep: Option<u64>, before: Option<i64>) -> Result<Vec<String>, StoreError> {
         let mut deleted = Vec::new();
         loop {
             // One short transaction per batch: the writer thread and the
@@ -305,11 +344,17 @@ impl Store for SqliteStore {
         Ok(deleted)
     }
 
-    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change> {
+    /// As [`Store::subscribe`].
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change> {
         self.changes.subscribe()
     }
 
-    fn stats(&self) -> Result<Stats, StoreError> {
+    /// [`Store::stats`], blocking: the trait runs it off the async
+    /// threads; the CLI calls it as it is.
+    ///
+    /// # Errors
+    /// As the trait's.
+    pub fn stats(&self) -> Result<Stats, StoreError> {
         let conn = lock(&self.reader);
         let (messages, bytes): (i64, i64) = conn.query_row(
             "SELECT count(*), coalesce(sum(size), 0) FROM messages",
@@ -321,4 +366,71 @@ impl Store for SqliteStore {
             bytes: bytes as u64,
         })
     }
+}
+
+/// The store as the server and the web side use it: shared, and every
+/// call that reads or writes SQLite run off the async threads.
+impl Store for Arc<SqliteStore> {
+    fn next_id(&self) -> String {
+        SqliteStore::next_id(self)
+    }
+
+    fn insert(&self, msg: NewMessage) -> impl Future<Output = Result<(), StoreError>> + Send {
+        SqliteStore::insert(self, msg)
+    }
+
+    async fn list(&self) -> Result<Vec<Summary>, StoreError> {
+        off(self, |s| s.list()).await
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<Message>, StoreError> {
+        let id = id.to_owned();
+        off(self, move |s| s.get(&id)).await
+    }
+
+    async fn open_raw(&self, id: &str) -> Result<Option<RawMessage>, StoreError> {
+        let id = id.to_owned();
+        off(self, move |s| s.open_raw(&id)).await
+    }
+
+    async fn delete(&self, id: &str) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        off(self, move |s| s.delete(&id)).await
+    }
+
+    async fn stats(&self) -> Result<Stats, StoreError> {
+        off(self, |s| s.stats()).await
+    }
+
+    async fn query(&self, q: &Query) -> Result<Page, StoreError> {
+        let q = q.clone();
+        off(self, move |s| s.query(&q)).await
+    }
+
+    async fn delete_all(&self) -> Result<u64, StoreError> {
+        off(self, |s| s.delete_all()).await
+    }
+
+    async fn prune(
+        &self,
+        keep: Option<u64>,
+        before: Option<i64>,
+    ) -> Result<Vec<String>, StoreError> {
+        off(self, move |s| s.prune(keep, before)).await
+    }
+
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change> {
+        SqliteStore::subscribe(self)
+    }
+}
+
+/// Runs a blocking call on the store on tokio's blocking threads.
+async fn off<T: Send + 'static>(
+    store: &Arc<SqliteStore>,
+    f: impl FnOnce(&SqliteStore) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || f(&store))
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
 }

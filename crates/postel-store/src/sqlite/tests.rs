@@ -402,7 +402,7 @@ async fn concurrent_inserts_all_land_and_ids_are_unique() {
     for t in tasks {
         t.await.expect("join").expect("insert");
     }
-    let list = store.list().expect("list");
+    let list = store.list().await.expect("list");
     assert_eq!(list.len(), 200);
     let mut ids: Vec<_> = list.iter().map(|s| s.id.clone()).collect();
     let sorted = ids.clone();

@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use postel_store::{SqliteStore, Store};
+use postel_store::SqliteStore;
 
 use crate::support::{Server, strip_trace, temp_dir};
 

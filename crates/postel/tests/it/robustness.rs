@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use postel_store::{SqliteStore, Store};
+use postel_store::SqliteStore;
 
 use crate::support::{Client, Server, strip_trace, temp_dir};
 

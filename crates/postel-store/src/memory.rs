@@ -1,0 +1,232 @@
+//! [`MemoryStore`]: the [`Store`] trait kept in memory. For tests of what
+//! sits above the store (the web side, a backend), and as the proof that
+//! the seam holds: nothing above it needs SQLite. Nothing is durable: an
+//! insert returns once the message is in memory, which is no `250` promise.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::{
+    Change, Message, NewMessage, Page, Query, RawMessage, Stats, Store, StoreError, Summary,
+};
+
+/// Messages in memory, shared by its clones.
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Oldest first.
+    messages: Mutex<Vec<Message>>,
+    last_id: AtomicU64,
+    changes: Mutex<Option<tokio::sync::broadcast::Sender<Change>>>,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore").finish_non_exhaustive()
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> MemoryStore {
+        MemoryStore::default()
+    }
+
+    fn messages(&self) -> std::sync::MutexGuard<'_, Vec<Message>> {
+        self.inner
+            .messages
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn changes(&self) -> tokio::sync::broadcast::Sender<Change> {
+        let mut c = self
+            .inner
+            .changes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        c.get_or_insert_with(|| tokio::sync::broadcast::channel(1024).0)
+            .clone()
+    }
+
+    fn notify(&self, change: Change) {
+        let _ = self.changes().send(change);
+    }
+}
+
+/// Case-insensitive "contains", as SQLite's LIKE is for ASCII.
+fn contains(hay: &str, needle: &str) -> bool {
+    hay.to_lowercase().contains(&needle.to_lowercase())
+}
+
+fn matches(s: &Summary, q: &Query) -> bool {
+    let subject = s.subject.as_deref().unwrap_or("");
+    let to = |t: &str| {
+        s.envelope
+            .recipients
+            .iter()
+            .any(|r| contains(&r.address, t))
+    };
+    // Each search given must match; a NUL matches nothing, as stored text
+    // holds none (the SQLite store does the same).
+    let ok = |v: &Option<String>, f: &dyn Fn(&str) -> bool| match v.as_deref() {
+        None | Some("") => true,
+        Some(t) => !t.contains('\0') && f(t),
+    };
+    ok(&q.text, &|t| {
+        contains(&s.envelope.mail_from, t) || contains(subject, t) || to(t)
+    }) && ok(&q.from, &|t| contains(&s.envelope.mail_from, t))
+        && ok(&q.to, &to)
+        && ok(&q.subject, &|t| contains(subject, t))
+        && q.since.is_none_or(|t| s.received_at >= t)
+        && q.until.is_none_or(|t| s.received_at < t)
+}
+
+impl Store for MemoryStore {
+    fn next_id(&self) -> String {
+        format!(
+            "{:014X}",
+            self.inner.last_id.fetch_add(1, Ordering::Relaxed) + 1
+        )
+    }
+
+    async fn insert(&self, msg: NewMessage) -> Result<(), StoreError> {
+        let NewMessage {
+            id,
+            received_at,
+            envelope,
+            subject,
+            mut raw,
+            spooled,
+        } = msg;
+        if let Some(spool) = spooled {
+            raw.extend_from_slice(&std::fs::read(spool.file.path())?);
+        }
+        let summary = Summary {
+            id,
+            received_at,
+            envelope,
+            subject,
+            size: raw.len() as u64,
+        };
+        {
+            let mut all = self.messages();
+            if all.iter().any(|m| m.summary.id == summary.id) {
+                return Err(StoreError::Commit {
+                    message: format!("a message {} is already stored", summary.id),
+                    transient: false,
+                });
+            }
+            all.push(Message {
+                summary: summary.clone(),
+                raw,
+            });
+        }
+        self.notify(Change::Stored(Box::new(summary)));
+        Ok(())
+    }
+
+    async fn list(&self) -> Result<Vec<Summary>, StoreError> {
+        Ok(self.messages().iter().map(|m| m.summary.clone()).collect())
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<Message>, StoreError> {
+        Ok(self.messages().iter().find(|m| m.summary.id == id).cloned())
+    }
+
+    async fn open_raw(&self, id: &str) -> Result<Option<RawMessage>, StoreError> {
+        Ok(self.get(id).await?.map(|m| RawMessage {
+            summary: m.summary,
+            head: m.raw,
+            rest: None,
+        }))
+    }
+
+    async fn delete(&self, id: &str) -> Result<bool, StoreError> {
+        let gone = {
+            let mut all = self.messages();
+            let before = all.len();
+            all.retain(|m| m.summary.id != id);
+            all.len() != before
+        };
+        if gone {
+            self.notify(Change::Deleted(id.to_owned()));
+        }
+        Ok(gone)
+    }
+
+    async fn stats(&self) -> Result<Stats, StoreError> {
+        let all = self.messages();
+        Ok(Stats {
+            messages: all.len() as u64,
+            bytes: all.iter().map(|m| m.summary.size).sum(),
+        })
+    }
+
+    async fn query(&self, q: &Query) -> Result<Page, StoreError> {
+        let all = self.messages();
+        let hits: Vec<&Message> = all
+            .iter()
+            .rev()
+            .filter(|m| matches(&m.summary, q))
+            .collect();
+        Ok(Page {
+            total: hits.len() as u64,
+            messages: hits
+                .into_iter()
+                .skip(usize::try_from(q.offset).unwrap_or(usize::MAX))
+                .take(usize::try_from(q.limit).unwrap_or(usize::MAX))
+                .map(|m| m.summary.clone())
+                .collect(),
+        })
+    }
+
+    async fn delete_all(&self) -> Result<u64, StoreError> {
+        let n = {
+            let mut all = self.messages();
+            let n = all.len() as u64;
+            all.clear();
+            n
+        };
+        self.notify(Change::DeletedAll);
+        Ok(n)
+    }
+
+    async fn prune(
+        &self,
+        keep: Option<u64>,
+        before: Option<i64>,
+    ) -> Result<Vec<String>, StoreError> {
+        let gone: Vec<String> = {
+            let mut all = self.messages();
+            let excess = keep.map_or(0, |k| {
+                all.len()
+                    .saturating_sub(usize::try_from(k).unwrap_or(usize::MAX))
+            });
+            let mut ids = Vec::new();
+            let mut index = 0;
+            all.retain(|m| {
+                let old = before.is_some_and(|b| m.summary.received_at < b);
+                let drop = index < excess || old;
+                index += 1;
+                if drop {
+                    ids.push(m.summary.id.clone());
+                }
+                !drop
+            });
+            ids
+        };
+        for id in &gone {
+            self.notify(Change::Deleted(id.clone()));
+        }
+        Ok(gone)
+    }
+
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change> {
+        self.changes().subscribe()
+    }
+}

@@ -1,0 +1,117 @@
+//! One contract, two stores: the same calls against SQLite and memory must
+//! give the same answers. What passes here is what the server and the web
+//! side may rely on from any store, PostgreSQL's next.
+
+use std::sync::Arc;
+
+use crate::{Change, Envelope, MemoryStore, NewMessage, Query, Recipient, SqliteStore, Store};
+
+fn message<S: Store>(store: &S, at: i64, from: &str, to: &str, subject: &str) -> NewMessage {
+    let body = format!("Subject: {subject}\r\n\r\nhello\r\n");
+    NewMessage {
+        id: store.next_id(),
+        received_at: at,
+        envelope: Envelope {
+            mail_from: from.to_owned(),
+            recipients: vec![Recipient {
+                address: to.to_owned(),
+                params: vec![],
+            }],
+            ..Envelope::default()
+        },
+        subject: Some(subject.to_owned()),
+        raw: body.into_bytes(),
+        spooled: None,
+    }
+}
+
+/// Every call of the trait, and what it must answer.
+async fn contract<S: Store>(store: S) {
+    let mut changes = store.subscribe();
+    let mut ids = Vec::new();
+    for (i, (from, to, subject)) in [
+        ("ann@a.test", "bob@b.test", "Invoice 1"),
+        ("cid@c.test", "dan@d.test", "Hello"),
+        ("ann@a.test", "eve@e.test", "invoice 2"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let m = message(&store, 1_000 + i as i64, from, to, subject);
+        ids.push(m.id.clone());
+        store.insert(m).await.expect("insert");
+        assert!(matches!(changes.recv().await, Ok(Change::Stored(s)) if s.id == ids[i]));
+    }
+    // Ids sort in arrival order; the list is oldest first.
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(sorted, ids);
+    let listed: Vec<String> = store
+        .list()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(listed, ids);
+    // A duplicate id is refused, for good.
+    let mut dup = message(&store, 1, "x@x.test", "y@y.test", "dup");
+    dup.id.clone_from(&ids[0]);
+    let err = store.insert(dup).await.expect_err("duplicate");
+    assert!(!err.is_transient(), "{err}");
+    // Reads.
+    let m = store.get(&ids[1]).await.expect("get").expect("stored");
+    assert_eq!(m.raw, b"Subject: Hello\r\n\r\nhello\r\n");
+    assert_eq!(m.summary.size, m.raw.len() as u64);
+    let raw = store.open_raw(&ids[1]).await.expect("raw").expect("stored");
+    assert_eq!((raw.head, raw.rest.is_none()), (m.raw.clone(), true));
+    assert!(store.get("NOPE").await.expect("get").is_none());
+    let stats = store.stats().await.expect("stats");
+    assert_eq!(stats.messages, 3);
+    // Queries: newest first, case-insensitive, paged; a NUL matches nothing.
+    let q = |text: &str| Query {
+        text: Some(text.to_owned()),
+        limit: 10,
+        ..Query::default()
+    };
+    let page = store.query(&q("INVOICE")).await.expect("query");
+    let got: Vec<&str> = page.messages.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(
+        (page.total, got),
+        (2, vec![ids[2].as_str(), ids[0].as_str()])
+    );
+    assert_eq!(store.query(&q("dan@")).await.expect("query").total, 1);
+    assert_eq!(store.query(&q("\0")).await.expect("query").total, 0);
+    let since = Query {
+        since: Some(1_001),
+        limit: 1,
+        offset: 1,
+        ..Query::default()
+    };
+    let page = store.query(&since).await.expect("query");
+    assert_eq!(page.total, 2);
+    assert_eq!(page.messages[0].id, ids[1]);
+    // Deletes, and what they announce.
+    assert!(store.delete(&ids[1]).await.expect("delete"));
+    assert!(!store.delete(&ids[1]).await.expect("delete again"));
+    assert!(matches!(changes.recv().await, Ok(Change::Deleted(id)) if id == ids[1]));
+    let pruned = store.prune(Some(1), None).await.expect("prune");
+    assert_eq!(pruned, vec![ids[0].clone()]);
+    assert_eq!(store.delete_all().await.expect("delete all"), 1);
+    assert_eq!(store.stats().await.expect("stats").messages, 0);
+}
+
+#[tokio::test]
+async fn the_memory_store_keeps_the_contract() {
+    contract(MemoryStore::new()).await;
+}
+
+#[tokio::test]
+async fn the_sqlite_store_keeps_the_contract() {
+    let dir = std::env::temp_dir().join(format!("postel-seam-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = Arc::new(SqliteStore::open(&dir).expect("open"));
+    contract(store.clone()).await;
+    store.close();
+    let _ = std::fs::remove_dir_all(&dir);
+}
