@@ -37,7 +37,20 @@ pub trait Backend: Send + Sync + 'static {
 }
 
 /// One session's decisions.
+///
+/// The methods a backend need not care about have defaults, so that each
+/// new decision point (a connect-time check, a HELO check, a multi-step
+/// AUTH, end-of-data filters) is one more method with a default, as
+/// go-smtp adds optional interfaces.
 pub trait BackendSession: Send + 'static {
+    /// The connection is open and the greeting is due: accept the client,
+    /// or refuse it (DNS block lists, rate limits). A refused client gets
+    /// `554 5.7.1 <host> Service unavailable` instead of the greeting, and
+    /// then only QUIT is answered (RFC 5321 3.1). Default: accept.
+    fn connect(&mut self) -> impl Future<Output = Result<(), Reply>> + Send {
+        async { Ok(()) }
+    }
+
     /// The client greeted with EHLO (`extended`) or HELO.
     fn helo(&mut self, name: &str, extended: bool);
 

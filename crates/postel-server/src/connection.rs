@@ -83,8 +83,14 @@ pub(crate) async fn run<B: Backend>(
         auth_requires_tls: listener.auth_requires_tls,
         auth_required: listener.auth_required,
     };
-    let mut session = Session::new(shared.limits.clone(), conn);
     let mut backend = shared.backend.new_session(&meta);
+    let mut session = match backend.connect().await {
+        Ok(()) => Session::new(shared.limits.clone(), conn),
+        Err(r) => {
+            info!(session = id, client = %meta.peer, code = r.code, "client refused at connect");
+            Session::refused(shared.limits.clone())
+        }
+    };
     if let Some(t) = stream.tls_description() {
         backend.tls(&t);
     }

@@ -14,15 +14,18 @@ use postel_server::{
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
-/// Keeps what it is given; a sender containing "panic" makes it panic.
+/// Keeps what it is given; a sender containing "panic" makes it panic;
+/// with `refuse`, it refuses every client at connect.
 #[derive(Default)]
 struct Recording {
     stored: Arc<Mutex<Vec<Vec<u8>>>>,
+    refuse: bool,
 }
 
 struct Session {
     body: Vec<u8>,
     stored: Arc<Mutex<Vec<Vec<u8>>>>,
+    refuse: bool,
 }
 
 impl Backend for Recording {
@@ -32,11 +35,19 @@ impl Backend for Recording {
         Session {
             body: Vec::new(),
             stored: self.stored.clone(),
+            refuse: self.refuse,
         }
     }
 }
 
 impl BackendSession for Session {
+    async fn connect(&mut self) -> Result<(), Reply> {
+        if self.refuse {
+            return Err(reply::service_unavailable("localhost"));
+        }
+        Ok(())
+    }
+
     fn helo(&mut self, _name: &str, _extended: bool) {}
 
     async fn mail(&mut self, from: &ReversePath, _params: &MailParams) -> Result<(), Reply> {
@@ -71,9 +82,16 @@ impl BackendSession for Session {
 
 /// Starts a server with `config`; returns its address and the store.
 async fn start(config: ServerConfig) -> (SocketAddr, Arc<Mutex<Vec<Vec<u8>>>>) {
+    start_with(config, Recording::default()).await
+}
+
+async fn start_with(
+    config: ServerConfig,
+    backend: Recording,
+) -> (SocketAddr, Arc<Mutex<Vec<Vec<u8>>>>) {
     let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = tcp.local_addr().expect("addr");
-    let backend = Arc::new(Recording::default());
+    let backend = Arc::new(backend);
     let stored = backend.stored.clone();
     let listener = Listener {
         tcp,
@@ -190,4 +208,22 @@ async fn a_command_trickled_a_byte_at_a_time_is_cut_at_its_deadline() {
     assert_eq!(reply, "421 4.4.2 localhost Timeout exceeded\r\n");
     // Cut 300 s after the first octet, though octets kept coming.
     assert_eq!(started.elapsed(), Duration::from_secs(300));
+}
+
+#[tokio::test]
+async fn a_client_refused_at_connect_gets_554_and_only_quit() {
+    let backend = Recording {
+        refuse: true,
+        ..Recording::default()
+    };
+    let (addr, _) = start_with(ServerConfig::default(), backend).await;
+    let mut c = Client::connect(addr).await;
+    assert_eq!(
+        c.reply().await,
+        "554 5.7.1 localhost Service unavailable\r\n"
+    );
+    c.send("EHLO x.test\r\n").await;
+    assert!(c.reply().await.starts_with("503 5.5.1"));
+    c.send("QUIT\r\n").await;
+    assert!(c.reply().await.starts_with("221 "));
 }
