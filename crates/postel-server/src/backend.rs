@@ -31,8 +31,8 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Lines for the `211` reply to `HELP STATUS` beyond what the server
     /// itself reports (version, uptime, sessions).
-    fn status_lines(&self) -> Vec<String> {
-        Vec::new()
+    fn status_lines(&self) -> impl Future<Output = Vec<String>> + Send {
+        async { Vec::new() }
     }
 }
 

@@ -356,7 +356,7 @@ async fn handle_event<B: Backend>(
             });
         }
         Event::Reset => backend.reset(),
-        Event::Status => session.resolve_status(shared.status_lines()),
+        Event::Status => session.resolve_status(shared.status_lines().await),
         Event::StartTls => *starttls = true,
         Event::Auth {
             mechanism,

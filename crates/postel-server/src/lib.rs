@@ -160,7 +160,7 @@ pub(crate) struct Shared<B> {
 
 impl<B: Backend> Shared<B> {
     /// The `211` lines for `HELP STATUS` (seed 003).
-    pub(crate) fn status_lines(&self) -> Vec<String> {
+    pub(crate) async fn status_lines(&self) -> Vec<String> {
         let mut lines = vec![
             format!(
                 "{} Postel {} status",
@@ -169,7 +169,7 @@ impl<B: Backend> Shared<B> {
             format!("Uptime: {} seconds", self.started.elapsed().as_secs()),
             format!("Sessions open: {}", self.open.load(Ordering::Relaxed)),
         ];
-        lines.extend(self.backend.status_lines());
+        lines.extend(self.backend.status_lines().await);
         lines.push("End of status".to_owned());
         lines
     }

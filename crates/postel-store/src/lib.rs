@@ -26,7 +26,9 @@
 //! # Layout
 //! - `error`: [`StoreError`], transient or not;
 //! - `message`: envelopes, messages, summaries, queries, changes;
-//! - `spool`: [`SpoolFile`], a large message as it arrives;
+//! - `incoming`: [`Incoming`], content as it arrives (memory or spool:
+//!   the store decides);
+//! - `spool`: [`SpoolFile`], the file a large message goes to;
 //! - `store`: the [`Store`] trait, the seam;
 //! - `memory`: [`MemoryStore`], the trait in memory (tests; the seam's proof);
 //! - `sqlite`: [`SqliteStore`] (schema, folder lock and sweep, group-commit
@@ -37,6 +39,7 @@
 #![warn(missing_docs)]
 
 mod error;
+mod incoming;
 mod memory;
 mod message;
 mod private;
@@ -48,10 +51,11 @@ mod store;
 pub mod time;
 
 pub use error::StoreError;
+pub use incoming::Incoming;
 pub use memory::MemoryStore;
 pub use message::{
     Change, Envelope, Message, NewMessage, Page, Query, RawMessage, Recipient, Stats, Summary,
 };
 pub use spool::SpoolFile;
-pub use sqlite::SqliteStore;
+pub use sqlite::{SPILL_AT, SqliteStore};
 pub use store::Store;

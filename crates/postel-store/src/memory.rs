@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::{
-    Change, Message, NewMessage, Page, Query, RawMessage, Stats, Store, StoreError, Summary,
+    Change, Incoming, Message, NewMessage, Page, Query, RawMessage, Stats, Store, StoreError,
+    Summary,
 };
 
 /// Messages in memory, shared by its clones.
@@ -92,6 +93,10 @@ impl Store for MemoryStore {
             "{:014X}",
             self.inner.last_id.fetch_add(1, Ordering::Relaxed) + 1
         )
+    }
+
+    fn receive(&self) -> Incoming {
+        Incoming::in_memory()
     }
 
     async fn insert(&self, msg: NewMessage) -> Result<(), StoreError> {

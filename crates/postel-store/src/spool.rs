@@ -13,6 +13,14 @@ pub struct SpoolFile {
 }
 
 impl SpoolFile {
+    /// A new, empty spool file in `dir` (private: `0600`).
+    pub(crate) fn new_in(dir: &Path) -> std::io::Result<SpoolFile> {
+        Ok(SpoolFile {
+            file: tempfile::NamedTempFile::new_in(dir)?,
+            len: 0,
+        })
+    }
+
     /// Appends `buf`.
     ///
     /// # Errors

@@ -7,12 +7,18 @@
 //! async: a caller never blocks a runtime thread on the store, and never
 //! needs to know which calls would have.
 
-use crate::{Change, Message, NewMessage, Page, Query, RawMessage, Stats, StoreError, Summary};
+use crate::{
+    Change, Incoming, Message, NewMessage, Page, Query, RawMessage, Stats, StoreError, Summary,
+};
 
 /// Where messages are kept.
 pub trait Store: Send + Sync + 'static {
     /// A new message id: unique in this store, and sorting in arrival order.
     fn next_id(&self) -> String;
+
+    /// Where the content of a message being received goes, as it arrives:
+    /// the store decides how to keep it (in memory, or spooled to a file).
+    fn receive(&self) -> Incoming;
 
     /// Stores a message. Returns only once it is on stable storage.
     ///

@@ -20,7 +20,7 @@ use postel_proto::sasl::Mechanism;
 
 use postel_proto::{ForwardPath, MailParams, RcptParams, Reply, ReversePath, reply};
 use postel_server::{Backend, BackendSession, ConnMeta};
-use postel_store::{Envelope, NewMessage, Recipient, SpoolFile, SqliteStore, Store};
+use postel_store::{Envelope, Incoming, NewMessage, Recipient, SqliteStore, Store};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
@@ -28,11 +28,6 @@ use tracing::{info, warn};
 
 use postel_policy::Trace;
 use postel_policy::recipients::Policy;
-
-/// Content beyond this much goes to a spool file as it arrives, a write per
-/// this much: a session holds little more of a message than this in memory,
-/// however large the message. Smaller messages never touch the spool.
-pub(crate) const SPILL_AT: usize = 256 * 1024;
 
 /// Hashes a password with Argon2id and a random salt (PHC string form).
 ///
@@ -53,8 +48,8 @@ impl UserHashes for StoreUsers {
 }
 
 /// What every session of the backend shares.
-pub(crate) struct Inner {
-    pub(crate) store: Arc<SqliteStore>,
+pub(crate) struct Inner<S> {
+    pub(crate) store: S,
     pub(crate) policy: Policy,
     pub(crate) hostname: String,
     pub(crate) version: String,
@@ -115,20 +110,20 @@ impl BackendMetrics {
 }
 
 /// The backend the `postel` binary serves with.
-pub(crate) struct PostelBackend {
-    inner: Arc<Inner>,
+pub(crate) struct PostelBackend<S> {
+    inner: Arc<Inner<S>>,
 }
 
-impl PostelBackend {
-    pub(crate) fn new(inner: Arc<Inner>) -> PostelBackend {
+impl<S: Store> PostelBackend<S> {
+    pub(crate) fn new(inner: Arc<Inner<S>>) -> PostelBackend<S> {
         PostelBackend { inner }
     }
 }
 
-impl Backend for PostelBackend {
-    type Session = PostelSession;
+impl<S: Store> Backend for PostelBackend<S> {
+    type Session = PostelSession<S>;
 
-    fn new_session(&self, conn: &ConnMeta) -> PostelSession {
+    fn new_session(&self, conn: &ConnMeta) -> PostelSession<S> {
         PostelSession {
             inner: self.inner.clone(),
             meta: conn.clone(),
@@ -138,16 +133,14 @@ impl Backend for PostelBackend {
             mail_params: Vec::new(),
             smtputf8: false,
             recipients: Vec::new(),
-            body: Vec::new(),
-            spool: None,
-            spool_error: None,
+            incoming: None,
             tls: None,
             user: None,
         }
     }
 
-    fn status_lines(&self) -> Vec<String> {
-        match SqliteStore::stats(&self.inner.store) {
+    async fn status_lines(&self) -> Vec<String> {
+        match self.inner.store.stats().await {
             Ok(s) => vec![format!(
                 "Messages stored: {} ({} octets)",
                 s.messages, s.bytes
@@ -158,8 +151,8 @@ impl Backend for PostelBackend {
 }
 
 /// One session's transaction as it is built.
-pub(crate) struct PostelSession {
-    inner: Arc<Inner>,
+pub(crate) struct PostelSession<S> {
+    inner: Arc<Inner<S>>,
     meta: ConnMeta,
     helo: String,
     extended: bool,
@@ -167,26 +160,15 @@ pub(crate) struct PostelSession {
     mail_params: Vec<String>,
     smtputf8: bool,
     recipients: Vec<Recipient>,
-    /// Content received and not yet spooled.
-    body: Vec<u8>,
-    /// Content received so far, once there was more than [`SPILL_AT`].
-    spool: Option<Spool>,
-    /// Why spooling failed: the message is then refused at its end.
-    spool_error: Option<String>,
+    /// The content so far: where it is kept is the store's choice.
+    incoming: Option<Incoming>,
     /// `"<version> <cipher>"` once TLS is up.
     tls: Option<String>,
     /// The authenticated user.
     user: Option<String>,
 }
 
-/// The content of a large message so far, in a spool file.
-struct Spool {
-    file: SpoolFile,
-    /// From the headers in the first part.
-    subject: Option<String>,
-}
-
-impl PostelSession {
+impl<S: Store> PostelSession<S> {
     /// The RFC 3848 / RFC 6531 `with` protocol name: ESMTP, plus S for TLS
     /// and A for AUTH; UTF8SMTP... with SMTPUTF8; plain SMTP after HELO.
     fn protocol(&self) -> String {
@@ -205,51 +187,11 @@ impl PostelSession {
         self.mail_params.clear();
         self.smtputf8 = false;
         self.recipients.clear();
-        self.body = Vec::new();
-        self.spool = None;
-        self.spool_error = None;
-    }
-
-    /// Appends the content in memory to the spool file, creating the file
-    /// the first time. The write runs off the async threads; the buffer
-    /// comes back to be filled again.
-    async fn spill(&mut self) {
-        if self.body.is_empty() || self.spool_error.is_some() {
-            self.body.clear();
-            return;
-        }
-        let spool = self.spool.take();
-        let store = self.inner.store.clone();
-        let body = std::mem::take(&mut self.body);
-        let written = tokio::task::spawn_blocking(move || {
-            let mut spool = match spool {
-                Some(s) => s,
-                None => Spool {
-                    // The headers are in the first part.
-                    subject: subject_of(&body),
-                    file: store.spool_file().map_err(|e| e.to_string())?,
-                },
-            };
-            spool.file.append(&body).map_err(|e| e.to_string())?;
-            Ok::<_, String>((spool, body))
-        })
-        .await
-        .unwrap_or_else(|e| Err(e.to_string()));
-        match written {
-            Ok((spool, mut body)) => {
-                body.clear();
-                self.body = body;
-                self.spool = Some(spool);
-            }
-            Err(e) => {
-                warn!(session = self.meta.session_id, client = %self.meta.peer, error = %e, "cannot spool the message");
-                self.spool_error = Some(e);
-            }
-        }
+        self.incoming = None;
     }
 }
 
-impl BackendSession for PostelSession {
+impl<S: Store> BackendSession for PostelSession<S> {
     fn helo(&mut self, name: &str, extended: bool) {
         self.helo = name.to_owned();
         self.extended = extended;
@@ -275,12 +217,15 @@ impl BackendSession for PostelSession {
     }
 
     fn body(&mut self) -> &mut Vec<u8> {
-        &mut self.body
+        let store = &self.inner.store;
+        self.incoming
+            .get_or_insert_with(|| store.receive())
+            .buffer()
     }
 
     async fn body_appended(&mut self) {
-        if self.body.len() >= SPILL_AT || self.spool_error.is_some() {
-            self.spill().await;
+        if let Some(incoming) = self.incoming.as_mut() {
+            incoming.appended().await;
         }
     }
 
@@ -290,18 +235,23 @@ impl BackendSession for PostelSession {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
-        if self.spool.is_some() || self.spool_error.is_some() {
-            self.spill().await;
-        }
-        if let Some(e) = self.spool_error.take() {
-            inner.metrics.store_errors.inc();
-            let r = reply::local_error();
-            warn!(session = self.meta.session_id, client = %self.meta.peer, error = %e, code = r.code, "message not stored");
-            self.clear();
-            return Err(r);
-        }
-        let spool = self.spool.take();
-        let content = std::mem::take(&mut self.body);
+        let incoming = self
+            .incoming
+            .take()
+            .unwrap_or_else(|| inner.store.receive());
+        // The subject from the content alone: parsing our own Received:
+        // header again would cost more than the rest of the headers.
+        let subject = subject_of(incoming.first_part());
+        let (content, spooled) = match incoming.finish().await {
+            Ok(c) => c,
+            Err(e) => {
+                inner.metrics.store_errors.inc();
+                let r = reply::local_error();
+                warn!(session = self.meta.session_id, client = %self.meta.peer, error = %e, code = r.code, "message not stored");
+                self.clear();
+                return Err(r);
+            }
+        };
         let mut raw = Vec::with_capacity(content.len() + 256);
         Trace {
             helo: &self.helo,
@@ -315,12 +265,6 @@ impl BackendSession for PostelSession {
         }
         .write_to(&mut raw);
         raw.extend_from_slice(&content);
-        // The subject from the content alone: parsing our own Received:
-        // header again would cost more than the rest of the headers.
-        let (subject, spooled) = match spool {
-            None => (subject_of(&content), None),
-            Some(s) => (s.subject, Some(s.file)),
-        };
         drop(content);
         let count = self.recipients.len();
         let msg = NewMessage {
@@ -442,6 +386,89 @@ pub(crate) fn subject_of(raw: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use postel_store::MemoryStore;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    struct NoUsers;
+
+    impl UserHashes for NoUsers {
+        fn user_hash(&self, _user: &str) -> Option<String> {
+            None
+        }
+    }
+
+    /// The real backend, over the memory store, behind the real driver.
+    async fn serve_over_memory(store: MemoryStore, policy: Policy) -> std::net::SocketAddr {
+        let inner = Arc::new(Inner {
+            store,
+            policy,
+            hostname: "mx.test".into(),
+            version: "0".into(),
+            auth: Arc::new(
+                Authenticator::new(Arc::new(NoUsers), postel_policy::PasswordPool::new(1, 1))
+                    .expect("authenticator"),
+            ),
+            metrics: BackendMetrics::register(&mut Registry::default()),
+        });
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = tcp.local_addr().expect("addr");
+        let listener = postel_server::Listener {
+            tcp,
+            settings: postel_server::ListenerSettings::for_kind(postel_server::ListenerKind::Smtp),
+        };
+        tokio::spawn(postel_server::serve(
+            vec![listener],
+            postel_server::ServerConfig::default(),
+            Arc::new(PostelBackend::new(inner)),
+            None,
+            std::future::pending(),
+        ));
+        addr
+    }
+
+    /// Sends `script` and reads until `replies` replies (last lines) came.
+    async fn converse(addr: std::net::SocketAddr, script: &[u8], replies: usize) -> String {
+        let mut s = BufReader::new(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+        // The greeting first: a client that talks before it is refused.
+        let mut greeting = String::new();
+        s.read_line(&mut greeting).await.expect("greeting");
+        s.get_mut().write_all(script).await.expect("write");
+        let (mut out, mut n) = (String::new(), 0);
+        while n < replies {
+            let mut line = String::new();
+            if s.read_line(&mut line).await.expect("read") == 0 {
+                break;
+            }
+            n += usize::from(line.as_bytes().get(3) == Some(&b' '));
+            out.push_str(&line);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn the_backend_needs_no_sqlite_and_the_store_decides_how_to_keep_content() {
+        let store = MemoryStore::new();
+        let mut policy = Policy::default();
+        policy.domains.insert("d.test".into());
+        let addr = serve_over_memory(store.clone(), policy).await;
+        // A 1 MiB message: past SQLite's spool threshold, but the memory
+        // store keeps it in memory; the backend neither knows nor cares.
+        let big = "x".repeat(1 << 20);
+        let script = format!(
+            "EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@other.test>\r\nRCPT TO:<u@d.test>\r\nDATA\r\nSubject: over the seam\r\n\r\n{big}\r\n.\r\nQUIT\r\n"
+        );
+        let out = converse(addr, script.as_bytes(), 7).await;
+        assert!(out.contains("554 5.7.1 Relaying denied"), "{out}");
+        assert!(out.contains("250 2.0.0 Ok: queued as "), "{out}");
+        let list = store.list().await.expect("list");
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].subject.as_deref(), Some("over the seam"));
+        let m = store.get(&list[0].id).await.expect("get").expect("stored");
+        assert!(m.raw.starts_with(b"Received: from c.test"));
+        assert!(m.raw.ends_with(format!("{big}\r\n").as_bytes()));
+    }
 
     #[test]
     fn subject_is_decoded() {

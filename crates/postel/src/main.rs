@@ -419,7 +419,7 @@ fn start_web(
     w: &WebSettings,
     cfg: &Config,
     store: &Arc<SqliteStore>,
-    inner: &Arc<Inner>,
+    inner: &Arc<Inner<Arc<SqliteStore>>>,
     server_metrics: &Arc<postel_server::Metrics>,
     registry: Arc<Registry>,
     stop: tokio::sync::watch::Receiver<bool>,

@@ -27,7 +27,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
+use crate::Incoming;
 use crate::private;
+
+/// Content past this much goes to a spool file as it arrives, a write per
+/// this much: a session holds little more of a message than this in
+/// memory, however large the message. Smaller messages never touch the
+/// spool, and are kept whole in the database.
+pub const SPILL_AT: usize = 256 * 1024;
 use crate::{
     Change, Envelope, Message, NewMessage, Page, Query, RawMessage, Recipient, SpoolFile, Stats,
     Store, StoreError, Summary,
@@ -195,10 +202,13 @@ impl SqliteStore {
     /// # Errors
     /// When the file cannot be created (disk full, permissions).
     pub fn spool_file(&self) -> Result<SpoolFile, StoreError> {
-        Ok(SpoolFile {
-            file: tempfile::NamedTempFile::new_in(&self.spool)?,
-            len: 0,
-        })
+        Ok(SpoolFile::new_in(&self.spool)?)
+    }
+
+    /// Where a message being received goes: memory, then past
+    /// [`SPILL_AT`] a spool file in the data folder.
+    pub fn receive(&self) -> Incoming {
+        Incoming::spooling(self.spool.clone(), SPILL_AT)
     }
 
     /// Returns true if and only if message `id` is stored.

@@ -375,6 +375,10 @@ impl Store for Arc<SqliteStore> {
         SqliteStore::next_id(self)
     }
 
+    fn receive(&self) -> Incoming {
+        SqliteStore::receive(self)
+    }
+
     fn insert(&self, msg: NewMessage) -> impl Future<Output = Result<(), StoreError>> + Send {
         SqliteStore::insert(self, msg)
     }
