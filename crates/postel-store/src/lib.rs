@@ -30,6 +30,7 @@
 //!   the store decides);
 //! - `spool`: [`SpoolFile`], the file a large message goes to;
 //! - `store`: the [`Store`] trait, the seam;
+//! - `users`: the [`Users`] trait, accounts for AUTH;
 //! - `memory`: [`MemoryStore`], the trait in memory (tests; the seam's proof);
 //! - `sqlite`: [`SqliteStore`] (schema, folder lock and sweep, group-commit
 //!   writer, reads, the trait, users);
@@ -49,6 +50,7 @@ mod spool;
 mod sqlite;
 mod store;
 pub mod time;
+mod users;
 
 pub use error::StoreError;
 pub use incoming::Incoming;
@@ -59,3 +61,4 @@ pub use message::{
 pub use spool::SpoolFile;
 pub use sqlite::{SPILL_AT, SqliteStore};
 pub use store::Store;
+pub use users::Users;

@@ -19,6 +19,8 @@ pub struct MemoryStore {
 
 #[derive(Default)]
 struct Inner {
+    /// Accounts: name to (hash, created).
+    users: Mutex<std::collections::BTreeMap<String, (String, i64)>>,
     /// Oldest first.
     messages: Mutex<Vec<Message>>,
     last_id: AtomicU64,
@@ -233,5 +235,42 @@ impl Store for MemoryStore {
 
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change> {
         self.changes().subscribe()
+    }
+}
+
+impl crate::Users for MemoryStore {
+    fn user_hash(&self, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.accounts().get(name).map(|(h, _)| h.clone()))
+    }
+
+    fn set_user(&self, name: &str, hash: &str) -> Result<bool, StoreError> {
+        let mut users = self.accounts();
+        let created = users.get(name).map_or(0, |(_, c)| *c);
+        Ok(users
+            .insert(name.to_owned(), (hash.to_owned(), created))
+            .is_none())
+    }
+
+    fn remove_user(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(self.accounts().remove(name).is_some())
+    }
+
+    fn users(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(self
+            .accounts()
+            .iter()
+            .map(|(n, (_, c))| (n.clone(), *c))
+            .collect())
+    }
+}
+
+impl MemoryStore {
+    fn accounts(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, (String, i64)>> {
+        self.inner
+            .users
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }

@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use crate::{Change, Envelope, MemoryStore, NewMessage, Query, Recipient, SqliteStore, Store};
+use crate::{
+    Change, Envelope, MemoryStore, NewMessage, Query, Recipient, SqliteStore, Store, Users,
+};
 
 fn message<S: Store>(store: &S, at: i64, from: &str, to: &str, subject: &str) -> NewMessage {
     let body = format!("Subject: {subject}\r\n\r\nhello\r\n");
@@ -25,8 +27,30 @@ fn message<S: Store>(store: &S, at: i64, from: &str, to: &str, subject: &str) ->
     }
 }
 
+/// Accounts: add, replace, list, remove.
+fn accounts<U: Users>(users: &U) {
+    assert!(users.set_user("bob", "$hash1").expect("add"));
+    assert!(users.set_user("alice", "$hash2").expect("add"));
+    assert!(!users.set_user("bob", "$hash3").expect("replace"));
+    assert_eq!(
+        users.user_hash("bob").expect("hash").as_deref(),
+        Some("$hash3")
+    );
+    assert_eq!(users.user_hash("carol").expect("hash"), None);
+    let names: Vec<String> = users
+        .users()
+        .expect("list")
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(names, ["alice", "bob"]);
+    assert!(users.remove_user("bob").expect("remove"));
+    assert!(!users.remove_user("bob").expect("remove again"));
+}
+
 /// Every call of the trait, and what it must answer.
-async fn contract<S: Store>(store: S) {
+async fn contract<S: Store + Users>(store: S) {
+    accounts(&store);
     let mut changes = store.subscribe();
     let mut ids = Vec::new();
     for (i, (from, to, subject)) in [

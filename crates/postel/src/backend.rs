@@ -20,7 +20,7 @@ use postel_proto::sasl::Mechanism;
 
 use postel_proto::{ForwardPath, MailParams, RcptParams, Reply, ReversePath, reply};
 use postel_server::{Backend, BackendSession, ConnMeta};
-use postel_store::{Envelope, Incoming, NewMessage, Recipient, SqliteStore, Store};
+use postel_store::{Envelope, Incoming, NewMessage, Recipient, Store, Users};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
@@ -38,10 +38,10 @@ pub(crate) fn hash_password(password: &str) -> anyhow::Result<String> {
         .map_err(|e| anyhow::anyhow!("cannot hash the password: {e}"))
 }
 
-/// The store as the source of password hashes.
-pub(crate) struct StoreUsers(pub(crate) Arc<SqliteStore>);
+/// The accounts as the source of password hashes.
+pub(crate) struct StoreUsers<U>(pub(crate) U);
 
-impl UserHashes for StoreUsers {
+impl<U: Users> UserHashes for StoreUsers<U> {
     fn user_hash(&self, user: &str) -> Option<String> {
         self.0.user_hash(user).ok().flatten()
     }

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use postel_server::ServerConfig;
-use postel_store::SqliteStore;
+use postel_store::{SqliteStore, Users as _};
 use tracing::info;
 
 use crate::backend::{Inner, PostelBackend};

@@ -5,7 +5,7 @@ use std::io::{BufRead, IsTerminal};
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use postel_store::SqliteStore;
+use postel_store::{SqliteStore, Users as _};
 
 use crate::backend::hash_password;
 

@@ -1,6 +1,7 @@
 //! The SQLite store, round trip to recovery.
 
 use super::*;
+use crate::Users as _;
 use std::sync::Arc;
 
 fn msg(store: &SqliteStore, body: &[u8]) -> NewMessage {

@@ -1,16 +1,12 @@
 //! The accounts that may AUTH, with their Argon2id hashes.
 
 use super::*;
+use crate::Users;
 
 /// Submission users: names and password hashes (never passwords). Kept in
 /// the same database, so `postel users` works while the server runs.
-impl SqliteStore {
-    /// Adds a user or replaces its hash. Returns true if and only if the
-    /// user is new.
-    ///
-    /// # Errors
-    /// When the database cannot be written.
-    pub fn set_user(&self, name: &str, hash: &str) -> Result<bool, StoreError> {
+impl Users for SqliteStore {
+    fn set_user(&self, name: &str, hash: &str) -> Result<bool, StoreError> {
         let conn = lock(&self.reader);
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -27,19 +23,11 @@ impl SqliteStore {
         Ok(!existed)
     }
 
-    /// Removes a user. Returns true if and only if it existed.
-    ///
-    /// # Errors
-    /// When the database cannot be written.
-    pub fn remove_user(&self, name: &str) -> Result<bool, StoreError> {
+    fn remove_user(&self, name: &str) -> Result<bool, StoreError> {
         Ok(lock(&self.reader).execute("DELETE FROM users WHERE name = ?1", [name])? > 0)
     }
 
-    /// Every user name with its creation time, by name.
-    ///
-    /// # Errors
-    /// When the database cannot be read.
-    pub fn users(&self) -> Result<Vec<(String, i64)>, StoreError> {
+    fn users(&self) -> Result<Vec<(String, i64)>, StoreError> {
         let conn = lock(&self.reader);
         let mut stmt = conn.prepare("SELECT name, created_at FROM users ORDER BY name")?;
         let rows = stmt
@@ -48,16 +36,31 @@ impl SqliteStore {
         Ok(rows)
     }
 
-    /// The password hash of a user, if the user exists.
-    ///
-    /// # Errors
-    /// When the database cannot be read.
-    pub fn user_hash(&self, name: &str) -> Result<Option<String>, StoreError> {
+    fn user_hash(&self, name: &str) -> Result<Option<String>, StoreError> {
         let conn = lock(&self.reader);
         Ok(conn
             .query_row("SELECT hash FROM users WHERE name = ?1", [name], |r| {
                 r.get(0)
             })
             .optional()?)
+    }
+}
+
+/// A shared store keeps the same accounts.
+impl Users for Arc<SqliteStore> {
+    fn user_hash(&self, name: &str) -> Result<Option<String>, StoreError> {
+        SqliteStore::user_hash(self, name)
+    }
+
+    fn set_user(&self, name: &str, hash: &str) -> Result<bool, StoreError> {
+        SqliteStore::set_user(self, name, hash)
+    }
+
+    fn remove_user(&self, name: &str) -> Result<bool, StoreError> {
+        SqliteStore::remove_user(self, name)
+    }
+
+    fn users(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        SqliteStore::users(self)
     }
 }

@@ -1,0 +1,37 @@
+//! The accounts that may AUTH: names and Argon2id password hashes (never
+//! passwords). A trait of its own beside [`crate::Store`], so that a store
+//! of messages and a store of accounts can be one database (SQLite,
+//! PostgreSQL) or not.
+//!
+//! The calls are blocking: password checks run on their own pool of
+//! threads (postel-policy), and the admin commands are plain programs.
+
+use crate::StoreError;
+
+/// Where accounts are kept.
+pub trait Users: Send + Sync + 'static {
+    /// The password hash (a PHC string) of `name`, if there is such a user.
+    ///
+    /// # Errors
+    /// When the accounts cannot be read.
+    fn user_hash(&self, name: &str) -> Result<Option<String>, StoreError>;
+
+    /// Adds a user or replaces its hash. Returns true if and only if the
+    /// user is new.
+    ///
+    /// # Errors
+    /// When the accounts cannot be written.
+    fn set_user(&self, name: &str, hash: &str) -> Result<bool, StoreError>;
+
+    /// Removes a user. Returns true if and only if it existed.
+    ///
+    /// # Errors
+    /// When the accounts cannot be written.
+    fn remove_user(&self, name: &str) -> Result<bool, StoreError>;
+
+    /// Every user name with its creation time (Unix seconds), by name.
+    ///
+    /// # Errors
+    /// When the accounts cannot be read.
+    fn users(&self) -> Result<Vec<(String, i64)>, StoreError>;
+}
