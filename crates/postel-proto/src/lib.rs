@@ -16,11 +16,14 @@
 //! - [`sasl`]: AUTH's PLAIN and LOGIN mechanisms;
 //! - [`session`]: the state machine that ties them together (a folder:
 //!   one file per group of verbs);
+//! - [`client`]: the client side, the same discipline (commands in, replies
+//!   paired with them out), for `send`, `probe` and delivery;
 //! - `sim` (feature `sim`, tests and fuzzing only): a scripted backend.
 
 #![warn(missing_docs)]
 
 pub mod address;
+pub mod client;
 pub mod command;
 pub mod data;
 pub mod display;

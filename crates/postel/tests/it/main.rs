@@ -3,6 +3,7 @@
 
 mod audit;
 mod bench;
+mod client;
 mod cli;
 mod durability;
 mod interop;

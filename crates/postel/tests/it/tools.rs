@@ -331,7 +331,7 @@ pub(crate) fn free_port() -> u16 {
 }
 
 /// Stops a peer started by a `start-*.sh` script when dropped.
-struct Peer {
+pub(crate) struct Peer {
     stop: Vec<String>,
 }
 
@@ -341,7 +341,7 @@ impl Drop for Peer {
     }
 }
 
-fn start_peer(script: &str, args: &[&str], stop: &str, stop_arg: &str) -> Peer {
+pub(crate) fn start_peer(script: &str, args: &[&str], stop: &str, stop_arg: &str) -> Peer {
     let dir = peers();
     let out = Command::new(dir.join(script))
         .args(args)
