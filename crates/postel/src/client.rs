@@ -19,10 +19,6 @@ use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureSch
 
 /// How long to wait for a connection or a reply.
 const TIMEOUT: Duration = Duration::from_secs(30);
-/// The longest reply line accepted (RFC 5321 allows 512; be generous).
-const MAX_LINE: usize = 4096;
-/// The most lines in one reply.
-const MAX_LINES: usize = 1000;
 
 /// `s` with control characters shown as escapes: what a server sends must
 /// not drive the terminal it is printed on.
@@ -191,6 +187,10 @@ pub(crate) struct Client {
     echo: bool,
     /// Called with each reply, to print an explanation under it.
     pub(crate) explain: Option<Explainer>,
+    /// Replies from bytes (postel-proto's client decoder).
+    decoder: postel_proto::client::ReplyDecoder,
+    /// Replies decoded and not yet read.
+    replies: std::collections::VecDeque<postel_proto::client::ServerReply>,
 }
 
 impl Client {
@@ -234,6 +234,8 @@ impl Client {
             host: host.to_owned(),
             echo,
             explain: None,
+            decoder: postel_proto::client::ReplyDecoder::default(),
+            replies: std::collections::VecDeque::new(),
         };
         let info = if implicit_tls {
             Some(c.handshake(accept_invalid)?)
@@ -245,7 +247,7 @@ impl Client {
 
     /// Runs the TLS handshake on the connection as it is.
     pub(crate) fn handshake(&mut self, accept_invalid: bool) -> anyhow::Result<TlsInfo> {
-        if !self.io.buffer().is_empty() {
+        if !self.io.buffer().is_empty() || !self.replies.is_empty() || !self.decoder.is_idle() {
             bail!(
                 "the server sent more after its reply to STARTTLS: refusing to go on (a STARTTLS injection?)"
             );
@@ -314,42 +316,38 @@ impl Client {
         matches!(self.io.get_ref(), Io::Tls(_))
     }
 
-    /// Reads one reply (all its lines).
+    /// Reads one reply (all its lines), decoded by postel-proto's client
+    /// decoder: the same bounds and grammar as delivery will use.
     pub(crate) fn read_reply(&mut self) -> anyhow::Result<Reply> {
-        let mut lines = Vec::new();
         loop {
-            let mut raw = Vec::new();
-            let n = (&mut self.io)
-                .take(MAX_LINE as u64)
-                .read_until(b'\n', &mut raw)
-                .context("reading the reply")?;
-            if n == 0 {
-                bail!("the server closed the connection");
-            }
-            let line = String::from_utf8_lossy(&raw);
-            let line = line.trim_end_matches(['\r', '\n']);
-            if self.echo {
-                println!("S: {}", printable(line));
-            }
-            let code = line
-                .get(..3)
-                .and_then(|c| c.parse::<u16>().ok())
-                .filter(|c| (200..600).contains(c));
-            let (Some(code), sep) = (code, line.as_bytes().get(3).copied()) else {
-                bail!("not an SMTP reply: {line:?}");
-            };
-            lines.push(line.get(4..).unwrap_or("").to_owned());
-            if lines.len() > MAX_LINES {
-                bail!("the server sent a reply of more than {MAX_LINES} lines");
-            }
-            if sep != Some(b'-') {
-                let reply = Reply { code, lines };
-                if self.echo
-                    && let Some(text) = self.explain.as_ref().and_then(|f| f(&reply))
-                {
-                    println!("   ({text})");
+            if let Some(r) = self.replies.pop_front() {
+                let reply = Reply {
+                    code: r.code,
+                    lines: r.lines,
+                };
+                if self.echo {
+                    let last = reply.lines.len().saturating_sub(1);
+                    for (i, line) in reply.lines.iter().enumerate() {
+                        let sep = if i == last { ' ' } else { '-' };
+                        println!("S: {}{sep}{}", reply.code, printable(line));
+                    }
+                    if let Some(text) = self.explain.as_ref().and_then(|f| f(&reply)) {
+                        println!("   ({text})");
+                    }
                 }
                 return Ok(reply);
+            }
+            let buf = self.io.fill_buf().context("reading the reply")?;
+            if buf.is_empty() {
+                bail!("the server closed the connection");
+            }
+            let mut decoded = Vec::new();
+            let result = self.decoder.decode(buf, &mut decoded);
+            let n = buf.len();
+            self.io.consume(n);
+            self.replies.extend(decoded);
+            if let Err(e) = result {
+                bail!("not an SMTP reply: {e}");
             }
         }
     }
@@ -374,21 +372,10 @@ impl Client {
     }
 
     /// Sends message content after a `354`: dot-stuffed, CRLF line ends,
-    /// then the final `.`.
+    /// then the final `.` (postel-proto's encoder).
     pub(crate) fn send_data(&mut self, message: &[u8]) -> anyhow::Result<Reply> {
-        let mut out = Vec::with_capacity(message.len() + 64);
-        for line in message.split_inclusive(|&b| b == b'\n') {
-            let body = line
-                .strip_suffix(b"\n")
-                .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-                .unwrap_or(line);
-            if body.first() == Some(&b'.') {
-                out.push(b'.');
-            }
-            out.extend_from_slice(body);
-            out.extend_from_slice(b"\r\n");
-        }
-        out.extend_from_slice(b".\r\n");
+        let mut out = Vec::new();
+        postel_proto::client::dot_stuff(message, &mut out);
         if self.echo {
             println!("C: ({} octets of message, then \".\")", message.len());
         }

@@ -254,7 +254,8 @@ impl Client {
 
     /// `AUTH PLAIN` with its initial response (RFC 4616).
     pub fn auth_plain(&mut self, user: &str, password: &str) {
-        let blob = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+        let blob =
+            base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
         self.command(&format!("AUTH PLAIN {blob}"), Command::Auth);
     }
 
@@ -283,37 +284,9 @@ impl Client {
         self.command("DATA", Command::Data);
     }
 
-    /// The message, then the end of data. Every line end becomes CRLF (a
-    /// bare CR or LF too) and a line starting with a dot gets another
-    /// (RFC 5321 4.5.2), so the content cannot end the data early.
+    /// The message, then the end of data ([`dot_stuff`]).
     pub fn content(&mut self, message: &[u8]) {
-        let mut at_line_start = true;
-        let mut i = 0;
-        while i < message.len() {
-            let b = message[i];
-            match b {
-                b'\r' | b'\n' => {
-                    self.out.extend_from_slice(b"\r\n");
-                    // A CRLF pair is one line end.
-                    if b == b'\r' && message.get(i + 1) == Some(&b'\n') {
-                        i += 1;
-                    }
-                    at_line_start = true;
-                }
-                _ => {
-                    if at_line_start && b == b'.' {
-                        self.out.push(b'.');
-                    }
-                    self.out.push(b);
-                    at_line_start = false;
-                }
-            }
-            i += 1;
-        }
-        if !at_line_start {
-            self.out.extend_from_slice(b"\r\n");
-        }
-        self.out.extend_from_slice(b".\r\n");
+        dot_stuff(message, &mut self.out);
         self.awaiting.push_back(Command::Content);
     }
 
@@ -338,6 +311,41 @@ impl Client {
     pub fn quit(&mut self) {
         self.command("QUIT", Command::Quit);
     }
+}
+
+/// Appends `message` as DATA content to `out`, then the end of data.
+/// Every line end becomes CRLF (a bare CR or LF too) and a line starting
+/// with a dot gets another (RFC 5321 4.5.2), so the content cannot end the
+/// data early.
+pub fn dot_stuff(message: &[u8], out: &mut Vec<u8>) {
+    out.reserve(message.len() + message.len() / 32 + 5);
+    let mut at_line_start = true;
+    let mut i = 0;
+    while i < message.len() {
+        let b = message[i];
+        match b {
+            b'\r' | b'\n' => {
+                out.extend_from_slice(b"\r\n");
+                // A CRLF pair is one line end.
+                if b == b'\r' && message.get(i + 1) == Some(&b'\n') {
+                    i += 1;
+                }
+                at_line_start = true;
+            }
+            _ => {
+                if at_line_start && b == b'.' {
+                    out.push(b'.');
+                }
+                out.push(b);
+                at_line_start = false;
+            }
+        }
+        i += 1;
+    }
+    if !at_line_start {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
 }
 
 #[cfg(test)]

@@ -32,7 +32,8 @@ impl ServerReply {
         let class = parts.next()?;
         let ok = matches!(class, "2" | "4" | "5")
             && parts.clone().count() == 2
-            && parts.all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()));
+            && parts
+                .all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()));
         ok.then_some(first)
     }
 }
@@ -61,6 +62,13 @@ pub struct ReplyDecoder {
 }
 
 impl ReplyDecoder {
+    /// Returns true if and only if no reply is half read: what came so far
+    /// was whole replies. (A client checks it before a TLS handshake: bytes
+    /// after the `220` to STARTTLS would be an injection.)
+    pub fn is_idle(&self) -> bool {
+        self.line.is_empty() && self.lines.is_empty()
+    }
+
     /// Reads `input`, appending each reply it completes to `out`.
     ///
     /// # Errors
@@ -92,10 +100,15 @@ impl ReplyDecoder {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let text = String::from_utf8_lossy(line);
         let malformed = || ReplyError::Malformed(text.chars().take(80).collect());
-        if line.len() < 3 || !line[..3].iter().all(u8::is_ascii_digit) || !(b'2'..=b'5').contains(&line[0]) {
+        if line.len() < 3
+            || !line[..3].iter().all(u8::is_ascii_digit)
+            || !(b'2'..=b'5').contains(&line[0])
+        {
             return Err(malformed());
         }
-        let code = u16::from(line[0] - b'0') * 100 + u16::from(line[1] - b'0') * 10 + u16::from(line[2] - b'0');
+        let code = u16::from(line[0] - b'0') * 100
+            + u16::from(line[1] - b'0') * 10
+            + u16::from(line[2] - b'0');
         let last = match line.get(3) {
             None | Some(b' ') => true,
             Some(b'-') => false,
@@ -154,9 +167,15 @@ mod tests {
     #[test]
     fn hostile_replies_are_errors() {
         assert_eq!(all(&[b'2'; 5000]), Err(ReplyError::LineTooLong));
-        assert!(matches!(all(b"250-a\r\n251 b\r\n"), Err(ReplyError::Malformed(_))));
+        assert!(matches!(
+            all(b"250-a\r\n251 b\r\n"),
+            Err(ReplyError::Malformed(_))
+        ));
         assert!(matches!(all(b"hello\r\n"), Err(ReplyError::Malformed(_))));
         assert!(matches!(all(b"250x\r\n"), Err(ReplyError::Malformed(_))));
-        assert_eq!(all(&b"250-x\r\n".repeat(1001)), Err(ReplyError::TooManyLines));
+        assert_eq!(
+            all(&b"250-x\r\n".repeat(1001)),
+            Err(ReplyError::TooManyLines)
+        );
     }
 }

@@ -35,7 +35,9 @@ impl Server {
             while let Some(ev) = self.session.poll_event() {
                 any = true;
                 match ev {
-                    Event::Mail { .. } | Event::Rcpt { .. } => self.session.resolve(Verdict::Accept),
+                    Event::Mail { .. } | Event::Rcpt { .. } => {
+                        self.session.resolve(Verdict::Accept)
+                    }
                     Event::Body => self.session.take_body(&mut self.body),
                     Event::DataEnd => {
                         self.session.take_body(&mut self.body);
@@ -44,13 +46,13 @@ impl Server {
                     }
                     Event::Auth {
                         username, password, ..
-                    } => self.session.resolve(
-                        if username == "alice" && password.0 == "secret" {
+                    } => self
+                        .session
+                        .resolve(if username == "alice" && password.0 == "secret" {
                             Verdict::Accept
                         } else {
                             Verdict::Reject(crate::reply::auth_failed())
-                        },
-                    ),
+                        }),
                     Event::Reset => self.body.clear(),
                     _ => {}
                 }
@@ -192,13 +194,25 @@ fn a_hostile_server_ends_the_session() {
     // A reply nobody asked for.
     let mut c = Client::new();
     c.feed(b"220 hi\r\n250 surprise\r\n");
-    assert!(matches!(c.poll_event(), Some(ClientEvent::Reply { to: Command::Greeting, .. })));
-    assert!(matches!(c.poll_event(), Some(ClientEvent::ProtocolError(_))));
+    assert!(matches!(
+        c.poll_event(),
+        Some(ClientEvent::Reply {
+            to: Command::Greeting,
+            ..
+        })
+    ));
+    assert!(matches!(
+        c.poll_event(),
+        Some(ClientEvent::ProtocolError(_))
+    ));
     assert!(c.is_closed());
     // An endless line.
     let mut c = Client::new();
     c.feed(&[b'2'; 10_000]);
-    assert!(matches!(c.poll_event(), Some(ClientEvent::ProtocolError(_))));
+    assert!(matches!(
+        c.poll_event(),
+        Some(ClientEvent::ProtocolError(_))
+    ));
     // 421 closes, whatever was in flight.
     let mut c = Client::new();
     c.ehlo("x.test");
@@ -216,10 +230,17 @@ fn a_hostile_server_ends_the_session() {
 
 #[test]
 fn capabilities_are_read_from_the_ehlo_lines() {
-    let lines: Vec<String> = ["mx", "SIZE 35882577", "auth plain login xoauth2", "8BITMIME", "DSN", "STARTTLS"]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
+    let lines: Vec<String> = [
+        "mx",
+        "SIZE 35882577",
+        "auth plain login xoauth2",
+        "8BITMIME",
+        "DSN",
+        "STARTTLS",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
     let c = Capabilities::parse(&lines);
     assert_eq!(c.size, Some(35_882_577));
     assert_eq!(c.auth, ["PLAIN", "LOGIN", "XOAUTH2"]);

@@ -74,7 +74,8 @@ fn transaction(c: &mut Conversation, rcpts: &[&str]) -> Vec<(Command, u16)> {
     c.client.data();
     got.extend(c.round());
     if got.last() == Some(&(Command::Data, 354)) {
-        c.client.content(b"Subject: sans-IO\n\n.a line that starts with a dot\n");
+        c.client
+            .content(b"Subject: sans-IO\n\n.a line that starts with a dot\n");
         got.extend(c.round());
     }
     c.client.quit();
@@ -140,8 +141,7 @@ fn the_client_and_postel_store_the_dot_line_exactly() {
     let id = list[0]["id"].as_str().expect("id").to_owned();
     let raw = s.raw(&id);
     assert!(
-        crate::support::strip_trace(&raw)
-            .ends_with(b"\r\n\r\n.a line that starts with a dot\r\n"),
+        crate::support::strip_trace(&raw).ends_with(b"\r\n\r\n.a line that starts with a dot\r\n"),
         "{}",
         String::from_utf8_lossy(&raw)
     );

@@ -3,8 +3,8 @@
 
 mod audit;
 mod bench;
-mod client;
 mod cli;
+mod client;
 mod durability;
 mod interop;
 mod robustness;
