@@ -390,4 +390,80 @@ mod tests {
         .concat();
         assert_eq!(problem(&fields), Some(Problem::TooManyFields));
     }
+
+    /// What the parser built: the deepest nesting of message parts, and
+    /// whether any message part was decoded (base64 or quoted-printable)
+    /// and parsed again. Walked without recursion. None if the parser hit
+    /// one of its `debug_assert!`s (compiled out of release builds, and
+    /// contained by the view's own thread in debug ones).
+    fn built(raw: &[u8]) -> Option<(usize, bool)> {
+        use mail_parser::{Encoding, PartType};
+        let parsed = std::panic::catch_unwind(|| parser().parse(raw)).ok()?;
+        let Some(m) = parsed else {
+            return Some((0, false));
+        };
+        let (mut deepest, mut encoded) = (0, false);
+        let mut todo = vec![(&m, 0usize)];
+        while let Some((msg, depth)) = todo.pop() {
+            deepest = deepest.max(depth);
+            for part in &msg.parts {
+                if let PartType::Message(inner) = &part.body {
+                    encoded |= part.encoding != Encoding::None;
+                    todo.push((inner, depth + 1));
+                }
+            }
+        }
+        Some((deepest, encoded))
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2_000))]
+
+        /// The check and the parser agree: whatever the check lets
+        /// through, the parser builds no deep nesting and parses no
+        /// encoded message part. Messages are made of the fragments that
+        /// broke a first version, and their neighbours.
+        #[test]
+        fn what_the_check_lets_through_the_parser_builds_safely(
+            parts in proptest::collection::vec((0usize..24, proptest::bool::ANY), 0..300),
+        ) {
+            const FRAGMENTS: [&str; 24] = [
+                "Content-Type: message/rfc822",
+                "Content-Type: message/global",
+                "Content-Type: multipart/mixed; boundary=b",
+                "Content-Type: multipart/digest; boundary=d",
+                "Content-Type: text/plain",
+                "Content-Type:",
+                " message/rfc822",
+                "Content-Transfer-Encoding: base64",
+                "Content-Transfer-Encoding: quoted-printable",
+                "Content-Transfer-Encoding: =?us-ascii?q?base64?=",
+                "Date: -a",
+                "Subject: x",
+                " folded",
+                "junk",
+                "",
+                " ",
+                "--b",
+                "--b--",
+                "--d",
+                "--d--",
+                "x--bContent-Type: message/rfc822",
+                "--b\x0c",
+                "QUFBQQ==",
+                "Content-Type: message/rfc822\r\n\r\nContent-Type: message/rfc822",
+            ];
+            let mut raw = Vec::new();
+            for (i, crlf) in parts {
+                raw.extend_from_slice(FRAGMENTS[i].as_bytes());
+                raw.extend_from_slice(if crlf { b"\r\n" } else { b"\n" });
+            }
+            if problem(&raw).is_none()
+                && let Some((deepest, encoded)) = built(&raw)
+            {
+                proptest::prop_assert!(deepest <= 101, "depth {deepest}");
+                proptest::prop_assert!(!encoded, "an encoded message part was parsed");
+            }
+        }
+    }
 }
