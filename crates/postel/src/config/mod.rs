@@ -4,6 +4,13 @@
 //!
 //! Validation reports every problem at once, each with its key, so an
 //! operator fixes a file in one pass; `serve` refuses to start on any.
+//!
+//! # Layout
+//! - this file: [`Config`], the overrides, and `build`, which runs one
+//!   validator per section and puts the results together;
+//! - `file`: the TOML sections as written;
+//! - `listeners`, `limits`, `policy`, `web`: the validators;
+//! - `effective`: the config written back (`postel config check`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -11,15 +18,19 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::bail;
-use postel_proto::address::{is_domain, parse_mailbox};
-use postel_proto::{BareLinePolicy, Limits};
-use postel_server::{ListenerKind, ListenerSettings};
+use postel_proto::Limits;
+use postel_proto::address::is_domain;
+use postel_server::ListenerSettings;
 
 use crate::tls::TlsFiles;
 mod effective;
 mod file;
+mod limits;
+mod listeners;
+mod policy;
 #[cfg(test)]
 mod tests;
+mod web;
 
 pub(crate) use file::*;
 
@@ -156,253 +167,45 @@ impl Config {
 
         let hostname = over
             .hostname
-            .or(file.hostname)
+            .or(file.hostname.clone())
             .unwrap_or_else(system_hostname);
         if !is_domain(hostname.as_bytes(), false) {
             problems.push(format!("hostname: {hostname:?} is not a valid domain name"));
         }
 
-        let tls = match (&file.tls.cert, &file.tls.key, file.tls.self_signed) {
-            (Some(cert), Some(key), _) => TlsMode::Files(TlsFiles {
-                cert: cert.clone(),
-                key: key.clone(),
-            }),
-            (Some(_), None, _) | (None, Some(_), _) => {
-                problems.push("tls: set both cert and key (PEM files), or neither".to_owned());
-                TlsMode::Off
-            }
-            (None, None, Some(true)) => TlsMode::SelfSigned,
-            (None, None, Some(false)) => TlsMode::Off,
-            (None, None, None) if over.zero_config => TlsMode::SelfSigned,
-            (None, None, None) => TlsMode::Off,
-        };
-        let mut listeners = Vec::new();
-        let sections = [
-            (ListenerKind::Smtp, &file.smtp, over.smtp),
-            (ListenerKind::Submission, &file.submission, over.submission),
-            (ListenerKind::Smtps, &file.smtps, over.smtps),
-        ];
-        for (kind, section, flags) in sections {
-            let name = kind.name();
-            let listen = if !flags.is_empty() {
-                flags
-            } else if let Some(l) = section.listen.clone() {
-                l
-            } else if kind == ListenerKind::Smtp {
-                vec![DEFAULT_SMTP.to_owned()]
-            } else {
-                Vec::new()
-            };
-            let mut settings = ListenerSettings::for_kind(kind);
-            if let Some(auth) = section.auth {
-                if kind != ListenerKind::Smtp && !auth {
-                    problems.push(format!("{name}.auth: a {name} listener always requires AUTH (it would be an open relay)"));
-                }
-                settings.auth = auth || settings.auth;
-            }
-            settings.auth_requires_tls = section.require_tls.unwrap_or(true);
-            let needs_tls =
-                kind == ListenerKind::Smtps || (settings.auth && settings.auth_requires_tls);
-            if !listen.is_empty() && needs_tls && matches!(tls, TlsMode::Off) {
-                problems.push(format!(
-                    "{name}: this listener needs TLS: set [tls] cert and key (or self_signed = true){}",
-                    if kind == ListenerKind::Smtps { "" } else { ", or require_tls = false" }
-                ));
-            }
-            for (i, a) in listen.iter().enumerate() {
-                match a.parse::<SocketAddr>() {
-                    Ok(addr) => listeners.push((addr, settings)),
-                    Err(_) => problems.push(format!("{name}.listen[{i}]: {a:?} is not IP:PORT (for example 127.0.0.1:2525 or [::]:25)")),
-                }
-            }
-        }
-
-        let l = &file.limits;
-        let max_message_size = l.max_message_size.unwrap_or(defaults.max_message_size);
-        if max_message_size == 0 || max_message_size > MAX_MESSAGE_SIZE_CEILING {
-            problems.push(format!(
-                "limits.max_message_size: must be from 1 to {MAX_MESSAGE_SIZE_CEILING} (512 MiB; the store keeps a message as one SQLite blob), got {max_message_size}"
-            ));
-        }
-        let max_recipients = l.max_recipients.unwrap_or(defaults.max_recipients);
-        if max_recipients < 100 {
-            problems.push(format!(
-                "limits.max_recipients: must be at least 100 (RFC 5321 4.5.3.1.8), got {max_recipients}"
-            ));
-        }
-        let max_errors = l.max_errors.unwrap_or(defaults.max_errors);
-        if max_errors == 0 {
-            problems.push("limits.max_errors: must be at least 1".to_owned());
-        }
-        let max_connections = l.max_connections.unwrap_or(10_000);
-        let max_connections_per_ip = l.max_connections_per_ip.unwrap_or(100);
-        for (key, v) in [
-            ("limits.max_connections", max_connections),
-            ("limits.max_connections_per_ip", max_connections_per_ip),
-        ] {
-            if v == 0 {
-                problems.push(format!("{key}: must be at least 1"));
-            }
-        }
-        let secs = |key: &str, v: Option<u64>, default: Duration, problems: &mut Vec<String>| {
-            let d = v.map_or(default, Duration::from_secs);
-            if d.is_zero() {
-                problems.push(format!("{key}: must be at least 1 second"));
-            }
-            d
-        };
-        let command_timeout = secs(
-            "limits.command_timeout",
-            l.command_timeout,
-            defaults.command_timeout,
-            &mut problems,
-        );
-        let data_timeout = secs(
-            "limits.data_timeout",
-            l.data_timeout,
-            defaults.data_timeout,
+        let tls = listeners::tls(&file.tls, over.zero_config, &mut problems);
+        let listeners = listeners::listeners(
+            &file,
+            [over.smtp, over.submission, over.smtps],
+            &tls,
             &mut problems,
         );
 
-        let min_data_rate = l.min_data_rate.unwrap_or(defaults.min_data_rate);
-        if min_data_rate == 0 {
-            problems.push("limits.min_data_rate: must be at least 1 octet per second".to_owned());
-        }
-        let mut mime = defaults.mime;
-        mime.max_depth = l.max_mime_depth.unwrap_or(mime.max_depth);
-        mime.max_header_lines = l.max_header_lines.unwrap_or(mime.max_header_lines);
-        mime.max_header_bytes = l.max_header_bytes.unwrap_or(mime.max_header_bytes);
-        if mime.max_depth == 0 || mime.max_header_lines == 0 || mime.max_header_bytes == 0 {
-            problems.push("limits.max_mime_depth, max_header_lines, max_header_bytes: each must be at least 1".to_owned());
-        }
-        let soft_refused = l
-            .soft_refused_recipients
-            .unwrap_or(defaults.soft_refused_recipients);
-        let max_refused = l
-            .max_refused_recipients
-            .unwrap_or(defaults.max_refused_recipients);
-        if max_refused == 0 || soft_refused > max_refused {
-            problems.push(format!(
-                "limits.max_refused_recipients: must be at least 1 and at least soft_refused_recipients ({soft_refused}), got {max_refused}"
-            ));
-        }
-        let refused_delay = l
-            .refused_recipient_delay_ms
-            .map_or(defaults.refused_recipient_delay, Duration::from_millis);
-        if refused_delay > Duration::from_secs(60) {
-            problems.push("limits.refused_recipient_delay_ms: at most 60000".to_owned());
-        }
-        let greet_wait_ms = l.greet_wait_ms.unwrap_or(0);
-        if greet_wait_ms > 30_000 {
-            problems.push(format!(
-                "limits.greet_wait_ms: at most 30000 (30 s; Postfix's postscreen waits 6 s), got {greet_wait_ms}"
-            ));
-        }
+        let limits::Values {
+            max_message_size,
+            max_recipients,
+            max_errors,
+            max_connections,
+            max_connections_per_ip,
+            command_timeout,
+            data_timeout,
+            min_data_rate,
+            mime,
+            soft_refused,
+            max_refused,
+            refused_delay,
+            greet_wait_ms,
+        } = limits::validate(&file.limits, &mut problems);
 
-        let p = &file.policy;
-        let bare_line_endings = match p.bare_line_endings.as_deref() {
-            None | Some("reject") => BareLinePolicy::Reject,
-            Some("normalize") => BareLinePolicy::Normalize,
-            Some(other) => {
-                problems.push(format!(
-                    "policy.bare_line_endings: {other:?} is not \"reject\" or \"normalize\""
-                ));
-                BareLinePolicy::Reject
-            }
-        };
-        let domain_list = if over.domains.is_empty() {
-            p.domains.clone().unwrap_or_default()
-        } else {
-            over.domains
-        };
-        let mut domains = BTreeSet::new();
-        for (i, d) in domain_list.iter().enumerate() {
-            if is_domain(d.as_bytes(), true) {
-                domains.insert(d.to_lowercase());
-            } else {
-                problems.push(format!(
-                    "policy.domains[{i}]: {d:?} is not a valid domain name"
-                ));
-            }
-        }
-        let mut mailboxes = BTreeMap::new();
-        for (domain, locals) in p.mailboxes.clone().unwrap_or_default() {
-            let key = domain.to_lowercase();
-            if !domains.contains(&key) {
-                problems.push(format!(
-                    "policy.mailboxes.{domain}: the domain is not in policy.domains (add it there, or remove its mailboxes)"
-                ));
-            }
-            let mut set = BTreeSet::new();
-            for (i, local) in locals.iter().enumerate() {
-                if parse_mailbox(format!("{local}@{key}").as_bytes(), true).is_err() {
-                    problems.push(format!(
-                        "policy.mailboxes.{domain}[{i}]: {local:?} is not a valid local part"
-                    ));
-                }
-                set.insert(local.to_lowercase());
-            }
-            mailboxes.insert(key, set);
-        }
-
-        let web_listen = if over.no_web {
-            None
-        } else if let Some(w) = over.web {
-            Some(w)
-        } else if let Some(w) = file.web.listen.clone() {
-            Some(w)
-        } else if over.zero_config {
-            Some(DEFAULT_WEB.to_owned())
-        } else {
-            None
-        };
-        let token = file.web.token.clone();
-        if let Some(t) = &token
-            && (t.len() < MIN_TOKEN_LEN || !t.bytes().all(|b| b.is_ascii_graphic()))
-        {
-            problems.push(format!(
-                "web.token: use at least {MIN_TOKEN_LEN} printable ASCII characters, no spaces (for example the output of `openssl rand -hex 24`)"
-            ));
-        }
-        let web_defaults = postel_web::WebLimits::default();
-        let web_limits = postel_web::WebLimits {
-            max_connections: file
-                .web
-                .max_connections
-                .unwrap_or(web_defaults.max_connections),
-            header_timeout: file
-                .web
-                .header_timeout
-                .map_or(web_defaults.header_timeout, Duration::from_secs),
-            max_streams: file.web.max_streams.unwrap_or(web_defaults.max_streams),
-            max_connections_per_ip: file
-                .web
-                .max_connections_per_ip
-                .unwrap_or(web_defaults.max_connections_per_ip),
-            ..web_defaults
-        };
-        if web_limits.max_connections == 0
-            || web_limits.max_connections_per_ip == 0
-            || web_limits.header_timeout.is_zero()
-        {
-            problems.push(
-                "web.max_connections, web.max_connections_per_ip and web.header_timeout: each must be at least 1".to_owned(),
-            );
-        }
-        let web = match web_listen.map(|w| (w.parse::<SocketAddr>(), w)) {
-            None => None,
-            Some((Ok(addr), _)) => Some(WebSettings {
-                addr,
-                token,
-                limits: web_limits,
-            }),
-            Some((Err(_), w)) => {
-                problems.push(format!(
-                    "web.listen: {w:?} is not IP:PORT (for example 127.0.0.1:8025)"
-                ));
-                None
-            }
-        };
+        let (bare_line_endings, domains, mailboxes) =
+            policy::validate(&file.policy, over.domains, &mut problems);
+        let web = web::validate(
+            &file.web,
+            over.web,
+            over.no_web,
+            over.zero_config,
+            &mut problems,
+        );
         let r = &file.retention;
         if r.max_messages == Some(0) {
             problems.push(
@@ -451,7 +254,7 @@ impl Config {
             tls,
             max_connections,
             max_connections_per_ip,
-            exempt_loopback: l.exempt_loopback.unwrap_or(true),
+            exempt_loopback: file.limits.exempt_loopback.unwrap_or(true),
             greet_wait: Duration::from_millis(greet_wait_ms),
             domains,
             mailboxes,

@@ -1,6 +1,7 @@
 //! Config files good and bad, and the effective config round trip.
 
 use super::*;
+use postel_server::ListenerKind;
 
 fn parse(text: &str) -> anyhow::Result<Config> {
     let file: FileConfig = toml::from_str(text)?;
