@@ -103,7 +103,6 @@ impl Scratch {
 #[derive(Debug, Clone)]
 pub struct PasswordPool {
     jobs: SyncSender<Job>,
-    workers: usize,
 }
 
 impl PasswordPool {
@@ -122,7 +121,7 @@ impl PasswordPool {
                 tracing::error!(error = %e, "cannot start a password check thread");
             }
         }
-        PasswordPool { jobs, workers }
+        PasswordPool { jobs }
     }
 
     /// The pool sized from the machine: one worker per two cores (at least
@@ -131,11 +130,6 @@ impl PasswordPool {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let workers = cores.div_ceil(2).clamp(1, 4);
         PasswordPool::new(workers, workers * 8)
-    }
-
-    /// Worker threads.
-    pub fn workers(&self) -> usize {
-        self.workers
     }
 
     /// Runs `f` on a worker with its Argon2 memory, or returns [`Busy`] at

@@ -72,6 +72,8 @@ pub struct Login {
 /// the password hash again (a browser sends it with every request). A
 /// removed user keeps access at most this long.
 const LOGIN_CACHE: Duration = Duration::from_secs(60);
+/// The most `Authorization` values the cache holds.
+const LOGIN_CACHE_ENTRIES: usize = 1024;
 
 /// What a request's credentials get it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,7 +178,13 @@ impl<S: Store + Clone> Web<S> {
         };
         match checked {
             postel_policy::Checked::Ok => {
-                lock(&self.logged_in).insert(value.to_owned(), Instant::now());
+                let mut cache = lock(&self.logged_in);
+                // Bounded: a token holder can vary the Basic user name at
+                // will; past the bound, logins are simply checked again.
+                if cache.len() >= LOGIN_CACHE_ENTRIES {
+                    cache.clear();
+                }
+                cache.insert(value.to_owned(), Instant::now());
                 Access::Allowed
             }
             postel_policy::Checked::Wrong => Access::Denied,

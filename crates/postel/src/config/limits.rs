@@ -3,25 +3,17 @@
 use std::time::Duration;
 
 use postel_proto::Limits;
-use postel_proto::mime::MimeLimits;
 
 use super::{LimitsSection, MAX_MESSAGE_SIZE_CEILING};
 
-/// The limits as validated (defaults where the file is silent).
+/// The limits as validated (defaults where the file is silent): the
+/// session's, with the identity and the bare-line policy left at their
+/// defaults for the caller to set, and the server-wide ones.
 pub(super) struct Values {
-    pub(super) max_message_size: u64,
-    pub(super) max_recipients: usize,
-    pub(super) max_errors: u32,
+    pub(super) session: Limits,
     pub(super) max_connections: usize,
     pub(super) max_connections_per_ip: usize,
-    pub(super) command_timeout: Duration,
-    pub(super) data_timeout: Duration,
-    pub(super) min_data_rate: u64,
-    pub(super) mime: MimeLimits,
-    pub(super) soft_refused: u32,
-    pub(super) max_refused: u32,
-    pub(super) refused_delay: Duration,
-    pub(super) greet_wait_ms: u64,
+    pub(super) greet_wait: Duration,
 }
 
 /// Checks `[limits]`, adding a line to `problems` for each bad key.
@@ -111,18 +103,21 @@ pub(super) fn validate(l: &LimitsSection, problems: &mut Vec<String>) -> Values 
         ));
     }
     Values {
-        max_message_size,
-        max_recipients,
-        max_errors,
+        session: Limits {
+            max_message_size,
+            max_recipients,
+            max_errors,
+            command_timeout,
+            data_timeout,
+            min_data_rate,
+            mime,
+            soft_refused_recipients: soft_refused,
+            max_refused_recipients: max_refused,
+            refused_recipient_delay: refused_delay,
+            ..defaults
+        },
         max_connections,
         max_connections_per_ip,
-        command_timeout,
-        data_timeout,
-        min_data_rate,
-        mime,
-        soft_refused,
-        max_refused,
-        refused_delay,
-        greet_wait_ms,
+        greet_wait: Duration::from_millis(greet_wait_ms),
     }
 }

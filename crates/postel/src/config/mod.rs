@@ -163,7 +163,6 @@ impl Config {
     /// Every problem found, one a line, each with its key.
     pub(crate) fn build(file: FileConfig, over: Overrides) -> anyhow::Result<Config> {
         let mut problems = Vec::new();
-        let defaults = Limits::default();
 
         let hostname = over
             .hostname
@@ -182,19 +181,10 @@ impl Config {
         );
 
         let limits::Values {
-            max_message_size,
-            max_recipients,
-            max_errors,
+            session,
             max_connections,
             max_connections_per_ip,
-            command_timeout,
-            data_timeout,
-            min_data_rate,
-            mime,
-            soft_refused,
-            max_refused,
-            refused_delay,
-            greet_wait_ms,
+            greet_wait,
         } = limits::validate(&file.limits, &mut problems);
 
         let (bare_line_endings, domains, mailboxes) =
@@ -236,18 +226,8 @@ impl Config {
             limits: Limits {
                 hostname,
                 version: env!("CARGO_PKG_VERSION").to_owned(),
-                max_message_size,
-                max_recipients,
-                max_errors,
-                max_auth_failures: defaults.max_auth_failures,
                 bare_line_endings,
-                command_timeout,
-                data_timeout,
-                min_data_rate,
-                mime,
-                soft_refused_recipients: soft_refused,
-                max_refused_recipients: max_refused,
-                refused_recipient_delay: refused_delay,
+                ..session
             },
             data_dir,
             listeners,
@@ -255,7 +235,7 @@ impl Config {
             max_connections,
             max_connections_per_ip,
             exempt_loopback: file.limits.exempt_loopback.unwrap_or(true),
-            greet_wait: Duration::from_millis(greet_wait_ms),
+            greet_wait,
             domains,
             mailboxes,
             web,

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use postel_proto::client::{Client, ClientEvent, Command};
 
-use crate::support::{Server, temp_dir};
-use crate::tools::{free_port, start_peer};
+use crate::support::Server;
+use crate::tools::{free_port, start_peer, start_postfix};
 
 /// A client on a socket: sends what is queued, reads until every reply
 /// awaited has come, and returns them.
@@ -107,15 +107,7 @@ fn the_client_sends_to_aiosmtpd() {
 
 #[test]
 fn the_client_pipelines_to_postfix_and_reads_its_refusal() {
-    let p = free_port();
-    let spool = temp_dir("postfix-client");
-    let spool_s = spool.to_string_lossy().into_owned();
-    let _peer = start_peer(
-        "start-postfix.sh",
-        &[&p.to_string(), &spool_s],
-        "stop-postfix.sh",
-        &spool_s,
-    );
+    let (p, _peer) = start_postfix("postfix-client");
     let mut c = Conversation::open(p);
     let got = transaction(&mut c, &["x@example.test", "x@other.test"]);
     assert_eq!(

@@ -356,6 +356,21 @@ pub(crate) fn start_peer(script: &str, args: &[&str], stop: &str, stop_arg: &str
     }
 }
 
+/// Postfix on a free loopback port with a spool of its own; stopped when
+/// the returned peer is dropped.
+pub(crate) fn start_postfix(name: &str) -> (u16, Peer) {
+    let p = free_port();
+    let spool = temp_dir(name);
+    let spool_s = spool.to_string_lossy().into_owned();
+    let peer = start_peer(
+        "start-postfix.sh",
+        &[&p.to_string(), &spool_s],
+        "stop-postfix.sh",
+        &spool_s,
+    );
+    (p, peer)
+}
+
 #[test]
 fn send_and_probe_against_aiosmtpd() {
     let p = free_port();
@@ -382,15 +397,7 @@ fn send_and_probe_against_aiosmtpd() {
 
 #[test]
 fn send_and_probe_against_postfix() {
-    let p = free_port();
-    let spool = temp_dir("postfix");
-    let spool_s = spool.to_string_lossy().into_owned();
-    let _peer = start_peer(
-        "start-postfix.sh",
-        &[&p.to_string(), &spool_s],
-        "stop-postfix.sh",
-        &spool_s,
-    );
+    let (p, _peer) = start_postfix("postfix");
     let server = format!("127.0.0.1:{p}");
     // Accepted for its domain, over STARTTLS (self-signed).
     let o = send(
