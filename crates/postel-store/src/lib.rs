@@ -28,6 +28,7 @@
 //! - `message`: envelopes, messages, summaries, queries, changes;
 //! - `incoming`: [`Incoming`], content as it arrives (memory or spool:
 //!   the store decides);
+//! - `queue`: the delivery queue's rows, states and actions;
 //! - `spool`: [`SpoolFile`], the file a large message goes to;
 //! - `store`: the [`Store`] trait, the seam;
 //! - `users`: the [`Users`] trait, accounts for AUTH;
@@ -44,6 +45,7 @@ mod incoming;
 mod memory;
 mod message;
 mod private;
+mod queue;
 #[cfg(test)]
 mod seam_tests;
 mod spool;
@@ -58,6 +60,7 @@ pub use memory::MemoryStore;
 pub use message::{
     Change, Envelope, Message, NewMessage, Page, Query, RawMessage, Recipient, Stats, Summary,
 };
+pub use queue::{QueueAction, QueueEntry, QueueState, QueueUpdate};
 pub use spool::SpoolFile;
 pub use sqlite::{SPILL_AT, SqliteStore};
 pub use store::Store;

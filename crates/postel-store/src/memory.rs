@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::{
-    Change, Incoming, Message, NewMessage, Page, Query, RawMessage, Stats, Store, StoreError,
-    Summary,
+    Change, Incoming, Message, NewMessage, Page, Query, QueueAction, QueueEntry, QueueState,
+    QueueUpdate, RawMessage, Stats, Store, StoreError, Summary,
 };
 
 /// Messages in memory, shared by its clones.
@@ -21,8 +21,12 @@ pub struct MemoryStore {
 struct Inner {
     /// Accounts: name to (hash, created).
     users: Mutex<std::collections::BTreeMap<String, (String, i64)>>,
+    addresses: Mutex<std::collections::BTreeMap<String, Vec<String>>>,
     /// Oldest first.
     messages: Mutex<Vec<Message>>,
+    /// Queue rows, and the messages they need (kept here even when the
+    /// inbox's copy is deleted).
+    queue: Mutex<(Vec<QueueEntry>, std::collections::BTreeMap<String, Message>)>,
     last_id: AtomicU64,
     changes: Mutex<Option<tokio::sync::broadcast::Sender<Change>>>,
 }
@@ -42,6 +46,17 @@ impl MemoryStore {
     fn messages(&self) -> std::sync::MutexGuard<'_, Vec<Message>> {
         self.inner
             .messages
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn queue(
+        &self,
+    ) -> std::sync::MutexGuard<'_, (Vec<QueueEntry>, std::collections::BTreeMap<String, Message>)>
+    {
+        self.inner
+            .queue
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -109,6 +124,8 @@ impl Store for MemoryStore {
             subject,
             mut raw,
             spooled,
+            queue,
+            local,
         } = msg;
         if let Some(spool) = spooled {
             raw.extend_from_slice(&std::fs::read(spool.file.path())?);
@@ -120,20 +137,50 @@ impl Store for MemoryStore {
             subject,
             size: raw.len() as u64,
         };
+        let message = Message {
+            summary: summary.clone(),
+            raw,
+        };
         {
             let mut all = self.messages();
-            if all.iter().any(|m| m.summary.id == summary.id) {
+            let mut q = self.queue();
+            if all.iter().any(|m| m.summary.id == summary.id) || q.1.contains_key(&summary.id) {
                 return Err(StoreError::Commit {
                     message: format!("a message {} is already stored", summary.id),
                     transient: false,
                 });
             }
-            all.push(Message {
-                summary: summary.clone(),
-                raw,
-            });
+            let e = &summary.envelope;
+            for position in queue {
+                let Some(r) = e.recipients.get(position as usize) else {
+                    continue;
+                };
+                q.0.push(QueueEntry {
+                    id: summary.id.clone(),
+                    position,
+                    recipient: r.address.clone(),
+                    rcpt_params: r.params.clone(),
+                    mail_from: e.mail_from.clone(),
+                    mail_params: e.mail_params.clone(),
+                    auth_user: e.auth_user.clone(),
+                    client_addr: e.client_addr.clone(),
+                    received_at: summary.received_at,
+                    size: summary.size,
+                    state: QueueState::Queued,
+                    attempts: 0,
+                    next_attempt: summary.received_at,
+                    last_reply: None,
+                    warned: 0,
+                });
+                q.1.insert(summary.id.clone(), message.clone());
+            }
+            if local {
+                all.push(message);
+            }
         }
-        self.notify(Change::Stored(Box::new(summary)));
+        if local {
+            self.notify(Change::Stored(Box::new(summary)));
+        }
         Ok(())
     }
 
@@ -142,7 +189,8 @@ impl Store for MemoryStore {
     }
 
     async fn get(&self, id: &str) -> Result<Option<Message>, StoreError> {
-        Ok(self.messages().iter().find(|m| m.summary.id == id).cloned())
+        let found = self.messages().iter().find(|m| m.summary.id == id).cloned();
+        Ok(found.or_else(|| self.queue().1.get(id).cloned()))
     }
 
     async fn open_raw(&self, id: &str) -> Result<Option<RawMessage>, StoreError> {
@@ -236,6 +284,98 @@ impl Store for MemoryStore {
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change> {
         self.changes().subscribe()
     }
+
+    async fn queue_due(&self, now: i64, limit: usize) -> Result<Vec<QueueEntry>, StoreError> {
+        let mut due: Vec<QueueEntry> = self
+            .queue()
+            .0
+            .iter()
+            .filter(|e| {
+                matches!(e.state, QueueState::Queued | QueueState::Deferred)
+                    && e.next_attempt <= now
+            })
+            .cloned()
+            .collect();
+        due.sort_by_key(|e| e.next_attempt);
+        due.truncate(limit);
+        Ok(due)
+    }
+
+    async fn queue_list(&self) -> Result<Vec<QueueEntry>, StoreError> {
+        Ok(self.queue().0.clone())
+    }
+
+    async fn queue_record(&self, updates: Vec<QueueUpdate>) -> Result<(), StoreError> {
+        let mut q = self.queue();
+        for u in &updates {
+            if let Some(e) =
+                q.0.iter_mut()
+                    .find(|e| e.id == u.id && e.position == u.position)
+            {
+                e.state = u.state;
+                e.attempts = u.attempts;
+                e.next_attempt = u.next_attempt;
+                e.last_reply.clone_from(&u.last_reply);
+                e.warned = u.warned;
+            }
+        }
+        finish_done(&mut q);
+        Ok(())
+    }
+
+    async fn queue_act(
+        &self,
+        id: Option<&str>,
+        action: QueueAction,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        let mut q = self.queue();
+        let mut n = 0;
+        for e in q.0.iter_mut().filter(|e| id.is_none_or(|id| e.id == id)) {
+            let active = matches!(
+                e.state,
+                QueueState::Queued | QueueState::Deferred | QueueState::Held
+            );
+            let changed = match action {
+                QueueAction::Retry if active => {
+                    if e.state == QueueState::Held {
+                        e.state = QueueState::Queued;
+                    }
+                    e.next_attempt = now;
+                    true
+                }
+                QueueAction::Hold if active && e.state != QueueState::Held => {
+                    e.state = QueueState::Held;
+                    true
+                }
+                QueueAction::Release if e.state == QueueState::Held => {
+                    e.state = QueueState::Queued;
+                    e.next_attempt = now;
+                    true
+                }
+                QueueAction::Delete if active => {
+                    e.state = QueueState::Failed;
+                    e.last_reply = Some("deleted by the operator".into());
+                    true
+                }
+                _ => false,
+            };
+            n += u64::from(changed);
+        }
+        finish_done(&mut q);
+        Ok(n)
+    }
+}
+
+/// Messages whose queue rows are all done leave the queue.
+fn finish_done(q: &mut (Vec<QueueEntry>, std::collections::BTreeMap<String, Message>)) {
+    let pending: std::collections::BTreeSet<String> =
+        q.0.iter()
+            .filter(|e| !e.state.is_done())
+            .map(|e| e.id.clone())
+            .collect();
+    q.0.retain(|e| pending.contains(&e.id));
+    q.1.retain(|id, _| pending.contains(id));
 }
 
 impl crate::Users for MemoryStore {
@@ -252,7 +392,20 @@ impl crate::Users for MemoryStore {
     }
 
     fn remove_user(&self, name: &str) -> Result<bool, StoreError> {
+        self.addresses().remove(name);
         Ok(self.accounts().remove(name).is_some())
+    }
+
+    fn user_addresses(&self, name: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self.addresses().get(name).cloned().unwrap_or_default())
+    }
+
+    fn set_user_addresses(&self, name: &str, addresses: &[String]) -> Result<(), StoreError> {
+        let mut list: Vec<String> = addresses.iter().map(|a| a.to_lowercase()).collect();
+        list.sort();
+        list.dedup();
+        self.addresses().insert(name.to_owned(), list);
+        Ok(())
     }
 
     fn users(&self) -> Result<Vec<(String, i64)>, StoreError> {
@@ -265,6 +418,15 @@ impl crate::Users for MemoryStore {
 }
 
 impl MemoryStore {
+    fn addresses(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, Vec<String>>> {
+        self.inner
+            .addresses
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn accounts(
         &self,
     ) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, (String, i64)>> {

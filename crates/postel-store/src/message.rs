@@ -51,6 +51,12 @@ pub struct NewMessage {
     /// The rest of the message, in a spool file: a large message arrives
     /// there while it is received, so that it is never held whole in memory.
     pub spooled: Option<SpoolFile>,
+    /// Positions (in `envelope.recipients`) of the recipients to send on:
+    /// each gets a queue row in the same commit.
+    pub queue: Vec<u32>,
+    /// Whether the message is shown in the inbox (it has a local
+    /// recipient); a message only passing through is not.
+    pub local: bool,
 }
 
 impl NewMessage {

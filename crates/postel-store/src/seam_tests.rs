@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use crate::{
-    Change, Envelope, MemoryStore, NewMessage, Query, Recipient, SqliteStore, Store, Users,
+    Change, Envelope, MemoryStore, NewMessage, Query, QueueAction, QueueState, Recipient,
+    SqliteStore, Store, Users,
 };
 
 fn message<S: Store>(store: &S, at: i64, from: &str, to: &str, subject: &str) -> NewMessage {
@@ -24,6 +25,8 @@ fn message<S: Store>(store: &S, at: i64, from: &str, to: &str, subject: &str) ->
         subject: Some(subject.to_owned()),
         raw: body.into_bytes(),
         spooled: None,
+        queue: Vec::new(),
+        local: true,
     }
 }
 
@@ -44,7 +47,16 @@ fn accounts<U: Users>(users: &U) {
         .map(|(n, _)| n)
         .collect();
     assert_eq!(names, ["alice", "bob"]);
+    users
+        .set_user_addresses("bob", &["Bob@B.test".into(), "*@sales.b.test".into()])
+        .expect("addresses");
+    assert_eq!(
+        users.user_addresses("bob").expect("addresses"),
+        ["*@sales.b.test", "bob@b.test"]
+    );
+    assert!(users.user_addresses("alice").expect("none").is_empty());
     assert!(users.remove_user("bob").expect("remove"));
+    assert!(users.user_addresses("bob").expect("gone").is_empty());
     assert!(!users.remove_user("bob").expect("remove again"));
 }
 
@@ -125,9 +137,99 @@ async fn contract<S: Store + Users>(store: S) {
     assert_eq!(store.stats().await.expect("stats").messages, 0);
 }
 
+/// The delivery queue: rows in the insert's commit, due rows, outcomes,
+/// operator actions, and bodies that outlive an inbox delete while queued.
+async fn queue_contract<S: Store>(store: S) {
+    // Passing through: two remote recipients, not in the inbox.
+    let mut m = message(&store, 100, "ann@a.test", "x@r.test", "Through");
+    m.envelope.recipients.push(Recipient {
+        address: "y@r.test".into(),
+        params: vec!["NOTIFY=NEVER".into()],
+    });
+    m.queue = vec![0, 1];
+    m.local = false;
+    let through = m.id.clone();
+    store.insert(m).await.expect("insert");
+    // Kept locally and queued for one remote recipient.
+    let mut m = message(&store, 200, "bob@b.test", "z@r.test", "Both");
+    m.queue = vec![0];
+    let both = m.id.clone();
+    store.insert(m).await.expect("insert");
+    assert_eq!(
+        store.list().await.expect("list").len(),
+        1,
+        "only the local one"
+    );
+    assert!(store.queue_due(99, 10).await.expect("due").is_empty());
+    let due = store.queue_due(150, 10).await.expect("due");
+    assert_eq!(due.len(), 2);
+    assert_eq!(
+        (due[1].recipient.as_str(), due[1].rcpt_params.clone()),
+        ("y@r.test", vec!["NOTIFY=NEVER".to_owned()])
+    );
+    assert_eq!((due[0].state, due[0].attempts), (QueueState::Queued, 0));
+    // One delivered, one deferred: the message stays, with its body.
+    let mut done = due[0].update();
+    done.state = QueueState::Delivered;
+    done.attempts = 1;
+    let mut later = due[1].update();
+    later.state = QueueState::Deferred;
+    later.attempts = 1;
+    later.next_attempt = 1000;
+    later.last_reply = Some("451 4.7.1 try again".into());
+    store.queue_record(vec![done, later]).await.expect("record");
+    let all = store.queue_list().await.expect("list");
+    assert_eq!(all.len(), 3);
+    assert!(store.get(&through).await.expect("get").is_some());
+    assert_eq!(store.queue_due(999, 10).await.expect("due").len(), 1);
+    // Held rows are never due; released, they are due at once.
+    assert_eq!(
+        store
+            .queue_act(Some(&through), QueueAction::Hold, 0)
+            .await
+            .expect("hold"),
+        1
+    );
+    assert_eq!(store.queue_due(5000, 10).await.expect("due").len(), 1);
+    store
+        .queue_act(Some(&through), QueueAction::Release, 300)
+        .await
+        .expect("release");
+    let due = store.queue_due(300, 10).await.expect("due");
+    assert_eq!(due.len(), 2);
+    // Deleting the local copy keeps the body for the queue.
+    assert!(store.delete(&both).await.expect("delete"));
+    assert!(store.list().await.expect("list").is_empty());
+    assert!(store.get(&both).await.expect("get").is_some(), "body kept");
+    // All done: the messages leave, bodies and all.
+    let finished = due
+        .iter()
+        .map(|e| {
+            let mut u = e.update();
+            u.state = QueueState::Failed;
+            u
+        })
+        .collect();
+    store.queue_record(finished).await.expect("record");
+    assert!(store.queue_list().await.expect("list").is_empty());
+    assert!(store.get(&through).await.expect("get").is_none());
+    assert!(store.get(&both).await.expect("get").is_none());
+}
+
 #[tokio::test]
 async fn the_memory_store_keeps_the_contract() {
     contract(MemoryStore::new()).await;
+    queue_contract(MemoryStore::new()).await;
+}
+
+#[tokio::test]
+async fn the_sqlite_store_keeps_the_queue_contract() {
+    let dir = std::env::temp_dir().join(format!("postel-seam-q-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = Arc::new(SqliteStore::open(&dir).expect("open"));
+    queue_contract(store.clone()).await;
+    store.close();
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]

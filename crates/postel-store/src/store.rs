@@ -8,7 +8,8 @@
 //! needs to know which calls would have.
 
 use crate::{
-    Change, Incoming, Message, NewMessage, Page, Query, RawMessage, Stats, StoreError, Summary,
+    Change, Incoming, Message, NewMessage, Page, Query, QueueAction, QueueEntry, QueueUpdate,
+    RawMessage, Stats, StoreError, Summary,
 };
 
 /// Where messages are kept.
@@ -96,4 +97,44 @@ pub trait Store: Send + Sync + 'static {
     /// Changes made through this store from now on. A receiver that falls
     /// behind misses changes (and is told so by `recv`).
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change>;
+
+    /// Queued recipients due at `now` (Unix seconds): queued or deferred,
+    /// with `next_attempt <= now`, soonest first, at most `limit`.
+    ///
+    /// # Errors
+    /// When the database cannot be read.
+    fn queue_due(
+        &self,
+        now: i64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<QueueEntry>, StoreError>> + Send;
+
+    /// Every queued recipient, by message then position.
+    ///
+    /// # Errors
+    /// When the database cannot be read.
+    fn queue_list(&self) -> impl Future<Output = Result<Vec<QueueEntry>, StoreError>> + Send;
+
+    /// Records the outcomes of attempts, durably, in one transaction. A
+    /// message whose rows are then all done leaves the queue, with its
+    /// body unless it is kept in the inbox.
+    ///
+    /// # Errors
+    /// When the database cannot be written.
+    fn queue_record(
+        &self,
+        updates: Vec<QueueUpdate>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Applies an operator's action to the rows of message `id` (every
+    /// message for None) that it applies to. Returns how many rows changed.
+    ///
+    /// # Errors
+    /// When the database cannot be written.
+    fn queue_act(
+        &self,
+        id: Option<&str>,
+        action: QueueAction,
+        now: i64,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }

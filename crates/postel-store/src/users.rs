@@ -34,4 +34,17 @@ pub trait Users: Send + Sync + 'static {
     /// # Errors
     /// When the accounts cannot be read.
     fn users(&self) -> Result<Vec<(String, i64)>, StoreError>;
+
+    /// The sender addresses `name` may use (`alice@example.test`, or
+    /// `*@example.test` for a whole domain), lowercase, sorted.
+    ///
+    /// # Errors
+    /// When the accounts cannot be read.
+    fn user_addresses(&self, name: &str) -> Result<Vec<String>, StoreError>;
+
+    /// Replaces the sender addresses of `name`.
+    ///
+    /// # Errors
+    /// When the accounts cannot be written.
+    fn set_user_addresses(&self, name: &str, addresses: &[String]) -> Result<(), StoreError>;
 }

@@ -41,6 +41,8 @@ async fn the_api_works_over_the_memory_store() {
             subject: Some("Seam".into()),
             raw: b"Subject: Seam\r\n\r\nthrough the trait\r\n".to_vec(),
             spooled: None,
+            queue: Vec::new(),
+            local: true,
         })
         .await
         .expect("insert");

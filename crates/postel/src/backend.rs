@@ -283,6 +283,8 @@ impl<S: Store> BackendSession for PostelSession<S> {
             subject,
             raw,
             spooled,
+            queue: Vec::new(),
+            local: true,
         };
         let size = msg.size();
         let from = postel_proto::display::visible(&msg.envelope.mail_from).into_owned();

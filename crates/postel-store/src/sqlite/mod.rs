@@ -8,10 +8,12 @@
 //! - `folder`: the folder lock and the sweep at open;
 //! - `writer`: group commit;
 //! - `read`: rows back into summaries, search patterns;
+//! - `queue`: the delivery queue's rows;
 //! - `store_impl`: the `Store` trait over it all;
 //! - `users`: accounts for AUTH.
 
 mod folder;
+mod queue;
 mod read;
 mod schema;
 mod store_impl;
@@ -36,8 +38,8 @@ use crate::private;
 /// spool, and are kept whole in the database.
 pub const SPILL_AT: usize = 256 * 1024;
 use crate::{
-    Change, Envelope, Message, NewMessage, Page, Query, RawMessage, Recipient, SpoolFile, Stats,
-    Store, StoreError, Summary,
+    Change, Envelope, Message, NewMessage, Page, Query, QueueAction, QueueEntry, QueueState,
+    QueueUpdate, RawMessage, Recipient, SpoolFile, Stats, Store, StoreError, Summary,
 };
 use folder::*;
 use read::*;

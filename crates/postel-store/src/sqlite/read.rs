@@ -17,15 +17,32 @@ pub(super) fn contains_pattern(s: &str) -> String {
     p
 }
 
-/// Deletes the messages with these sequence numbers, and their recipients.
-pub(super) fn delete_seqs(conn: &Connection, seqs: &[i64]) -> Result<(), rusqlite::Error> {
+/// Takes the messages with these sequence numbers out of the inbox: a
+/// message that still has recipients to send on keeps its body (and leaves
+/// when its queue is done); any other is deleted with its recipients and
+/// finished queue rows. Returns true per seq whose body is gone (its file,
+/// if any, is the caller's to remove).
+pub(super) fn delete_seqs(conn: &Connection, seqs: &[i64]) -> Result<Vec<bool>, rusqlite::Error> {
+    let mut active = conn.prepare_cached(
+        "SELECT 1 FROM queue WHERE message_seq = ?1 AND state IN ('queued', 'deferred', 'held')",
+    )?;
+    let mut hide = conn.prepare_cached("UPDATE messages SET local = 0 WHERE seq = ?1")?;
     let mut rcpts = conn.prepare_cached("DELETE FROM recipients WHERE message_seq = ?1")?;
+    let mut queue = conn.prepare_cached("DELETE FROM queue WHERE message_seq = ?1")?;
     let mut msgs = conn.prepare_cached("DELETE FROM messages WHERE seq = ?1")?;
+    let mut gone = Vec::with_capacity(seqs.len());
     for seq in seqs {
-        rcpts.execute([seq])?;
-        msgs.execute([seq])?;
+        if active.exists([seq])? {
+            hide.execute([seq])?;
+            gone.push(false);
+        } else {
+            rcpts.execute([seq])?;
+            queue.execute([seq])?;
+            msgs.execute([seq])?;
+            gone.push(true);
+        }
     }
-    Ok(())
+    Ok(gone)
 }
 
 pub(super) const SUMMARY_COLUMNS: &str = "seq, id, received_at, client_addr, helo, protocol, tls, auth_user, mail_from, mail_params, subject, size";

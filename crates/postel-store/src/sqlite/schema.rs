@@ -1,4 +1,5 @@
-//! The schema, and the migration from version 1 (content apart).
+//! The schema, and the migrations: from version 1 (content apart) and
+//! from version 2 (the queue, and messages only passing through).
 
 use super::*;
 
@@ -18,7 +19,9 @@ CREATE TABLE IF NOT EXISTS messages (
     size        INTEGER NOT NULL,
     raw         BLOB NOT NULL,
     -- Octets of content after raw, kept in blobs/<id>.
-    apart       INTEGER NOT NULL DEFAULT 0
+    apart       INTEGER NOT NULL DEFAULT 0,
+    -- 1: shown in the inbox; 0: only passing through the queue.
+    local       INTEGER NOT NULL DEFAULT 1
 );
 CREATE TABLE IF NOT EXISTS recipients (
     message_seq INTEGER NOT NULL,
@@ -26,6 +29,23 @@ CREATE TABLE IF NOT EXISTS recipients (
     address     TEXT NOT NULL,
     params      TEXT NOT NULL,
     PRIMARY KEY (message_seq, position)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS queue (
+    message_seq  INTEGER NOT NULL,
+    position     INTEGER NOT NULL,
+    state        TEXT NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    next_attempt INTEGER NOT NULL,
+    last_reply   TEXT,
+    warned       INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (message_seq, position)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS queue_due ON queue (next_attempt)
+    WHERE state IN ('queued', 'deferred');
+CREATE TABLE IF NOT EXISTS user_addresses (
+    name    TEXT NOT NULL,
+    address TEXT NOT NULL,
+    PRIMARY KEY (name, address)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS users (
     name       TEXT PRIMARY KEY,
@@ -35,7 +55,7 @@ CREATE TABLE IF NOT EXISTS users (
 ";
 
 /// The schema version this code writes; see `migrate`.
-pub(super) const SCHEMA_VERSION: i64 = 2;
+pub(super) const SCHEMA_VERSION: i64 = 3;
 
 /// Brings an older database up to [`SCHEMA_VERSION`], in one transaction
 /// that checks what is there: safe to run twice at once (a server and a
@@ -61,6 +81,14 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
             .exists([])?;
         if !has_apart {
             conn.execute_batch("ALTER TABLE messages ADD COLUMN apart INTEGER NOT NULL DEFAULT 0")?;
+        }
+        // Version 2 had no queue: every message was local. (The queue's
+        // tables are made by SCHEMA, which runs before this.)
+        let has_local = conn
+            .prepare("SELECT 1 FROM pragma_table_info('messages') WHERE name = 'local'")?
+            .exists([])?;
+        if !has_local {
+            conn.execute_batch("ALTER TABLE messages ADD COLUMN local INTEGER NOT NULL DEFAULT 1")?;
         }
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(())

@@ -67,7 +67,7 @@ impl SqliteStore {
     pub fn list(&self) -> Result<Vec<Summary>, StoreError> {
         let conn = lock(&self.reader);
         let mut stmt = conn.prepare(&format!(
-            "SELECT {SUMMARY_COLUMNS} FROM messages ORDER BY seq"
+            "SELECT {SUMMARY_COLUMNS} FROM messages WHERE local = 1 ORDER BY seq"
         ))?;
         let rows = stmt
             .query_map([], |row| read_summary(&conn, row))?
@@ -171,16 +171,22 @@ impl SqliteStore {
         let mut conn = lock(&self.reader);
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let seq: Option<i64> = tx
-            .query_row("SELECT seq FROM messages WHERE id = ?1", [id], |r| r.get(0))
+            .query_row(
+                "SELECT seq FROM messages WHERE id = ?1 AND local = 1",
+                [id],
+                |r| r.get(0),
+            )
             .optional()?;
+        let mut gone = false;
         if let Some(seq) = seq {
-            tx.execute("DELETE FROM recipients WHERE message_seq = ?1", [seq])?;
-            tx.execute("DELETE FROM messages WHERE seq = ?1", [seq])?;
+            gone = delete_seqs(&tx, &[seq])?[0];
         }
         tx.commit()?;
         drop(conn);
         if seq.is_some() {
-            self.remove_blobs([id]);
+            if gone {
+                self.remove_blobs([id]);
+            }
             let _ = self.changes.send(Change::Deleted(id.to_owned()));
         }
         Ok(seq.is_some())
@@ -192,7 +198,7 @@ impl SqliteStore {
     /// # Errors
     /// As the trait's.
     pub fn query(&self, q: &Query) -> Result<Page, StoreError> {
-        let mut clauses = Vec::new();
+        let mut clauses = vec!["m.local = 1".to_owned()];
         let mut args: Vec<rusqlite::types::Value> = Vec::new();
         let rcpt_match = "EXISTS (SELECT 1 FROM recipients r WHERE r.message_seq = m.seq AND r.address LIKE ? ESCAPE '\\')";
         // SQLite's LIKE reads a pattern only up to a NUL: `%\0%` would
@@ -276,15 +282,21 @@ impl SqliteStore {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         // Only the files of the rows deleted here: a message being stored
         // meanwhile has its file in place already, and must keep it.
-        let apart: Vec<String> = tx
-            .prepare("SELECT id FROM messages WHERE apart > 0")?
-            .query_map([], |r| r.get(0))?
+        let rows: Vec<(i64, String)> = tx
+            .prepare("SELECT seq, id FROM messages WHERE local = 1")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<Result<_, _>>()?;
-        tx.execute("DELETE FROM recipients", [])?;
-        let n = tx.execute("DELETE FROM messages", [])?;
+        let seqs: Vec<i64> = rows.iter().map(|(s, _)| *s).collect();
+        let gone = delete_seqs(&tx, &seqs)?;
         tx.commit()?;
         drop(conn);
-        self.remove_blobs(apart.iter().map(String::as_str));
+        let n = rows.len();
+        self.remove_blobs(
+            rows.iter()
+                .zip(gone)
+                .filter(|(_, g)| *g)
+                .map(|((_, id), _)| id.as_str()),
+        );
         let _ = self.changes.send(Change::DeletedAll);
         Ok(n as u64)
     }
@@ -303,7 +315,10 @@ impl SqliteStore {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let excess = match keep {
                 Some(keep) => {
-                    let n: i64 = tx.query_row("SELECT count(*) FROM messages", [], |r| r.get(0))?;
+                    let n: i64 =
+                        tx.query_row("SELECT count(*) FROM messages WHERE local = 1", [], |r| {
+                            r.get(0)
+                        })?;
                     (n as u64).saturating_sub(keep)
                 }
                 None => 0,
@@ -312,9 +327,9 @@ impl SqliteStore {
             let batch = PRUNE_BATCH as i64;
             let rows: Vec<(i64, String)> = {
                 let mut stmt = tx.prepare_cached(
-                    "SELECT seq, id FROM messages WHERE received_at < ?1
+                    "SELECT seq, id FROM messages WHERE received_at < ?1 AND local = 1
                      UNION
-                     SELECT seq, id FROM (SELECT seq, id FROM messages ORDER BY seq LIMIT ?2)
+                     SELECT seq, id FROM (SELECT seq, id FROM messages WHERE local = 1 ORDER BY seq LIMIT ?2)
                      ORDER BY seq LIMIT ?3",
                 )?;
                 stmt.query_map(
@@ -332,10 +347,15 @@ impl SqliteStore {
                 break;
             }
             let seqs: Vec<i64> = rows.iter().map(|(s, _)| *s).collect();
-            delete_seqs(&tx, &seqs)?;
+            let gone = delete_seqs(&tx, &seqs)?;
             tx.commit()?;
             drop(conn);
-            self.remove_blobs(rows.iter().map(|(_, id)| id.as_str()));
+            self.remove_blobs(
+                rows.iter()
+                    .zip(gone)
+                    .filter(|(_, g)| *g)
+                    .map(|((_, id), _)| id.as_str()),
+            );
             for (_, id) in rows {
                 let _ = self.changes.send(Change::Deleted(id.clone()));
                 deleted.push(id);
@@ -357,7 +377,7 @@ impl SqliteStore {
     pub fn stats(&self) -> Result<Stats, StoreError> {
         let conn = lock(&self.reader);
         let (messages, bytes): (i64, i64) = conn.query_row(
-            "SELECT count(*), coalesce(sum(size), 0) FROM messages",
+            "SELECT count(*), coalesce(sum(size), 0) FROM messages WHERE local = 1",
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
@@ -425,6 +445,28 @@ impl Store for Arc<SqliteStore> {
 
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change> {
         SqliteStore::subscribe(self)
+    }
+
+    async fn queue_due(&self, now: i64, limit: usize) -> Result<Vec<QueueEntry>, StoreError> {
+        off(self, move |s| s.queue_due(now, limit)).await
+    }
+
+    async fn queue_list(&self) -> Result<Vec<QueueEntry>, StoreError> {
+        off(self, |s| s.queue_list()).await
+    }
+
+    async fn queue_record(&self, updates: Vec<QueueUpdate>) -> Result<(), StoreError> {
+        off(self, move |s| s.queue_record(&updates)).await
+    }
+
+    async fn queue_act(
+        &self,
+        id: Option<&str>,
+        action: QueueAction,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        let id = id.map(str::to_owned);
+        off(self, move |s| s.queue_act(id.as_deref(), action, now)).await
     }
 }
 

@@ -30,6 +30,8 @@ fn msg(store: &SqliteStore, body: &[u8]) -> NewMessage {
         subject: Some("hi".into()),
         raw: body.to_vec(),
         spooled: None,
+        queue: Vec::new(),
+        local: true,
     }
 }
 

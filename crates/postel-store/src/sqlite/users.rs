@@ -24,7 +24,33 @@ impl Users for SqliteStore {
     }
 
     fn remove_user(&self, name: &str) -> Result<bool, StoreError> {
-        Ok(lock(&self.reader).execute("DELETE FROM users WHERE name = ?1", [name])? > 0)
+        let conn = lock(&self.reader);
+        conn.execute("DELETE FROM user_addresses WHERE name = ?1", [name])?;
+        Ok(conn.execute("DELETE FROM users WHERE name = ?1", [name])? > 0)
+    }
+
+    fn user_addresses(&self, name: &str) -> Result<Vec<String>, StoreError> {
+        let conn = lock(&self.reader);
+        let mut stmt = conn.prepare_cached(
+            "SELECT address FROM user_addresses WHERE name = ?1 ORDER BY address",
+        )?;
+        Ok(stmt
+            .query_map([name], |r| r.get(0))?
+            .collect::<Result<Vec<_>, _>>()?)
+    }
+
+    fn set_user_addresses(&self, name: &str, addresses: &[String]) -> Result<(), StoreError> {
+        let mut conn = lock(&self.reader);
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute("DELETE FROM user_addresses WHERE name = ?1", [name])?;
+        for a in addresses {
+            tx.execute(
+                "INSERT OR IGNORE INTO user_addresses (name, address) VALUES (?1, ?2)",
+                params![name, a.to_lowercase()],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     fn users(&self) -> Result<Vec<(String, i64)>, StoreError> {
@@ -62,5 +88,13 @@ impl Users for Arc<SqliteStore> {
 
     fn users(&self) -> Result<Vec<(String, i64)>, StoreError> {
         SqliteStore::users(self)
+    }
+
+    fn user_addresses(&self, name: &str) -> Result<Vec<String>, StoreError> {
+        SqliteStore::user_addresses(self, name)
+    }
+
+    fn set_user_addresses(&self, name: &str, addresses: &[String]) -> Result<(), StoreError> {
+        SqliteStore::set_user_addresses(self, name, addresses)
     }
 }

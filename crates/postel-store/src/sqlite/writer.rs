@@ -27,7 +27,7 @@ pub(super) fn writer_loop(
         // Only build summaries when someone (the web inbox) is listening.
         let notify = changes.receiver_count() > 0;
         for (job, result) in batch.drain(..).zip(results) {
-            if notify && result.is_ok() {
+            if notify && result.is_ok() && job.msg.local {
                 let _ = changes.send(Change::Stored(Box::new(summary_of(&job))));
             }
             let _ = job.done.send(result);
@@ -77,8 +77,8 @@ pub(super) fn commit_batch(conn: &mut Connection, batch: &[Job]) -> Vec<Result<(
 pub(super) fn insert_one(conn: &Connection, m: &NewMessage, apart: u64) -> Result<(), StoreError> {
     let e = &m.envelope;
     conn.prepare_cached(
-        "INSERT INTO messages (id, received_at, client_addr, helo, protocol, tls, auth_user, mail_from, mail_params, subject, size, raw, apart)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        "INSERT INTO messages (id, received_at, client_addr, helo, protocol, tls, auth_user, mail_from, mail_params, subject, size, raw, apart, local)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
     )?
     .execute(params![
         m.id,
@@ -93,7 +93,8 @@ pub(super) fn insert_one(conn: &Connection, m: &NewMessage, apart: u64) -> Resul
         m.subject,
         (m.raw.len() as u64 + apart) as i64,
         m.raw,
-        apart as i64
+        apart as i64,
+        m.local
     ])?;
     let seq = conn.last_insert_rowid();
     let mut stmt = conn.prepare_cached(
@@ -101,6 +102,13 @@ pub(super) fn insert_one(conn: &Connection, m: &NewMessage, apart: u64) -> Resul
     )?;
     for (i, r) in e.recipients.iter().enumerate() {
         stmt.execute(params![seq, i as i64, r.address, r.params.join(" ")])?;
+    }
+    // The queue rows in the same commit: the 250 also means "queued".
+    let mut queue = conn.prepare_cached(
+        "INSERT INTO queue (message_seq, position, state, next_attempt) VALUES (?1, ?2, 'queued', ?3)",
+    )?;
+    for position in &m.queue {
+        queue.execute(params![seq, position, m.received_at])?;
     }
     Ok(())
 }

@@ -1,0 +1,137 @@
+//! The delivery queue as the store keeps it: one row per recipient that is
+//! to be sent on, written in the same commit as its message (so that the
+//! `250` also means "queued"), and updated by the delivery worker after
+//! each attempt.
+//!
+//! A message whose rows are all done (delivered or failed) leaves the
+//! queue; its body goes too unless the message is also kept in the inbox.
+//! While any row is still queued, deferred or held, no delete or prune
+//! removes the body: they only take the message out of the inbox.
+
+/// Where a queued recipient stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum QueueState {
+    /// Not tried yet.
+    Queued,
+    /// Tried, failed transiently: tried again at `next_attempt`.
+    Deferred,
+    /// Accepted by the next hop.
+    Delivered,
+    /// Given up: refused permanently, or past the lifetime.
+    Failed,
+    /// Kept, not tried, until released.
+    Held,
+}
+
+impl QueueState {
+    /// The name used in the database, the CLI and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueState::Queued => "queued",
+            QueueState::Deferred => "deferred",
+            QueueState::Delivered => "delivered",
+            QueueState::Failed => "failed",
+            QueueState::Held => "held",
+        }
+    }
+
+    /// The state named `s`, if any.
+    pub fn parse(s: &str) -> Option<QueueState> {
+        Some(match s {
+            "queued" => QueueState::Queued,
+            "deferred" => QueueState::Deferred,
+            "delivered" => QueueState::Delivered,
+            "failed" => QueueState::Failed,
+            "held" => QueueState::Held,
+            _ => return None,
+        })
+    }
+
+    /// Returns true if and only if nothing more will be done for it.
+    pub fn is_done(self) -> bool {
+        matches!(self, QueueState::Delivered | QueueState::Failed)
+    }
+}
+
+/// One queued recipient, with what a delivery attempt needs of its
+/// message's envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueEntry {
+    /// The message id.
+    pub id: String,
+    /// The recipient's position in the envelope.
+    pub position: u32,
+    /// The forward-path, without brackets.
+    pub recipient: String,
+    /// Its RCPT parameters as sent (NOTIFY, ORCPT...).
+    pub rcpt_params: Vec<String>,
+    /// The reverse-path, without brackets; empty for `<>`.
+    pub mail_from: String,
+    /// MAIL parameters as sent (RET, ENVID, BODY, SMTPUTF8...).
+    pub mail_params: Vec<String>,
+    /// The authenticated user who sent it, if any.
+    pub auth_user: Option<String>,
+    /// The client that sent it.
+    pub client_addr: String,
+    /// Seconds since the Unix epoch.
+    pub received_at: i64,
+    /// Octets of the message.
+    pub size: u64,
+    /// Where it stands.
+    pub state: QueueState,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// When to try next (Unix seconds).
+    pub next_attempt: i64,
+    /// The last reply from a remote server, or why it failed.
+    pub last_reply: Option<String>,
+    /// Delay notices sent so far (one bit per warning step).
+    pub warned: u32,
+}
+
+/// The outcome of an attempt for one queued recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueUpdate {
+    /// The message id.
+    pub id: String,
+    /// The recipient's position in the envelope.
+    pub position: u32,
+    /// The new state.
+    pub state: QueueState,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// When to try next (Unix seconds).
+    pub next_attempt: i64,
+    /// The last reply, or why it failed.
+    pub last_reply: Option<String>,
+    /// Delay notices sent so far.
+    pub warned: u32,
+}
+
+impl QueueEntry {
+    /// An update of this entry that changes nothing yet.
+    pub fn update(&self) -> QueueUpdate {
+        QueueUpdate {
+            id: self.id.clone(),
+            position: self.position,
+            state: self.state,
+            attempts: self.attempts,
+            next_attempt: self.next_attempt,
+            last_reply: self.last_reply.clone(),
+            warned: self.warned,
+        }
+    }
+}
+
+/// What an operator asks of queued recipients (`postel queue ...`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueAction {
+    /// Try now: queued, deferred and held rows become due at once.
+    Retry,
+    /// Stop trying until released.
+    Hold,
+    /// Held rows are tried again at once.
+    Release,
+    /// Forget the rows; no notice is sent.
+    Delete,
+}
