@@ -1,0 +1,38 @@
+//! Postel's outbound side: mail that is not for a local domain is sent on
+//! to the MX hosts of its domain (or a smarthost), retried on a schedule,
+//! and, when it fails, returned to its sender in a delivery status
+//! notification.
+//!
+//! The queue itself is the store's ([`postel_store::Store::queue_due`] and
+//! the rest): rows are written with the message, in the same commit as its
+//! `250`. This crate reads them, delivers, and records the outcomes.
+//!
+//! # Layout
+//! - `settings`: what the config tells delivery;
+//! - `schedule`: retry schedule, lifetime, delay warnings (sans-IO: `now`
+//!   is passed in);
+//! - `outcome`: what an attempt did for a recipient, with its status code;
+//! - `mx`: MX resolution, null MX, implicit MX, Postel itself, private
+//!   addresses;
+//! - `down`: hosts that did not answer, remembered for a while;
+//! - `connection`: the tokio driver of the sans-IO client (TCP, TLS,
+//!   rounds of commands and replies under timeouts);
+//! - `session`: one outbound session: host choice, EHLO, STARTTLS policy,
+//!   AUTH, transactions;
+//! - `dsn`: RFC 3464 notices;
+//! - `worker`: the loop over the queue.
+
+#![warn(missing_docs)]
+
+pub mod connection;
+pub mod down;
+pub mod dsn;
+pub mod mx;
+pub mod outcome;
+pub mod schedule;
+pub mod session;
+pub mod settings;
+pub mod worker;
+
+pub use settings::{Settings, Smarthost, Timeouts, TlsPolicy};
+pub use worker::Worker;

@@ -1,0 +1,512 @@
+//! One outbound SMTP session: the first host that answers, EHLO, STARTTLS
+//! as the policy says, AUTH for a smarthost; then messages, one
+//! transaction after another, with PIPELINING, SIZE, 8BITMIME, SMTPUTF8
+//! and DSN as the remote offers them. Every recipient comes out with an
+//! [`Outcome`].
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use postel_proto::client::{Capabilities, Command, ServerReply};
+use postel_store::QueueEntry;
+
+use crate::connection::{ConnError, Connection, tls_config};
+use crate::down::DownHosts;
+use crate::mx::Host;
+use crate::outcome::{Failure, Outcome};
+use crate::settings::{Settings, TlsPolicy};
+
+/// One message for one destination: its recipients there, and its bytes.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The recipients' queue rows (all of one message).
+    pub entries: Vec<QueueEntry>,
+    /// The message as stored.
+    pub content: Arc<Vec<u8>>,
+}
+
+impl Job {
+    fn eight_bit(&self) -> bool {
+        self.content.iter().any(|b| *b >= 0x80)
+    }
+
+    fn needs_smtputf8(&self) -> bool {
+        let Some(first) = self.entries.first() else {
+            return false;
+        };
+        first
+            .mail_params
+            .iter()
+            .any(|p| p.eq_ignore_ascii_case("SMTPUTF8"))
+            || !first.mail_from.is_ascii()
+            || self.entries.iter().any(|e| !e.recipient.is_ascii())
+    }
+}
+
+/// An open session, ready for transactions.
+pub struct Session {
+    conn: Connection,
+    caps: Capabilities,
+    /// The host's name, for notices and logs.
+    pub host: String,
+}
+
+/// How to reach the hosts: the settings, and TLS and AUTH for them.
+pub struct Dial<'a> {
+    /// Delivery settings.
+    pub settings: &'a Settings,
+    /// The TLS policy for this destination.
+    pub tls: TlsPolicy,
+    /// AUTH PLAIN credentials (a smarthost).
+    pub auth: Option<&'a (String, String)>,
+    /// Implicit TLS (a smarthost on 465).
+    pub implicit_tls: bool,
+    /// The port to dial.
+    pub port: u16,
+    /// Hosts that did not answer lately.
+    pub down: &'a DownHosts,
+}
+
+impl Dial<'_> {
+    fn source(&self, ip: IpAddr) -> Option<IpAddr> {
+        match ip {
+            IpAddr::V4(_) => self.settings.source_ipv4.map(IpAddr::V4),
+            IpAddr::V6(_) => self.settings.source_ipv6.map(IpAddr::V6),
+        }
+    }
+
+    /// Opens a session with the first host, in order, that answers and
+    /// meets the TLS policy. Hosts that do not answer are remembered as
+    /// down, and skipped while they are (unless every one is).
+    ///
+    /// # Errors
+    /// The last host's failure (temporary), or `4.4.1` when none answered.
+    pub async fn open(&self, hosts: &[Host]) -> Result<Session, Failure> {
+        let mut last = Failure::local("4.4.1", "no mail host answered");
+        let targets: Vec<(&Host, SocketAddr)> = hosts
+            .iter()
+            .flat_map(|h| {
+                h.addrs
+                    .iter()
+                    .map(move |ip| (h, SocketAddr::new(*ip, self.port)))
+            })
+            .collect();
+        let up: Vec<_> = targets
+            .iter()
+            .filter(|(_, a)| !self.down.is_down(a.ip()))
+            .copied()
+            .collect();
+        let order = if up.is_empty() { targets } else { up };
+        for (host, addr) in order {
+            match self.try_host(host, addr, self.tls).await {
+                Ok(s) => return Ok(s),
+                Err((f, plaintext_retry)) => {
+                    if plaintext_retry {
+                        // RFC 3207 4.1 and Postfix's `may`: a broken TLS
+                        // handshake is tried again at once in plaintext.
+                        match self.try_host(host, addr, TlsPolicy::None).await {
+                            Ok(s) => return Ok(s),
+                            Err((f, _)) => last = f,
+                        }
+                    } else {
+                        last = f;
+                    }
+                }
+            }
+        }
+        Err(Failure {
+            status: format!("4{}", &last.status[1..]),
+            ..last
+        })
+    }
+
+    /// One address: a session, or the failure and whether a plaintext try
+    /// may follow (a TLS handshake that failed under `may`).
+    async fn try_host(
+        &self,
+        host: &Host,
+        addr: SocketAddr,
+        tls: TlsPolicy,
+    ) -> Result<Session, (Failure, bool)> {
+        let t = self.settings.timeouts;
+        let conn_failure =
+            |e: ConnError| Failure::local("4.4.1", format!("{} [{}]: {e}", host.name, addr.ip()));
+        let mut conn = if self.implicit_tls {
+            let config = tls_config(Some(self.settings.roots()));
+            Connection::connect_tls(addr, self.source(addr.ip()), t.connect, config, &host.name)
+                .await
+        } else {
+            Connection::connect(addr, self.source(addr.ip()), t.connect).await
+        }
+        .map_err(|e| {
+            if matches!(e, ConnError::Io(_) | ConnError::Timeout(_)) {
+                self.down.mark(addr.ip(), self.settings.host_down_for);
+            }
+            (conn_failure(e), false)
+        })?;
+        let greeting = one(&mut conn, t.command)
+            .await
+            .map_err(|e| (conn_failure(e), false))?;
+        if greeting.code != 220 {
+            return Err((Failure::remote(&host.name, &greeting), false));
+        }
+        let hostname = self.settings.hostname.clone();
+        let mut caps = ehlo(&mut conn, &hostname, t.command)
+            .await
+            .map_err(|e| (e, false))
+            .and_then(|r| r.map_err(|reply| (Failure::remote(&host.name, &reply), false)))?;
+        let required = matches!(tls, TlsPolicy::Encrypt | TlsPolicy::Verify);
+        if tls != TlsPolicy::None && conn.tls.is_none() {
+            if !caps.starttls {
+                if required {
+                    return Err((
+                        Failure::local("4.7.4", format!("{}: STARTTLS not offered", host.name)),
+                        false,
+                    ));
+                }
+            } else {
+                conn.client.starttls();
+                let reply = one(&mut conn, t.command)
+                    .await
+                    .map_err(|e| (conn_failure(e), false))?;
+                if reply.code != 220 {
+                    if required {
+                        return Err((Failure::remote(&host.name, &reply), false));
+                    }
+                    // `may`: on without TLS, as offered.
+                } else {
+                    let roots = (tls == TlsPolicy::Verify).then(|| self.settings.roots());
+                    if let Err(e) = conn
+                        .handshake(tls_config(roots), &host.name, t.command)
+                        .await
+                    {
+                        let f = Failure::local("4.7.5", format!("{}: {e}", host.name));
+                        return Err((f, tls == TlsPolicy::May));
+                    }
+                    caps = ehlo(&mut conn, &hostname, t.command)
+                        .await
+                        .map_err(|e| (e, false))
+                        .and_then(|r| {
+                            r.map_err(|reply| (Failure::remote(&host.name, &reply), false))
+                        })?;
+                }
+            }
+        }
+        if let Some((user, password)) = self.auth {
+            if conn.tls.is_none() {
+                return Err((
+                    Failure::local("4.7.4", format!("{}: no TLS for AUTH", host.name)),
+                    false,
+                ));
+            }
+            conn.client.auth_plain(user, password);
+            let reply = one(&mut conn, t.command)
+                .await
+                .map_err(|e| (conn_failure(e), false))?;
+            if reply.code != 235 {
+                let mut f = Failure::remote(&host.name, &reply);
+                // A refused login is the operator's to fix: defer.
+                f.status = format!("4{}", &f.status[1..]);
+                return Err((f, false));
+            }
+        }
+        Ok(Session {
+            conn,
+            caps,
+            host: host.name.clone(),
+        })
+    }
+}
+
+/// Sends one command already queued and returns its one reply.
+async fn one(
+    conn: &mut Connection,
+    timeout: std::time::Duration,
+) -> Result<ServerReply, ConnError> {
+    let mut replies = conn.round(timeout).await?;
+    replies.pop().map(|(_, r)| r).ok_or(ConnError::Closed)
+}
+
+/// EHLO, and HELO if EHLO is refused: the capabilities, or the refusal.
+async fn ehlo(
+    conn: &mut Connection,
+    hostname: &str,
+    timeout: std::time::Duration,
+) -> Result<Result<Capabilities, ServerReply>, Failure> {
+    let peer = conn.peer;
+    let failure = move |e: ConnError| Failure::local("4.4.2", format!("[{}]: {e}", peer.ip()));
+    conn.client.ehlo(hostname);
+    let reply = one(conn, timeout).await.map_err(failure)?;
+    if reply.code == 250 {
+        return Ok(Ok(conn.client.capabilities().cloned().unwrap_or_default()));
+    }
+    if reply.code == 421 || conn.client.is_closed() {
+        return Ok(Err(reply));
+    }
+    conn.client.helo(hostname);
+    let reply = one(conn, timeout).await.map_err(failure)?;
+    Ok(if reply.code == 250 {
+        Ok(Capabilities::default())
+    } else {
+        Err(reply)
+    })
+}
+
+/// The parameter `key=...` among `params`, as sent.
+fn param<'a>(params: &'a [String], key: &str) -> Option<&'a str> {
+    params.iter().map(String::as_str).find(|p| {
+        p.split_once('=')
+            .is_some_and(|(k, _)| k.eq_ignore_ascii_case(key))
+    })
+}
+
+impl Session {
+    /// The capabilities the remote offered.
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    /// Whether the session can carry another transaction.
+    pub fn is_open(&self) -> bool {
+        !self.conn.client.is_closed()
+    }
+
+    /// Delivers one message: its recipients, at most `max_rcpt` per
+    /// transaction. Returns one outcome per entry, in order.
+    pub async fn deliver(&mut self, job: &Job, settings: &Settings) -> Vec<Outcome> {
+        let n = job.entries.len();
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; n];
+        if let Some(f) = self.refuse_before_sending(job) {
+            return vec![Outcome::Failed(f); n];
+        }
+        let mut pending: Vec<usize> = (0..n).collect();
+        while !pending.is_empty() {
+            if !self.is_open() {
+                break;
+            }
+            let chunk: Vec<usize> = pending
+                .drain(
+                    ..pending
+                        .len()
+                        .min(settings.max_recipients_per_transaction.max(1)),
+                )
+                .collect();
+            match self.transaction(job, &chunk, settings).await {
+                Ok((done, again)) => {
+                    for (i, o) in done {
+                        outcomes[i] = Some(o);
+                    }
+                    // A 452 for too many recipients: the rest go at once,
+                    // in a new transaction (RFC 5321 4.5.3.1.10).
+                    pending.splice(0..0, again);
+                }
+                Err(f) => {
+                    for i in chunk {
+                        outcomes[i] = Some(Outcome::Deferred(f.clone()));
+                    }
+                    break;
+                }
+            }
+        }
+        let lost = Failure::local("4.4.2", format!("{}: the session ended", self.host));
+        outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| Outcome::Deferred(lost.clone())))
+            .collect()
+    }
+
+    /// What this host cannot take, known before sending anything.
+    fn refuse_before_sending(&self, job: &Job) -> Option<Failure> {
+        let size = job.content.len() as u64;
+        if let Some(max) = self.caps.size.filter(|m| *m > 0 && size > *m) {
+            return Some(Failure::local(
+                "5.3.4",
+                format!(
+                    "{}: the message ({size} octets) is over its limit ({max})",
+                    self.host
+                ),
+            ));
+        }
+        if job.needs_smtputf8() && !self.caps.smtputf8 {
+            return Some(Failure::local(
+                "5.6.7",
+                format!(
+                    "{}: the message needs SMTPUTF8, which it does not offer",
+                    self.host
+                ),
+            ));
+        }
+        if job.eight_bit() && !self.caps.eightbitmime {
+            return Some(Failure::local(
+                "5.6.3",
+                format!(
+                    "{}: the message has 8-bit content, and it does not offer 8BITMIME",
+                    self.host
+                ),
+            ));
+        }
+        None
+    }
+
+    /// One transaction for the entries `chunk`: their outcomes, and those
+    /// to send again at once (refused with 452 after others were taken).
+    async fn transaction(
+        &mut self,
+        job: &Job,
+        chunk: &[usize],
+        settings: &Settings,
+    ) -> Result<(Vec<(usize, Outcome)>, Vec<usize>), Failure> {
+        let t = settings.timeouts;
+        let first = &job.entries[chunk[0]];
+        let dsn = self.caps.dsn;
+        let mut mail_params: Vec<String> = Vec::new();
+        if self.caps.size.is_some() {
+            mail_params.push(format!("SIZE={}", job.content.len()));
+        }
+        if job.eight_bit() {
+            mail_params.push("BODY=8BITMIME".into());
+        }
+        if job.needs_smtputf8() {
+            mail_params.push("SMTPUTF8".into());
+        }
+        if dsn {
+            for key in ["RET", "ENVID"] {
+                if let Some(p) = param(&first.mail_params, key) {
+                    mail_params.push(p.to_owned());
+                }
+            }
+        }
+        let params: Vec<&str> = mail_params.iter().map(String::as_str).collect();
+        let host = self.host.clone();
+        let lost = |e: ConnError| Failure::local("4.4.2", format!("{host}: {e}"));
+        let client = &mut self.conn.client;
+        client.mail(&first.mail_from, &params);
+        let pipelined = self.caps.pipelining;
+        if !pipelined {
+            let r = one(&mut self.conn, t.command).await.map_err(&lost)?;
+            if r.code != 250 {
+                return Ok((self.refused_all(chunk, &r).await, Vec::new()));
+            }
+        }
+        let mut rcpt_replies = Vec::new();
+        for &i in chunk {
+            let e = &job.entries[i];
+            let mut p: Vec<&str> = Vec::new();
+            if dsn {
+                p.extend(param(&e.rcpt_params, "NOTIFY"));
+                p.extend(param(&e.rcpt_params, "ORCPT"));
+            }
+            self.conn.client.rcpt(&e.recipient, &p);
+            if !pipelined {
+                rcpt_replies.push(one(&mut self.conn, t.command).await.map_err(&lost)?);
+            }
+        }
+        self.conn.client.data();
+        let mut replies = self.conn.round(t.command).await.map_err(&lost)?;
+        let mail_reply = if pipelined {
+            let (_, r) =
+                take(&mut replies, Command::Mail).ok_or_else(|| lost(ConnError::Closed))?;
+            Some(r)
+        } else {
+            None
+        };
+        if pipelined {
+            while let Some((_, r)) = take(&mut replies, Command::Rcpt) {
+                rcpt_replies.push(r);
+            }
+        }
+        let data_reply = take(&mut replies, Command::Data).map(|(_, r)| r);
+        if let Some(r) = mail_reply.filter(|r| r.code != 250) {
+            if data_reply.as_ref().is_some_and(|d| d.code == 354) {
+                self.conn.client.content(b"");
+                let _ = self.conn.round(t.data).await;
+            }
+            return Ok((self.refused_all(chunk, &r).await, Vec::new()));
+        }
+        let mut done = Vec::new();
+        let mut accepted = Vec::new();
+        let mut again = Vec::new();
+        for (k, &i) in chunk.iter().enumerate() {
+            let Some(r) = rcpt_replies.get(k) else {
+                // The server closed (421) before answering this one.
+                continue;
+            };
+            match r.code {
+                250 | 251 => accepted.push(i),
+                452 if !accepted.is_empty() && is_too_many(r) => again.push(i),
+                _ => done.push((i, Outcome::of_reply(&self.host, r, false))),
+            }
+        }
+        let Some(data_reply) = data_reply else {
+            return Err(lost(ConnError::Closed));
+        };
+        if data_reply.code != 354 {
+            for &i in &accepted {
+                let mut o = Outcome::of_reply(&self.host, &data_reply, false);
+                if matches!(o, Outcome::Delivered { .. }) {
+                    o = Outcome::Deferred(Failure::remote(&self.host, &data_reply));
+                }
+                done.push((i, o));
+            }
+            self.reset(t.command).await;
+            return Ok((done, again));
+        }
+        if accepted.is_empty() {
+            // RFC 2920 3.1: DATA was taken though no recipient was; end it
+            // with nothing.
+            self.conn.client.content(b"");
+            let _ = self.conn.round(t.data).await;
+            return Ok((done, again));
+        }
+        self.conn.client.content(&job.content);
+        let r = one(&mut self.conn, t.data).await.map_err(&lost)?;
+        for &i in &accepted {
+            done.push((i, Outcome::of_reply(&self.host, &r, dsn)));
+        }
+        Ok((done, again))
+    }
+
+    /// Every recipient of the chunk gets the MAIL refusal; the session is
+    /// reset for the next transaction.
+    async fn refused_all(&mut self, chunk: &[usize], r: &ServerReply) -> Vec<(usize, Outcome)> {
+        let out = chunk
+            .iter()
+            .map(|i| (*i, Outcome::of_reply(&self.host, r, false)))
+            .map(|(i, o)| match o {
+                Outcome::Delivered { .. } => (i, Outcome::Deferred(Failure::remote(&self.host, r))),
+                o => (i, o),
+            })
+            .collect();
+        self.reset(std::time::Duration::from_secs(30)).await;
+        out
+    }
+
+    async fn reset(&mut self, timeout: std::time::Duration) {
+        if self.is_open() {
+            self.conn.client.rset();
+            let _ = self.conn.round(timeout).await;
+        }
+    }
+
+    /// Ends the session politely.
+    pub async fn quit(self) {
+        self.conn.quit().await;
+    }
+}
+
+/// Takes the first reply to `command` out of `replies`.
+fn take(
+    replies: &mut Vec<(Command, ServerReply)>,
+    command: Command,
+) -> Option<(Command, ServerReply)> {
+    let i = replies.iter().position(|(c, _)| *c == command)?;
+    Some(replies.remove(i))
+}
+
+/// A 452 that says "too many recipients" (RFC 5321 4.5.3.1.10: 452 4.5.3).
+fn is_too_many(r: &ServerReply) -> bool {
+    r.enhanced() == Some("4.5.3")
+        || r.lines
+            .first()
+            .is_some_and(|l| l.to_ascii_lowercase().contains("too many recipients"))
+}
