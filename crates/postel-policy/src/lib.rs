@@ -13,6 +13,8 @@
 //! - [`auth`]: the two joined: a login attempt from an address, checked
 //!   against the lockout, the pool and the users' hashes;
 //! - [`recipients`]: which recipients are accepted (domains, mailboxes);
+//! - [`relay`]: with delivery on, which recipients are sent on, who may
+//!   relay, and which sender addresses a user may use;
 //! - [`trace`]: the `Received:` header put on every stored message.
 //!
 //! Time is passed in (`now`) wherever a decision depends on it, so that
@@ -24,10 +26,12 @@ pub mod auth;
 pub mod lockout;
 pub mod passwords;
 pub mod recipients;
+pub mod relay;
 pub mod trace;
 
 pub use auth::{Authenticator, Checked, UserHashes};
 pub use lockout::Lockout;
 pub use passwords::{PasswordPool, hash_password};
 pub use recipients::Policy;
+pub use relay::{RelayPolicy, Route};
 pub use trace::Trace;

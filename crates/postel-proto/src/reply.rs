@@ -315,6 +315,22 @@ pub fn relay_denied() -> Reply {
     Reply::new(554, e(5, 7, 1), "Relaying denied")
 }
 
+/// Contract "an authenticated user sends from an address not given to
+/// it" (Postfix's `reject_sender_login_mismatch`).
+pub fn sender_not_owned() -> Reply {
+    Reply::new(
+        553,
+        e(5, 7, 1),
+        "Sender address not owned by the authenticated user",
+    )
+}
+
+/// Contract "too little free disk for new mail": refused before DATA, so
+/// that a message is never taken that cannot be kept.
+pub fn insufficient_storage() -> Reply {
+    Reply::new(452, e(4, 3, 1), "Insufficient system storage")
+}
+
 /// Contract "more than the recipient limit" (RFC 5321 4.5.3.1.10).
 pub fn too_many_recipients() -> Reply {
     Reply::new(452, e(4, 5, 3), "Too many recipients")

@@ -58,6 +58,11 @@ pub(crate) fn routes<S: Store + Clone>(web: Arc<Web<S>>) -> Router {
             "/api/v1/messages/{id}/attachments/{index}",
             get(attachment::<S>),
         )
+        .route("/api/v1/queue", get(crate::queue::list::<S>))
+        .route(
+            "/api/v1/queue/{id}/{action}",
+            axum::routing::post(crate::queue::act::<S>),
+        )
         .route("/api/v1/status", get(status::<S>))
         .route("/api/v1/events", get(events::<S>))
         .route("/metrics", get(metrics::<S>))

@@ -25,3 +25,20 @@ pub fn summary(s: &Summary) -> Value {
         "rcpt_params": e.recipients.iter().map(|r| &r.params).collect::<Vec<_>>(),
     })
 }
+
+/// A queued recipient as JSON, shared by `/api/v1/queue` and `postel queue
+/// list --json`: the message id, the recipient, its state, attempts, next
+/// attempt (RFC 3339) and the last remote reply.
+pub fn queue_entry(e: &postel_store::QueueEntry) -> Value {
+    json!({
+        "id": e.id,
+        "recipient": e.recipient,
+        "state": e.state.as_str(),
+        "attempts": e.attempts,
+        "next_attempt": rfc3339(e.next_attempt),
+        "last_reply": e.last_reply,
+        "from": e.mail_from,
+        "received_at": rfc3339(e.received_at),
+        "size": e.size,
+    })
+}

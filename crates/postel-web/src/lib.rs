@@ -23,9 +23,10 @@
 //! - `serve`: the accept loop, with its connection caps and header timeout;
 //! - `guard`: the Host check, the login, the headers on every response;
 //! - `api`: the routes;
+//! - `queue`: the delivery queue's routes;
 //! - `structure`: what the parser would build, checked before it parses;
 //! - `mime`: a message seen through MIME, parsed on a thread of its own;
-//! - [`json`]: the summary object.
+//! - [`json`]: the summary and queue-entry objects.
 
 #![warn(missing_docs)]
 
@@ -33,6 +34,7 @@ mod api;
 mod guard;
 pub mod json;
 mod mime;
+mod queue;
 mod serve;
 mod structure;
 

@@ -2,9 +2,12 @@
 //! ([`Policy`], in `postel-policy`), and how an accepted message becomes a
 //! stored one.
 //!
-//! An authenticated user may send anywhere (the message is stored with its
-//! envelope; relaying it onward is a later feature); anyone else's
-//! recipients go through the policy.
+//! With delivery off (the mail catcher), an authenticated user may send
+//! anywhere and the message is kept; anyone else's recipients go through
+//! the policy. With delivery on, a recipient outside the local domains is
+//! queued for delivery, and taken only from an authenticated user or a
+//! client in `relay_networks` ([`postel_policy::RelayPolicy`]); an
+//! authenticated user sends only from the addresses given to it.
 //!
 //! AUTH goes through [`postel_policy::Authenticator`], shared with the web
 //! login: one lockout per client address (`421` without a check once it has
@@ -18,6 +21,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use postel_policy::{Authenticator, Checked, UserHashes};
 use postel_proto::sasl::Mechanism;
 
+use postel_policy::RelayPolicy;
+use postel_policy::relay::{Route, owns};
 use postel_proto::{ForwardPath, MailParams, RcptParams, Reply, ReversePath, reply};
 use postel_server::{Backend, BackendSession, ConnMeta};
 use postel_store::{Envelope, Incoming, NewMessage, Recipient, Store, Users};
@@ -57,6 +62,27 @@ pub(crate) struct Inner<S> {
     /// web login.
     pub(crate) auth: Arc<Authenticator>,
     pub(crate) metrics: BackendMetrics,
+    /// The accounts (for the sender addresses of a user).
+    pub(crate) users: Arc<dyn Users>,
+    /// Delivery, when on: who may relay, and the queue worker to wake.
+    pub(crate) relay: Option<Relay>,
+    /// The data folder and the free space (octets) below which MAIL is
+    /// refused; None: no check.
+    pub(crate) disk: Option<(std::path::PathBuf, u64)>,
+}
+
+/// What the backend needs of delivery.
+pub(crate) struct Relay {
+    /// Who may relay.
+    pub(crate) policy: RelayPolicy,
+    /// Woken when a message is queued.
+    pub(crate) wake: Arc<tokio::sync::Notify>,
+}
+
+/// Free octets for unprivileged users on the file system of `dir`.
+fn free_space(dir: &std::path::Path) -> Option<u64> {
+    let st = rustix::fs::statvfs(dir).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 /// What the backend counts for `/metrics`.
@@ -136,6 +162,9 @@ impl<S: Store> Backend for PostelBackend<S> {
             incoming: None,
             tls: None,
             user: None,
+            addresses: Vec::new(),
+            queue: Vec::new(),
+            local: false,
         }
     }
 
@@ -166,6 +195,12 @@ pub(crate) struct PostelSession<S> {
     tls: Option<String>,
     /// The authenticated user.
     user: Option<String>,
+    /// The sender addresses given to the user.
+    addresses: Vec<String>,
+    /// Positions of the recipients to send on.
+    queue: Vec<u32>,
+    /// Whether some recipient is local.
+    local: bool,
 }
 
 impl<S: Store> PostelSession<S> {
@@ -188,6 +223,8 @@ impl<S: Store> PostelSession<S> {
         self.smtputf8 = false;
         self.recipients.clear();
         self.incoming = None;
+        self.queue.clear();
+        self.local = false;
     }
 }
 
@@ -199,6 +236,24 @@ impl<S: Store> BackendSession for PostelSession<S> {
 
     async fn mail(&mut self, from: &ReversePath, params: &MailParams) -> Result<(), Reply> {
         self.clear();
+        if let Some((dir, min)) = &self.inner.disk
+            && free_space(dir).is_some_and(|free| free < *min)
+        {
+            warn!(session = self.meta.session_id, client = %self.meta.peer, "MAIL refused: the disk is nearly full");
+            return Err(reply::insufficient_storage());
+        }
+        if let Some(user) = &self.user {
+            let sender = from.to_string();
+            let enforce = self.inner.relay.is_some() || !self.addresses.is_empty();
+            if enforce && !sender.is_empty() && !owns(&self.addresses, &sender) {
+                let (user, sender) = (
+                    postel_proto::display::visible(user),
+                    postel_proto::display::visible(&sender),
+                );
+                warn!(session = self.meta.session_id, client = %self.meta.peer, %user, %sender, "MAIL refused: sender not owned by the user");
+                return Err(reply::sender_not_owned());
+            }
+        }
         self.from = from.to_string();
         self.mail_params.clone_from(&params.raw);
         self.smtputf8 = params.smtputf8;
@@ -206,8 +261,21 @@ impl<S: Store> BackendSession for PostelSession<S> {
     }
 
     async fn rcpt(&mut self, to: &ForwardPath, params: &RcptParams) -> Result<(), Reply> {
-        if self.user.is_none() {
-            self.inner.policy.recipient(to)?;
+        let route = match &self.inner.relay {
+            None => {
+                if self.user.is_none() {
+                    self.inner.policy.recipient(to)?;
+                }
+                Route::Local
+            }
+            Some(relay) => {
+                let may_relay = self.user.is_some() || relay.policy.trusts(self.meta.peer.ip());
+                relay.policy.route(&self.inner.policy, to, may_relay)?
+            }
+        };
+        match route {
+            Route::Local => self.local = true,
+            Route::Remote => self.queue.push(self.recipients.len() as u32),
         }
         self.recipients.push(Recipient {
             address: to.to_string(),
@@ -283,9 +351,10 @@ impl<S: Store> BackendSession for PostelSession<S> {
             subject,
             raw,
             spooled,
-            queue: Vec::new(),
-            local: true,
+            local: self.local || self.queue.is_empty(),
+            queue: std::mem::take(&mut self.queue),
         };
+        let queued = !msg.queue.is_empty();
         let size = msg.size();
         let from = postel_proto::display::visible(&msg.envelope.mail_from).into_owned();
         let started = Instant::now();
@@ -299,6 +368,9 @@ impl<S: Store> BackendSession for PostelSession<S> {
         let client = self.meta.peer;
         match result {
             Ok(()) => {
+                if let (true, Some(relay)) = (queued, &inner.relay) {
+                    relay.wake.notify_one();
+                }
                 inner.metrics.messages.inc();
                 inner.metrics.bytes.inc_by(size as u64);
                 info!(session, %client, from, recipients = count, size, id, code = 250, "message stored");
@@ -357,6 +429,12 @@ impl<S: Store> BackendSession for PostelSession<S> {
                 let user = postel_proto::display::visible(username);
                 info!(session, %client, %user, "authenticated");
                 self.user = Some(username.to_owned());
+                let (users, name) = (inner.users.clone(), username.to_owned());
+                self.addresses = tokio::task::spawn_blocking(move || users.user_addresses(&name))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .unwrap_or_default();
                 Ok(())
             }
             Checked::Wrong => {
@@ -402,7 +480,7 @@ mod tests {
     /// The real backend, over the memory store, behind the real driver.
     async fn serve_over_memory(store: MemoryStore, policy: Policy) -> std::net::SocketAddr {
         let inner = Arc::new(Inner {
-            store,
+            store: store.clone(),
             policy,
             hostname: "mx.test".into(),
             version: "0".into(),
@@ -411,6 +489,9 @@ mod tests {
                     .expect("authenticator"),
             ),
             metrics: BackendMetrics::register(&mut Registry::default()),
+            users: Arc::new(store.clone()),
+            relay: None,
+            disk: None,
         });
         let tcp = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

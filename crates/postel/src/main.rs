@@ -6,178 +6,32 @@
 //! Errors end here as `anyhow` messages that say what to do.
 //!
 //! # Layout
-//! - this file: the CLI and `serve` (wiring store, policy, server, web);
+//! - this file: `main`, and each command sent to its module;
+//! - `cli`: the command line;
+//! - `serve`: `postel serve` (wiring store, policy, server, web, delivery);
 //! - `config`: the TOML file, overrides, validation;
 //! - `backend`: the Backend that joins policy to the store;
 //! - `tls`: certificates (files, self-signed, reload);
-//! - `users`, `messages`: the admin commands;
+//! - `users`, `messages`, `queue`: the admin commands;
 //! - `client`, `send`, `probe`, `explain`: the client-side tools.
 
 mod backend;
+mod cli;
 mod client;
 mod config;
 mod explain;
 mod messages;
 mod probe;
+mod queue;
 mod send;
+mod serve;
 mod tls;
 mod users;
 
-use std::path::PathBuf;
-use std::sync::Arc;
+use clap::Parser;
 
-use anyhow::Context;
-use clap::{Parser, Subcommand};
-use postel_server::ServerConfig;
-use postel_store::{SqliteStore, Users as _};
-use tracing::info;
-
-use crate::backend::{Inner, PostelBackend};
-use crate::config::{Config, FileConfig, Overrides, TlsMode, WebSettings};
-use crate::tls::Tls;
-use postel_policy::recipients::Policy;
-use postel_web::{Login, SessionCounts, Web};
-use prometheus_client::registry::Registry;
-
-#[derive(Parser)]
-#[command(
-    name = "postel",
-    version,
-    about = "Postel: an SMTP server that is correct, durable and fast"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the SMTP server (zero-config: 127.0.0.1:2525, any recipient, ./postel-data).
-    Serve {
-        /// A TOML config file (see postel.example.toml).
-        #[arg(long)]
-        config: Option<PathBuf>,
-        #[command(flatten)]
-        over: Overrides,
-        /// Log the whole protocol transcript.
-        #[arg(short, long)]
-        verbose: bool,
-    },
-    /// Read or delete stored messages.
-    Messages {
-        #[command(subcommand)]
-        command: MessagesCommand,
-    },
-    /// Check a config file.
-    Config {
-        #[command(subcommand)]
-        command: ConfigCommand,
-    },
-    /// Manage the users who may AUTH on submission listeners.
-    Users {
-        #[command(subcommand)]
-        command: UsersCommand,
-    },
-    /// Explain an SMTP reply code (550), an enhanced code (5.1.1), or a
-    /// whole reply line pasted from a log ("550 5.1.1 User unknown").
-    Explain {
-        /// The code or reply line (several words are joined).
-        #[arg(required = true, num_args = 1..)]
-        code: Vec<String>,
-        /// Set another code beside it, with the key differences.
-        #[arg(long, value_name = "CODE")]
-        vs: Option<String>,
-        /// The language of the texts.
-        #[arg(long, value_enum, default_value = "en")]
-        lang: explain::Lang,
-        /// Print JSON, for scripts.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Send one message, printing the conversation with each reply explained.
-    /// Exit status: 0 accepted, 1 refused, 2 could not talk to the server.
-    Send(send::SendArgs),
-    /// Connect to a server and report what it offers and what is wrong or
-    /// risky. Sends no mail. Exit status: 0 fine, 1 problems or risks.
-    Probe {
-        /// HOST[:PORT], or a domain (its MX is looked up).
-        target: String,
-        /// Implicit TLS from the first byte (port 465).
-        #[arg(long)]
-        tls: bool,
-        /// The language of the explanations.
-        #[arg(long, value_enum, default_value = "en")]
-        lang: explain::Lang,
-    },
-}
-
-#[derive(Subcommand)]
-enum UsersCommand {
-    /// Add a user, or set a new password (asked for, or one line on stdin).
-    Add {
-        /// The user name, as given to AUTH.
-        name: String,
-        /// The data folder.
-        #[arg(long, default_value = config::DEFAULT_DATA_DIR)]
-        data_dir: PathBuf,
-    },
-    /// List the users.
-    List {
-        /// The data folder.
-        #[arg(long, default_value = config::DEFAULT_DATA_DIR)]
-        data_dir: PathBuf,
-    },
-    /// Remove a user.
-    Remove {
-        /// The user name.
-        name: String,
-        /// The data folder.
-        #[arg(long, default_value = config::DEFAULT_DATA_DIR)]
-        data_dir: PathBuf,
-    },
-}
-
-#[derive(Subcommand)]
-enum MessagesCommand {
-    /// List every stored message.
-    List {
-        /// The data folder.
-        #[arg(long, default_value = config::DEFAULT_DATA_DIR)]
-        data_dir: PathBuf,
-        /// Print one JSON array.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Show one message with its envelope.
-    Show {
-        /// The message id (from `list`).
-        id: String,
-        /// The data folder.
-        #[arg(long, default_value = config::DEFAULT_DATA_DIR)]
-        data_dir: PathBuf,
-        /// Print the stored bytes exactly, nothing else.
-        #[arg(long)]
-        raw: bool,
-    },
-    /// Delete one message.
-    Delete {
-        /// The message id.
-        id: String,
-        /// The data folder.
-        #[arg(long, default_value = config::DEFAULT_DATA_DIR)]
-        data_dir: PathBuf,
-    },
-}
-
-#[derive(Subcommand)]
-enum ConfigCommand {
-    /// Validate a config file and print the effective configuration.
-    Check {
-        /// The config file (none: the zero-config defaults).
-        #[arg(long)]
-        config: Option<PathBuf>,
-    },
-}
+use crate::cli::{Cli, Command, ConfigCommand, MessagesCommand, UsersCommand};
+use crate::config::{Config, FileConfig, Overrides};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -236,20 +90,26 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             init_logging(verbose);
             let (file, zero_config) = load_config(config.as_deref())?;
             over.zero_config = zero_config;
-            serve(Config::build(file, over)?).map(|()| ExitCode::SUCCESS)
+            serve::serve(Config::build(file, over)?).map(|()| ExitCode::SUCCESS)
         }
         Command::Messages { command } => match command {
-            MessagesCommand::List { data_dir, json } => messages::list(&data_dir, json),
-            MessagesCommand::Show { id, data_dir, raw } => messages::show(&data_dir, &id, raw),
-            MessagesCommand::Delete { id, data_dir } => messages::delete(&data_dir, &id),
+            MessagesCommand::List { store, json } => messages::list(&store.dir()?, json),
+            MessagesCommand::Show { id, store, raw } => messages::show(&store.dir()?, &id, raw),
+            MessagesCommand::Delete { id, store } => messages::delete(&store.dir()?, &id),
         }
         .map(|()| ExitCode::SUCCESS),
         Command::Users { command } => match command {
-            UsersCommand::Add { name, data_dir } => users::add(&data_dir, &name),
-            UsersCommand::List { data_dir } => users::list(&data_dir),
-            UsersCommand::Remove { name, data_dir } => users::remove(&data_dir, &name),
+            UsersCommand::Add {
+                name,
+                store,
+                addresses,
+                keep_password,
+            } => users::add(&store.dir()?, &name, &addresses, keep_password),
+            UsersCommand::List { store } => users::list(&store.dir()?),
+            UsersCommand::Remove { name, store } => users::remove(&store.dir()?, &name),
         }
         .map(|()| ExitCode::SUCCESS),
+        Command::Queue { command } => queue::run(command).map(|()| ExitCode::SUCCESS),
         Command::Config {
             command: ConfigCommand::Check { config },
         } => {
@@ -289,248 +149,4 @@ fn init_logging(verbose: bool) {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
-}
-
-fn serve(cfg: Config) -> anyhow::Result<()> {
-    // Many idle sessions need many descriptors: take what the hard limit allows.
-    let mut cfg = cfg;
-    if let Ok(n) = rlimit::increase_nofile_limit(u64::MAX) {
-        // Keep descriptors for the store, listeners and logs: a session
-        // refused with 421 is better than a failed accept().
-        let room = usize::try_from(n)
-            .unwrap_or(usize::MAX)
-            .saturating_sub(64)
-            .max(1);
-        // The web side's connections come out of the same budget, so a
-        // flood of one cannot starve the other of descriptors. It gets at
-        // most half of it.
-        if let Some(w) = cfg.web.as_mut()
-            && w.limits.max_connections > room / 2
-        {
-            tracing::warn!(
-                configured = w.limits.max_connections,
-                allowed = room / 2,
-                "web max_connections lowered to fit the open-file limit"
-            );
-            w.limits.max_connections = (room / 2).max(1);
-        }
-        let room = room
-            .saturating_sub(cfg.web.as_ref().map_or(0, |w| w.limits.max_connections))
-            .max(1);
-        if cfg.max_connections > room {
-            tracing::warn!(
-                configured = cfg.max_connections,
-                allowed = room,
-                "max_connections lowered to fit the open-file limit"
-            );
-            cfg.max_connections = room;
-        }
-    }
-    let store = SqliteStore::open(&cfg.data_dir).with_context(|| {
-        format!(
-            "cannot open the message store in {}: check that the folder is writable",
-            cfg.data_dir.display()
-        )
-    })?;
-    let store = Arc::new(store);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the runtime")?;
-    let result = runtime.block_on(async {
-        let mut listeners = Vec::new();
-        for (addr, settings) in &cfg.listeners {
-            let tcp = bind(*addr).with_context(|| {
-                format!("cannot listen on {addr}: is another server using it? (ports under 1024 need root or CAP_NET_BIND_SERVICE)")
-            })?;
-            info!(addr = %tcp.local_addr()?, kind = settings.kind.name(), "listening for SMTP");
-            listeners.push(postel_server::Listener { tcp, settings: *settings });
-        }
-        let tls = match &cfg.tls {
-            TlsMode::Off => None,
-            TlsMode::Files(files) => Some(Tls::new(files.clone())?),
-            TlsMode::SelfSigned => Some(Tls::new(tls::self_signed(&cfg.data_dir, &cfg.limits.hostname)?)?),
-        }
-        .map(Arc::new);
-        if let Some(t) = &tls {
-            t.clone().watch(std::time::Duration::from_secs(5));
-        }
-        let mut registry = Registry::default();
-        let server_metrics = Arc::new(postel_server::Metrics::register(&mut registry));
-        // One pool of password checks and one lockout, for SMTP AUTH and
-        // the web login alike.
-        let auth = Arc::new(
-            postel_policy::Authenticator::new(
-                Arc::new(backend::StoreUsers(store.clone())),
-                postel_policy::PasswordPool::for_this_machine(),
-            )
-            .map_err(|e| anyhow::anyhow!("cannot prepare password checks: {e}"))?,
-        );
-        let inner = Arc::new(Inner {
-            store: store.clone(),
-            policy: Policy { domains: cfg.domains.clone(), mailboxes: cfg.mailboxes.clone() },
-            hostname: cfg.limits.hostname.clone(),
-            version: cfg.limits.version.clone(),
-            auth: auth.clone(),
-            metrics: backend::BackendMetrics::register(&mut registry),
-        });
-        let (stop_web, stop_rx) = tokio::sync::watch::channel(false);
-        let web_task = match &cfg.web {
-            Some(w) => Some(start_web(w, &cfg, &store, &inner, &server_metrics, Arc::new(registry), stop_rx)?),
-            None => None,
-        };
-        if cfg.max_messages.is_some() || cfg.max_age.is_some() {
-            tokio::spawn(retention(store.clone(), cfg.max_messages, cfg.max_age));
-        }
-        let server = ServerConfig {
-            limits: Arc::new(cfg.limits.clone()),
-            max_connections: cfg.max_connections,
-            max_connections_per_ip: cfg.max_connections_per_ip,
-            exempt_loopback: cfg.exempt_loopback,
-            shutdown_grace: cfg.limits.data_timeout + std::time::Duration::from_secs(10),
-            metrics: server_metrics,
-            greet_wait: cfg.greet_wait,
-        };
-        info!(
-            hostname = %cfg.limits.hostname,
-            data_dir = %cfg.data_dir.display(),
-            domains = if cfg.domains.is_empty() { "any".to_owned() } else { cfg.domains.iter().cloned().collect::<Vec<_>>().join(",") },
-            "Postel {} ready", cfg.limits.version
-        );
-        let acceptor = tls.as_ref().map(|t| t.acceptor.clone());
-        let backend = Arc::new(PostelBackend::new(inner));
-        postel_server::serve(listeners, server, backend, acceptor, shutdown_signal()).await;
-        let _ = stop_web.send(true);
-        if let Some(t) = web_task {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
-        }
-        anyhow::Ok(())
-    });
-    // Every session has ended: commit what the writer holds, then exit.
-    store.close();
-    info!("stopped");
-    result
-}
-
-/// Binds the web side and starts serving it. A listener off loopback needs
-/// a login (a token, or at least one user): without one, `serve` refuses to
-/// start rather than show everyone's mail to the network.
-fn start_web(
-    w: &WebSettings,
-    cfg: &Config,
-    store: &Arc<SqliteStore>,
-    inner: &Arc<Inner<Arc<SqliteStore>>>,
-    server_metrics: &Arc<postel_server::Metrics>,
-    registry: Arc<Registry>,
-    stop: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
-    let login = if w.needs_login() {
-        let users = store.users().context("cannot read the users")?;
-        if w.token.is_none() && users.is_empty() {
-            // Only reached off loopback: a token alone also turns login on.
-            anyhow::bail!(
-                "the web inbox on {} is not on loopback, so it needs a login: set [web] token in the config, or add a user with `postel users add NAME`",
-                w.addr
-            );
-        }
-        Some(Login {
-            token: w.token.clone(),
-            auth: inner.auth.clone(),
-        })
-    } else {
-        None
-    };
-    let tcp = bind(w.addr).with_context(|| {
-        format!("cannot listen on {} for the web inbox: is another server (Mailpit, MailHog?) using it? Pick another with --web IP:PORT, or turn it off with --no-web", w.addr)
-    })?;
-    info!(addr = %tcp.local_addr()?, login = login.is_some(), "listening for HTTP");
-    let m = server_metrics.clone();
-    let web = Arc::new(Web::new(
-        store.clone(),
-        cfg.limits.version.clone(),
-        Arc::new(move || SessionCounts {
-            open: u64::try_from(m.sessions_open.get()).unwrap_or(0),
-            total: m.sessions_total(),
-        }),
-        registry,
-        login,
-        w.limits,
-        stop.clone(),
-    ));
-    let mut stop = stop;
-    Ok(tokio::spawn(postel_web::serve(tcp, web, async move {
-        let _ = stop.wait_for(|s| *s).await;
-    })))
-}
-
-/// Keeps the store within `[retention]`: after new mail (at most once a
-/// second) and every minute, the oldest messages over the limits are
-/// deleted, a small batch per transaction, off the async threads.
-async fn retention(
-    store: Arc<SqliteStore>,
-    keep: Option<u64>,
-    max_age: Option<std::time::Duration>,
-) {
-    use postel_store::Store as _;
-    let mut changes = keep.map(|_| store.subscribe());
-    loop {
-        let before = max_age.map(|age| {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            i64::try_from(now.saturating_sub(age.as_secs())).unwrap_or(0)
-        });
-        match store.prune(keep, before).await {
-            Ok(gone) if !gone.is_empty() => {
-                info!(deleted = gone.len(), "retention: old messages deleted");
-            }
-            Err(e) => tracing::warn!(error = %e, "retention: cannot delete old messages"),
-            _ => {}
-        }
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-        match &mut changes {
-            Some(rx) => {
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(60), rx.recv()).await;
-                // Everything that arrived meanwhile is covered by one prune.
-                while !matches!(
-                    rx.try_recv(),
-                    Err(tokio::sync::broadcast::error::TryRecvError::Empty
-                        | tokio::sync::broadcast::error::TryRecvError::Closed)
-                ) {}
-            }
-            None => tokio::time::sleep(std::time::Duration::from_secs(60)).await,
-        }
-    }
-}
-
-/// Binds with SO_REUSEADDR, so a restart does not wait for TIME_WAIT, and a
-/// backlog deep enough for bursts of new connections.
-fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(1024)
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return ctrl_c.await.unwrap_or(()),
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    info!("signal received: shutting down");
 }

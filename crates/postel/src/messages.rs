@@ -10,7 +10,7 @@ use postel_store::SqliteStore;
 
 use postel_store::time::rfc3339;
 
-fn open(data_dir: &Path) -> anyhow::Result<SqliteStore> {
+pub(crate) fn open(data_dir: &Path) -> anyhow::Result<SqliteStore> {
     if !data_dir.join("messages.db").exists() {
         bail!(
             "no message store in {}: start `postel serve` there first, or pass --data-dir",

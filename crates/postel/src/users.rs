@@ -33,25 +33,56 @@ fn read_password(name: &str) -> anyhow::Result<String> {
     Ok(pw)
 }
 
-/// `postel users add NAME`
-pub(crate) fn add(data_dir: &Path, name: &str) -> anyhow::Result<()> {
+/// Whether `a` is a usable sender address for a user: `local@domain`, or
+/// `*@domain` for a whole domain.
+fn valid_address(a: &str) -> bool {
+    let domain_only = a.strip_prefix("*@");
+    match domain_only {
+        Some(d) => postel_proto::address::is_domain(d.as_bytes(), true),
+        None => postel_proto::address::parse_mailbox(a.as_bytes(), true).is_ok(),
+    }
+}
+
+/// `postel users add NAME [--address ADDR]...`
+pub(crate) fn add(
+    data_dir: &Path,
+    name: &str,
+    addresses: &[String],
+    keep_password: bool,
+) -> anyhow::Result<()> {
     if name.is_empty() || name.chars().any(|c| c.is_control() || c.is_whitespace()) {
         bail!("{name:?} is not a usable user name: no spaces or control characters");
     }
-    let password = read_password(name)?;
-    let hash = hash_password(&password)?;
+    if let Some(bad) = addresses.iter().find(|a| !valid_address(a)) {
+        bail!("{bad:?} is not an address such as alice@example.test or *@example.test");
+    }
     // Beside a running server: no lock, no writer thread of its own.
     let store = SqliteStore::open_beside(data_dir)
         .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
-    let new = store.set_user(name, &hash)?;
-    println!(
-        "{} {name}",
-        if new {
-            "added"
-        } else {
-            "changed the password of"
+    if keep_password {
+        if store.user_hash(name)?.is_none() {
+            bail!(
+                "no user {name} in {}: add it with a password first",
+                data_dir.display()
+            );
         }
-    );
+    } else {
+        let password = read_password(name)?;
+        let hash = hash_password(&password)?;
+        let new = store.set_user(name, &hash)?;
+        println!(
+            "{} {name}",
+            if new {
+                "added"
+            } else {
+                "changed the password of"
+            }
+        );
+    }
+    if !addresses.is_empty() {
+        store.set_user_addresses(name, addresses)?;
+        println!("{name} may send as: {}", addresses.join(", "));
+    }
     Ok(())
 }
 
@@ -63,7 +94,16 @@ pub(crate) fn list(data_dir: &Path) -> anyhow::Result<()> {
     }
     let store = SqliteStore::open_existing(data_dir)?;
     for (name, created) in store.users()? {
-        println!("{name}\tadded {}", postel_store::time::rfc3339(created));
+        let addresses = store.user_addresses(&name)?;
+        println!(
+            "{name}\tadded {}\t{}",
+            postel_store::time::rfc3339(created),
+            if addresses.is_empty() {
+                "(no sender addresses)".to_owned()
+            } else {
+                addresses.join(", ")
+            }
+        );
     }
     Ok(())
 }

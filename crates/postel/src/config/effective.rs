@@ -46,6 +46,7 @@ impl Config {
                     cert: Some(f.cert.clone()),
                     key: Some(f.key.clone()),
                     self_signed: None,
+                    ca_file: None,
                 },
             },
             limits: LimitsSection {
@@ -65,6 +66,7 @@ impl Config {
                 soft_refused_recipients: Some(l.soft_refused_recipients),
                 max_refused_recipients: Some(l.max_refused_recipients),
                 refused_recipient_delay_ms: Some(l.refused_recipient_delay.as_millis() as u64),
+                min_free_disk_mb: Some(self.min_free_disk >> 20),
             },
             policy: PolicySection {
                 domains: Some(self.domains.iter().cloned().collect()),
@@ -98,6 +100,13 @@ impl Config {
             retention: RetentionSection {
                 max_messages: self.max_messages,
                 max_age_days: self.max_age.map(|d| d.as_secs() / 86_400),
+            },
+            delivery: delivery::effective(self.delivery.as_ref()),
+            dns: delivery::DnsSection {
+                nameservers: self
+                    .delivery
+                    .as_ref()
+                    .map(|d| d.nameservers.iter().map(ToString::to_string).collect()),
             },
         }
     }

@@ -39,6 +39,12 @@ pub(crate) struct FileConfig {
     /// How long messages are kept.
     #[serde(default)]
     pub(crate) retention: RetentionSection,
+    /// Sending mail on to other domains.
+    #[serde(default)]
+    pub(crate) delivery: super::delivery::DeliverySection,
+    /// The DNS servers delivery asks.
+    #[serde(default)]
+    pub(crate) dns: super::delivery::DnsSection,
 }
 
 /// `[web]`
@@ -91,6 +97,8 @@ pub(crate) struct TlsSection {
     pub(crate) key: Option<PathBuf>,
     /// Make (once) and use a self-signed certificate in the data folder.
     pub(crate) self_signed: Option<bool>,
+    /// Extra roots (PEM) for verifying servers that Postel connects to.
+    pub(crate) ca_file: Option<PathBuf>,
 }
 
 /// `[limits]`
@@ -132,6 +140,9 @@ pub(crate) struct LimitsSection {
     pub(crate) max_refused_recipients: Option<u32>,
     /// Milliseconds each refusal past the soft limit waits. Default 1000.
     pub(crate) refused_recipient_delay_ms: Option<u64>,
+    /// Megabytes of free disk below which new mail gets 452 4.3.1 at
+    /// MAIL. Default 100; 0 turns the check off.
+    pub(crate) min_free_disk_mb: Option<u64>,
 }
 
 /// `[policy]`

@@ -9,7 +9,7 @@
 //! - this file: [`Config`], the overrides, and `build`, which runs one
 //!   validator per section and puts the results together;
 //! - `file`: the TOML sections as written;
-//! - `listeners`, `limits`, `policy`, `web`: the validators;
+//! - `listeners`, `limits`, `policy`, `web`, `delivery`: the validators;
 //! - `effective`: the config written back (`postel config check`).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -23,6 +23,7 @@ use postel_proto::address::is_domain;
 use postel_server::ListenerSettings;
 
 use crate::tls::TlsFiles;
+mod delivery;
 mod effective;
 mod file;
 mod limits;
@@ -144,6 +145,10 @@ pub(crate) struct Config {
     pub(crate) max_messages: Option<u64>,
     /// Keep messages at most this long.
     pub(crate) max_age: Option<Duration>,
+    /// Delivery, when on.
+    pub(crate) delivery: Option<postel_delivery::Settings>,
+    /// Free disk (octets) below which MAIL gets 452 4.3.1; 0: no check.
+    pub(crate) min_free_disk: u64,
 }
 
 /// The host's name, if it is a valid domain; else `localhost`.
@@ -215,6 +220,23 @@ impl Config {
             .max_age_days
             .map(|d| Duration::from_secs(d.saturating_mul(86_400)));
 
+        let delivery = delivery::validate(
+            &file.delivery,
+            &file.dns,
+            &delivery::Context {
+                hostname: &hostname,
+                domains: &domains,
+                listeners: listeners.iter().map(|(a, _)| *a).collect(),
+                ca_file: file.tls.ca_file.as_ref(),
+            },
+            &mut problems,
+        );
+        let min_free_disk = file
+            .limits
+            .min_free_disk_mb
+            .unwrap_or(100)
+            .saturating_mul(1 << 20);
+
         if !problems.is_empty() {
             bail!("invalid configuration:\n  {}", problems.join("\n  "));
         }
@@ -241,6 +263,8 @@ impl Config {
             web,
             max_messages,
             max_age,
+            delivery,
+            min_free_disk,
         })
     }
 }
