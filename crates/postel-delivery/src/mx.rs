@@ -230,11 +230,16 @@ pub async fn route(
         if cut.is_some_and(|c| preference >= c) {
             continue;
         }
-        let addrs = match dns.addresses(&name).await {
-            Ok(a) => a,
-            Err(f) => {
-                dns_failure = Some(f);
-                continue;
+        // Known by name, Postel needs no lookup to see itself.
+        let addrs = if name.eq_ignore_ascii_case(&myself.hostname) {
+            Vec::new()
+        } else {
+            match dns.addresses(&name).await {
+                Ok(a) => a,
+                Err(f) => {
+                    dns_failure = Some(f);
+                    continue;
+                }
             }
         };
         // RFC 5321 5.1: when Postel is an MX, only hosts more preferred

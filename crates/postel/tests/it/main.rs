@@ -4,9 +4,11 @@
 mod audit;
 mod bench;
 mod cli;
+mod delivery;
 mod client;
 mod durability;
 mod interop;
+mod rig;
 mod robustness;
 mod smtp;
 mod support;
