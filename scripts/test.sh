@@ -16,7 +16,9 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # postfix and aiosmtpd are peers: `postel send` and `postel probe` are
 # tested against them, started by the scripts in bench/peers/ (as root).
-APT_PACKAGES=(curl swaks python3 procps openssl libio-socket-ssl-perl libauthen-sasl-perl chromium postfix)
+# dnsmasq-base is the DNS server of the delivery rig (MX, null MX, NXDOMAIN
+# on loopback), and aiosmtpd its receiving MXes (tests/peers/mx.py).
+APT_PACKAGES=(curl swaks python3 procps openssl libio-socket-ssl-perl libauthen-sasl-perl chromium postfix dnsmasq-base)
 PIP_PACKAGES=(aiosmtpd==1.4.6)
 
 missing=()

@@ -5,6 +5,7 @@ found as JSON: the headers, the parts, the per-message and per-recipient
 fields, and a list of every rule it breaks ("errors", empty when it is
 well formed). Postel's delivery tests assert on this output."""
 import email
+import email.parser
 import email.policy
 import json
 import re
@@ -16,13 +17,13 @@ STATUS = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}$")
 
 def main():
     raw = sys.stdin.buffer.read()
-    msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
     errors = []
     out = {
-        "from": msg.get("From"),
-        "to": msg.get("To"),
-        "subject": msg.get("Subject"),
-        "auto_submitted": msg.get("Auto-Submitted"),
+        "from": str(msg.get("From")),
+        "to": str(msg.get("To")),
+        "subject": str(msg.get("Subject")),
+        "auto_submitted": str(msg.get("Auto-Submitted")),
         "content_type": msg.get_content_type(),
         "report_type": msg.get_param("report-type"),
         "parts": [],
@@ -37,21 +38,36 @@ def main():
         errors.append("report-type is not delivery-status")
     parts = msg.get_payload() if msg.is_multipart() else []
     out["parts"] = [p.get_content_type() for p in parts]
-    if len(parts) < 2 or parts[1].get_content_type() != "message/delivery-status":
-        errors.append("the second part is not message/delivery-status")
+    # RFC 6533: message/global-delivery-status where addresses are UTF-8.
+    status_types = ("message/delivery-status", "message/global-delivery-status")
+    if len(parts) < 2 or parts[1].get_content_type() not in status_types:
+        errors.append("the second part is not message/(global-)delivery-status")
     else:
         blocks = parts[1].get_payload()
+        if parts[1].get_content_type() == "message/global-delivery-status":
+            # Python reads message/global-delivery-status as one message:
+            # the first group of fields as its header, the rest as its body,
+            # split here on empty lines.
+            first = blocks[0]
+            rest = first.get_payload(decode=True) or b""
+            rest = rest.decode("utf-8")
+            groups = [g for g in str(rest).replace("\r\n", "\n").split("\n\n") if g.strip()]
+            hp = email.parser.HeaderParser(policy=email.policy.default)
+            blocks = [first] + [hp.parsestr(g) for g in groups]
         if not blocks:
             errors.append("no per-message fields")
         else:
-            out["per_message"] = dict(blocks[0].items())
+            out["per_message"] = {k: str(v) for k, v in blocks[0].items()}
             if not out["per_message"].get("Reporting-MTA", "").startswith("dns;"):
                 errors.append("Reporting-MTA missing or not dns;")
             for b in blocks[1:]:
-                r = dict(b.items())
+                r = {k: str(v) for k, v in b.items()}
                 out["recipients"].append(r)
-                if not r.get("Final-Recipient", "").lower().startswith("rfc822;"):
-                    errors.append(f"Final-Recipient missing or not rfc822: {r}")
+                kind = r.get("Final-Recipient", "").split(";")[0].strip().lower()
+                if kind not in ("rfc822", "utf-8"):
+                    errors.append(f"Final-Recipient missing or not rfc822/utf-8: {r}")
+                if kind == "utf-8" and parts[1].get_content_type() != status_types[1]:
+                    errors.append("a utf-8 address outside message/global-delivery-status")
                 if r.get("Action", "").lower() not in ACTIONS:
                     errors.append(f"bad Action: {r}")
                 if not STATUS.match(r.get("Status", "")):

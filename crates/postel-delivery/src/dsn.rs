@@ -186,8 +186,18 @@ impl Notice<'_> {
         }
         m.push_str("\r\n");
         // The part for programs.
+        // RFC 6533: UTF-8 addresses go in a global delivery status.
+        let global = self
+            .recipients
+            .iter()
+            .any(|r| !r.entry.recipient.is_ascii());
+        let (status_type, addr_type) = if global {
+            ("message/global-delivery-status", "utf-8")
+        } else {
+            ("message/delivery-status", "rfc822")
+        };
         m.push_str(&format!(
-            "--{boundary}\r\nContent-Type: message/delivery-status\r\n\r\n"
+            "--{boundary}\r\nContent-Type: {status_type}\r\n\r\n"
         ));
         m.push_str(&format!("Reporting-MTA: dns; {host}\r\n"));
         if let Some(envid) = param(&e.mail_params, "ENVID") {
@@ -203,7 +213,7 @@ impl Notice<'_> {
         for r in &self.recipients {
             m.push_str("\r\n");
             m.push_str(&format!(
-                "Final-Recipient: rfc822; {}\r\n",
+                "Final-Recipient: {addr_type}; {}\r\n",
                 r.entry.recipient
             ));
             if let Some(orcpt) = param(&r.entry.rcpt_params, "ORCPT") {
@@ -330,6 +340,7 @@ mod tests {
         };
         let text = String::from_utf8(n.render()).expect("utf-8");
         assert!(text.contains("report-type=delivery-status"));
+        assert!(text.contains("Content-Type: message/delivery-status\r\n"));
         assert!(text.contains("Final-Recipient: rfc822; bob@far.test\r\n"));
         assert!(text.contains("Original-Recipient: rfc822;bob+x@far.test\r\n"));
         assert!(text.contains("Original-Envelope-Id: abc+1\r\n"));

@@ -1,9 +1,9 @@
 //! ESMTP parameters on MAIL and RCPT (RFC 5321 4.1.2 `Mail-parameters`).
 //!
 //! Known on MAIL: `SIZE` (RFC 1870), `BODY` (RFC 6152), `SMTPUTF8`
-//! (RFC 6531). Nothing is known on RCPT yet (DSN's `NOTIFY`/`ORCPT` come with
-//! DSN support). An unknown keyword is a `555`, a known one with a bad value
-//! or given twice a `501` (RFC 5321 4.1.1.11).
+//! (RFC 6531), `AUTH` (RFC 4954), `RET` and `ENVID` (RFC 3461). Known on
+//! RCPT: `NOTIFY` and `ORCPT` (RFC 3461). An unknown keyword is a `555`, a
+//! known one with a bad value or given twice a `501` (RFC 5321 4.1.1.11).
 //!
 //! Every parameter is also kept verbatim, so the store records exactly what
 //! the client said.
@@ -42,6 +42,10 @@ pub struct MailParams {
     /// `AUTH=` was given (RFC 4954 section 5). Valid only where AUTH was
     /// advertised: the session refuses it elsewhere with `555`.
     pub auth: bool,
+    /// `RET=HDRS` (true) or `RET=FULL` (false) (RFC 3461 4.3).
+    pub ret_hdrs: Option<bool>,
+    /// `ENVID=`, as sent (xtext, RFC 3461 4.4).
+    pub envid: Option<String>,
     /// Every parameter as sent, `KEYWORD` or `KEYWORD=value`.
     pub raw: Vec<String>,
 }
@@ -49,8 +53,42 @@ pub struct MailParams {
 /// The parameters of one RCPT command.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RcptParams {
+    /// `NOTIFY=`, uppercase, as a list: `["NEVER"]`, or some of
+    /// `SUCCESS`, `FAILURE`, `DELAY` (RFC 3461 4.1).
+    pub notify: Option<Vec<String>>,
+    /// `ORCPT=`, as sent: `addr-type;xtext` (RFC 3461 4.2).
+    pub orcpt: Option<String>,
     /// Every parameter as sent.
     pub raw: Vec<String>,
+}
+
+/// The most octets of an `ENVID` value (RFC 3461 4.4: 100 characters).
+const MAX_ENVID: usize = 100;
+
+/// The most octets of an `ORCPT` value (RFC 3461 4.2: 500 characters).
+const MAX_ORCPT: usize = 500;
+
+/// Whether `v` is xtext (RFC 3461 4): printable ASCII but `+` and `=`,
+/// and `+` followed by two uppercase hex digits.
+pub fn is_xtext(v: &[u8]) -> bool {
+    let mut i = 0;
+    while i < v.len() {
+        match v[i] {
+            b'+' => {
+                let hex = |b: Option<&u8>| {
+                    b.is_some_and(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(b))
+                };
+                if !hex(v.get(i + 1)) || !hex(v.get(i + 2)) {
+                    return false;
+                }
+                i += 3;
+            }
+            b'=' => return false,
+            33..=126 => i += 1,
+            _ => return false,
+        }
+    }
+    true
 }
 
 /// Splits the text after a path into `(keyword, value)` pairs.
@@ -125,7 +163,22 @@ pub fn parse_mail_params(s: &[u8]) -> Result<MailParams, ParamError> {
             // RFC 4954 section 5: the submitter's identity, `<>` or an
             // xtext address. Recorded as sent; policy does not use it.
             ("AUTH", Some(_)) if !out.auth => out.auth = true,
-            ("SIZE" | "BODY" | "SMTPUTF8" | "AUTH", _) => return Err(dup()),
+            ("RET", Some(v)) if out.ret_hdrs.is_none() => {
+                out.ret_hdrs = Some(if v.eq_ignore_ascii_case(b"HDRS") {
+                    true
+                } else if v.eq_ignore_ascii_case(b"FULL") {
+                    false
+                } else {
+                    return Err(dup());
+                });
+            }
+            ("ENVID", Some(v)) if out.envid.is_none() => {
+                if v.len() > MAX_ENVID || !is_xtext(v) {
+                    return Err(dup());
+                }
+                out.envid = Some(String::from_utf8_lossy(v).into_owned());
+            }
+            ("SIZE" | "BODY" | "SMTPUTF8" | "AUTH" | "RET" | "ENVID", _) => return Err(dup()),
             _ => return Err(ParamError::Unknown(name)),
         }
         out.raw.push(String::from_utf8_lossy(p).into_owned());
@@ -136,13 +189,50 @@ pub fn parse_mail_params(s: &[u8]) -> Result<MailParams, ParamError> {
 /// Parses the parameters of a RCPT command.
 ///
 /// # Errors
-/// [`ParamError::Unknown`] for any keyword (none is supported on RCPT yet),
-/// [`ParamError::Syntax`] for one that is not `keyword[=value]`.
+/// [`ParamError::Unknown`] for a keyword other than `NOTIFY` and `ORCPT`,
+/// [`ParamError::Syntax`] for a malformed or repeated one.
 pub fn parse_rcpt_params(s: &[u8]) -> Result<RcptParams, ParamError> {
-    match pairs(s).next() {
-        None => Ok(RcptParams::default()),
-        Some(p) => Err(ParamError::Unknown(split_param(p)?.0)),
+    let mut out = RcptParams::default();
+    for p in pairs(s) {
+        let (name, value) = split_param(p)?;
+        let bad = || ParamError::Syntax(name.clone());
+        match (name.as_str(), value) {
+            ("NOTIFY", Some(v)) if out.notify.is_none() => {
+                let list: Vec<String> = String::from_utf8_lossy(v)
+                    .split(',')
+                    .map(str::to_ascii_uppercase)
+                    .collect();
+                let known = |k: &String| matches!(k.as_str(), "SUCCESS" | "FAILURE" | "DELAY");
+                let never = list.len() == 1 && list[0] == "NEVER";
+                let mut sorted = list.clone();
+                sorted.sort();
+                sorted.dedup();
+                if !never && (sorted.len() != list.len() || !list.iter().all(known)) {
+                    return Err(bad());
+                }
+                out.notify = Some(list);
+            }
+            ("ORCPT", Some(v)) if out.orcpt.is_none() => {
+                // addr-type ";" xtext, addr-type an atom (RFC 3461 4.2).
+                let Some(semi) = v.iter().position(|&b| b == b';') else {
+                    return Err(bad());
+                };
+                let (kind, addr) = (&v[..semi], &v[semi + 1..]);
+                let atom = !kind.is_empty()
+                    && kind
+                        .iter()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-!#$%&'*/?^_`{|}~".contains(b));
+                if v.len() > MAX_ORCPT || !atom || addr.is_empty() || !is_xtext(addr) {
+                    return Err(bad());
+                }
+                out.orcpt = Some(String::from_utf8_lossy(v).into_owned());
+            }
+            ("NOTIFY" | "ORCPT", _) => return Err(bad()),
+            _ => return Err(ParamError::Unknown(name)),
+        }
+        out.raw.push(String::from_utf8_lossy(p).into_owned());
     }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -225,12 +315,12 @@ mod tests {
             Err(ParamError::Unknown("FOO".into()))
         );
         assert_eq!(
-            parse_mail_params(b"RET=HDRS"),
-            Err(ParamError::Unknown("RET".into()))
+            parse_mail_params(b"FOO"),
+            Err(ParamError::Unknown("FOO".into()))
         );
         assert_eq!(
-            parse_rcpt_params(b"NOTIFY=NEVER"),
-            Err(ParamError::Unknown("NOTIFY".into()))
+            parse_rcpt_params(b"BAR=1"),
+            Err(ParamError::Unknown("BAR".into()))
         );
         assert_eq!(
             parse_rcpt_params(b"  ").expect("empty"),
@@ -251,5 +341,68 @@ mod tests {
     fn smtputf8_detected_before_path_parse() {
         assert!(wants_smtputf8(b" SIZE=1 smtputf8"));
         assert!(!wants_smtputf8(b" SMTPUTF8X"));
+    }
+
+    #[test]
+    fn dsn_parameters() {
+        let m = parse_mail_params(b"RET=hdrs ENVID=QQ314159+2Bx").expect("valid");
+        assert_eq!(
+            (m.ret_hdrs, m.envid.as_deref()),
+            (Some(true), Some("QQ314159+2Bx"))
+        );
+        assert_eq!(
+            parse_mail_params(b"RET=FULL").expect("valid").ret_hdrs,
+            Some(false)
+        );
+        for bad in [
+            "RET=ALL",
+            "RET=FULL RET=HDRS",
+            "ENVID=a+2b",
+            "ENVID=a+",
+            "ENVID",
+        ] {
+            assert!(
+                matches!(
+                    parse_mail_params(bad.as_bytes()),
+                    Err(ParamError::Syntax(_))
+                ),
+                "{bad}"
+            );
+        }
+        let long = format!("ENVID={}", "x".repeat(101));
+        assert!(parse_mail_params(long.as_bytes()).is_err());
+
+        let r = parse_rcpt_params(b"NOTIFY=success,Failure ORCPT=rfc822;bob+2Bx@a.test")
+            .expect("valid");
+        assert_eq!(
+            r.notify,
+            Some(vec!["SUCCESS".to_owned(), "FAILURE".to_owned()])
+        );
+        assert_eq!(r.orcpt.as_deref(), Some("rfc822;bob+2Bx@a.test"));
+        assert_eq!(r.raw.len(), 2);
+        assert_eq!(
+            parse_rcpt_params(b"NOTIFY=NEVER").expect("valid").notify,
+            Some(vec!["NEVER".to_owned()])
+        );
+        for bad in [
+            "NOTIFY=NEVER,SUCCESS",
+            "NOTIFY=SOMETIMES",
+            "NOTIFY=DELAY,DELAY",
+            "NOTIFY=DELAY NOTIFY=DELAY",
+            "ORCPT=bob@a.test",
+            "ORCPT=;bob",
+            "ORCPT=rfc822;",
+            "ORCPT=rfc822;a=b",
+            "NOTIFY",
+        ] {
+            assert!(
+                matches!(
+                    parse_rcpt_params(bad.as_bytes()),
+                    Err(ParamError::Syntax(_))
+                ),
+                "{bad}"
+            );
+        }
+        assert!(is_xtext(b"a+2Bb") && !is_xtext(b"a b") && !is_xtext(b"+2b"));
     }
 }

@@ -11,7 +11,7 @@ use postel_proto::sim::{Run, drive};
 use postel_proto::{BareLinePolicy, reply};
 
 const GREETING: &str = "220 mx.test ESMTP Postel 9.9.9\r\n";
-const EHLO_REPLY: &str = "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 10000000\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250-ENHANCEDSTATUSCODES\r\n250-CHUNKING\r\n250 HELP\r\n";
+const EHLO_REPLY: &str = "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 10000000\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250-ENHANCEDSTATUSCODES\r\n250-CHUNKING\r\n250-DSN\r\n250 HELP\r\n";
 const E: &str = "EHLO client.test\r\n";
 const TX: &str = "EHLO client.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\n";
 const TX_OK: &str = "250 2.1.0 Sender OK\r\n250 2.1.5 Recipient OK\r\n";

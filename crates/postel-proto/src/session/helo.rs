@@ -19,6 +19,7 @@ impl Session {
         if self.auth_advertised() {
             caps.push("AUTH PLAIN LOGIN".to_owned());
         }
+        caps.push("DSN".to_owned());
         caps.push("HELP".to_owned());
         caps
     }

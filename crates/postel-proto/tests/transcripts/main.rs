@@ -56,7 +56,7 @@ fn check(input: &[u8]) -> Run {
 }
 
 const GREETING: &str = "220 mx.test ESMTP Postel 9.9.9\r\n";
-const EHLO_REPLY: &str = "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250-ENHANCEDSTATUSCODES\r\n250-CHUNKING\r\n250 HELP\r\n";
+const EHLO_REPLY: &str = "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250-ENHANCEDSTATUSCODES\r\n250-CHUNKING\r\n250-DSN\r\n250 HELP\r\n";
 
 /// Asserts the replies after the greeting (and after an EHLO, when the input
 /// starts with one) equal `expected`.

@@ -34,6 +34,7 @@ fn ehlo_with(extra: &[&str]) -> String {
         "CHUNKING",
     ];
     caps.extend_from_slice(extra);
+    caps.push("DSN");
     caps.push("HELP");
     let mut r = "250-mx.test\r\n".to_owned();
     for (i, c) in caps.iter().enumerate() {

@@ -143,8 +143,22 @@ fn unknown_parameter_is_555() {
         "555 5.5.4 Unsupported parameter FOO\r\n",
     );
     expect(
-        &format!("{E}MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test> NOTIFY=NEVER\r\n"),
-        "250 2.1.0 Sender OK\r\n555 5.5.4 Unsupported parameter NOTIFY\r\n",
+        &format!("{E}MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test> XFOO=1\r\n"),
+        "250 2.1.0 Sender OK\r\n555 5.5.4 Unsupported parameter XFOO\r\n",
+    );
+}
+
+#[test]
+fn dsn_parameters_are_taken_and_bad_ones_are_501() {
+    expect(
+        &format!(
+            "{E}MAIL FROM:<a@b.test> RET=HDRS ENVID=x+2B1\r\nRCPT TO:<c@d.test> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;c@d.test\r\nRCPT TO:<e@d.test> NOTIFY=NEVER,SUCCESS\r\nRCPT TO:<e@d.test> ORCPT=c@d.test\r\n"
+        ),
+        "250 2.1.0 Sender OK\r\n250 2.1.5 Recipient OK\r\n501 5.5.4 Syntax: bad value or repeated parameter NOTIFY\r\n501 5.5.4 Syntax: bad value or repeated parameter ORCPT\r\n",
+    );
+    expect(
+        &format!("{E}MAIL FROM:<a@b.test> RET=SOME\r\n"),
+        "501 5.5.4 Syntax: bad value or repeated parameter RET\r\n",
     );
 }
 

@@ -22,7 +22,10 @@ fn mx_preference_with_the_primary_down_and_nothing_kept_locally() {
     assert_eq!(got["helo"], "mx.test", "EHLO with the configured hostname");
     let content = got["content"].as_str().expect("content");
     assert!(content.contains("Subject: via mx2"), "{content}");
-    assert!(content.starts_with("Received: from client.test"), "{content}");
+    assert!(
+        content.starts_with("Received: from client.test"),
+        "{content}"
+    );
     // Only passing through: not in the inbox, and gone from the queue.
     wait_for(10, "the queue to empty", || queue(&s).is_empty());
     assert!(s.messages().iter().all(|m| m["id"] != id.as_str()));
@@ -44,9 +47,12 @@ fn a_permanent_refusal_among_mixed_recipients_makes_one_notice_listing_only_it()
     wait_for(20, "the delivery and the notice", || {
         mx.received().len() == 1 && notices(&s).len() == 1
     });
-    assert_eq!(mx.received()[0]["rcpt_tos"], serde_json::json!(["bob@ok.test"]));
+    assert_eq!(
+        mx.received()[0]["rcpt_tos"],
+        serde_json::json!(["bob@ok.test"])
+    );
     let n = &notices(&s)[0];
-    assert_eq!(n["to"], "<me@here.test>");
+    assert_eq!(n["to"], "me@here.test");
     assert_eq!(n["auto_submitted"], "auto-replied");
     assert_eq!(n["parts"][1], "message/delivery-status");
     assert!(n["per_message"]["Reporting-MTA"] == "dns; mx.test", "{n}");
@@ -104,11 +110,17 @@ fn a_temporary_refusal_is_deferred_with_its_reply_and_the_queue_says_so() {
     assert_eq!(e["attempts"], 1);
     assert_eq!(e["last_reply"], "451 4.7.1 Try again later");
     let next = e["next_attempt"].as_str().expect("next_attempt");
-    assert!(next.ends_with('Z') && next.contains('T'), "RFC 3339: {next}");
+    assert!(
+        next.ends_with('Z') && next.contains('T'),
+        "RFC 3339: {next}"
+    );
     // The operator's view and actions.
     let show = postel(&["queue", "show", &id, "--data-dir", arg(&s.data_dir)]);
     let text = String::from_utf8_lossy(&show.stdout);
-    assert!(text.contains("defer1@ok.test") && text.contains("deferred"), "{text}");
+    assert!(
+        text.contains("defer1@ok.test") && text.contains("deferred"),
+        "{text}"
+    );
     let hold = postel(&["queue", "hold", &id, "--data-dir", arg(&s.data_dir)]);
     assert!(hold.status.success());
     assert_eq!(queue(&s)[0]["state"], "held");
@@ -118,7 +130,10 @@ fn a_temporary_refusal_is_deferred_with_its_reply_and_the_queue_says_so() {
     let delete = postel(&["queue", "delete", &id, "--data-dir", arg(&s.data_dir)]);
     assert!(delete.status.success());
     wait_for(10, "the queue to empty", || queue(&s).is_empty());
-    assert!(notices(&s).is_empty(), "a deleted recipient sends no notice");
+    assert!(
+        notices(&s).is_empty(),
+        "a deleted recipient sends no notice"
+    );
 }
 
 #[test]
@@ -188,25 +203,39 @@ fn a_dns_failure_is_temporary() {
         queue(&s).first().is_some_and(|e| e["state"] == "deferred")
     });
     let reply = queue(&s)[0]["last_reply"].as_str().unwrap_or("").to_owned();
-    assert!(reply.contains("MX lookup for servfail.test failed"), "{reply}");
+    assert!(
+        reply.contains("MX lookup for servfail.test failed"),
+        "{reply}"
+    );
     assert!(notices(&s).is_empty());
 }
 
 #[test]
 fn relay_control_and_the_senders_a_user_may_use() {
     let port = free_port();
-    let cfg = crate::rig::config(port, "", "[smtp]\nauth = true\nrequire_tls = false\n")
-        .replace("relay_networks = [\"127.0.0.0/8\"]", "relay_networks = [\"127.0.0.1/32\"]");
+    let cfg = crate::rig::config(port, "", "[smtp]\nauth = true\nrequire_tls = false\n").replace(
+        "relay_networks = [\"127.0.0.0/8\"]",
+        "relay_networks = [\"127.0.0.1/32\"]",
+    );
     let s = Server::start(&cfg, &[]);
     // alice may send as herself and as anyone at sales.here.test.
     let mut add = std::process::Command::new(crate::support::BIN)
         .args(["users", "add", "alice", "--address", "alice@here.test"])
-        .args(["--address", "*@sales.here.test", "--data-dir", arg(&s.data_dir)])
+        .args([
+            "--address",
+            "*@sales.here.test",
+            "--data-dir",
+            arg(&s.data_dir),
+        ])
         .stdin(std::process::Stdio::piped())
         .spawn()
         .expect("users add");
     use std::io::Write;
-    add.stdin.take().expect("stdin").write_all(b"secret\n").expect("pw");
+    add.stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"secret\n")
+        .expect("pw");
     assert!(add.wait().expect("wait").success());
     let script = format!(
         r#"
@@ -258,11 +287,18 @@ print(attempt("127.0.0.5", True, "", "bob@ok.test"))
 fn turning_delivery_on_needs_local_domains_and_a_full_hostname() {
     let dir = crate::support::temp_dir("cfg");
     let cfg = dir.join("c.toml");
-    std::fs::write(&cfg, "hostname = \"localhost\"\n[delivery]\nenabled = true\n").expect("write");
+    std::fs::write(
+        &cfg,
+        "hostname = \"localhost\"\n[delivery]\nenabled = true\n",
+    )
+    .expect("write");
     let o = postel(&["config", "check", "--config", arg(&cfg)]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
-    assert!(err.contains("policy.domains") && err.contains("open relay"), "{err}");
+    assert!(
+        err.contains("policy.domains") && err.contains("open relay"),
+        "{err}"
+    );
     assert!(err.contains("fully qualified"), "{err}");
     std::fs::write(
         &cfg,

@@ -4,8 +4,9 @@
 mod audit;
 mod bench;
 mod cli;
-mod delivery;
 mod client;
+mod delivery;
+mod delivery_hosts;
 mod durability;
 mod interop;
 mod rig;

@@ -157,11 +157,20 @@ impl Drop for Mx {
 /// `here.test`, relaying for loopback, MXes dialled on `mx_port`, retries
 /// after a second; `extra` is appended (more `[delivery]` keys first).
 pub(crate) fn config(mx_port: u16, delivery_extra: &str, extra: &str) -> String {
+    // Defaults a test may set otherwise in `delivery_extra`.
+    let defaults: String = [
+        ("connect_timeout", "\"2s\""),
+        ("command_timeout", "\"5s\""),
+        ("data_timeout", "\"5s\""),
+    ]
+    .iter()
+    .filter(|(k, _)| !delivery_extra.contains(&format!("{k} =")))
+    .map(|(k, v)| format!("{k} = {v}\n"))
+    .collect();
     format!(
         "[policy]\ndomains = [\"here.test\"]\n\
          [delivery]\nenabled = true\nrelay_networks = [\"127.0.0.0/8\"]\nmx_port = {mx_port}\n\
-         allow_private_addresses = true\nconnect_timeout = \"2s\"\ncommand_timeout = \"5s\"\n\
-         data_timeout = \"5s\"\n{delivery_extra}\n\
+         allow_private_addresses = true\n{defaults}{delivery_extra}\n\
          [dns]\nnameservers = [\"127.0.0.1:{}\"]\n{extra}",
         dns_port()
     )
@@ -185,7 +194,11 @@ pub(crate) fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
 /// `postel queue list --json` on the server's data folder.
 pub(crate) fn queue(s: &Server) -> Vec<serde_json::Value> {
     let out = postel(&["queue", "list", "--json", "--data-dir", arg(&s.data_dir)]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice::<serde_json::Value>(&out.stdout)
         .expect("json")
         .as_array()

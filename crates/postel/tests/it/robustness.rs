@@ -44,7 +44,8 @@ fn disk_full_is_451_keeps_what_was_stored_and_recovers_without_restart() {
     // Most of the space goes to a filler file, freed later.
     let filler = fs.0.join("filler");
     std::fs::write(&filler, vec![0u8; 3 * 1024 * 1024]).expect("filler");
-    let s = Server::start_in(&data, "", &[]);
+    // The free-disk threshold off: this is about a disk that really fills.
+    let s = Server::start_in(&data, "[limits]\nmin_free_disk_mb = 0\n", &[]);
     let mut c = s.connect();
     c.greet();
     let body = |i: usize| {
@@ -181,11 +182,37 @@ fn a_large_message_is_streamed_to_storage_not_held_in_memory() {
 }
 
 #[test]
+fn below_the_free_disk_threshold_mail_is_refused_at_mail_and_taken_again_after() {
+    let fs = Tmpfs::mount("8m");
+    let data = fs.0.join("data");
+    std::fs::create_dir_all(&data).expect("data dir");
+    let s = Server::start_in(&data, "[limits]\nmin_free_disk_mb = 4\n", &[]);
+    let mut c = s.connect();
+    c.greet();
+    c.mail("a@b.test", &["c@d.test"], b"Subject: fits\r\n\r\nx\r\n");
+    // Leave less than 4 MiB free: MAIL is refused before any content.
+    let filler = fs.0.join("filler");
+    std::fs::write(&filler, vec![0u8; 5 * 1024 * 1024]).expect("filler");
+    c.cmd(
+        "MAIL FROM:<a@b.test>",
+        "452 4.3.1 Insufficient system storage",
+    );
+    c.cmd("NOOP", "250 2.0.0 Ok");
+    std::fs::remove_file(&filler).expect("free space");
+    c.mail("a@b.test", &["c@d.test"], b"Subject: again\r\n\r\nx\r\n");
+    assert_eq!(s.messages().len(), 2);
+}
+
+#[test]
 fn disk_full_while_spooling_is_451_and_leaves_nothing_behind() {
     let fs = Tmpfs::mount("8m");
     let data = fs.0.join("data");
     std::fs::create_dir_all(&data).expect("data dir");
-    let s = Server::start_in(&data, "[limits]\nmax_message_size = 67108864\n", &[]);
+    let s = Server::start_in(
+        &data,
+        "[limits]\nmax_message_size = 67108864\nmin_free_disk_mb = 0\n",
+        &[],
+    );
     let mut c = s.connect();
     c.greet();
     // Twice the disk: the spool file fills it long before the end.

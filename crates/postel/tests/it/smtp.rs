@@ -15,7 +15,7 @@ fn greeting_names_host_and_postel_version() {
     ));
     c.send("EHLO client.test\r\n");
     c.expect(
-        "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 37748736\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250-ENHANCEDSTATUSCODES\r\n250-CHUNKING\r\n250 HELP",
+        "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 37748736\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250-ENHANCEDSTATUSCODES\r\n250-CHUNKING\r\n250-DSN\r\n250 HELP",
     );
     c.cmd("QUIT", "221 2.0.0 mx.test Bye");
     assert!(c.is_closed());
