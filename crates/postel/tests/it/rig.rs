@@ -55,8 +55,9 @@ const ZONE: &[&str] = &[
 /// The port of the one dnsmasq of this test binary, started at first use.
 /// A watchdog shell stops it when this process is gone.
 pub(crate) fn dns_port() -> u16 {
-    static PORT: OnceLock<u16> = OnceLock::new();
-    *PORT.get_or_init(|| {
+    // The watchdog is kept (never waited on: it ends with this process).
+    static DNS: OnceLock<(u16, std::sync::Mutex<Child>)> = OnceLock::new();
+    DNS.get_or_init(|| {
         let port = free_port();
         let dnsmasq = ["/usr/sbin/dnsmasq", "/usr/bin/dnsmasq"]
             .into_iter()
@@ -81,7 +82,7 @@ pub(crate) fn dns_port() -> u16 {
             quoted.join(" "),
             std::process::id()
         );
-        Command::new("sh")
+        let watchdog = Command::new("sh")
             .args(["-c", &script])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -94,8 +95,9 @@ pub(crate) fn dns_port() -> u16 {
             assert!(Instant::now() < deadline, "dnsmasq did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
-        port
+        (port, std::sync::Mutex::new(watchdog))
     })
+    .0
 }
 
 /// The peer scripts' folder.
