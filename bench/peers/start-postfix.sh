@@ -20,6 +20,10 @@
 # STARTTLS is offered (never required) with a self-signed certificate;
 # TLS=0 turns it off.
 #
+# RELAYHOST=[127.0.0.1]:PORT turns it into a relay instead (bench/relay.sh):
+# mail from 127.0.0.0/8 to any domain is accepted and sent on by the smtp
+# transport to that one loopback host, and nowhere else.
+#
 # Must run as root (the master process starts as root and drops privileges).
 # SPOOLDIR should be on a real disk: on tmpfs an fsync costs nothing and the
 # comparison would flatter Postfix (the script warns).
@@ -32,6 +36,11 @@ PORT="${1:?usage: start-postfix.sh PORT SPOOLDIR}"
 SPOOL="${2:?usage: start-postfix.sh PORT SPOOLDIR}"
 DOMAIN="${DOMAIN:-example.test}"
 TLS="${TLS:-1}"
+RELAYHOST="${RELAYHOST:-}"
+case "$RELAYHOST" in
+  ""|"[127."*"]:"*) ;;
+  *) peers_die "RELAYHOST must be a loopback [127.x.y.z]:port" ;;
+esac
 [[ "$PORT" =~ ^[0-9]+$ ]] || peers_die "bad port '$PORT'"
 [ "$(id -u)" = 0 ] || peers_die "needs root: the Postfix master process starts as root"
 peers_sbin
@@ -103,15 +112,30 @@ alias_maps =
 alias_database =
 relay_domains = $DOMAIN
 relay_recipient_maps =
-smtpd_relay_restrictions = permit_auth_destination, reject
 smtpd_recipient_restrictions =
 
+CF
+  if [ -n "$RELAYHOST" ]; then
+    cat <<CF
+# Relay: everything from mynetworks goes on to $RELAYHOST, and only there.
+smtpd_relay_restrictions = permit_mynetworks, permit_auth_destination, reject
+relayhost = $RELAYHOST
+default_transport = smtp
+relay_transport = smtp
+local_transport = discard:peer benchmark sink
+virtual_transport = discard:peer benchmark sink
+smtp_tls_security_level = none
+CF
+  else
+    cat <<CF
+smtpd_relay_restrictions = permit_auth_destination, reject
 # Whatever is accepted is thrown away by the discard transport.
 default_transport = discard:peer benchmark sink
 relay_transport = discard:peer benchmark sink
 local_transport = discard:peer benchmark sink
 virtual_transport = discard:peer benchmark sink
 CF
+  fi
   if [ "$TLS" = 1 ]; then
     cat <<CF
 
@@ -156,6 +180,10 @@ anvil unix - - - 1 anvil
 scache unix - - - 1 scache
 postlog unix-dgram n - - 1 postlogd
 SERVICES
+  # The relay's only way out: the smtp client, to RELAYHOST (loopback).
+  if [ -n "$RELAYHOST" ]; then
+    printf '%-18s %-10s %-7s %-7s %-7s %-7s %-7s %s\n' smtp unix - - n - - smtp
+  fi
 } > "$CONF/master.cf"
 
 # Not on a terminal, postfix reports a fatal error only in syslog, which may

@@ -154,6 +154,13 @@ impl Connection {
         name: &str,
         timeout: Duration,
     ) -> Result<(), ConnError> {
+        // Bytes after the 220 to STARTTLS would be read as if they came
+        // over TLS: an injection. The session ends instead.
+        if !self.client.is_idle() {
+            return Err(ConnError::Protocol(
+                "bytes after the reply to STARTTLS, before TLS".into(),
+            ));
+        }
         let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Gone) else {
             return Err(ConnError::Tls("TLS is already on".into()));
         };

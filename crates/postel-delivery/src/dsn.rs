@@ -53,6 +53,8 @@ pub struct Reported<'a> {
     pub remote: Option<String>,
     /// The reply, if a remote gave one.
     pub diagnostic: Option<String>,
+    /// Postel's own reason, when no remote replied (`null MX`...).
+    pub reason: Option<String>,
     /// For a delay: when Postel gives up (Unix seconds).
     pub will_retry_until: Option<i64>,
 }
@@ -129,6 +131,17 @@ fn memfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 impl Notice<'_> {
+    /// The notice's subject.
+    pub fn subject(&self) -> &'static str {
+        if self.recipients.iter().any(|r| r.action == Action::Failed) {
+            "Undelivered Mail Returned to Sender"
+        } else if self.recipients.iter().any(|r| r.action == Action::Delayed) {
+            "Delayed Mail (still being retried)"
+        } else {
+            "Successful Mail Delivery Report"
+        }
+    }
+
     /// The notice, as a message to send from `<>` to the original sender.
     pub fn render(&self) -> Vec<u8> {
         let Some(first) = self.recipients.first() else {
@@ -138,13 +151,7 @@ impl Notice<'_> {
         let host = self.hostname;
         let failed = self.recipients.iter().any(|r| r.action == Action::Failed);
         let delayed = self.recipients.iter().any(|r| r.action == Action::Delayed);
-        let subject = if failed {
-            "Undelivered Mail Returned to Sender"
-        } else if delayed {
-            "Delayed Mail (still being retried)"
-        } else {
-            "Successful Mail Delivery Report"
-        };
+        let subject = self.subject();
         let boundary = format!("{}.{:016x}/{host}", self.notice_id, fastrand::u64(..));
         let mut m = String::new();
         m.push_str(&format!(
@@ -176,7 +183,11 @@ impl Notice<'_> {
             "Your message was delivered to a system that does not report further.\r\n\r\n"
         });
         for r in &self.recipients {
-            let why = r.diagnostic.as_deref().unwrap_or(&r.status);
+            let why = r
+                .diagnostic
+                .as_deref()
+                .or(r.reason.as_deref())
+                .unwrap_or(&r.status);
             m.push_str(&format!(
                 "<{}>: {}: {}\r\n",
                 r.entry.recipient,
@@ -289,6 +300,8 @@ mod tests {
             next_attempt: 0,
             last_reply: None,
             warned: 0,
+            leased_until: None,
+            bounce: false,
         }
     }
 
@@ -332,6 +345,7 @@ mod tests {
                 status: "5.1.1".into(),
                 remote: Some("mx.far.test".into()),
                 diagnostic: Some("550 5.1.1 no such user".into()),
+                reason: None,
                 will_retry_until: None,
             }],
             original,

@@ -20,19 +20,24 @@
 //! - `session`: one outbound session: host choice, EHLO, STARTTLS policy,
 //!   AUTH, transactions;
 //! - `dsn`: RFC 3464 notices;
-//! - `worker`: the loop over the queue.
+//! - `report`: outcomes into queue updates and notices;
+//! - `metrics`: the queue, attempts and latency for `/metrics`;
+//! - `worker`: the loop over the queue: claims, destinations, sessions.
 
 #![warn(missing_docs)]
 
 pub mod connection;
 pub mod down;
 pub mod dsn;
+pub mod metrics;
 pub mod mx;
 pub mod outcome;
+mod report;
 pub mod schedule;
 pub mod session;
 pub mod settings;
 pub mod worker;
 
+pub use metrics::DeliveryMetrics;
 pub use settings::{Settings, Smarthost, Timeouts, TlsPolicy};
 pub use worker::Worker;

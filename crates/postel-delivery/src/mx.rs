@@ -13,6 +13,9 @@ use hickory_resolver::proto::rr::RData;
 
 use crate::outcome::Failure;
 
+/// The most MX hosts looked at for one domain.
+const MAX_MX: usize = 10;
+
 /// One host to try, with its addresses in the order to try them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Host {
@@ -221,7 +224,10 @@ pub async fn route(
     myself: &Myself,
     allow_private: bool,
 ) -> Result<Vec<Host>, Failure> {
-    let names = dns.mx_hosts(domain).await?;
+    let mut names = dns.mx_hosts(domain).await?;
+    // Enough for any real domain; a hostile one cannot make a delivery
+    // resolve without end.
+    names.truncate(MAX_MX);
     let mut hosts = Vec::new();
     let mut dns_failure = None;
     let mut private = false;
@@ -265,6 +271,10 @@ pub async fn route(
     }
     if !hosts.is_empty() {
         return Ok(hosts);
+    }
+    // A better MX that DNS could not resolve: not (yet) a loop.
+    if let (Some(_), Some(f)) = (cut, &dns_failure) {
+        return Err(f.clone());
     }
     if cut.is_some() {
         return Err(Failure::local(

@@ -30,18 +30,26 @@ impl Job {
         self.content.iter().any(|b| *b >= 0x80)
     }
 
+    /// Whether the message needs SMTPUTF8 (RFC 6531): an address, or a
+    /// header field, that is not ASCII. The client's `SMTPUTF8` alone, on
+    /// an all-ASCII message, does not make it need it.
     fn needs_smtputf8(&self) -> bool {
         let Some(first) = self.entries.first() else {
             return false;
         };
-        first
-            .mail_params
-            .iter()
-            .any(|p| p.eq_ignore_ascii_case("SMTPUTF8"))
-            || !first.mail_from.is_ascii()
+        let header_end = self
+            .content
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or(self.content.len());
+        !first.mail_from.is_ascii()
             || self.entries.iter().any(|e| !e.recipient.is_ascii())
+            || !self.content[..header_end].is_ascii()
     }
 }
+
+/// The most addresses one session tries, over all the MX hosts.
+const MAX_ADDRESSES: usize = 5;
 
 /// An open session, ready for transactions.
 pub struct Session {
@@ -91,6 +99,9 @@ impl Dial<'_> {
                     .map(move |ip| (h, SocketAddr::new(*ip, self.port)))
             })
             .collect();
+        // Postfix's smtp_mx_address_limit: a domain cannot make one
+        // delivery dial without end.
+        let targets: Vec<_> = targets.into_iter().take(MAX_ADDRESSES).collect();
         let up: Vec<_> = targets
             .iter()
             .filter(|(_, a)| !self.down.is_down(a.ip()))
@@ -432,7 +443,7 @@ impl Session {
                 continue;
             };
             match r.code {
-                250 | 251 => accepted.push(i),
+                200..=299 => accepted.push(i),
                 452 if !accepted.is_empty() && is_too_many(r) => again.push(i),
                 _ => done.push((i, Outcome::of_reply(&self.host, r, false))),
             }

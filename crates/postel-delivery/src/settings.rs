@@ -166,6 +166,10 @@ impl Settings {
 
     /// Whether `ip` is in the relay networks.
     pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
         self.relay_networks.iter().any(|n| n.contains(&ip))
     }
 

@@ -1,34 +1,46 @@
-//! The queue worker: takes the due rows from the store, groups them by
-//! destination, delivers each group over one session (within the limits
-//! on connections in all and per destination), records every outcome, and
-//! sends the notices that the outcomes call for.
+//! The queue worker: claims the due rows from the store (at most so many
+//! per domain, none for a domain whose connections are all busy), groups
+//! them by destination, and delivers each group over one session, within
+//! the limits on connections in all and per destination.
 //!
-//! The durability rule: a row changes only after its attempt, in one
-//! commit with the others of its group. A process killed mid-delivery
-//! leaves the row as it was, and it is tried again; a recipient that the
-//! remote took and that was recorded is never sent again.
+//! The durability rule: a row changes only after its attempt. Each
+//! message's outcomes are recorded as soon as its transaction ends (in the
+//! store's group commit, beside new mail), so a crash or a restart resends
+//! at most the message in flight. A claim keeps other deliveries off a row
+//! while it is worked on; claims are released when the worker starts, as
+//! this node then owns every delivery.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use postel_store::{Envelope, NewMessage, QueueEntry, QueueState, Recipient, Store};
+use postel_store::{QueueClaim, QueueEntry, QueueUpdate, Store};
 use tokio::sync::{Notify, Semaphore};
-use tracing::{error, info, warn};
+use tracing::{error, warn};
 
 use crate::down::DownHosts;
-use crate::dsn::{self, Action, Notice, Reported};
+use crate::metrics::DeliveryMetrics;
 use crate::mx::{self, Dns, Host, Myself};
 use crate::outcome::{Failure, Outcome};
-use crate::schedule::delay_warning_due;
+use crate::report::report;
 use crate::session::{Dial, Job};
 use crate::settings::{Settings, TlsPolicy};
 
-/// Due rows taken per look at the queue.
-const BATCH: usize = 2048;
+/// Rows claimed per look at the queue.
+const BATCH: usize = 1024;
+
+/// Rows claimed per domain per look: a session's worth.
+const PER_DOMAIN: usize = 200;
+
+/// How long a claim lasts if its outcome never comes (a task that hangs):
+/// longer than any session can take under the timeouts.
+const CLAIM: i64 = 6 * 3600;
 
 /// How often the queue is looked at when nothing wakes the worker.
 const POLL: Duration = Duration::from_secs(1);
+
+/// How long deliveries in flight may take to finish at shutdown.
+const GRACE: Duration = Duration::from_secs(10);
 
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> i64 {
@@ -44,7 +56,8 @@ pub struct Worker<S> {
     dns: Dns,
     down: Arc<DownHosts>,
     wake: Arc<Notify>,
-    in_flight: Mutex<HashSet<(String, u32)>>,
+    metrics: DeliveryMetrics,
+    /// Sessions open per destination.
     per_destination: Mutex<HashMap<String, usize>>,
     connections: Arc<Semaphore>,
 }
@@ -54,7 +67,12 @@ impl<S: Store + Clone> Worker<S> {
     ///
     /// # Errors
     /// When the DNS resolver cannot be set up.
-    pub fn new(store: S, settings: Settings, wake: Arc<Notify>) -> Result<Arc<Worker<S>>, String> {
+    pub fn new(
+        store: S,
+        settings: Settings,
+        wake: Arc<Notify>,
+        metrics: DeliveryMetrics,
+    ) -> Result<Arc<Worker<S>>, String> {
         let dns = Dns::new(&settings.nameservers)?;
         let connections = Arc::new(Semaphore::new(settings.max_connections.max(1)));
         Ok(Arc::new(Worker {
@@ -63,19 +81,27 @@ impl<S: Store + Clone> Worker<S> {
             dns,
             down: Arc::new(DownHosts::new()),
             wake,
-            in_flight: Mutex::new(HashSet::new()),
+            metrics,
             per_destination: Mutex::new(HashMap::new()),
             connections,
         }))
     }
 
-    /// Runs until `shutdown` completes. Deliveries in flight then are cut
-    /// off, and tried again at the next start.
+    /// Runs until `shutdown` completes; deliveries in flight then get a
+    /// few seconds to finish their transaction and record it.
     pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
+        if let Err(e) = self.store.queue_release_claims().await {
+            error!(error = %e, "cannot release the queue's claims");
+        }
         let mut shutdown = std::pin::pin!(shutdown);
         let mut tasks = tokio::task::JoinSet::new();
+        let mut counted = std::time::Instant::now() - Duration::from_secs(60);
         loop {
             self.dispatch(&mut tasks).await;
+            if counted.elapsed() >= Duration::from_secs(5) {
+                counted = std::time::Instant::now();
+                self.count().await;
+            }
             tokio::select! {
                 () = &mut shutdown => break,
                 () = self.wake.notified() => {}
@@ -83,6 +109,8 @@ impl<S: Store + Clone> Worker<S> {
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             }
         }
+        let _ =
+            tokio::time::timeout(GRACE, async { while tasks.join_next().await.is_some() {} }).await;
         tasks.abort_all();
     }
 
@@ -90,11 +118,47 @@ impl<S: Store + Clone> Worker<S> {
         m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Starts a task for each destination with due rows, within limits.
+    /// The queue by state, for `/metrics`.
+    async fn count(&self) {
+        if let Ok(counts) = self.store.queue_counts().await {
+            for state in ["queued", "deferred", "held", "delivered", "failed"] {
+                let n = counts
+                    .iter()
+                    .find(|(s, _)| s.as_str() == state)
+                    .map_or(0, |(_, n)| *n);
+                self.metrics
+                    .queue
+                    .get_or_create(&[("state", state)])
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+        }
+    }
+
+    /// Claims due rows and starts a task for each destination share.
     async fn dispatch(self: &Arc<Self>, tasks: &mut tokio::task::JoinSet<()>) {
         let now = unix_now();
-        let due = match self.store.queue_due(now, BATCH).await {
-            Ok(d) => d,
+        let max = self.settings.max_connections_per_destination;
+        let skip: Vec<String> = Self::lock(&self.per_destination)
+            .iter()
+            .filter(|(_, n)| **n >= max)
+            .map(|(d, _)| d.clone())
+            .collect();
+        let smarthost_busy = self.settings.smarthost.is_some()
+            && Self::lock(&self.per_destination)
+                .get(SMARTHOST)
+                .is_some_and(|n| *n >= max);
+        if smarthost_busy {
+            return;
+        }
+        let claim = QueueClaim {
+            now,
+            until: now + CLAIM,
+            limit: BATCH,
+            per_domain: PER_DOMAIN,
+            skip,
+        };
+        let rows = match self.store.queue_claim(&claim).await {
+            Ok(rows) => rows,
             Err(e) => {
                 error!(error = %e, "cannot read the queue");
                 return;
@@ -102,56 +166,33 @@ impl<S: Store + Clone> Worker<S> {
         };
         // Destination → message id → its rows there.
         let mut groups: BTreeMap<String, BTreeMap<String, Vec<QueueEntry>>> = BTreeMap::new();
-        {
-            let in_flight = Self::lock(&self.in_flight);
-            for e in due {
-                if in_flight.contains(&(e.id.clone(), e.position)) {
-                    continue;
-                }
-                let dest = self.destination(&e.recipient);
-                groups
-                    .entry(dest)
-                    .or_default()
-                    .entry(e.id.clone())
-                    .or_default()
-                    .push(e);
-            }
+        for e in rows {
+            groups
+                .entry(self.destination(&e.recipient))
+                .or_default()
+                .entry(e.id.clone())
+                .or_default()
+                .push(e);
         }
         for (dest, messages) in groups {
             let active = *Self::lock(&self.per_destination).get(&dest).unwrap_or(&0);
-            let free = self
-                .settings
-                .max_connections_per_destination
-                .saturating_sub(active);
-            if free == 0 {
-                continue;
-            }
-            // Spread the messages over as many sessions as may open.
-            let sessions = free.min(messages.len());
+            // At least one: what was claimed is delivered now, not left
+            // claimed and idle (a destination at its limit was skipped).
+            let sessions = max.saturating_sub(active).max(1).min(messages.len());
             let mut shares: Vec<Vec<Vec<QueueEntry>>> = vec![Vec::new(); sessions];
             for (i, (_, rows)) in messages.into_iter().enumerate() {
                 shares[i % sessions].push(rows);
             }
             for share in shares {
-                {
-                    let mut in_flight = Self::lock(&self.in_flight);
-                    for e in share.iter().flatten() {
-                        in_flight.insert((e.id.clone(), e.position));
-                    }
-                    *Self::lock(&self.per_destination)
-                        .entry(dest.clone())
-                        .or_default() += 1;
-                }
+                *Self::lock(&self.per_destination)
+                    .entry(dest.clone())
+                    .or_default() += 1;
                 let worker = self.clone();
                 let dest = dest.clone();
                 tasks.spawn(async move {
                     let permit = worker.connections.clone().acquire_owned().await;
-                    worker.deliver(&dest, &share).await;
+                    worker.deliver(&dest, share).await;
                     drop(permit);
-                    let mut in_flight = Self::lock(&worker.in_flight);
-                    for e in share.iter().flatten() {
-                        in_flight.remove(&(e.id.clone(), e.position));
-                    }
                     let mut per = Self::lock(&worker.per_destination);
                     if let Some(n) = per.get_mut(&dest) {
                         *n = n.saturating_sub(1);
@@ -167,329 +208,193 @@ impl<S: Store + Clone> Worker<S> {
     /// Where a recipient's mail goes: its domain, or the smarthost.
     fn destination(&self, recipient: &str) -> String {
         if self.settings.smarthost.is_some() {
-            return "[smarthost]".to_owned();
+            return SMARTHOST.to_owned();
         }
-        recipient
-            .rsplit_once('@')
-            .map_or(recipient, |(_, d)| d)
-            .to_ascii_lowercase()
+        postel_store::domain_of(recipient)
     }
 
     /// One session's worth: the messages (each its rows) for `dest`.
-    async fn deliver(&self, dest: &str, messages: &[Vec<QueueEntry>]) {
-        let now = unix_now();
-        let mut results: Vec<(Vec<QueueEntry>, Vec<Outcome>)> = Vec::new();
-        let mut jobs = Vec::new();
+    async fn deliver(&self, dest: &str, messages: Vec<Vec<QueueEntry>>) {
+        let mut pending = Vec::new();
+        let mut todo = Vec::new();
         for rows in messages {
-            let Some(first) = rows.first() else { continue };
-            match self.store.get(&first.id).await {
-                Ok(Some(m)) if hops(&m.raw) > self.settings.max_hops => {
-                    let f = Failure::local("5.4.6", "too many Received: headers: a mail loop");
-                    results.push((rows.clone(), vec![Outcome::Failed(f); rows.len()]));
-                }
-                Ok(Some(m)) => jobs.push(Job {
-                    entries: rows.clone(),
-                    content: Arc::new(m.raw),
-                }),
-                Ok(None) => {
-                    error!(
-                        id = first.id,
-                        "a queued message has no body: failing its recipients"
-                    );
-                    let f =
-                        Failure::local("5.3.0", "the message's content is missing from the store");
-                    results.push((rows.clone(), vec![Outcome::Failed(f); rows.len()]));
-                }
-                Err(e) => {
-                    warn!(id = first.id, error = %e, "cannot read a queued message");
-                    let f = Failure::local("4.3.0", format!("cannot read the message: {e}"));
-                    results.push((rows.clone(), vec![Outcome::Deferred(f); rows.len()]));
-                }
+            // Returned by the operator: failed at once, with a notice.
+            if rows.iter().any(|e| e.bounce) {
+                let f = Failure::local("5.0.0", "returned to the sender by the operator");
+                let outcomes = vec![Outcome::Failed(f); rows.len()];
+                pending.push(self.record(&rows, outcomes).await);
+            } else {
+                todo.push(rows);
             }
         }
-        if !jobs.is_empty() {
-            let outcomes = self.send(dest, &jobs).await;
-            for (job, o) in jobs.into_iter().zip(outcomes) {
-                results.push((job.entries, o));
+        if !todo.is_empty() {
+            self.send(dest, &todo, &mut pending).await;
+        }
+        for p in pending {
+            match p.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    error!(error = %e, "cannot record delivery outcomes: the rows stay claimed, and are tried again later")
+                }
+                Err(e) => error!(error = %e, "recording delivery outcomes failed"),
             }
         }
-        self.record(results, now).await;
     }
 
-    /// Resolves, opens a session and sends every job: one outcome per row.
-    async fn send(&self, dest: &str, jobs: &[Job]) -> Vec<Vec<Outcome>> {
+    /// Turns outcomes into updates and notices, and hands the updates to
+    /// the store's group commit (not waited for here).
+    async fn record(
+        &self,
+        rows: &[QueueEntry],
+        outcomes: Vec<Outcome>,
+    ) -> tokio::task::JoinHandle<Result<(), postel_store::StoreError>> {
+        let updates: Vec<QueueUpdate> = report(
+            &self.store,
+            &self.settings,
+            &self.metrics,
+            rows,
+            outcomes,
+            unix_now(),
+        )
+        .await;
+        let store = self.store.clone();
+        tokio::spawn(async move { store.queue_record(updates).await })
+    }
+
+    /// Resolves, opens a session and sends every message, recording each
+    /// one's outcomes as soon as its transaction ends.
+    async fn send(
+        &self,
+        dest: &str,
+        messages: &[Vec<QueueEntry>],
+        pending: &mut Vec<tokio::task::JoinHandle<Result<(), postel_store::StoreError>>>,
+    ) {
         let s = &self.settings;
-        let all = |o: Outcome| {
-            jobs.iter()
-                .map(|j| vec![o.clone(); j.entries.len()])
-                .collect()
-        };
-        let (hosts, dial) = match &s.smarthost {
-            Some(sh) => {
-                let addrs = match self.dns.addresses(&sh.host).await {
-                    Ok(a) if !a.is_empty() => a,
-                    Ok(_) => {
-                        return all(Outcome::Deferred(Failure::local(
-                            "4.4.4",
-                            format!("the smarthost {} has no address", sh.host),
-                        )));
-                    }
-                    Err(f) => return all(Outcome::Deferred(f)),
-                };
-                let host = Host {
-                    name: sh.host.clone(),
-                    preference: 0,
-                    addrs,
-                };
-                let dial = Dial {
-                    settings: s,
-                    tls: TlsPolicy::Verify,
-                    auth: sh.auth.as_ref(),
-                    implicit_tls: sh.implicit_tls,
-                    port: sh.port,
-                    down: &self.down,
-                };
-                (vec![host], dial)
-            }
-            None => {
-                let myself = Myself {
-                    hostname: s.hostname.to_ascii_lowercase(),
-                    listeners: s.own_addresses.clone(),
-                    mx_port: s.mx_port,
-                };
-                match mx::route(&self.dns, dest, &myself, s.allow_private_addresses).await {
-                    Ok(hosts) => (
-                        hosts,
-                        Dial {
-                            settings: s,
-                            tls: s.tls_for(dest),
-                            auth: None,
-                            implicit_tls: false,
-                            port: s.mx_port,
-                            down: &self.down,
-                        },
-                    ),
-                    Err(f) if f.is_permanent() => return all(Outcome::Failed(f)),
-                    Err(f) => return all(Outcome::Deferred(f)),
+        let (hosts, dial) = match self.route(dest).await {
+            Ok(r) => r,
+            Err(o) => {
+                for rows in messages {
+                    pending.push(self.record(rows, vec![o.clone(); rows.len()]).await);
                 }
+                return;
             }
         };
         let mut session = match dial.open(&hosts).await {
-            Ok(session) => session,
-            Err(f) => return all(Outcome::Deferred(f)),
-        };
-        let mut out = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            if !session.is_open() {
-                let f = Failure::local("4.4.2", format!("{}: the session ended", session.host));
-                out.push(vec![Outcome::Deferred(f); job.entries.len()]);
-                continue;
-            }
-            out.push(session.deliver(job, s).await);
-        }
-        session.quit().await;
-        out
-    }
-
-    /// Writes the outcomes, after sending the notices they call for (so
-    /// that a crash between the two repeats a notice, never loses one).
-    async fn record(&self, results: Vec<(Vec<QueueEntry>, Vec<Outcome>)>, now: i64) {
-        let s = &self.settings;
-        let mut updates = Vec::new();
-        for (rows, outcomes) in results {
-            let mut reported: Vec<Reported<'_>> = Vec::new();
-            for (e, o) in rows.iter().zip(outcomes) {
-                let mut u = e.update();
-                u.attempts = e.attempts.saturating_add(1);
-                match o {
-                    Outcome::Delivered {
-                        remote,
-                        reply,
-                        passed_dsn,
-                    } => {
-                        info!(id = e.id, to = e.recipient, %remote, reply, "delivered");
-                        u.state = QueueState::Delivered;
-                        u.last_reply = Some(reply.clone());
-                        if !passed_dsn && dsn::wanted(e, Action::Relayed) {
-                            reported.push(report(
-                                e,
-                                Action::Relayed,
-                                "2.0.0",
-                                Some(remote),
-                                Some(reply),
-                                None,
-                            ));
-                        }
-                    }
-                    Outcome::Failed(f) => {
-                        warn!(
-                            id = e.id,
-                            to = e.recipient,
-                            status = f.status,
-                            reply = f.text,
-                            "delivery failed"
-                        );
-                        u.state = QueueState::Failed;
-                        u.last_reply = Some(f.text.clone());
-                        if dsn::wanted(e, Action::Failed) {
-                            reported.push(failed(e, f));
-                        }
-                    }
-                    Outcome::Deferred(f) => {
-                        u.last_reply = Some(f.text.clone());
-                        let jitter = fastrand::f64();
-                        match s
-                            .schedule
-                            .next_attempt(e.received_at, u.attempts, now, jitter)
-                        {
-                            None => {
-                                warn!(
-                                    id = e.id,
-                                    to = e.recipient,
-                                    reply = f.text,
-                                    "gave up: the queue lifetime is over"
-                                );
-                                u.state = QueueState::Failed;
-                                if dsn::wanted(e, Action::Failed) {
-                                    reported.push(failed(e, f));
-                                }
-                            }
-                            Some(next) => {
-                                info!(
-                                    id = e.id,
-                                    to = e.recipient,
-                                    reply = f.text,
-                                    next,
-                                    "deferred"
-                                );
-                                u.state = QueueState::Deferred;
-                                u.next_attempt = next;
-                                if let Some(w) = delay_warning_due(e.received_at, now, e.warned) {
-                                    u.warned = w;
-                                    if dsn::wanted(e, Action::Delayed) {
-                                        let mut r = failed(e, f);
-                                        r.action = Action::Delayed;
-                                        r.will_retry_until =
-                                            Some(s.schedule.expires(e.received_at));
-                                        reported.push(r);
-                                    }
-                                }
-                            }
-                        }
-                    }
+            Ok(session) => Some(session),
+            Err(f) => {
+                for rows in messages {
+                    let o = Outcome::Deferred(f.clone());
+                    pending.push(self.record(rows, vec![o; rows.len()]).await);
                 }
-                updates.push(u);
+                return;
             }
-            if !reported.is_empty() {
-                self.notify(reported, now).await;
-            }
+        };
+        for rows in messages {
+            let outcomes = match self.load(rows).await {
+                Err(o) => vec![o; rows.len()],
+                Ok(content) => match session.as_mut().filter(|s| s.is_open()) {
+                    None => {
+                        let f = Failure::local("4.4.2", "the session ended");
+                        vec![Outcome::Deferred(f); rows.len()]
+                    }
+                    Some(session) => {
+                        let job = Job {
+                            entries: rows.clone(),
+                            content: Arc::new(content),
+                        };
+                        session.deliver(&job, s).await
+                    }
+                },
+            };
+            pending.push(self.record(rows, outcomes).await);
         }
-        if let Err(e) = self.store.queue_record(updates).await {
-            error!(error = %e, "cannot record delivery outcomes: they will be tried again");
+        if let Some(session) = session.take() {
+            session.quit().await;
         }
     }
 
-    /// Builds and stores one notice about one message, to its sender:
-    /// locally when the sender's domain is local, else queued.
-    async fn notify(&self, reported: Vec<Reported<'_>>, now: i64) {
-        let e = reported[0].entry;
-        let original = match self.store.get(&e.id).await {
-            Ok(Some(m)) => m.raw,
-            _ => Vec::new(),
-        };
+    /// The hosts for `dest`, and how to dial them; or the outcome for all
+    /// its recipients when there is nowhere to go.
+    async fn route(&self, dest: &str) -> Result<(Vec<Host>, Dial<'_>), Outcome> {
         let s = &self.settings;
-        let trusted = e.auth_user.is_some()
-            || e.client_addr
-                .parse::<std::net::SocketAddr>()
-                .is_ok_and(|a| s.is_trusted(a.ip()));
-        let ret_hdrs = e
-            .mail_params
-            .iter()
-            .any(|p| p.eq_ignore_ascii_case("RET=HDRS"));
-        let failure = reported.iter().any(|r| r.action == Action::Failed);
-        let id = self.store.next_id();
-        let notice = Notice {
-            hostname: &s.hostname,
-            notice_id: &id,
-            full_content: trusted
-                && !ret_hdrs
-                && failure
-                && original.len() <= s.notice_content_limit,
-            recipients: reported,
-            original: &original,
-            now,
-        };
-        let raw = notice.render();
-        let sender_domain = e.mail_from.rsplit_once('@').map_or("", |(_, d)| d);
-        let local = s.is_local(sender_domain);
-        let subject = if failure {
-            "Undelivered Mail Returned to Sender"
-        } else {
-            "Delivery Status Notification"
-        };
-        let msg = NewMessage {
-            id: id.clone(),
-            received_at: now,
-            envelope: Envelope {
-                mail_from: String::new(),
-                mail_params: Vec::new(),
-                recipients: vec![Recipient {
-                    address: e.mail_from.clone(),
-                    params: vec!["NOTIFY=NEVER".into()],
-                }],
-                client_addr: "127.0.0.1:0".into(),
-                helo: s.hostname.clone(),
-                protocol: "local".into(),
-                tls: None,
-                auth_user: None,
-            },
-            subject: Some(subject.into()),
-            raw,
-            spooled: None,
-            queue: if local { Vec::new() } else { vec![0] },
-            local,
-        };
-        match self.store.insert(msg).await {
-            Ok(()) => {
-                info!(id, about = e.id, to = e.mail_from, "notice sent");
-                if !local {
-                    self.wake.notify_one();
+        if let Some(sh) = &s.smarthost {
+            let addrs = match self.dns.addresses(&sh.host).await {
+                Ok(a) if !a.is_empty() => a,
+                Ok(_) => {
+                    return Err(Outcome::Deferred(Failure::local(
+                        "4.4.4",
+                        format!("the smarthost {} has no address", sh.host),
+                    )));
                 }
+                Err(f) => return Err(Outcome::Deferred(f)),
+            };
+            let host = Host {
+                name: sh.host.clone(),
+                preference: 0,
+                addrs,
+            };
+            let dial = Dial {
+                settings: s,
+                tls: TlsPolicy::Verify,
+                auth: sh.auth.as_ref(),
+                implicit_tls: sh.implicit_tls,
+                port: sh.port,
+                down: &self.down,
+            };
+            return Ok((vec![host], dial));
+        }
+        let myself = Myself {
+            hostname: s.hostname.to_ascii_lowercase(),
+            listeners: s.own_addresses.clone(),
+            mx_port: s.mx_port,
+        };
+        match mx::route(&self.dns, dest, &myself, s.allow_private_addresses).await {
+            Ok(hosts) => Ok((
+                hosts,
+                Dial {
+                    settings: s,
+                    tls: s.tls_for(dest),
+                    auth: None,
+                    implicit_tls: false,
+                    port: s.mx_port,
+                    down: &self.down,
+                },
+            )),
+            Err(f) if f.is_permanent() => Err(Outcome::Failed(f)),
+            Err(f) => Err(Outcome::Deferred(f)),
+        }
+    }
+
+    /// A message's content, just before it is sent (so that a session
+    /// holds one message in memory at a time); or the outcome when it
+    /// cannot be sent.
+    async fn load(&self, rows: &[QueueEntry]) -> Result<Vec<u8>, Outcome> {
+        let id = &rows[0].id;
+        match self.store.get(id).await {
+            Ok(Some(m)) if hops(&m.raw) > self.settings.max_hops => Err(Outcome::Failed(
+                Failure::local("5.4.6", "too many Received: headers: a mail loop"),
+            )),
+            Ok(Some(m)) => Ok(m.raw),
+            Ok(None) => {
+                error!(id, "a queued message has no body: failing its recipients");
+                Err(Outcome::Failed(Failure::local(
+                    "5.3.0",
+                    "the message's content is missing from the store",
+                )))
             }
-            Err(err) => error!(about = e.id, error = %err, "cannot store a delivery notice"),
+            Err(e) => {
+                warn!(id, error = %e, "cannot read a queued message");
+                Err(Outcome::Deferred(Failure::local(
+                    "4.3.0",
+                    format!("cannot read the message: {e}"),
+                )))
+            }
         }
     }
 }
 
-fn report<'a>(
-    e: &'a QueueEntry,
-    action: Action,
-    status: &str,
-    remote: Option<String>,
-    diagnostic: Option<String>,
-    until: Option<i64>,
-) -> Reported<'a> {
-    Reported {
-        entry: e,
-        action,
-        status: status.to_owned(),
-        remote,
-        diagnostic,
-        will_retry_until: until,
-    }
-}
-
-fn failed(e: &QueueEntry, f: Failure) -> Reported<'_> {
-    let diagnostic = f.remote.is_some().then(|| f.text.clone());
-    let remote = f.remote.clone();
-    let mut r = report(e, Action::Failed, &f.status, remote, diagnostic, None);
-    if r.diagnostic.is_none() {
-        // Postel's own reason, in the status line of the human part.
-        r.diagnostic = None;
-        r.status = f.status;
-    }
-    r
-}
+/// The destination name of the smarthost (not a domain: brackets).
+const SMARTHOST: &str = "[smarthost]";
 
 /// The `Received:` headers of a message (its hop count).
 fn hops(raw: &[u8]) -> usize {

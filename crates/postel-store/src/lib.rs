@@ -60,7 +60,7 @@ pub use memory::MemoryStore;
 pub use message::{
     Change, Envelope, Message, NewMessage, Page, Query, RawMessage, Recipient, Stats, Summary,
 };
-pub use queue::{QueueAction, QueueEntry, QueueState, QueueUpdate};
+pub use queue::{QueueAction, QueueClaim, QueueEntry, QueueState, QueueUpdate, domain_of};
 pub use spool::SpoolFile;
 pub use sqlite::{SPILL_AT, SqliteStore};
 pub use store::Store;

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::{
-    Change, Incoming, Message, NewMessage, Page, Query, QueueAction, QueueEntry, QueueState,
-    QueueUpdate, RawMessage, Stats, Store, StoreError, Summary,
+    Change, Incoming, Message, NewMessage, Page, Query, QueueAction, QueueClaim, QueueEntry,
+    QueueState, QueueUpdate, RawMessage, Stats, Store, StoreError, Summary,
 };
 
 /// Messages in memory, shared by its clones.
@@ -171,6 +171,8 @@ impl Store for MemoryStore {
                     next_attempt: summary.received_at,
                     last_reply: None,
                     warned: 0,
+                    leased_until: None,
+                    bounce: false,
                 });
                 q.1.insert(summary.id.clone(), message.clone());
             }
@@ -285,20 +287,40 @@ impl Store for MemoryStore {
         self.changes().subscribe()
     }
 
-    async fn queue_due(&self, now: i64, limit: usize) -> Result<Vec<QueueEntry>, StoreError> {
-        let mut due: Vec<QueueEntry> = self
-            .queue()
-            .0
-            .iter()
-            .filter(|e| {
-                matches!(e.state, QueueState::Queued | QueueState::Deferred)
-                    && e.next_attempt <= now
-            })
-            .cloned()
-            .collect();
+    async fn queue_claim(&self, c: &QueueClaim) -> Result<Vec<QueueEntry>, StoreError> {
+        let mut q = self.queue();
+        let mut due: Vec<&mut QueueEntry> =
+            q.0.iter_mut()
+                .filter(|e| {
+                    matches!(e.state, QueueState::Queued | QueueState::Deferred)
+                        && e.next_attempt <= c.now
+                        && e.leased_until.is_none_or(|l| l <= c.now)
+                        && !c.skip.contains(&crate::domain_of(&e.recipient))
+                })
+                .collect();
         due.sort_by_key(|e| e.next_attempt);
-        due.truncate(limit);
-        Ok(due)
+        let mut per: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        let mut out = Vec::new();
+        for e in due {
+            if out.len() >= c.limit {
+                break;
+            }
+            let n = per.entry(crate::domain_of(&e.recipient)).or_default();
+            if *n >= c.per_domain {
+                continue;
+            }
+            *n += 1;
+            e.leased_until = Some(c.until);
+            out.push(e.clone());
+        }
+        Ok(out)
+    }
+
+    async fn queue_release_claims(&self) -> Result<(), StoreError> {
+        for e in &mut self.queue().0 {
+            e.leased_until = None;
+        }
+        Ok(())
     }
 
     async fn queue_list(&self) -> Result<Vec<QueueEntry>, StoreError> {
@@ -312,6 +334,13 @@ impl Store for MemoryStore {
                 q.0.iter_mut()
                     .find(|e| e.id == u.id && e.position == u.position)
             {
+                e.leased_until = None;
+                // A deferral does not undo an operator's hold or delete.
+                let operator_changed =
+                    !matches!(e.state, QueueState::Queued | QueueState::Deferred);
+                if operator_changed && !u.state.is_done() {
+                    continue;
+                }
                 e.state = u.state;
                 e.attempts = u.attempts;
                 e.next_attempt = u.next_attempt;
@@ -356,6 +385,14 @@ impl Store for MemoryStore {
                 QueueAction::Delete if active => {
                     e.state = QueueState::Failed;
                     e.last_reply = Some("deleted by the operator".into());
+                    true
+                }
+                QueueAction::Bounce if active => {
+                    e.bounce = true;
+                    e.next_attempt = now;
+                    if e.state == QueueState::Held {
+                        e.state = QueueState::Queued;
+                    }
                     true
                 }
                 _ => false,

@@ -3,6 +3,11 @@
 //! `250` also means "queued"), and updated by the delivery worker after
 //! each attempt.
 //!
+//! A delivery claims the rows it works on with a lease (`leased_until`), so
+//! that no other delivery takes them meanwhile; recording the outcome ends
+//! the lease. A deferral does not overwrite what an operator did meanwhile
+//! (hold, delete); a delivery or a failure is recorded whatever happened.
+//!
 //! A message whose rows are all done (delivered or failed) leaves the
 //! queue; its body goes too unless the message is also kept in the inbox.
 //! While any row is still queued, deferred or held, no delete or prune
@@ -87,6 +92,10 @@ pub struct QueueEntry {
     pub last_reply: Option<String>,
     /// Delay notices sent so far (one bit per warning step).
     pub warned: u32,
+    /// Claimed by a delivery until then (Unix seconds).
+    pub leased_until: Option<i64>,
+    /// The operator asked for it to be returned to its sender.
+    pub bounce: bool,
 }
 
 /// The outcome of an attempt for one queued recipient.
@@ -134,4 +143,31 @@ pub enum QueueAction {
     Release,
     /// Forget the rows; no notice is sent.
     Delete,
+    /// Give up at once, with a failure notice to the sender.
+    Bounce,
+}
+
+/// Which rows a delivery worker claims (see `Store::queue_claim`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueClaim {
+    /// Now (Unix seconds): rows due at or before it.
+    pub now: i64,
+    /// The claim runs until then, unless the outcome comes first.
+    pub until: i64,
+    /// The most rows in all.
+    pub limit: usize,
+    /// The most rows for one destination domain, so that one domain's
+    /// backlog cannot fill the claim and hold up the others.
+    pub per_domain: usize,
+    /// Domains not to claim for now (their connections are all busy).
+    pub skip: Vec<String>,
+}
+
+/// The domain of an address (lowercase), where its mail goes; empty for
+/// one without a domain.
+pub fn domain_of(address: &str) -> String {
+    address
+        .rsplit_once('@')
+        .map_or("", |(_, d)| d)
+        .to_ascii_lowercase()
 }

@@ -5,9 +5,19 @@
 use std::sync::Arc;
 
 use crate::{
-    Change, Envelope, MemoryStore, NewMessage, Query, QueueAction, QueueState, Recipient,
-    SqliteStore, Store, Users,
+    Change, Envelope, MemoryStore, NewMessage, Query, QueueAction, QueueClaim, QueueState,
+    Recipient, SqliteStore, Store, Users,
 };
+
+fn claim(now: i64, until: i64) -> QueueClaim {
+    QueueClaim {
+        now,
+        until,
+        limit: 10,
+        per_domain: 10,
+        skip: Vec::new(),
+    }
+}
 
 fn message<S: Store>(store: &S, at: i64, from: &str, to: &str, subject: &str) -> NewMessage {
     let body = format!("Subject: {subject}\r\n\r\nhello\r\n");
@@ -160,9 +170,24 @@ async fn queue_contract<S: Store>(store: S) {
         1,
         "only the local one"
     );
-    assert!(store.queue_due(99, 10).await.expect("due").is_empty());
-    let due = store.queue_due(150, 10).await.expect("due");
+    assert!(
+        store
+            .queue_claim(&claim(99, 500))
+            .await
+            .expect("due")
+            .is_empty()
+    );
+    let due = store.queue_claim(&claim(150, 500)).await.expect("due");
     assert_eq!(due.len(), 2);
+    // Claimed: not handed out again until the claim ends.
+    assert!(
+        store
+            .queue_claim(&claim(160, 500))
+            .await
+            .expect("claimed")
+            .is_empty()
+    );
+    assert_eq!(due[0].leased_until, Some(500));
     assert_eq!(
         (due[1].recipient.as_str(), due[1].rcpt_params.clone()),
         ("y@r.test", vec!["NOTIFY=NEVER".to_owned()])
@@ -181,7 +206,29 @@ async fn queue_contract<S: Store>(store: S) {
     let all = store.queue_list().await.expect("list");
     assert_eq!(all.len(), 3);
     assert!(store.get(&through).await.expect("get").is_some());
-    assert_eq!(store.queue_due(999, 10).await.expect("due").len(), 1);
+    assert_eq!(store.queue_counts().await.expect("counts").len(), 3);
+    assert_eq!(
+        store
+            .queue_claim(&claim(999, 1500))
+            .await
+            .expect("due")
+            .len(),
+        1
+    );
+    store.queue_release_claims().await.expect("release");
+    // Per domain, and skipped domains.
+    let mut c = claim(999, 1000);
+    c.per_domain = 0;
+    assert!(
+        store
+            .queue_claim(&c)
+            .await
+            .expect("none per domain")
+            .is_empty()
+    );
+    c.per_domain = 10;
+    c.skip = vec!["r.test".into()];
+    assert!(store.queue_claim(&c).await.expect("skipped").is_empty());
     // Held rows are never due; released, they are due at once.
     assert_eq!(
         store
@@ -190,12 +237,37 @@ async fn queue_contract<S: Store>(store: S) {
             .expect("hold"),
         1
     );
-    assert_eq!(store.queue_due(5000, 10).await.expect("due").len(), 1);
+    // A deferral recorded while held does not undo the hold.
+    let held = store.queue_list().await.expect("list");
+    let mut late = held
+        .iter()
+        .find(|e| e.id == through && e.position == 1)
+        .expect("row")
+        .update();
+    late.state = QueueState::Deferred;
+    store.queue_record(vec![late]).await.expect("record");
+    assert!(
+        store
+            .queue_list()
+            .await
+            .expect("list")
+            .iter()
+            .any(|e| e.state == QueueState::Held)
+    );
+    assert_eq!(
+        store
+            .queue_claim(&claim(5000, 6000))
+            .await
+            .expect("due")
+            .len(),
+        1
+    );
+    store.queue_release_claims().await.expect("release");
     store
         .queue_act(Some(&through), QueueAction::Release, 300)
         .await
         .expect("release");
-    let due = store.queue_due(300, 10).await.expect("due");
+    let due = store.queue_claim(&claim(300, 400)).await.expect("due");
     assert_eq!(due.len(), 2);
     // Deleting the local copy keeps the body for the queue.
     assert!(store.delete(&both).await.expect("delete"));

@@ -8,8 +8,8 @@
 //! needs to know which calls would have.
 
 use crate::{
-    Change, Incoming, Message, NewMessage, Page, Query, QueueAction, QueueEntry, QueueUpdate,
-    RawMessage, Stats, StoreError, Summary,
+    Change, Incoming, Message, NewMessage, Page, Query, QueueAction, QueueClaim, QueueEntry,
+    QueueUpdate, RawMessage, Stats, StoreError, Summary,
 };
 
 /// Where messages are kept.
@@ -98,16 +98,45 @@ pub trait Store: Send + Sync + 'static {
     /// behind misses changes (and is told so by `recv`).
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Change>;
 
-    /// Queued recipients due at `now` (Unix seconds): queued or deferred,
-    /// with `next_attempt <= now`, soonest first, at most `limit`.
+    /// Claims the queued recipients due at `c.now` (Unix seconds): queued
+    /// or deferred, with `next_attempt <= now`, not claimed already (or
+    /// whose claim ran out), soonest first, at most `c.limit` in all and
+    /// `c.per_domain` per domain, none for the domains in `c.skip`. Each
+    /// is claimed until `c.until`, or until its outcome is recorded. A
+    /// lost claim (a crash) costs nothing but a wait: claims need not be
+    /// durable.
+    ///
+    /// # Errors
+    /// When the database cannot be written.
+    fn queue_claim(
+        &self,
+        c: &QueueClaim,
+    ) -> impl Future<Output = Result<Vec<QueueEntry>, StoreError>> + Send;
+
+    /// Ends every claim: at start, when this node owns every delivery.
+    ///
+    /// # Errors
+    /// When the database cannot be written.
+    fn queue_release_claims(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// How many recipients are in each state.
     ///
     /// # Errors
     /// When the database cannot be read.
-    fn queue_due(
+    fn queue_counts(
         &self,
-        now: i64,
-        limit: usize,
-    ) -> impl Future<Output = Result<Vec<QueueEntry>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<(crate::QueueState, u64)>, StoreError>> + Send {
+        async move {
+            let mut counts: Vec<(crate::QueueState, u64)> = Vec::new();
+            for e in self.queue_list().await? {
+                match counts.iter_mut().find(|(s, _)| *s == e.state) {
+                    Some((_, n)) => *n += 1,
+                    None => counts.push((e.state, 1)),
+                }
+            }
+            Ok(counts)
+        }
+    }
 
     /// Every queued recipient, by message then position.
     ///
@@ -115,9 +144,10 @@ pub trait Store: Send + Sync + 'static {
     /// When the database cannot be read.
     fn queue_list(&self) -> impl Future<Output = Result<Vec<QueueEntry>, StoreError>> + Send;
 
-    /// Records the outcomes of attempts, durably, in one transaction. A
-    /// message whose rows are then all done leaves the queue, with its
-    /// body unless it is kept in the inbox.
+    /// Records the outcomes of attempts, durably, in one transaction, and
+    /// ends their claims. A deferral leaves a row that an operator held or
+    /// deleted meanwhile as it is. A message whose rows are then all done
+    /// leaves the queue, with its body unless it is kept in the inbox.
     ///
     /// # Errors
     /// When the database cannot be written.

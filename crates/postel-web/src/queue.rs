@@ -1,6 +1,6 @@
 //! The delivery queue over HTTP: `GET /api/v1/queue` lists every queued
 //! recipient (the same objects as `postel queue list --json`), and
-//! `POST /api/v1/queue/{id}/{retry|hold|release|delete}` acts on one
+//! `POST /api/v1/queue/{id}/{retry|hold|release|delete|bounce}` acts on one
 //! message's rows (`all` for every message).
 
 use std::sync::Arc;
@@ -31,9 +31,10 @@ pub(crate) async fn act<S: Store + Clone>(
         "hold" => QueueAction::Hold,
         "release" => QueueAction::Release,
         "delete" => QueueAction::Delete,
+        "bounce" => QueueAction::Bounce,
         other => {
             return Err(ApiError::NotFound(format!(
-                "no queue action {other:?}: retry, hold, release or delete"
+                "no queue action {other:?}: retry, hold, release, delete or bounce"
             )));
         }
     };

@@ -210,6 +210,9 @@ pub(crate) enum QueueCommand {
     Release(QueueTarget),
     /// Forget queued recipients: nothing more is tried, no notice is sent.
     Delete(QueueTarget),
+    /// Give up on queued recipients and return the message to its sender
+    /// with a failure notice (done by the running server's worker).
+    Bounce(QueueTarget),
 }
 
 /// A message id, or `--all`.

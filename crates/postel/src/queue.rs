@@ -38,6 +38,7 @@ pub(crate) fn run(command: QueueCommand) -> anyhow::Result<()> {
         QueueCommand::Hold(t) => act(&t, QueueAction::Hold, "held"),
         QueueCommand::Release(t) => act(&t, QueueAction::Release, "released"),
         QueueCommand::Delete(t) => act(&t, QueueAction::Delete, "deleted"),
+        QueueCommand::Bounce(t) => act(&t, QueueAction::Bounce, "to return to the sender"),
     }
 }
 

@@ -111,7 +111,8 @@ pub(crate) fn serve(cfg: Config) -> anyhow::Result<()> {
                 let mut settings = settings.clone();
                 // The listeners as bound (a port 0 in the config is now known).
                 settings.own_addresses = listeners.iter().filter_map(|l| l.tcp.local_addr().ok()).collect();
-                let worker = postel_delivery::Worker::new(store.clone(), settings, wake.clone())
+                let metrics = postel_delivery::DeliveryMetrics::register(&mut registry);
+                let worker = postel_delivery::Worker::new(store.clone(), settings, wake.clone(), metrics)
                     .map_err(|e| anyhow::anyhow!("cannot start delivery: {e}"))?;
                 info!(
                     relay_networks = %cfg.delivery.as_ref().map(|d| d.relay_networks.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")).unwrap_or_default(),

@@ -210,6 +210,13 @@ impl Client {
         self.awaiting.len()
     }
 
+    /// Returns true if and only if no reply is half read. A driver checks
+    /// it before a TLS handshake: bytes after the `220` to STARTTLS would
+    /// be an injection (CVE-2011-0411 and kin, from the server's side).
+    pub fn is_idle(&self) -> bool {
+        self.decoder.is_idle()
+    }
+
     /// Returns true if and only if the session is over (QUIT answered,
     /// `421`, or a protocol error).
     pub fn is_closed(&self) -> bool {

@@ -8,6 +8,10 @@ pub const MAX_REPLY_LINE: usize = 4096;
 /// The most lines one reply may have.
 pub const MAX_REPLY_LINES: usize = 1000;
 
+/// The most octets of one reply, all its lines together: a server cannot
+/// make a client hold megabytes for one reply.
+pub const MAX_REPLY_BYTES: usize = 64 * 1024;
+
 /// One reply from a server: its code and the text of each line (what
 /// follows `250-` or `250 `).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,8 +48,9 @@ pub enum ReplyError {
     /// A line longer than [`MAX_REPLY_LINE`].
     #[error("a reply line longer than {MAX_REPLY_LINE} octets")]
     LineTooLong,
-    /// A reply of more than [`MAX_REPLY_LINES`] lines.
-    #[error("a reply of more than {MAX_REPLY_LINES} lines")]
+    /// A reply of more than [`MAX_REPLY_LINES`] lines, or
+    /// [`MAX_REPLY_BYTES`] octets.
+    #[error("a reply of more than {MAX_REPLY_LINES} lines or {MAX_REPLY_BYTES} octets")]
     TooManyLines,
     /// A line that is not `ddd-text` or `ddd text`, or whose code differs
     /// from the reply's first line.
@@ -59,6 +64,8 @@ pub struct ReplyDecoder {
     line: Vec<u8>,
     code: Option<u16>,
     lines: Vec<String>,
+    /// Octets of the reply being read, its lines so far.
+    bytes: usize,
 }
 
 impl ReplyDecoder {
@@ -117,7 +124,8 @@ impl ReplyDecoder {
         if self.code.is_some_and(|c| c != code) {
             return Err(malformed());
         }
-        if self.lines.len() >= MAX_REPLY_LINES {
+        self.bytes += line.len();
+        if self.lines.len() >= MAX_REPLY_LINES || self.bytes > MAX_REPLY_BYTES {
             return Err(ReplyError::TooManyLines);
         }
         self.code = Some(code);
@@ -127,6 +135,7 @@ impl ReplyDecoder {
             return Ok(None);
         }
         self.code = None;
+        self.bytes = 0;
         Ok(Some(ServerReply {
             code,
             lines: std::mem::take(&mut self.lines),
@@ -177,5 +186,19 @@ mod tests {
             all(&b"250-x\r\n".repeat(1001)),
             Err(ReplyError::TooManyLines)
         );
+        // Under the line count, over the octets: 100 lines of 1000.
+        let line = format!("250-{}\r\n", "y".repeat(996));
+        assert_eq!(
+            all(line.repeat(100).as_bytes()),
+            Err(ReplyError::TooManyLines)
+        );
+        // The count starts again with each reply.
+        let mut d = ReplyDecoder::default();
+        let mut out = Vec::new();
+        for _ in 0..200 {
+            d.decode(format!("250 {}\r\n", "z".repeat(1000)).as_bytes(), &mut out)
+                .expect("whole replies of 1000 octets");
+        }
+        assert_eq!(out.len(), 200);
     }
 }

@@ -38,19 +38,27 @@ use crate::private;
 /// spool, and are kept whole in the database.
 pub const SPILL_AT: usize = 256 * 1024;
 use crate::{
-    Change, Envelope, Message, NewMessage, Page, Query, QueueAction, QueueEntry, QueueState,
-    QueueUpdate, RawMessage, Recipient, SpoolFile, Stats, Store, StoreError, Summary,
+    Change, Envelope, Message, NewMessage, Page, Query, QueueAction, QueueClaim, QueueEntry,
+    QueueState, QueueUpdate, RawMessage, Recipient, SpoolFile, Stats, Store, StoreError, Summary,
 };
 use folder::*;
 use read::*;
 use schema::*;
 use writer::*;
 
-struct Job {
-    msg: NewMessage,
-    /// Octets of content kept apart in `blobs/<id>`.
-    apart: u64,
-    done: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
+/// What the writer thread commits: a message, or the outcomes of delivery
+/// attempts. Both kinds share a batch, and so an fsync.
+enum Job {
+    Insert {
+        msg: NewMessage,
+        /// Octets of content kept apart in `blobs/<id>`.
+        apart: u64,
+        done: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
+    },
+    Record {
+        updates: Vec<QueueUpdate>,
+        done: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
+    },
 }
 
 /// The embedded store: `messages.db` in the data folder.
@@ -134,7 +142,10 @@ impl SqliteStore {
         let notify = changes.clone();
         let writer = std::thread::Builder::new()
             .name("postel-store-writer".into())
-            .spawn(move || writer_loop(writer_conn, rx, notify))?;
+            .spawn({
+                let blobs = blobs.clone();
+                move || writer_loop(writer_conn, rx, notify, blobs)
+            })?;
         Ok(SqliteStore {
             path,
             spool,

@@ -1,12 +1,13 @@
-//! The delivery queue's rows: due ones for the worker, all of them for the
-//! operator, outcomes recorded, and the operator's actions.
+//! The delivery queue's rows: claims for the worker, all of them for the
+//! operator, outcomes recorded (by the writer thread, in the group commit
+//! beside new messages), and the operator's actions.
 
 use super::*;
 
 const ENTRY_QUERY: &str =
     "SELECT m.id, q.position, r.address, r.params, m.mail_from, m.mail_params,
         m.auth_user, m.client_addr, m.received_at, m.size, q.state, q.attempts, q.next_attempt,
-        q.last_reply, q.warned
+        q.last_reply, q.warned, q.leased_until, q.bounce, q.message_seq
      FROM queue q JOIN messages m ON m.seq = q.message_seq
      JOIN recipients r ON r.message_seq = q.message_seq AND r.position = q.position";
 
@@ -29,24 +30,134 @@ fn read_entry(row: &rusqlite::Row<'_>) -> Result<QueueEntry, rusqlite::Error> {
         next_attempt: row.get(12)?,
         last_reply: row.get(13)?,
         warned: row.get(14)?,
+        leased_until: row.get(15)?,
+        bounce: row.get(16)?,
     })
 }
 
+/// Applies outcomes inside the caller's transaction (the writer's batch).
+/// Returns the ids of messages that left the store with their queue.
+pub(super) fn record(tx: &Connection, updates: &[QueueUpdate]) -> Result<Vec<String>, StoreError> {
+    let mut seqs: Vec<(i64, &str)> = Vec::new();
+    {
+        let mut seq_of = tx.prepare_cached("SELECT seq FROM messages WHERE id = ?1")?;
+        // A deferral only where no operator changed the row meanwhile; a
+        // delivery or a failure whatever happened (it did happen).
+        let mut update = tx.prepare_cached(
+            "UPDATE queue SET state = ?3, attempts = ?4, next_attempt = ?5, last_reply = ?6,
+             warned = ?7, leased_until = NULL
+             WHERE message_seq = ?1 AND position = ?2
+               AND (?3 IN ('delivered', 'failed') OR state IN ('queued', 'deferred'))",
+        )?;
+        let mut unlease = tx.prepare_cached(
+            "UPDATE queue SET leased_until = NULL WHERE message_seq = ?1 AND position = ?2",
+        )?;
+        for u in updates {
+            let Some(seq) = seq_of
+                .query_row([&u.id], |r| r.get::<_, i64>(0))
+                .optional()?
+            else {
+                continue;
+            };
+            let n = update.execute(params![
+                seq,
+                u.position,
+                u.state.as_str(),
+                u.attempts,
+                u.next_attempt,
+                u.last_reply,
+                u.warned
+            ])?;
+            if n == 0 {
+                unlease.execute(params![seq, u.position])?;
+            }
+            if !seqs.iter().any(|(s, _)| *s == seq) {
+                seqs.push((seq, u.id.as_str()));
+            }
+        }
+    }
+    let mut removed = Vec::new();
+    for (seq, id) in seqs {
+        if let Some(id) = finish_if_done(tx, seq, id)? {
+            removed.push(id.to_owned());
+        }
+    }
+    Ok(removed)
+}
+
 impl SqliteStore {
-    /// [`Store::queue_due`], blocking.
+    /// [`Store::queue_claim`], blocking. The claim is committed without an
+    /// fsync of its own: a claim lost in a crash is released at the next
+    /// start anyway.
     ///
     /// # Errors
     /// As the trait's.
-    pub fn queue_due(&self, now: i64, limit: usize) -> Result<Vec<QueueEntry>, StoreError> {
-        let conn = lock(&self.reader);
-        let mut stmt = conn.prepare_cached(&format!(
-            "{ENTRY_QUERY} WHERE q.state IN ('queued', 'deferred') AND q.next_attempt <= ?1
-             ORDER BY q.next_attempt, q.message_seq, q.position LIMIT ?2"
-        ))?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        Ok(stmt
-            .query_map(params![now, limit], read_entry)?
-            .collect::<Result<_, _>>()?)
+    pub fn queue_claim(&self, c: &QueueClaim) -> Result<Vec<QueueEntry>, StoreError> {
+        let mut conn = lock(&self.reader);
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let claimed = (|| -> Result<Vec<QueueEntry>, StoreError> {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let skip: String = (0..c.skip.len())
+                .map(|i| format!("?{}", i + 4))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut rows: Vec<(QueueEntry, i64)> = {
+                // Due rows, numbered within their domain: at most
+                // per_domain of each, so that no domain fills the claim.
+                let mut stmt = tx.prepare(&format!(
+                    "{} WHERE q.rn <= ?3 ORDER BY q.next_attempt, q.message_seq, q.position LIMIT ?2",
+                    ENTRY_QUERY.replace(
+                        "FROM queue q",
+                        "FROM (SELECT *, row_number() OVER (PARTITION BY domain
+                                   ORDER BY next_attempt, message_seq, position) AS rn
+                               FROM queue
+                               WHERE state IN ('queued', 'deferred') AND next_attempt <= ?1
+                                 AND (leased_until IS NULL OR leased_until <= ?1)
+                                 AND domain NOT IN ({skip})) q"
+                            .replace("{skip}", &skip)
+                            .as_str()
+                    )
+                ))?;
+                let limit = i64::try_from(c.limit).unwrap_or(i64::MAX);
+                let per = i64::try_from(c.per_domain).unwrap_or(i64::MAX);
+                let mut args: Vec<rusqlite::types::Value> =
+                    vec![c.now.into(), limit.into(), per.into()];
+                args.extend(
+                    c.skip
+                        .iter()
+                        .map(|d| rusqlite::types::Value::from(d.clone())),
+                );
+                stmt.query_map(rusqlite::params_from_iter(args.iter()), |row| {
+                    Ok((read_entry(row)?, row.get::<_, i64>(17)?))
+                })?
+                .collect::<Result<_, _>>()?
+            };
+            {
+                let mut lease = tx.prepare_cached(
+                    "UPDATE queue SET leased_until = ?3 WHERE message_seq = ?1 AND position = ?2",
+                )?;
+                for (e, seq) in &mut rows {
+                    lease.execute(params![*seq, e.position, c.until])?;
+                    e.leased_until = Some(c.until);
+                }
+            }
+            tx.commit()?;
+            Ok(rows.into_iter().map(|(e, _)| e).collect())
+        })();
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        claimed
+    }
+
+    /// [`Store::queue_release_claims`], blocking.
+    ///
+    /// # Errors
+    /// As the trait's.
+    pub fn queue_release_claims(&self) -> Result<(), StoreError> {
+        lock(&self.reader).execute(
+            "UPDATE queue SET leased_until = NULL WHERE leased_until IS NOT NULL",
+            [],
+        )?;
+        Ok(())
     }
 
     /// [`Store::queue_list`], blocking.
@@ -60,50 +171,49 @@ impl SqliteStore {
         Ok(stmt.query_map([], read_entry)?.collect::<Result<_, _>>()?)
     }
 
-    /// [`Store::queue_record`], blocking.
+    /// [`Store::queue_counts`], blocking.
     ///
     /// # Errors
     /// As the trait's.
-    pub fn queue_record(&self, updates: &[QueueUpdate]) -> Result<(), StoreError> {
+    pub fn queue_counts(&self) -> Result<Vec<(QueueState, u64)>, StoreError> {
+        let conn = lock(&self.reader);
+        let mut stmt = conn.prepare_cached("SELECT state, count(*) FROM queue GROUP BY state")?;
+        let rows: Vec<(String, i64)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(s, n)| Some((QueueState::parse(&s)?, n as u64)))
+            .collect())
+    }
+
+    /// [`Store::queue_record`]: through the writer thread, in the group
+    /// commit beside new messages; directly for a store without one.
+    ///
+    /// # Errors
+    /// As the trait's.
+    pub async fn queue_record(&self, updates: Vec<QueueUpdate>) -> Result<(), StoreError> {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        let job = Job::Record { updates, done };
+        let unsent = match lock(&self.jobs).as_ref() {
+            Some(tx) => tx.send(job).err().map(|e| e.0),
+            None => Some(job),
+        };
+        match unsent {
+            None => wait.await.unwrap_or(Err(StoreError::Closed)),
+            Some(Job::Record { updates, .. }) => self.queue_record_here(&updates),
+            Some(Job::Insert { .. }) => Err(StoreError::Closed),
+        }
+    }
+
+    /// Records outcomes on this store's own connection (no writer thread).
+    fn queue_record_here(&self, updates: &[QueueUpdate]) -> Result<(), StoreError> {
         let mut conn = lock(&self.reader);
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let mut seqs = Vec::new();
-        {
-            let mut seq_of = tx.prepare_cached("SELECT seq FROM messages WHERE id = ?1")?;
-            let mut update = tx.prepare_cached(
-                "UPDATE queue SET state = ?3, attempts = ?4, next_attempt = ?5, last_reply = ?6,
-                 warned = ?7 WHERE message_seq = ?1 AND position = ?2",
-            )?;
-            for u in updates {
-                let Some(seq) = seq_of
-                    .query_row([&u.id], |r| r.get::<_, i64>(0))
-                    .optional()?
-                else {
-                    continue;
-                };
-                update.execute(params![
-                    seq,
-                    u.position,
-                    u.state.as_str(),
-                    u.attempts,
-                    u.next_attempt,
-                    u.last_reply,
-                    u.warned
-                ])?;
-                if !seqs.contains(&(seq, u.id.as_str())) {
-                    seqs.push((seq, u.id.as_str()));
-                }
-            }
-        }
-        let mut removed = Vec::new();
-        for (seq, id) in seqs {
-            if let Some(id) = finish_if_done(&tx, seq, id)? {
-                removed.push(id);
-            }
-        }
+        let removed = record(&tx, updates)?;
         tx.commit()?;
         drop(conn);
-        self.remove_blobs(removed);
+        self.remove_blobs(removed.iter().map(String::as_str));
         Ok(())
     }
 
@@ -134,6 +244,12 @@ impl SqliteStore {
             QueueAction::Delete => format!(
                 "UPDATE queue SET state = 'failed', last_reply = 'deleted by the operator'
                  WHERE state IN ('queued', 'deferred', 'held') AND {scope} AND ?2 = ?2"
+            ),
+            // The worker returns it with a notice at its next look.
+            QueueAction::Bounce => format!(
+                "UPDATE queue SET bounce = 1, next_attempt = ?2,
+                 state = CASE state WHEN 'held' THEN 'queued' ELSE state END
+                 WHERE state IN ('queued', 'deferred', 'held') AND {scope}"
             ),
         };
         let n = tx.execute(&sql, params![id, now])?;

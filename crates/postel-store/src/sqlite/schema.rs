@@ -38,6 +38,12 @@ CREATE TABLE IF NOT EXISTS queue (
     next_attempt INTEGER NOT NULL,
     last_reply   TEXT,
     warned       INTEGER NOT NULL DEFAULT 0,
+    -- Claimed by a delivery until then (Unix seconds); NULL: not claimed.
+    leased_until INTEGER,
+    -- 1: the operator asked for it to be returned to its sender.
+    bounce       INTEGER NOT NULL DEFAULT 0,
+    -- The recipient's domain, lowercase: where it goes.
+    domain       TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (message_seq, position)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS queue_due ON queue (next_attempt)

@@ -38,7 +38,7 @@ impl SqliteStore {
         let (done, wait) = tokio::sync::oneshot::channel();
         let sent = lock(&self.jobs)
             .as_ref()
-            .is_some_and(|tx| tx.send(Job { msg, apart, done }).is_ok());
+            .is_some_and(|tx| tx.send(Job::Insert { msg, apart, done }).is_ok());
         let (result, recorded) = if sent {
             match wait.await {
                 // This message's own insert failed, rolled back to its
@@ -447,16 +447,28 @@ impl Store for Arc<SqliteStore> {
         SqliteStore::subscribe(self)
     }
 
-    async fn queue_due(&self, now: i64, limit: usize) -> Result<Vec<QueueEntry>, StoreError> {
-        off(self, move |s| s.queue_due(now, limit)).await
+    async fn queue_claim(&self, c: &QueueClaim) -> Result<Vec<QueueEntry>, StoreError> {
+        let c = c.clone();
+        off(self, move |s| s.queue_claim(&c)).await
+    }
+
+    async fn queue_release_claims(&self) -> Result<(), StoreError> {
+        off(self, |s| s.queue_release_claims()).await
+    }
+
+    async fn queue_counts(&self) -> Result<Vec<(QueueState, u64)>, StoreError> {
+        off(self, |s| s.queue_counts()).await
     }
 
     async fn queue_list(&self) -> Result<Vec<QueueEntry>, StoreError> {
         off(self, |s| s.queue_list()).await
     }
 
-    async fn queue_record(&self, updates: Vec<QueueUpdate>) -> Result<(), StoreError> {
-        off(self, move |s| s.queue_record(&updates)).await
+    fn queue_record(
+        &self,
+        updates: Vec<QueueUpdate>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        SqliteStore::queue_record(self, updates)
     }
 
     async fn queue_act(

@@ -1,5 +1,6 @@
-//! The group-commit writer: one thread takes every message waiting at that
-//! moment and commits them in one transaction, one fsync for all.
+//! The group-commit writer: one thread takes every message (and every
+//! record of delivery outcomes) waiting at that moment and commits them in
+//! one transaction, one fsync for all.
 
 use super::*;
 
@@ -11,7 +12,9 @@ pub(super) fn writer_loop(
     mut conn: Connection,
     rx: mpsc::Receiver<Job>,
     changes: tokio::sync::broadcast::Sender<Change>,
+    blobs: PathBuf,
 ) {
+    let blobs = &blobs;
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Ok(first) = rx.recv() {
         batch.push(first);
@@ -23,30 +26,57 @@ pub(super) fn writer_loop(
                 Err(_) => break,
             }
         }
-        let results = commit_batch(&mut conn, &batch);
+        let (results, removed) = commit_batch(&mut conn, &batch, blobs);
+        // Content files of messages that left the queue, once committed.
+        for (dir, id) in removed {
+            let _ = std::fs::remove_file(dir.join(id));
+        }
         // Only build summaries when someone (the web inbox) is listening.
         let notify = changes.receiver_count() > 0;
         for (job, result) in batch.drain(..).zip(results) {
-            if notify && result.is_ok() && job.msg.local {
-                let _ = changes.send(Change::Stored(Box::new(summary_of(&job))));
+            match job {
+                Job::Insert { msg, apart, done } => {
+                    if notify && result.is_ok() && msg.local {
+                        let _ = changes.send(Change::Stored(Box::new(summary_of(&msg, apart))));
+                    }
+                    let _ = done.send(result);
+                }
+                Job::Record { done, .. } => {
+                    let _ = done.send(result);
+                }
             }
-            let _ = job.done.send(result);
         }
     }
 }
 
-/// Commits a batch in one transaction; each message in its own savepoint,
-/// so one bad message does not sink the others. Returns one result per job.
-pub(super) fn commit_batch(conn: &mut Connection, batch: &[Job]) -> Vec<Result<(), StoreError>> {
-    let run = |conn: &mut Connection| -> Result<Vec<Result<(), StoreError>>, StoreError> {
+/// The content files to remove once a batch is committed: the blob folder
+/// and a message id.
+type Removed<'a> = Vec<(&'a std::path::Path, String)>;
+
+/// Commits a batch in one transaction; each job in its own savepoint, so
+/// one bad message does not sink the others. Returns one result per job,
+/// and the content files that committed records made obsolete.
+pub(super) fn commit_batch<'a>(
+    conn: &mut Connection,
+    batch: &[Job],
+    blobs: &'a std::path::Path,
+) -> (Vec<Result<(), StoreError>>, Removed<'a>) {
+    let mut removed = Vec::new();
+    let mut run = |conn: &mut Connection| -> Result<Vec<Result<(), StoreError>>, StoreError> {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut results = Vec::with_capacity(batch.len());
         // Savepoints by cached statements: parsing SAVEPOINT and RELEASE
         // for every message cost more than the insert.
         let step = |sql: &str| tx.prepare_cached(sql).and_then(|mut s| s.execute([]));
+        let mut gone = Vec::new();
         for job in batch {
             step("SAVEPOINT message")?;
-            let r = insert_one(&tx, &job.msg, job.apart);
+            let r = match job {
+                Job::Insert { msg, apart, .. } => insert_one(&tx, msg, *apart),
+                Job::Record { updates, .. } => {
+                    super::queue::record(&tx, updates).map(|ids| gone.extend(ids))
+                }
+            };
             if r.is_err() {
                 step("ROLLBACK TO message")?;
             }
@@ -54,14 +84,15 @@ pub(super) fn commit_batch(conn: &mut Connection, batch: &[Job]) -> Vec<Result<(
             results.push(r);
         }
         tx.commit()?;
+        removed = gone.into_iter().map(|id| (blobs, id)).collect();
         Ok(results)
     };
     match run(conn) {
-        Ok(results) => results,
+        Ok(results) => (results, removed),
         Err(e) => {
             tracing::error!(error = %e, messages = batch.len(), "store commit failed");
             let (message, transient) = (e.to_string(), e.is_transient());
-            batch
+            let results = batch
                 .iter()
                 .map(|_| {
                     Err(StoreError::Commit {
@@ -69,7 +100,8 @@ pub(super) fn commit_batch(conn: &mut Connection, batch: &[Job]) -> Vec<Result<(
                         transient,
                     })
                 })
-                .collect()
+                .collect();
+            (results, Vec::new())
         }
     }
 }
@@ -105,21 +137,26 @@ pub(super) fn insert_one(conn: &Connection, m: &NewMessage, apart: u64) -> Resul
     }
     // The queue rows in the same commit: the 250 also means "queued".
     let mut queue = conn.prepare_cached(
-        "INSERT INTO queue (message_seq, position, state, next_attempt) VALUES (?1, ?2, 'queued', ?3)",
+        "INSERT INTO queue (message_seq, position, state, next_attempt, domain)
+         VALUES (?1, ?2, 'queued', ?3, ?4)",
     )?;
     for position in &m.queue {
-        queue.execute(params![seq, position, m.received_at])?;
+        let domain = e
+            .recipients
+            .get(*position as usize)
+            .map(|r| crate::queue::domain_of(&r.address))
+            .unwrap_or_default();
+        queue.execute(params![seq, position, m.received_at, domain])?;
     }
     Ok(())
 }
 
-pub(super) fn summary_of(job: &Job) -> Summary {
-    let m = &job.msg;
+pub(super) fn summary_of(m: &NewMessage, apart: u64) -> Summary {
     Summary {
         id: m.id.clone(),
         received_at: m.received_at,
         envelope: m.envelope.clone(),
         subject: m.subject.clone(),
-        size: m.raw.len() as u64 + job.apart,
+        size: m.raw.len() as u64 + apart,
     }
 }

@@ -311,3 +311,45 @@ fn turning_delivery_on_needs_local_domains_and_a_full_hostname() {
     assert!(out.contains("retry = [\"300s\", \"4800s\"]"), "{out}");
     assert!(out.contains("lifetime = \"259200s\""), "{out}");
 }
+
+#[test]
+fn an_operator_bounce_returns_the_message_and_the_api_and_metrics_show_the_queue() {
+    let port = free_port();
+    let _mx = Mx::start("127.0.2.1", port, &[]);
+    let s = Server::start(
+        &crate::rig::config(port, "retry = [\"1h\"]", ""),
+        &["--web", "127.0.0.1:0"],
+    );
+    let web = s.addrs["web"];
+    let mut c = s.connect();
+    c.greet();
+    let id = c.mail("me@here.test", &["defer2@ok.test"], &message("stuck"));
+    wait_for(20, "a deferral", || {
+        queue(&s).first().is_some_and(|e| e["state"] == "deferred")
+    });
+    // The API lists what the CLI lists.
+    let r = crate::support::http("GET", web, "/api/v1/queue", &[]);
+    assert_eq!(r.status, 200);
+    let api = r.json();
+    assert_eq!(api[0]["id"], id.as_str());
+    assert_eq!(api[0]["state"], "deferred");
+    // Metrics: the queue by state, attempts by result.
+    wait_for(15, "the queue gauge", || {
+        let m = crate::support::http("GET", web, "/metrics", &[]);
+        let text = String::from_utf8_lossy(&m.body).into_owned();
+        text.contains("postel_queue_recipients{state=\"deferred\"} 1")
+            && text.contains("postel_delivery_attempts_total{result=\"deferred\"} 1")
+    });
+    // The operator gives up: a failure notice goes to the sender.
+    let o = postel(&["queue", "bounce", &id, "--data-dir", arg(&s.data_dir)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    wait_for(20, "the notice", || notices(&s).len() == 1);
+    let n = &notices(&s)[0];
+    assert_eq!(n["recipients"][0]["Status"], "5.0.0");
+    assert_eq!(n["recipients"][0]["Action"], "failed");
+    wait_for(10, "the queue to empty", || queue(&s).is_empty());
+    // An action on what is no longer queued changes nothing.
+    let r = crate::support::http("POST", web, &format!("/api/v1/queue/{id}/retry"), &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["changed"], 0);
+}
