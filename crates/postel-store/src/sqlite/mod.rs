@@ -50,7 +50,7 @@ use writer::*;
 /// attempts. Both kinds share a batch, and so an fsync.
 enum Job {
     Insert {
-        msg: NewMessage,
+        msg: Box<NewMessage>,
         /// Octets of content kept apart in `blobs/<id>`.
         apart: u64,
         done: tokio::sync::oneshot::Sender<Result<(), StoreError>>,

@@ -36,9 +36,14 @@ impl SqliteStore {
             }
         };
         let (done, wait) = tokio::sync::oneshot::channel();
-        let sent = lock(&self.jobs)
-            .as_ref()
-            .is_some_and(|tx| tx.send(Job::Insert { msg, apart, done }).is_ok());
+        let sent = lock(&self.jobs).as_ref().is_some_and(|tx| {
+            tx.send(Job::Insert {
+                msg: Box::new(msg),
+                apart,
+                done,
+            })
+            .is_ok()
+        });
         let (result, recorded) = if sent {
             match wait.await {
                 // This message's own insert failed, rolled back to its
