@@ -14,7 +14,8 @@
 # Both keep their data on DATA_ROOT (default /var/tmp): a real disk.
 #
 # Settings (environment): SESSIONS=20, COUNT=20000, SIZE=4096, REPS=1,
-# DATA_ROOT=/var/tmp, TIMEOUT=600. Needs root (Postfix), smtp-source and
+# DATA_ROOT=/var/tmp, TIMEOUT=600, PERF=FILE (records Postel's run with
+# `perf record -g` into FILE, for `perf report -i FILE`). Needs root (Postfix), smtp-source and
 # smtp-sink (Debian's postfix), dnsmasq (dnsmasq-base) and a release build
 # (cargo build --release). Prints one line per run and the ratio.
 set -euo pipefail
@@ -58,12 +59,37 @@ sink_count() { tr '\r' '\n' < "$WORK/sink.out" | grep -o 'mesg=[0-9]*' | tail -1
 pids+=("$!")
 peers_await "$DNS_PORT" 10 || peers_die "dnsmasq did not start"
 
+# proc_cpu LABEL: CPU ticks (1/100 s) used so far by the server's processes
+# (Postel's one process; every live process of the Postfix instance: a
+# Postfix process that exits during the run is not counted, so Postfix's
+# figure is a lower bound).
+proc_cpu() {
+  local pids
+  if [ "$1" = postel ]; then pids="$POSTEL_PID"; else
+    pids="$(pgrep -f "$WORK/postfix" | tr '\n' ' ')"
+    local master; master="$(tr -dc '0-9' < "$WORK/postfix/queue/pid/master.pid" 2>/dev/null || true)"
+    [ -n "$master" ] && pids="$pids $master $(pgrep -P "$master" | tr '\n' ' ')"
+  fi
+  local total=0 p
+  for p in $pids; do
+    [ -r "/proc/$p/stat" ] || continue
+    total=$(( total + $(awk '{print $14 + $15}' "/proc/$p/stat") ))
+  done
+  echo "$total"
+}
+
 # run LABEL PORT: one load through the server on PORT; prints the row.
 run() {
   local label="$1" port="$2" rep="$3"
   kill "$SINK_PID" 2>/dev/null || true; wait "$SINK_PID" 2>/dev/null || true
   start_sink
   local t0 t1 n
+  local perf_pid=""
+  if [ -n "${PERF:-}" ] && [ "$label" = postel ]; then
+    perf record -F 499 -g -o "$PERF" -p "$POSTEL_PID" >/dev/null 2>&1 & perf_pid=$!
+    sleep 0.5
+  fi
+  local cpu0; cpu0="$(proc_cpu "$label")"
   t0="$(date +%s.%N)"
   timeout "$TIMEOUT" smtp-source -s "$SESSIONS" -m "$COUNT" -l "$SIZE" \
     -f bench@here.test -t rcpt@sink.test "127.0.0.1:$port" >/dev/null
@@ -77,11 +103,14 @@ run() {
     sleep 0.05
   done
   t1="$(date +%s.%N)"
+  local cpu1; cpu1="$(proc_cpu "$label")"
+  if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true; fi
   local secs rate
   secs="$(python3 -c "print($t1 - $t0)")"
   rate="$(python3 -c "print($COUNT / $secs)")"
-  printf '%s rep=%s sessions=%s messages=%s accepted_after=%ss seconds=%.2f delivered_per_s=%.0f\n' \
-    "$label" "$rep" "$SESSIONS" "$COUNT" "$taken" "$secs" "$rate"
+  printf '%s rep=%s sessions=%s messages=%s accepted_after=%ss seconds=%.2f delivered_per_s=%.0f server_cpu_s=%s\n' \
+    "$label" "$rep" "$SESSIONS" "$COUNT" "$taken" "$secs" "$rate" \
+    "$(python3 -c "print(round(($cpu1 - $cpu0) / 100, 2))")"
   echo "$rate" > "$WORK/rate-$label-$rep"
 }
 

@@ -15,6 +15,7 @@
 //! - `mx`: MX resolution, null MX, implicit MX, Postel itself, private
 //!   addresses;
 //! - `down`: hosts that did not answer, remembered for a while;
+//! - `handoff`: messages just committed, passed to delivery in memory;
 //! - `connection`: the tokio driver of the sans-IO client (TCP, TLS,
 //!   rounds of commands and replies under timeouts);
 //! - `session`: one outbound session: host choice, EHLO, STARTTLS policy,
@@ -29,6 +30,7 @@
 pub mod connection;
 pub mod down;
 pub mod dsn;
+pub mod handoff;
 pub mod metrics;
 pub mod mx;
 pub mod outcome;
@@ -38,6 +40,7 @@ pub mod session;
 pub mod settings;
 pub mod worker;
 
+pub use handoff::Handoff;
 pub use metrics::DeliveryMetrics;
 pub use settings::{Settings, Smarthost, Timeouts, TlsPolicy};
 pub use worker::Worker;

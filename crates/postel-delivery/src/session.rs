@@ -25,9 +25,19 @@ pub struct Job {
     pub content: Arc<Vec<u8>>,
 }
 
+/// What a message needs of the remote, found once per message.
+#[derive(Debug, Clone, Copy)]
+struct Needs {
+    eight_bit: bool,
+    smtputf8: bool,
+}
+
 impl Job {
-    fn eight_bit(&self) -> bool {
-        self.content.iter().any(|b| *b >= 0x80)
+    fn needs(&self) -> Needs {
+        Needs {
+            eight_bit: !self.content.is_ascii(),
+            smtputf8: self.needs_smtputf8(),
+        }
     }
 
     /// Whether the message needs SMTPUTF8 (RFC 6531): an address, or a
@@ -287,7 +297,8 @@ impl Session {
     pub async fn deliver(&mut self, job: &Job, settings: &Settings) -> Vec<Outcome> {
         let n = job.entries.len();
         let mut outcomes: Vec<Option<Outcome>> = vec![None; n];
-        if let Some(f) = self.refuse_before_sending(job) {
+        let needs = job.needs();
+        if let Some(f) = self.refuse_before_sending(job, needs) {
             return vec![Outcome::Failed(f); n];
         }
         let mut pending: Vec<usize> = (0..n).collect();
@@ -302,7 +313,7 @@ impl Session {
                         .min(settings.max_recipients_per_transaction.max(1)),
                 )
                 .collect();
-            match self.transaction(job, &chunk, settings).await {
+            match self.transaction(job, needs, &chunk, settings).await {
                 Ok((done, again)) => {
                     for (i, o) in done {
                         outcomes[i] = Some(o);
@@ -327,7 +338,7 @@ impl Session {
     }
 
     /// What this host cannot take, known before sending anything.
-    fn refuse_before_sending(&self, job: &Job) -> Option<Failure> {
+    fn refuse_before_sending(&self, job: &Job, needs: Needs) -> Option<Failure> {
         let size = job.content.len() as u64;
         if let Some(max) = self.caps.size.filter(|m| *m > 0 && size > *m) {
             return Some(Failure::local(
@@ -338,7 +349,7 @@ impl Session {
                 ),
             ));
         }
-        if job.needs_smtputf8() && !self.caps.smtputf8 {
+        if needs.smtputf8 && !self.caps.smtputf8 {
             return Some(Failure::local(
                 "5.6.7",
                 format!(
@@ -347,7 +358,7 @@ impl Session {
                 ),
             ));
         }
-        if job.eight_bit() && !self.caps.eightbitmime {
+        if needs.eight_bit && !self.caps.eightbitmime {
             return Some(Failure::local(
                 "5.6.3",
                 format!(
@@ -364,6 +375,7 @@ impl Session {
     async fn transaction(
         &mut self,
         job: &Job,
+        needs: Needs,
         chunk: &[usize],
         settings: &Settings,
     ) -> Result<(Vec<(usize, Outcome)>, Vec<usize>), Failure> {
@@ -374,10 +386,10 @@ impl Session {
         if self.caps.size.is_some() {
             mail_params.push(format!("SIZE={}", job.content.len()));
         }
-        if job.eight_bit() {
+        if needs.eight_bit {
             mail_params.push("BODY=8BITMIME".into());
         }
-        if job.needs_smtputf8() {
+        if needs.smtputf8 {
             mail_params.push("SMTPUTF8".into());
         }
         if dsn {

@@ -19,6 +19,7 @@ use tokio::sync::{Notify, Semaphore};
 use tracing::{error, warn};
 
 use crate::down::DownHosts;
+use crate::handoff::Handoff;
 use crate::metrics::DeliveryMetrics;
 use crate::mx::{self, Dns, Host, Myself};
 use crate::outcome::{Failure, Outcome};
@@ -39,6 +40,9 @@ const CLAIM: i64 = 6 * 3600;
 /// How often the queue is looked at when nothing wakes the worker.
 const POLL: Duration = Duration::from_secs(1);
 
+/// How long one session goes on taking more messages for its destination.
+const SESSION_REUSE: Duration = Duration::from_secs(300);
+
 /// How long deliveries in flight may take to finish at shutdown.
 const GRACE: Duration = Duration::from_secs(10);
 
@@ -57,13 +61,17 @@ pub struct Worker<S> {
     down: Arc<DownHosts>,
     wake: Arc<Notify>,
     metrics: DeliveryMetrics,
+    /// Messages just committed, handed over from intake in memory.
+    handoff: Arc<Handoff>,
     /// Sessions open per destination.
     per_destination: Mutex<HashMap<String, usize>>,
     connections: Arc<Semaphore>,
 }
 
 impl<S: Store + Clone> Worker<S> {
-    /// A worker for `store`. `wake` is notified when new rows are queued.
+    /// A worker for `store`. `wake` is notified when new rows are queued;
+    /// `handoff` holds messages just committed, so that they need not be
+    /// read back.
     ///
     /// # Errors
     /// When the DNS resolver cannot be set up.
@@ -72,6 +80,7 @@ impl<S: Store + Clone> Worker<S> {
         settings: Settings,
         wake: Arc<Notify>,
         metrics: DeliveryMetrics,
+        handoff: Arc<Handoff>,
     ) -> Result<Arc<Worker<S>>, String> {
         let dns = Dns::new(&settings.nameservers)?;
         let connections = Arc::new(Semaphore::new(settings.max_connections.max(1)));
@@ -82,6 +91,7 @@ impl<S: Store + Clone> Worker<S> {
             down: Arc::new(DownHosts::new()),
             wake,
             metrics,
+            handoff,
             per_destination: Mutex::new(HashMap::new()),
             connections,
         }))
@@ -156,6 +166,7 @@ impl<S: Store + Clone> Worker<S> {
             limit: BATCH,
             per_domain: PER_DOMAIN,
             skip,
+            only: None,
         };
         let rows = match self.store.queue_claim(&claim).await {
             Ok(rows) => rows,
@@ -289,28 +300,62 @@ impl<S: Store + Clone> Worker<S> {
                 return;
             }
         };
-        for rows in messages {
-            let outcomes = match self.load(rows).await {
-                Err(o) => vec![o; rows.len()],
-                Ok(content) => match session.as_mut().filter(|s| s.is_open()) {
-                    None => {
-                        let f = Failure::local("4.4.2", "the session ended");
-                        vec![Outcome::Deferred(f); rows.len()]
-                    }
-                    Some(session) => {
-                        let job = Job {
-                            entries: rows.clone(),
-                            content: Arc::new(content),
-                        };
-                        session.deliver(&job, s).await
-                    }
-                },
-            };
-            pending.push(self.record(rows, outcomes).await);
+        let started = std::time::Instant::now();
+        let mut batch: Vec<Vec<QueueEntry>> = messages.to_vec();
+        loop {
+            for rows in &batch {
+                let outcomes = match self.load(rows).await {
+                    Err(o) => vec![o; rows.len()],
+                    Ok(content) => match session.as_mut().filter(|s| s.is_open()) {
+                        None => {
+                            let f = Failure::local("4.4.2", "the session ended");
+                            vec![Outcome::Deferred(f); rows.len()]
+                        }
+                        Some(session) => {
+                            let job = Job {
+                                entries: rows.clone(),
+                                content,
+                            };
+                            session.deliver(&job, s).await
+                        }
+                    },
+                };
+                self.handoff.forget(&rows[0].id);
+                pending.push(self.record(rows, outcomes).await);
+            }
+            // The next messages for this destination, on the same session
+            // (Postfix's connection reuse), for up to five minutes.
+            let open = session.as_ref().is_some_and(|s| s.is_open());
+            if !open || started.elapsed() > SESSION_REUSE {
+                break;
+            }
+            batch = self.more(dest).await;
+            if batch.is_empty() {
+                break;
+            }
         }
         if let Some(session) = session.take() {
             session.quit().await;
         }
+    }
+
+    /// More due messages for `dest`, claimed for a session already open.
+    async fn more(&self, dest: &str) -> Vec<Vec<QueueEntry>> {
+        let now = unix_now();
+        let claim = QueueClaim {
+            now,
+            until: now + CLAIM,
+            limit: PER_DOMAIN,
+            per_domain: PER_DOMAIN,
+            skip: Vec::new(),
+            only: (dest != SMARTHOST).then(|| dest.to_owned()),
+        };
+        let rows = self.store.queue_claim(&claim).await.unwrap_or_default();
+        let mut by_id: BTreeMap<String, Vec<QueueEntry>> = BTreeMap::new();
+        for e in rows {
+            by_id.entry(e.id.clone()).or_default().push(e);
+        }
+        by_id.into_values().collect()
     }
 
     /// The hosts for `dest`, and how to dial them; or the outcome for all
@@ -366,15 +411,25 @@ impl<S: Store + Clone> Worker<S> {
     }
 
     /// A message's content, just before it is sent (so that a session
-    /// holds one message in memory at a time); or the outcome when it
-    /// cannot be sent.
-    async fn load(&self, rows: &[QueueEntry]) -> Result<Vec<u8>, Outcome> {
+    /// holds one message in memory at a time): handed over from intake, or
+    /// read from the store; or the outcome when it cannot be sent.
+    async fn load(&self, rows: &[QueueEntry]) -> Result<Arc<Vec<u8>>, Outcome> {
         let id = &rows[0].id;
+        let loop_failure = || {
+            Outcome::Failed(Failure::local(
+                "5.4.6",
+                "too many Received: headers: a mail loop",
+            ))
+        };
+        if let Some(raw) = self.handoff.get(id) {
+            if hops(&raw) > self.settings.max_hops {
+                return Err(loop_failure());
+            }
+            return Ok(raw);
+        }
         match self.store.get(id).await {
-            Ok(Some(m)) if hops(&m.raw) > self.settings.max_hops => Err(Outcome::Failed(
-                Failure::local("5.4.6", "too many Received: headers: a mail loop"),
-            )),
-            Ok(Some(m)) => Ok(m.raw),
+            Ok(Some(m)) if hops(&m.raw) > self.settings.max_hops => Err(loop_failure()),
+            Ok(Some(m)) => Ok(Arc::new(m.raw)),
             Ok(None) => {
                 error!(id, "a queued message has no body: failing its recipients");
                 Err(Outcome::Failed(Failure::local(

@@ -296,6 +296,9 @@ impl Store for MemoryStore {
                         && e.next_attempt <= c.now
                         && e.leased_until.is_none_or(|l| l <= c.now)
                         && !c.skip.contains(&crate::domain_of(&e.recipient))
+                        && c.only
+                            .as_ref()
+                            .is_none_or(|d| *d == crate::domain_of(&e.recipient))
                 })
                 .collect();
         due.sort_by_key(|e| e.next_attempt);

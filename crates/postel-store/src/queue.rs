@@ -161,6 +161,8 @@ pub struct QueueClaim {
     pub per_domain: usize,
     /// Domains not to claim for now (their connections are all busy).
     pub skip: Vec<String>,
+    /// Only this domain (a session asking for more of its destination).
+    pub only: Option<String>,
 }
 
 /// The domain of an address (lowercase), where its mail goes; empty for

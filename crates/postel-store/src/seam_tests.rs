@@ -16,6 +16,7 @@ fn claim(now: i64, until: i64) -> QueueClaim {
         limit: 10,
         per_domain: 10,
         skip: Vec::new(),
+        only: None,
     }
 }
 
@@ -229,6 +230,9 @@ async fn queue_contract<S: Store>(store: S) {
     c.per_domain = 10;
     c.skip = vec!["r.test".into()];
     assert!(store.queue_claim(&c).await.expect("skipped").is_empty());
+    c.skip.clear();
+    c.only = Some("elsewhere.test".into());
+    assert!(store.queue_claim(&c).await.expect("only").is_empty());
     // Held rows are never due; released, they are due at once.
     assert_eq!(
         store

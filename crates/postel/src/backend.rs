@@ -77,6 +77,8 @@ pub(crate) struct Relay {
     pub(crate) policy: RelayPolicy,
     /// Woken when a message is queued.
     pub(crate) wake: Arc<tokio::sync::Notify>,
+    /// Where a message just queued is handed to delivery in memory.
+    pub(crate) handoff: Arc<postel_delivery::Handoff>,
 }
 
 /// Free octets for unprivileged users on the file system of `dir`.
@@ -355,6 +357,10 @@ impl<S: Store> BackendSession for PostelSession<S> {
             queue: std::mem::take(&mut self.queue),
         };
         let queued = !msg.queue.is_empty();
+        // A small message to send on goes to delivery in memory too, so
+        // that it is not read back from the store.
+        let handoff = (queued && msg.spooled.is_none() && inner.relay.is_some())
+            .then(|| Arc::new(msg.raw.clone()));
         let size = msg.size();
         let from = postel_proto::display::visible(&msg.envelope.mail_from).into_owned();
         let started = Instant::now();
@@ -369,6 +375,9 @@ impl<S: Store> BackendSession for PostelSession<S> {
         match result {
             Ok(()) => {
                 if let (true, Some(relay)) = (queued, &inner.relay) {
+                    if let Some(raw) = handoff {
+                        relay.handoff.put(&id, raw);
+                    }
                     relay.wake.notify_one();
                 }
                 inner.metrics.messages.inc();

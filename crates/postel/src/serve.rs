@@ -91,6 +91,7 @@ pub(crate) fn serve(cfg: Config) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("cannot prepare password checks: {e}"))?,
         );
         let wake = Arc::new(tokio::sync::Notify::new());
+        let handoff = Arc::new(postel_delivery::Handoff::default());
         let inner = Arc::new(Inner {
             store: store.clone(),
             policy: Policy { domains: cfg.domains.clone(), mailboxes: cfg.mailboxes.clone() },
@@ -102,6 +103,7 @@ pub(crate) fn serve(cfg: Config) -> anyhow::Result<()> {
             relay: cfg.delivery.as_ref().map(|d| backend::Relay {
                 policy: postel_policy::RelayPolicy { networks: d.relay_networks.clone() },
                 wake: wake.clone(),
+                handoff: handoff.clone(),
             }),
             disk: (cfg.min_free_disk > 0).then(|| (cfg.data_dir.clone(), cfg.min_free_disk)),
         });
@@ -112,7 +114,7 @@ pub(crate) fn serve(cfg: Config) -> anyhow::Result<()> {
                 // The listeners as bound (a port 0 in the config is now known).
                 settings.own_addresses = listeners.iter().filter_map(|l| l.tcp.local_addr().ok()).collect();
                 let metrics = postel_delivery::DeliveryMetrics::register(&mut registry);
-                let worker = postel_delivery::Worker::new(store.clone(), settings, wake.clone(), metrics)
+                let worker = postel_delivery::Worker::new(store.clone(), settings, wake.clone(), metrics, handoff.clone())
                     .map_err(|e| anyhow::anyhow!("cannot start delivery: {e}"))?;
                 info!(
                     relay_networks = %cfg.delivery.as_ref().map(|d| d.relay_networks.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")).unwrap_or_default(),

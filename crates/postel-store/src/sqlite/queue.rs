@@ -98,13 +98,14 @@ impl SqliteStore {
         let claimed = (|| -> Result<Vec<QueueEntry>, StoreError> {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let skip: String = (0..c.skip.len())
-                .map(|i| format!("?{}", i + 4))
+                .map(|i| format!("?{}", i + 5))
                 .collect::<Vec<_>>()
                 .join(", ");
             let mut rows: Vec<(QueueEntry, i64)> = {
                 // Due rows, numbered within their domain: at most
                 // per_domain of each, so that no domain fills the claim.
-                let mut stmt = tx.prepare(&format!(
+                // Cached by its text: one entry per length of `skip`.
+                let mut stmt = tx.prepare_cached(&format!(
                     "{} WHERE q.rn <= ?3 ORDER BY q.next_attempt, q.message_seq, q.position LIMIT ?2",
                     ENTRY_QUERY.replace(
                         "FROM queue q",
@@ -113,6 +114,7 @@ impl SqliteStore {
                                FROM queue
                                WHERE state IN ('queued', 'deferred') AND next_attempt <= ?1
                                  AND (leased_until IS NULL OR leased_until <= ?1)
+                                 AND (?4 IS NULL OR domain = ?4)
                                  AND domain NOT IN ({skip})) q"
                             .replace("{skip}", &skip)
                             .as_str()
@@ -120,8 +122,12 @@ impl SqliteStore {
                 ))?;
                 let limit = i64::try_from(c.limit).unwrap_or(i64::MAX);
                 let per = i64::try_from(c.per_domain).unwrap_or(i64::MAX);
+                let only = c
+                    .only
+                    .clone()
+                    .map_or(rusqlite::types::Value::Null, rusqlite::types::Value::from);
                 let mut args: Vec<rusqlite::types::Value> =
-                    vec![c.now.into(), limit.into(), per.into()];
+                    vec![c.now.into(), limit.into(), per.into(), only];
                 args.extend(
                     c.skip
                         .iter()
