@@ -7,6 +7,7 @@ mod cli;
 mod client;
 mod delivery;
 mod delivery_hosts;
+mod delivery_smarthost;
 mod durability;
 mod interop;
 mod rig;

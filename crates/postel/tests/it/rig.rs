@@ -16,7 +16,9 @@
 //! - `tls.test`: MX `mx.tls.test` (127.0.5.1);
 //! - `flaky.test`: MX `mx.flaky.test` (127.0.6.1);
 //! - `dual.test`: MX 10 `mx1.dual.test` (127.0.7.1), MX 20 `mx2.dual.test`
-//!   (127.0.7.2).
+//!   (127.0.7.2);
+//! - `smarthost.test`: an A record 127.0.8.1;
+//! - `v6.test`: MX `mx.v6.test`, whose only address is `::1`.
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -50,6 +52,9 @@ const ZONE: &[&str] = &[
     "--mx-host=dual.test,mx2.dual.test,20",
     "--host-record=mx1.dual.test,127.0.7.1",
     "--host-record=mx2.dual.test,127.0.7.2",
+    "--host-record=smarthost.test,127.0.8.1",
+    "--mx-host=v6.test,mx.v6.test,10",
+    "--host-record=mx.v6.test,::1",
 ];
 
 /// The port of the one dnsmasq of this test binary, started at first use.

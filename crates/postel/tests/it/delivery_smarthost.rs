@@ -1,0 +1,151 @@
+//! Delivery through a smarthost (a second Postel, on its submission port,
+//! with a certificate from a test CA, AUTH required), and over IPv6.
+
+use crate::rig::{Mx, config, message, queue, wait_for};
+use crate::support::{Server, arg, temp_dir};
+use crate::tls::add_user;
+use crate::tools::free_port;
+
+/// A test CA and a certificate for `name` signed by it: (CA PEM, cert
+/// PEM, key PEM).
+fn test_pki(name: &str) -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().expect("ca key");
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "Postel test CA");
+    let ca_cert = ca.self_signed(&ca_key).expect("ca cert");
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().expect("key");
+    let leaf = rcgen::CertificateParams::new(vec![name.to_owned()]).expect("params");
+    let cert = leaf.signed_by(&key, &issuer).expect("cert");
+    (ca_cert.pem(), cert.pem(), key.serialize_pem())
+}
+
+#[test]
+fn a_smarthost_with_verified_tls_and_auth_gets_every_remote_message() {
+    let port = free_port();
+    let dir = temp_dir("smarthost");
+    let (ca, cert, key) = test_pki("smarthost.test");
+    std::fs::write(dir.join("ca.pem"), &ca).expect("ca");
+    std::fs::write(dir.join("cert.pem"), &cert).expect("cert");
+    std::fs::write(dir.join("key.pem"), &key).expect("key");
+    std::fs::write(dir.join("pw"), "relay-secret\n").expect("pw");
+    // The smarthost: a Postel that takes mail from its user on 587.
+    let hub_dir = temp_dir("hub");
+    add_user(&hub_dir, "relay", "relay-secret");
+    let hub = Server::start_in(
+        &hub_dir,
+        &format!(
+            "[tls]\ncert = \"{}\"\nkey = \"{}\"\n[submission]\nlisten = [\"127.0.8.1:{port}\"]\n",
+            arg(&dir.join("cert.pem")),
+            arg(&dir.join("key.pem"))
+        ),
+        &[],
+    );
+    // The sender: every remote message to the hub.
+    let sender = Server::start(
+        &config(
+            port,
+            &format!(
+                "smarthost = \"smarthost.test:{port}\"\nsmarthost_user = \"relay\"\nsmarthost_password_file = \"{}\"",
+                arg(&dir.join("pw"))
+            ),
+            &format!("[tls]\nca_file = \"{}\"\n", arg(&dir.join("ca.pem"))),
+        ),
+        &[],
+    );
+    let mut c = sender.connect();
+    c.greet();
+    c.mail(
+        "me@here.test",
+        &["a@ok.test", "b@pref.test"],
+        &message("via the hub"),
+    );
+    wait_for(20, "the hub to have it", || !hub.messages().is_empty());
+    let got = &hub.messages()[0];
+    assert_eq!(got["auth_user"], "relay", "{got}");
+    assert!(
+        got["tls"].as_str().is_some_and(|t| t.starts_with("TLS")),
+        "{got}"
+    );
+    let mut to: Vec<String> = got["to"]
+        .as_array()
+        .expect("to")
+        .iter()
+        .map(|v| v.as_str().unwrap_or("").to_owned())
+        .collect();
+    to.sort();
+    assert_eq!(to, ["a@ok.test", "b@pref.test"]);
+    wait_for(10, "the queue to empty", || queue(&sender).is_empty());
+
+    // A wrong password is the operator's to fix: deferred, not bounced.
+    std::fs::write(dir.join("pw2"), "wrong\n").expect("pw");
+    let wrong = Server::start(
+        &config(
+            port,
+            &format!(
+                "smarthost = \"smarthost.test:{port}\"\nsmarthost_user = \"relay\"\nsmarthost_password_file = \"{}\"\nretry = [\"1h\"]",
+                arg(&dir.join("pw2"))
+            ),
+            &format!("[tls]\nca_file = \"{}\"\n", arg(&dir.join("ca.pem"))),
+        ),
+        &[],
+    );
+    let mut c = wrong.connect();
+    c.greet();
+    c.mail("me@here.test", &["a@ok.test"], &message("refused login"));
+    wait_for(30, "a deferral", || {
+        queue(&wrong)
+            .first()
+            .is_some_and(|e| e["state"] == "deferred")
+    });
+    let reply = queue(&wrong)[0]["last_reply"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    assert!(reply.starts_with("535"), "{reply}");
+
+    // Without the test CA, the hub's certificate does not verify: no AUTH
+    // is sent, the mail waits.
+    let unverified = Server::start(
+        &config(
+            port,
+            &format!(
+                "smarthost = \"smarthost.test:{port}\"\nsmarthost_user = \"relay\"\nsmarthost_password_file = \"{}\"\nretry = [\"1h\"]",
+                arg(&dir.join("pw"))
+            ),
+            "",
+        ),
+        &[],
+    );
+    let mut c = unverified.connect();
+    c.greet();
+    c.mail("me@here.test", &["a@ok.test"], &message("unverified"));
+    wait_for(30, "a deferral", || {
+        queue(&unverified)
+            .first()
+            .is_some_and(|e| e["state"] == "deferred")
+    });
+    let reply = queue(&unverified)[0]["last_reply"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    assert!(
+        reply.contains("TLS") || reply.contains("certificate"),
+        "{reply}"
+    );
+    assert_eq!(hub.messages().len(), 1);
+}
+
+#[test]
+fn an_mx_with_only_an_ipv6_address_is_reached_over_ipv6() {
+    let port = free_port();
+    let mx = Mx::start("::1", port, &[]);
+    let s = crate::rig::relay(port, "");
+    let mut c = s.connect();
+    c.greet();
+    c.mail("me@here.test", &["bob@v6.test"], &message("six"));
+    wait_for(20, "delivery over IPv6", || mx.received().len() == 1);
+    assert_eq!(mx.received()[0]["peer"], "::1");
+}
