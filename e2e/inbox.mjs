@@ -87,7 +87,7 @@ async function check(name, fn, { fatal = false } = {}) {
     return true;
   } catch (e) {
     failed++;
-    console.log(`FAIL ${name}: ${String(e?.message ?? e).split('\n')[0]}`);
+    console.log(`FAIL ${name}: ${String(e?.message ?? e).split('\n').slice(0, process.env.E2E_VERBOSE ? 30 : 1).join('\n')}`);
     if (fatal) throw new Fatal(name);
     return false;
   }
@@ -551,6 +551,18 @@ try {
     const r = await http(`/api/v1/messages/${victim}`);
     assert(r.status === 404, `GET after delete answered ${r.status}`);
     return `deleted ${victim}`;
+  });
+
+  // f. The delivery queue view (delivery is off here: it is empty).
+  await check('f. the Queue link opens the queue view, and the inbox comes back', async () => {
+    await page.click('#queue-link');
+    await page.locator('#queue-empty').waitFor({ state: 'visible', timeout: T });
+    assert(await page.isHidden('#app'), 'the inbox is still shown beside the queue');
+    const count = await page.textContent('#queue-count');
+    assert(count.includes('0 recipients'), `queue count: ${count}`);
+    await page.click('#queue-back');
+    await page.locator('#app').waitFor({ state: 'visible', timeout: T });
+    assert(await page.isHidden('#queue-view'), 'the queue view is still shown');
   });
 
   // Throughout: the page itself threw nothing and broke no rule of its CSP.

@@ -534,7 +534,87 @@ function markGone() {
 
 let cameFromList = false;
 
+// ------------------------------------------------------------ the queue ---
+
+const QUEUE_EVERY_MS = 5_000;
+let queueTimer = 0;
+
+const QUEUE_ACTIONS = [
+  ['retry', 'Retry', 'Try now, whatever the schedule says'],
+  ['hold', 'Hold', 'Stop trying until released'],
+  ['release', 'Release', 'Try held recipients again'],
+  ['bounce', 'Bounce', 'Give up, and return the message to its sender'],
+  ['delete', 'Delete', 'Give up, without a notice to the sender'],
+];
+
+function queueRow(e, firstOfMessage) {
+  const actions = el('td', { class: 'actions' });
+  if (firstOfMessage) {
+    for (const [action, label, title] of QUEUE_ACTIONS) {
+      const b = el('button', { type: 'button', title, 'data-action': action }, label);
+      if (action === 'bounce' || action === 'delete') b.classList.add('danger');
+      b.addEventListener('click', () => queueAct(e.id, action));
+      actions.append(b);
+    }
+  }
+  const message = firstOfMessage ? el('a', { href: '#/m/' + encodeURIComponent(e.id) }, e.id) : '';
+  return el('tr', { 'data-id': e.id, 'data-state': e.state },
+    el('td', {}, message),
+    el('td', {}, e.recipient),
+    el('td', { class: 'state state-' + e.state }, e.state),
+    el('td', { class: 'num' }, String(e.attempts)),
+    el('td', {}, e.state === 'delivered' || e.state === 'failed' ? '' : shortTime(e.next_attempt)),
+    el('td', { class: 'reply' }, e.last_reply ?? ''),
+    actions);
+}
+
+async function loadQueue() {
+  let rows;
+  try {
+    rows = await api('queue');
+  } catch (err) {
+    showError(`Cannot load the queue: ${err.message}`);
+    return;
+  }
+  const body = $('queue-table').querySelector('tbody');
+  body.replaceChildren();
+  let last = null;
+  for (const e of rows) {
+    body.append(queueRow(e, e.id !== last));
+    last = e.id;
+  }
+  $('queue-table').hidden = rows.length === 0;
+  $('queue-empty').hidden = rows.length !== 0;
+  $('queue-count').textContent = rows.length === 1 ? '1 recipient queued' : `${rows.length} recipients queued`;
+}
+
+async function queueAct(id, action) {
+  if ((action === 'bounce' || action === 'delete') && !confirm(`${action} message ${id}?`)) return;
+  try {
+    await api(`queue/${encodeURIComponent(id)}/${action}`, { method: 'POST' });
+  } catch (err) {
+    showError(`Cannot ${action} ${id}: ${err.message}`);
+  }
+  loadQueue();
+}
+
+function showQueue(on) {
+  $('queue-view').hidden = !on;
+  $('app').hidden = on;
+  $('search').hidden = on;
+  clearInterval(queueTimer);
+  if (on) {
+    loadQueue();
+    queueTimer = setInterval(loadQueue, QUEUE_EVERY_MS);
+  }
+}
+
 function route() {
+  if (location.hash === '#/queue') {
+    showQueue(true);
+    return;
+  }
+  showQueue(false);
   const match = /^#\/m\/(.+)$/.exec(location.hash);
   if (match) {
     const id = decodeURIComponent(match[1]);
@@ -567,6 +647,7 @@ function init() {
   });
 
   $('load-more').addEventListener('click', () => loadList({ append: true }));
+  $('queue-refresh').addEventListener('click', loadQueue);
 
   $('delete-all').addEventListener('click', async () => {
     if (!confirm('Delete all stored messages? This cannot be undone.')) return;
