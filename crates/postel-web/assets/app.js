@@ -281,9 +281,37 @@ function connectEvents() {
 
 // ------------------------------------------------------------ status ---
 
+// Release targets from the status: the Release button shows only if any.
+let releaseTargets = [];
+
+async function releaseCurrent() {
+  const m = current.message;
+  if (!m || releaseTargets.length === 0) return;
+  let target = releaseTargets[0];
+  if (releaseTargets.length > 1) {
+    target = prompt(`Release to which target? (${releaseTargets.join(', ')})`, target);
+    if (!target) return;
+  }
+  const given = prompt(`Release to ${target}, for these recipients (comma-separated):`, (m.to || []).join(', '));
+  if (!given) return;
+  const to = given.split(',').map((a) => a.trim()).filter((a) => a);
+  try {
+    const r = await api(messageUrl(m.id, '/release').slice(API.length), {
+      method: 'POST',
+      headers: { Accept: 'application/json', 'Content-Type': 'application/json' },
+      body: JSON.stringify({ target, to }),
+    });
+    alert(r.results.map((x) => `<${x.recipient}>: ${x.reply}`).join('\n'));
+  } catch (e) {
+    showError(`Could not release: ${e.message}`);
+  }
+}
+
 async function refreshStatus() {
   try {
     const s = await api('status');
+    releaseTargets = Array.isArray(s.release_targets) ? s.release_targets : [];
+    $('release').hidden = releaseTargets.length === 0;
     $('status').textContent = [
       `Postel ${s.version}`,
       `${plural(s.messages, 'message')} stored (${size(s.bytes)})`,
@@ -661,6 +689,7 @@ function init() {
     }
   });
 
+  $('release').addEventListener('click', releaseCurrent);
   $('delete').addEventListener('click', async () => {
     const id = current.id;
     if (!id) return;

@@ -53,6 +53,10 @@ pub(crate) fn routes<S: Store + Clone>(web: Arc<Web<S>>) -> Router {
             get(one::<S>).delete(delete_one::<S>),
         )
         .route("/api/v1/messages/{id}/raw", get(raw::<S>))
+        .route(
+            "/api/v1/messages/{id}/release",
+            axum::routing::post(crate::release::release::<S>),
+        )
         .route("/api/v1/messages/{id}/html", get(html::<S>))
         .route(
             "/api/v1/messages/{id}/attachments/{index}",
@@ -398,6 +402,12 @@ async fn status<S: Store + Clone>(
         "sessions_total": sessions.total,
         "messages": stats.messages,
         "bytes": stats.bytes,
+        "release_targets": web
+            .release
+            .as_ref()
+            .filter(|_| web.login_required())
+            .map(|r| r.targets())
+            .unwrap_or_default(),
     })))
 }
 

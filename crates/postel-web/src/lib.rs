@@ -24,6 +24,7 @@
 //! - `guard`: the Host check, the login, the headers on every response;
 //! - `api`: the routes;
 //! - `queue`: the delivery queue's routes;
+//! - `release`: a stored message sent on to a configured target;
 //! - `structure`: what the parser would build, checked before it parses;
 //! - `mime`: a message seen through MIME, parsed on a thread of its own;
 //! - [`json`]: the summary and queue-entry objects.
@@ -35,8 +36,11 @@ mod guard;
 pub mod json;
 mod mime;
 mod queue;
+mod release;
 mod serve;
 mod structure;
+
+pub use release::{Released, Releaser};
 
 pub use serve::serve;
 
@@ -105,6 +109,8 @@ pub struct Web<S> {
     pub(crate) streams: Arc<std::sync::atomic::AtomicUsize>,
     pub(crate) limits: WebLimits,
     stop: watch::Receiver<bool>,
+    /// Where stored messages may be released to, if anywhere.
+    pub(crate) release: Option<Arc<dyn Releaser>>,
 }
 
 impl<S: Store + Clone> Web<S> {
@@ -131,7 +137,15 @@ impl<S: Store + Clone> Web<S> {
             streams: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             limits,
             stop,
+            release: None,
         }
+    }
+
+    /// Lets messages be released to `releaser`'s targets (behind a login).
+    #[must_use]
+    pub fn with_release(mut self, releaser: Arc<dyn Releaser>) -> Web<S> {
+        self.release = Some(releaser);
+        self
     }
 
     /// True if and only if a login is needed.

@@ -135,6 +135,26 @@ pub(crate) enum MessagesCommand {
         #[arg(long)]
         raw: bool,
     },
+    /// Send a stored message on to an SMTP server, as it is stored
+    /// (Mailpit's "release"). Exit status 1 if any recipient was refused.
+    Release {
+        /// The message id.
+        id: String,
+        /// HOST:PORT of the server.
+        #[arg(long)]
+        server: String,
+        /// A recipient (repeatable); default: the message's own.
+        #[arg(long = "to", value_name = "ADDR")]
+        to: Vec<String>,
+        /// The sender; default: the message's own.
+        #[arg(long)]
+        from: Option<String>,
+        /// STARTTLS: none, may, encrypt or verify.
+        #[arg(long, default_value = "may")]
+        tls: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Delete one message.
     Delete {
         /// The message id.

@@ -13,7 +13,8 @@
 //! - `backend`: the Backend that joins policy to the store;
 //! - `tls`: certificates (files, self-signed, reload);
 //! - `users`, `messages`, `queue`: the admin commands;
-//! - `client`, `send`, `probe`, `explain`: the client-side tools.
+//! - `client`, `send`, `probe`, `explain`: the client-side tools;
+//! - `release`: a stored message sent on (CLI, and the web's targets).
 
 mod backend;
 mod cli;
@@ -23,6 +24,7 @@ mod explain;
 mod messages;
 mod probe;
 mod queue;
+mod release;
 mod send;
 mod serve;
 mod tls;
@@ -92,10 +94,22 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             over.zero_config = zero_config;
             serve::serve(Config::build(file, over)?).map(|()| ExitCode::SUCCESS)
         }
+        Command::Messages {
+            command:
+                MessagesCommand::Release {
+                    id,
+                    server,
+                    to,
+                    from,
+                    tls,
+                    store,
+                },
+        } => release::cli(&store.dir()?, &id, &server, &to, from.as_deref(), &tls).map(status),
         Command::Messages { command } => match command {
             MessagesCommand::List { store, json } => messages::list(&store.dir()?, json),
             MessagesCommand::Show { id, store, raw } => messages::show(&store.dir()?, &id, raw),
             MessagesCommand::Delete { id, store } => messages::delete(&store.dir()?, &id),
+            MessagesCommand::Release { .. } => unreachable!("matched above"),
         }
         .map(|()| ExitCode::SUCCESS),
         Command::Users { command } => match command {

@@ -204,7 +204,7 @@ fn start_web(
     })?;
     info!(addr = %tcp.local_addr()?, login = login.is_some(), "listening for HTTP");
     let m = server_metrics.clone();
-    let web = Arc::new(Web::new(
+    let mut web = Web::new(
         store.clone(),
         cfg.limits.version.clone(),
         Arc::new(move || SessionCounts {
@@ -215,7 +215,14 @@ fn start_web(
         login,
         w.limits,
         stop.clone(),
-    ));
+    );
+    if !w.release_targets.is_empty() {
+        web = web.with_release(Arc::new(crate::release::WebReleaser {
+            targets: w.release_targets.clone(),
+            hostname: cfg.limits.hostname.clone(),
+        }));
+    }
+    let web = Arc::new(web);
     let mut stop = stop;
     Ok(tokio::spawn(postel_web::serve(tcp, web, async move {
         let _ = stop.wait_for(|s| *s).await;

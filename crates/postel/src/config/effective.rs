@@ -96,6 +96,7 @@ impl Config {
                 max_connections_per_ip: self.web.as_ref().map(|w| w.limits.max_connections_per_ip),
                 header_timeout: self.web.as_ref().map(|w| w.limits.header_timeout.as_secs()),
                 max_streams: self.web.as_ref().map(|w| w.limits.max_streams),
+                release_targets: self.web.as_ref().map(|w| w.release_targets.clone()),
             },
             retention: RetentionSection {
                 max_messages: self.max_messages,

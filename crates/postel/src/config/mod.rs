@@ -62,6 +62,8 @@ pub(crate) struct WebSettings {
     pub(crate) token: Option<String>,
     /// What a client may hold of it.
     pub(crate) limits: postel_web::WebLimits,
+    /// Release targets: name → `HOST:PORT`.
+    pub(crate) release_targets: BTreeMap<String, String>,
 }
 
 impl WebSettings {
@@ -152,7 +154,7 @@ pub(crate) struct Config {
 }
 
 /// The host's name, if it is a valid domain; else `localhost`.
-fn system_hostname() -> String {
+pub(crate) fn system_hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
         .map(|s| s.trim().to_owned())

@@ -53,12 +53,26 @@ pub(super) fn validate(
             "web.max_connections, web.max_connections_per_ip and web.header_timeout: each must be at least 1".to_owned(),
         );
     }
+    let mut release_targets = std::collections::BTreeMap::new();
+    for (name, target) in w.release_targets.iter().flatten() {
+        let ok = target
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+        if ok && !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic()) {
+            release_targets.insert(name.clone(), target.clone());
+        } else {
+            problems.push(format!(
+                "web.release_targets.{name}: {target:?} is not HOST:PORT (for example \"smtp.staging.example:25\")"
+            ));
+        }
+    }
     match web_listen.map(|w| (w.parse::<SocketAddr>(), w)) {
         None => None,
         Some((Ok(addr), _)) => Some(WebSettings {
             addr,
             token,
             limits: web_limits,
+            release_targets,
         }),
         Some((Err(_), w)) => {
             problems.push(format!(

@@ -365,6 +365,17 @@ impl HttpResponse {
 /// the bodies here are never chunked by the client, and the server's
 /// chunked replies are decoded.
 pub(crate) fn http(method: &str, addr: SocketAddr, path: &str, headers: &[&str]) -> HttpResponse {
+    http_with_body(method, addr, path, headers, b"")
+}
+
+/// As [`http`], with a request body (its Content-Length is added).
+pub(crate) fn http_with_body(
+    method: &str,
+    addr: SocketAddr,
+    path: &str,
+    headers: &[&str],
+    body: &[u8],
+) -> HttpResponse {
     let mut s = TcpStream::connect(addr).expect("connect http");
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
@@ -373,8 +384,13 @@ pub(crate) fn http(method: &str, addr: SocketAddr, path: &str, headers: &[&str])
         req.push_str(h);
         req.push_str("\r\n");
     }
+    if !body.is_empty() {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
     req.push_str("\r\n");
-    s.write_all(req.as_bytes()).expect("send request");
+    let mut req = req.into_bytes();
+    req.extend_from_slice(body);
+    s.write_all(&req).expect("send request");
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).expect("read response");
     let end = raw
