@@ -437,6 +437,13 @@ impl<S: Store + Clone> Worker<S> {
                     "the message's content is missing from the store",
                 )))
             }
+            Err(e @ postel_store::StoreError::ContentLost { .. }) => {
+                error!(id, error = %e, "a queued message's content is lost: failing its recipients");
+                Err(Outcome::Failed(Failure::local(
+                    "5.3.0",
+                    format!("the message's content is lost: {e}"),
+                )))
+            }
             Err(e) => {
                 warn!(id, error = %e, "cannot read a queued message");
                 Err(Outcome::Deferred(Failure::local(

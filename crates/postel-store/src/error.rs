@@ -22,6 +22,15 @@ pub enum StoreError {
     /// is stopping).
     #[error("a store task failed: {0}")]
     Task(String),
+    /// A stored message's content is gone or cut short (a disk fault, or a
+    /// file removed by hand): what the row records cannot be read back.
+    #[error("the content of message {id} is lost: {why}")]
+    ContentLost {
+        /// The message id.
+        id: String,
+        /// What was found instead.
+        why: String,
+    },
     /// The group commit that carried this message failed as a whole.
     #[error("commit failed: {message}")]
     Commit {
@@ -42,6 +51,7 @@ impl StoreError {
                     && e.code != rusqlite::ErrorCode::TooBig
             }
             StoreError::Commit { transient, .. } => *transient,
+            StoreError::ContentLost { .. } => false,
             _ => true,
         }
     }

@@ -154,13 +154,19 @@ impl SqliteStore {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && !self.exists(id)? => {
                     return Ok(None);
                 }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(StoreError::ContentLost {
+                        id: id.to_owned(),
+                        why: format!("its file is missing: {e}"),
+                    });
+                }
                 Err(e) => return Err(e.into()),
             };
             if content.len() as u64 != apart {
-                return Err(StoreError::Io(std::io::Error::other(format!(
-                    "the content of {id} has {} octets, not {apart}",
-                    content.len()
-                ))));
+                return Err(StoreError::ContentLost {
+                    id: id.to_owned(),
+                    why: format!("its file has {} octets, not {apart}", content.len()),
+                });
             }
             msg.raw.extend_from_slice(&content);
         }

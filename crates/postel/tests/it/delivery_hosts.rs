@@ -338,3 +338,97 @@ fn queue_of(data: &std::path::Path) -> Vec<serde_json::Value> {
         .expect("array")
         .clone()
 }
+
+#[test]
+fn postfix_takes_what_postel_sends_and_smtp_sink_refusals_defer() {
+    // Postfix (bench/peers/start-postfix.sh) as the receiving MX of
+    // example.test, on 127.0.0.1.
+    let (port, _postfix) = crate::tools::start_postfix("mx-postfix");
+    let s = relay(port, "retry = [\"1h\"]");
+    let mut c = s.connect();
+    c.greet();
+    let id = c.mail(
+        "me@here.test",
+        &["anyone@example.test"],
+        &message("to postfix"),
+    );
+    wait_for(30, "Postfix's 250", || queue(&s).is_empty());
+    // Gone from the queue as delivered: nothing came back.
+    assert!(notices(&s).is_empty());
+    assert!(s.messages().iter().all(|m| m["id"] != id.as_str()));
+
+    // smtp-sink refusing RCPT with a 4xx (-r rcpt), then one closing with
+    // 421 at DATA (-Q data): both deferrals.
+    let sink = |flags: &[&str]| {
+        let port = free_port();
+        let mut args: Vec<String> = Vec::new();
+        if nix_root() {
+            args.extend(["-u".to_owned(), "nobody".to_owned()]);
+        }
+        args.extend(flags.iter().map(|f| (*f).to_owned()));
+        args.extend([format!("127.0.6.1:{port}"), "10".to_owned()]);
+        let child = std::process::Command::new("/usr/sbin/smtp-sink")
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("smtp-sink (Debian's postfix)");
+        wait_for(10, "smtp-sink", || {
+            std::net::TcpStream::connect(("127.0.6.1", port)).is_ok()
+        });
+        (port, KillOnDrop(child))
+    };
+    for (flags, want) in [(&["-r", "rcpt"][..], "450"), (&["-Q", "data"][..], "421")] {
+        let (port, _sink) = sink(flags);
+        let s = relay(port, "retry = [\"1h\"]");
+        let mut c = s.connect();
+        c.greet();
+        c.mail("me@here.test", &["a@flaky.test"], &message("sink"));
+        wait_for(30, "a deferral", || {
+            queue(&s).first().is_some_and(|e| e["state"] == "deferred")
+        });
+        let reply = queue(&s)[0]["last_reply"].as_str().unwrap_or("").to_owned();
+        assert!(
+            reply.starts_with(want) || reply.contains(want),
+            "{flags:?}: {reply}"
+        );
+    }
+}
+
+fn nix_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0"))
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_queued_message_whose_content_is_lost_fails_loudly_with_a_notice() {
+    let port = free_port();
+    let _mx = Mx::start("127.0.2.1", port, &[]);
+    let s = relay(port, "retry = [\"1s\"]");
+    let mut c = s.connect();
+    c.greet();
+    // Large enough to be kept in a file of its own (blobs/).
+    let big = format!("Subject: big\r\n\r\n{}\r\n", "x".repeat(400 * 1024));
+    let id = c.mail("me@here.test", &["defer3@ok.test"], big.as_bytes());
+    wait_for(20, "a first deferral", || {
+        queue(&s).first().is_some_and(|e| e["state"] == "deferred")
+    });
+    // A disk fault: the content file is gone.
+    std::fs::remove_file(s.data_dir.join("blobs").join(&id)).expect("the content file");
+    wait_for(20, "a notice", || notices(&s).len() == 1);
+    let r = &notices(&s)[0]["recipients"][0];
+    assert_eq!(r["Status"], "5.3.0");
+    assert_eq!(r["Action"], "failed");
+    wait_for(10, "the queue to empty", || queue(&s).is_empty());
+}

@@ -18,6 +18,7 @@
 //! - `dual.test`: MX 10 `mx1.dual.test` (127.0.7.1), MX 20 `mx2.dual.test`
 //!   (127.0.7.2);
 //! - `smarthost.test`: an A record 127.0.8.1;
+//! - `example.test`: MX `mx.example.test` (127.0.0.1: the Postfix peer);
 //! - `v6.test`: MX `mx.v6.test`, whose only address is `::1`.
 
 use std::io::BufRead;
@@ -53,6 +54,8 @@ const ZONE: &[&str] = &[
     "--host-record=mx1.dual.test,127.0.7.1",
     "--host-record=mx2.dual.test,127.0.7.2",
     "--host-record=smarthost.test,127.0.8.1",
+    "--mx-host=example.test,mx.example.test,10",
+    "--host-record=mx.example.test,127.0.0.1",
     "--mx-host=v6.test,mx.v6.test,10",
     "--host-record=mx.v6.test,::1",
 ];
