@@ -195,6 +195,7 @@ async fn notify<S: Store>(
         spooled: None,
         queue: if local { Vec::new() } else { vec![0] },
         local,
+        claimed_until: None,
     };
     match store.insert(msg).await {
         Ok(()) => {

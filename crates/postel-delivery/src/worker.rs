@@ -34,8 +34,9 @@ const BATCH: usize = 1024;
 const PER_DOMAIN: usize = 200;
 
 /// How long a claim lasts if its outcome never comes (a task that hangs):
-/// longer than any session can take under the timeouts.
-const CLAIM: i64 = 6 * 3600;
+/// longer than any session can take under the timeouts. Rows handed over
+/// in memory are committed claimed for as long.
+pub const CLAIM: i64 = 6 * 3600;
 
 /// How often the queue is looked at when nothing wakes the worker.
 const POLL: Duration = Duration::from_secs(1);
@@ -160,6 +161,34 @@ impl<S: Store + Clone> Worker<S> {
         if smarthost_busy {
             return;
         }
+        // Rows whose content left the handoff before they were taken:
+        // their claims go, and the store's claims below find them.
+        let evicted = self.handoff.take_evicted();
+        if !evicted.is_empty() {
+            let store = self.store.clone();
+            let release = evicted.iter().map(QueueEntry::update).collect();
+            if let Err(e) = store.queue_record(release).await {
+                error!(error = %e, "cannot release handed-over claims");
+            }
+        }
+        let mut handed: Vec<QueueEntry> = Vec::new();
+        {
+            let busy = |dest: &str| {
+                Self::lock(&self.per_destination)
+                    .get(dest)
+                    .is_some_and(|n| *n >= max)
+            };
+            for domain in self.handoff.domains() {
+                if !busy(&self.destination(&format!("x@{domain}"))) {
+                    handed.extend(
+                        self.handoff
+                            .take(Some(&domain), PER_DOMAIN)
+                            .into_iter()
+                            .flatten(),
+                    );
+                }
+            }
+        }
         let claim = QueueClaim {
             now,
             until: now + CLAIM,
@@ -168,13 +197,14 @@ impl<S: Store + Clone> Worker<S> {
             skip,
             only: None,
         };
-        let rows = match self.store.queue_claim(&claim).await {
+        let mut rows = match self.store.queue_claim(&claim).await {
             Ok(rows) => rows,
             Err(e) => {
                 error!(error = %e, "cannot read the queue");
-                return;
+                Vec::new()
             }
         };
+        rows.extend(handed);
         // Destination → message id → its rows there.
         let mut groups: BTreeMap<String, BTreeMap<String, Vec<QueueEntry>>> = BTreeMap::new();
         for e in rows {
@@ -339,8 +369,14 @@ impl<S: Store + Clone> Worker<S> {
         }
     }
 
-    /// More due messages for `dest`, claimed for a session already open.
+    /// More due messages for `dest`, for a session already open: handed
+    /// over in memory first, else claimed from the store.
     async fn more(&self, dest: &str) -> Vec<Vec<QueueEntry>> {
+        let domain = (dest != SMARTHOST).then_some(dest);
+        let handed = self.handoff.take(domain, PER_DOMAIN);
+        if !handed.is_empty() {
+            return handed;
+        }
         let now = unix_now();
         let claim = QueueClaim {
             now,

@@ -126,6 +126,7 @@ impl Store for MemoryStore {
             spooled,
             queue,
             local,
+            claimed_until,
         } = msg;
         if let Some(spool) = spooled {
             raw.extend_from_slice(&std::fs::read(spool.file.path())?);
@@ -171,7 +172,7 @@ impl Store for MemoryStore {
                     next_attempt: summary.received_at,
                     last_reply: None,
                     warned: 0,
-                    leased_until: None,
+                    leased_until: claimed_until,
                     bounce: false,
                 });
                 q.1.insert(summary.id.clone(), message.clone());

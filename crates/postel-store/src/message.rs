@@ -57,6 +57,10 @@ pub struct NewMessage {
     /// Whether the message is shown in the inbox (it has a local
     /// recipient); a message only passing through is not.
     pub local: bool,
+    /// The queue rows come claimed until then (Unix seconds): the caller
+    /// hands them to delivery itself, in memory, rather than have them
+    /// claimed from the store.
+    pub claimed_until: Option<i64>,
 }
 
 impl NewMessage {

@@ -38,6 +38,7 @@ fn message<S: Store>(store: &S, at: i64, from: &str, to: &str, subject: &str) ->
         spooled: None,
         queue: Vec::new(),
         local: true,
+        claimed_until: None,
     }
 }
 

@@ -43,6 +43,7 @@ async fn the_api_works_over_the_memory_store() {
             spooled: None,
             queue: Vec::new(),
             local: true,
+            claimed_until: None,
         })
         .await
         .expect("insert");

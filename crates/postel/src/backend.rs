@@ -355,12 +355,22 @@ impl<S: Store> BackendSession for PostelSession<S> {
             spooled,
             local: self.local || self.queue.is_empty(),
             queue: std::mem::take(&mut self.queue),
+            claimed_until: None,
         };
         let queued = !msg.queue.is_empty();
-        // A small message to send on goes to delivery in memory too, so
-        // that it is not read back from the store.
-        let handoff = (queued && msg.spooled.is_none() && inner.relay.is_some())
-            .then(|| Arc::new(msg.raw.clone()));
+        // A small message to send on goes to delivery in memory: its rows
+        // are committed claimed, and handed over with its content after
+        // the commit, so that delivery neither claims nor reads them back.
+        let mut msg = msg;
+        let handoff = match &inner.relay {
+            Some(relay)
+                if queued && msg.spooled.is_none() && relay.handoff.accepts(msg.raw.len()) =>
+            {
+                msg.claimed_until = Some(now + postel_delivery::worker::CLAIM);
+                Some((Arc::new(msg.raw.clone()), handed_rows(&msg)))
+            }
+            _ => None,
+        };
         let size = msg.size();
         let from = postel_proto::display::visible(&msg.envelope.mail_from).into_owned();
         let started = Instant::now();
@@ -375,8 +385,8 @@ impl<S: Store> BackendSession for PostelSession<S> {
         match result {
             Ok(()) => {
                 if let (true, Some(relay)) = (queued, &inner.relay) {
-                    if let Some(raw) = handoff {
-                        relay.handoff.put(&id, raw);
+                    if let Some((raw, rows)) = handoff {
+                        relay.handoff.put(&id, raw, rows);
                     }
                     relay.wake.notify_one();
                 }
@@ -463,6 +473,37 @@ impl<S: Store> BackendSession for PostelSession<S> {
             }
         }
     }
+}
+
+/// The queue rows of a message about to be committed, as the store will
+/// hold them (claimed), for the handoff to delivery.
+fn handed_rows(msg: &NewMessage) -> Vec<postel_store::QueueEntry> {
+    let e = &msg.envelope;
+    msg.queue
+        .iter()
+        .filter_map(|&position| {
+            let r = e.recipients.get(position as usize)?;
+            Some(postel_store::QueueEntry {
+                id: msg.id.clone(),
+                position,
+                recipient: r.address.clone(),
+                rcpt_params: r.params.clone(),
+                mail_from: e.mail_from.clone(),
+                mail_params: e.mail_params.clone(),
+                auth_user: e.auth_user.clone(),
+                client_addr: e.client_addr.clone(),
+                received_at: msg.received_at,
+                size: msg.size(),
+                state: postel_store::QueueState::Queued,
+                attempts: 0,
+                next_attempt: msg.received_at,
+                last_reply: None,
+                warned: 0,
+                leased_until: msg.claimed_until,
+                bounce: false,
+            })
+        })
+        .collect()
 }
 
 /// The decoded `Subject:` of a message, if it has one.

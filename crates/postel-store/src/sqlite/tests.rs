@@ -32,6 +32,7 @@ fn msg(store: &SqliteStore, body: &[u8]) -> NewMessage {
         spooled: None,
         queue: Vec::new(),
         local: true,
+        claimed_until: None,
     }
 }
 

@@ -137,8 +137,8 @@ pub(super) fn insert_one(conn: &Connection, m: &NewMessage, apart: u64) -> Resul
     }
     // The queue rows in the same commit: the 250 also means "queued".
     let mut queue = conn.prepare_cached(
-        "INSERT INTO queue (message_seq, position, state, next_attempt, domain)
-         VALUES (?1, ?2, 'queued', ?3, ?4)",
+        "INSERT INTO queue (message_seq, position, state, next_attempt, domain, leased_until)
+         VALUES (?1, ?2, 'queued', ?3, ?4, ?5)",
     )?;
     for position in &m.queue {
         let domain = e
@@ -146,7 +146,13 @@ pub(super) fn insert_one(conn: &Connection, m: &NewMessage, apart: u64) -> Resul
             .get(*position as usize)
             .map(|r| crate::queue::domain_of(&r.address))
             .unwrap_or_default();
-        queue.execute(params![seq, position, m.received_at, domain])?;
+        queue.execute(params![
+            seq,
+            position,
+            m.received_at,
+            domain,
+            m.claimed_until
+        ])?;
     }
     Ok(())
 }
