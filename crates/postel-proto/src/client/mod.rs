@@ -326,31 +326,32 @@ impl Client {
 /// data early.
 pub fn dot_stuff(message: &[u8], out: &mut Vec<u8>) {
     out.reserve(message.len() + message.len() / 32 + 5);
-    let mut at_line_start = true;
-    let mut i = 0;
-    while i < message.len() {
-        let b = message[i];
-        match b {
-            b'\r' | b'\n' => {
-                out.extend_from_slice(b"\r\n");
-                // A CRLF pair is one line end.
-                if b == b'\r' && message.get(i + 1) == Some(&b'\n') {
-                    i += 1;
-                }
-                at_line_start = true;
-            }
-            _ => {
-                if at_line_start && b == b'.' {
-                    out.push(b'.');
-                }
-                out.push(b);
-                at_line_start = false;
-            }
+    let mut rest = message;
+    loop {
+        // One line: its text, then its end (CRLF, or a bare CR or LF,
+        // each written as CRLF).
+        let end = memchr::memchr2(b'\r', b'\n', rest);
+        let text = &rest[..end.unwrap_or(rest.len())];
+        if text.first() == Some(&b'.') {
+            out.push(b'.');
         }
-        i += 1;
-    }
-    if !at_line_start {
+        out.extend_from_slice(text);
+        let Some(i) = end else {
+            if !text.is_empty() {
+                out.extend_from_slice(b"\r\n");
+            }
+            break;
+        };
         out.extend_from_slice(b"\r\n");
+        let step = if rest[i] == b'\r' && rest.get(i + 1) == Some(&b'\n') {
+            2
+        } else {
+            1
+        };
+        rest = &rest[i + step..];
+        if rest.is_empty() {
+            break;
+        }
     }
     out.extend_from_slice(b".\r\n");
 }

@@ -246,3 +246,71 @@ fn capabilities_are_read_from_the_ehlo_lines() {
     assert_eq!(c.auth, ["PLAIN", "LOGIN", "XOAUTH2"]);
     assert!(c.eightbitmime && c.dsn && c.starttls && !c.pipelining);
 }
+
+/// The first, byte-at-a-time dot-stuffing: the reference the fast one
+/// must match.
+fn dot_stuff_reference(message: &[u8], out: &mut Vec<u8>) {
+    let mut at_line_start = true;
+    let mut i = 0;
+    while i < message.len() {
+        let b = message[i];
+        match b {
+            b'\r' | b'\n' => {
+                out.extend_from_slice(b"\r\n");
+                if b == b'\r' && message.get(i + 1) == Some(&b'\n') {
+                    i += 1;
+                }
+                at_line_start = true;
+            }
+            _ => {
+                if at_line_start && b == b'.' {
+                    out.push(b'.');
+                }
+                out.push(b);
+                at_line_start = false;
+            }
+        }
+        i += 1;
+    }
+    if !at_line_start {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
+}
+
+proptest::proptest! {
+    #[test]
+    fn dot_stuffing_matches_the_reference(
+        parts in proptest::collection::vec(
+            proptest::prop_oneof![
+                proptest::strategy::Just(b"\r\n".to_vec()),
+                proptest::strategy::Just(b"\r".to_vec()),
+                proptest::strategy::Just(b"\n".to_vec()),
+                proptest::strategy::Just(b".".to_vec()),
+                proptest::strategy::Just(b"..\r\n".to_vec()),
+                proptest::collection::vec(proptest::num::u8::ANY, 0..8),
+            ],
+            0..40,
+        )
+    ) {
+        let message: Vec<u8> = parts.concat();
+        let (mut fast, mut slow) = (Vec::new(), Vec::new());
+        super::dot_stuff(&message, &mut fast);
+        dot_stuff_reference(&message, &mut slow);
+        proptest::prop_assert_eq!(fast, slow);
+    }
+}
+
+#[test]
+fn dot_stuffing_edges() {
+    let stuff = |m: &[u8]| {
+        let mut out = Vec::new();
+        super::dot_stuff(m, &mut out);
+        out
+    };
+    assert_eq!(stuff(b""), b".\r\n");
+    assert_eq!(stuff(b"."), b"..\r\n.\r\n");
+    assert_eq!(stuff(b"a\r\n.\r\n"), b"a\r\n..\r\n.\r\n");
+    assert_eq!(stuff(b"a\n.b\rc"), b"a\r\n..b\r\nc\r\n.\r\n");
+    assert_eq!(stuff(b"\r\r\n"), b"\r\n\r\n.\r\n");
+}
