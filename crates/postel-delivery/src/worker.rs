@@ -66,6 +66,8 @@ pub struct Worker<S> {
     handoff: Arc<Handoff>,
     /// Sessions open per destination.
     per_destination: Mutex<HashMap<String, usize>>,
+    /// When the store was last asked for due rows.
+    last_claim: Mutex<Option<std::time::Instant>>,
     connections: Arc<Semaphore>,
 }
 
@@ -94,6 +96,7 @@ impl<S: Store + Clone> Worker<S> {
             metrics,
             handoff,
             per_destination: Mutex::new(HashMap::new()),
+            last_claim: Mutex::new(None),
             connections,
         }))
     }
@@ -189,21 +192,28 @@ impl<S: Store + Clone> Worker<S> {
                 }
             }
         }
-        let claim = QueueClaim {
-            now,
-            until: now + CLAIM,
-            limit: BATCH,
-            per_domain: PER_DOMAIN,
-            skip,
-            only: None,
-        };
-        let mut rows = match self.store.queue_claim(&claim).await {
-            Ok(rows) => rows,
-            Err(e) => {
-                error!(error = %e, "cannot read the queue");
-                Vec::new()
+        // The store is asked only when there is something for it to find:
+        // a wake-up that brought nothing in memory (a large message, an
+        // operator's action), or once a second for what came due. New mail
+        // handed over in memory needs no question.
+        let ask =
+            handed.is_empty() || Self::lock(&self.last_claim).is_none_or(|t| t.elapsed() >= POLL);
+        let mut rows = Vec::new();
+        if ask {
+            *Self::lock(&self.last_claim) = Some(std::time::Instant::now());
+            let claim = QueueClaim {
+                now,
+                until: now + CLAIM,
+                limit: BATCH,
+                per_domain: PER_DOMAIN,
+                skip,
+                only: None,
+            };
+            match self.store.queue_claim(&claim).await {
+                Ok(r) => rows = r,
+                Err(e) => error!(error = %e, "cannot read the queue"),
             }
-        };
+        }
         rows.extend(handed);
         // Destination → message id → its rows there.
         let mut groups: BTreeMap<String, BTreeMap<String, Vec<QueueEntry>>> = BTreeMap::new();
