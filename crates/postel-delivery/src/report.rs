@@ -104,7 +104,9 @@ pub(crate) async fn report<S: Store>(
                         );
                         u.state = QueueState::Deferred;
                         u.next_attempt = next;
-                        if let Some(w) = delay_warning_due(e.received_at, now, e.warned) {
+                        if let Some(w) =
+                            delay_warning_due(&s.warnings, e.received_at, now, e.warned)
+                        {
                             u.warned = w;
                             if dsn::wanted(e, Action::Delayed) {
                                 let mut r = failed(e, f, Action::Delayed);

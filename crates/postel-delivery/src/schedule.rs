@@ -11,8 +11,8 @@ pub const DEFAULT_RETRY: [u64; 7] = [300, 600, 1200, 2400, 4800, 7200, 10800];
 /// The default lifetime: 5 days (RFC 5321 4.5.4.1: "at least 4-5 days").
 pub const DEFAULT_LIFETIME: u64 = 5 * 86_400;
 
-/// Delay notices go out once a message has waited this long (seconds):
-/// at 4 hours and at 24 hours.
+/// Delay notices go out once a message has waited this long (seconds), by
+/// default: at 4 hours and at 24 hours.
 pub const DELAY_WARNINGS: [i64; 2] = [4 * 3600, 24 * 3600];
 
 /// Parses a duration as written in the config: a number of seconds, or
@@ -57,13 +57,15 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     Some(Duration::from_secs(total))
 }
 
-/// The retry schedule and the lifetime.
+/// The retry schedule, the lifetime and the delay warnings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Schedule {
     /// The waits after the first attempt, the second...; the last repeats.
     pub intervals: Vec<Duration>,
     /// How long a message may stay in the queue before it fails.
     pub lifetime: Duration,
+    /// After how long a delayed message gets a delay notice (at most 32).
+    pub warnings: Vec<Duration>,
 }
 
 impl Default for Schedule {
@@ -74,6 +76,10 @@ impl Default for Schedule {
                 .map(|s| Duration::from_secs(*s))
                 .collect(),
             lifetime: Duration::from_secs(DEFAULT_LIFETIME),
+            warnings: DELAY_WARNINGS
+                .iter()
+                .map(|s| Duration::from_secs(*s as u64))
+                .collect(),
         }
     }
 }
@@ -109,13 +115,18 @@ impl Schedule {
 }
 
 /// The delay notice due at `now` for a message received at `received_at`,
-/// of which `warned` (one bit per [`DELAY_WARNINGS`] step) were sent: the
-/// new `warned`, if a notice is due.
-pub fn delay_warning_due(received_at: i64, now: i64, warned: u32) -> Option<u32> {
+/// of which `warned` (one bit per step of `steps`) were sent: the new
+/// `warned`, if a notice is due.
+pub fn delay_warning_due(
+    steps: &[Duration],
+    received_at: i64,
+    now: i64,
+    warned: u32,
+) -> Option<u32> {
     let waited = now - received_at;
     let mut due = None;
-    for (i, after) in DELAY_WARNINGS.iter().enumerate() {
-        if waited >= *after && warned & (1 << i) == 0 {
+    for (i, after) in steps.iter().take(32).enumerate() {
+        if waited >= after.as_secs() as i64 && warned & (1 << i) == 0 {
             // Every step passed counts as sent: one notice, not two.
             due = Some(due.unwrap_or(warned) | (1 << i));
         }
@@ -188,6 +199,8 @@ mod tests {
 
     #[test]
     fn delay_warnings_at_four_and_twenty_four_hours() {
+        let steps = Schedule::default().warnings;
+        let delay_warning_due = |r, n, w| super::delay_warning_due(&steps, r, n, w);
         assert_eq!(delay_warning_due(0, 3 * 3600, 0), None);
         assert_eq!(delay_warning_due(0, 4 * 3600, 0), Some(1));
         assert_eq!(delay_warning_due(0, 5 * 3600, 1), None);

@@ -22,6 +22,9 @@ pub(crate) struct DeliverySection {
     pub(crate) retry: Option<Vec<String>>,
     /// How long a message may wait in the queue. Default `"5d"`.
     pub(crate) lifetime: Option<String>,
+    /// After how long a delayed message's sender gets a delay notice.
+    /// Default `["4h", "24h"]`; `[]` for none.
+    pub(crate) delay_warnings: Option<Vec<String>>,
     /// Send every remote message to this `host:port` instead.
     pub(crate) smarthost: Option<String>,
     /// AUTH user at the smarthost.
@@ -143,6 +146,23 @@ pub(super) fn validate(
         s.schedule.lifetime,
         problems,
     );
+    if let Some(list) = &d.delay_warnings {
+        if list.len() > 32 {
+            problems.push("delivery.delay_warnings: at most 32".to_owned());
+        }
+        s.schedule.warnings = list
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                duration(
+                    &format!("delay_warnings[{i}]"),
+                    Some(w),
+                    Duration::from_secs(4 * 3600),
+                    problems,
+                )
+            })
+            .collect();
+    }
     let t = &mut s.timeouts;
     t.connect = duration(
         "connect_timeout",
@@ -316,6 +336,13 @@ pub(super) fn effective(s: Option<&Settings>) -> DeliverySection {
                 .collect(),
         ),
         lifetime: secs(s.schedule.lifetime),
+        delay_warnings: Some(
+            s.schedule
+                .warnings
+                .iter()
+                .map(|d| format!("{}s", d.as_secs()))
+                .collect(),
+        ),
         smarthost: s
             .smarthost
             .as_ref()

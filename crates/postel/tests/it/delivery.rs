@@ -353,3 +353,43 @@ fn an_operator_bounce_returns_the_message_and_the_api_and_metrics_show_the_queue
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["changed"], 0);
 }
+
+#[test]
+fn a_delayed_message_gets_a_delay_notice_once_per_step_and_keeps_being_tried() {
+    let port = free_port();
+    let _mx = Mx::start("127.0.2.1", port, &[]);
+    // Steps of 2 s instead of 4 h and 24 h, retries every second.
+    let s = relay(port, "retry = [\"1s\"]\ndelay_warnings = [\"2s\", \"4s\"]");
+    let mut c = s.connect();
+    c.greet();
+    c.mail("me@here.test", &["defer4@ok.test"], &message("slow"));
+    wait_for(20, "two delay notices", || notices(&s).len() == 2);
+    for n in notices(&s) {
+        assert_eq!(n["subject"], "Delayed Mail (still being retried)");
+        let r = &n["recipients"][0];
+        assert_eq!(r["Action"], "delayed");
+        assert_eq!(r["Status"], "4.7.1");
+        assert_eq!(r["Diagnostic-Code"], "smtp; 451 4.7.1 Try again later");
+        assert!(r["Will-Retry-Until"].is_string(), "{n}");
+        // A delay notice carries only the headers.
+        assert_eq!(n["original"], "text/rfc822-headers");
+    }
+    // Still queued, still tried; no third notice.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(notices(&s).len(), 2);
+    let q = queue(&s);
+    assert_eq!(q[0]["state"], "deferred");
+    assert!(q[0]["attempts"].as_u64().unwrap_or(0) >= 3, "{q:?}");
+}
+
+#[test]
+fn connections_come_from_the_configured_source_address() {
+    let port = free_port();
+    let mx = Mx::start("127.0.2.1", port, &[]);
+    let s = relay(port, "source_ipv4 = \"127.0.0.9\"");
+    let mut c = s.connect();
+    c.greet();
+    c.mail("me@here.test", &["bob@ok.test"], &message("from .9"));
+    wait_for(20, "the delivery", || mx.received().len() == 1);
+    assert_eq!(mx.received()[0]["peer"], "127.0.0.9");
+}
