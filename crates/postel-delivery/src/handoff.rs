@@ -18,6 +18,10 @@ use postel_store::{QueueEntry, domain_of};
 /// The default bound: 32 MiB of messages.
 pub const DEFAULT_BUDGET: usize = 32 << 20;
 
+/// The most rows waiting to be taken: past it, new messages are not handed
+/// over (they are claimed from the store instead).
+const MAX_ROWS: usize = 50_000;
+
 /// Recently committed messages, by id, and their rows by domain.
 #[derive(Debug)]
 pub struct Handoff {
@@ -34,6 +38,8 @@ struct Inner {
     jobs: HashMap<String, Vec<Vec<QueueEntry>>>,
     /// Rows whose content was evicted before they were taken.
     evicted: Vec<QueueEntry>,
+    /// Rows in `jobs`.
+    rows: usize,
 }
 
 impl Default for Handoff {
@@ -60,7 +66,14 @@ impl Handoff {
     /// Whether a message of `len` octets would be taken: asked before the
     /// commit, since its rows are then committed already claimed.
     pub fn accepts(&self, len: usize) -> bool {
-        len <= self.budget / 8
+        len <= self.budget / 8 && self.lock().rows < MAX_ROWS
+    }
+
+    /// Sets rows aside to have their claims released (again): rows
+    /// committed claimed that were never handed over (a commit whose
+    /// outcome is unknown), or a release that failed.
+    pub fn set_aside(&self, rows: Vec<QueueEntry>) {
+        self.lock().evicted.extend(rows);
     }
 
     /// Keeps `raw`, the committed content of message `id`, and its queue
@@ -81,6 +94,7 @@ impl Handoff {
                 .push(e);
         }
         for (domain, rows) in by_domain {
+            g.rows += rows.len();
             g.jobs.entry(domain).or_default().push(rows);
         }
         while g.bytes > self.budget {
@@ -113,7 +127,13 @@ impl Handoff {
                 continue;
             };
             let n = (max - out.len()).min(list.len());
-            out.extend(list.drain(..n));
+            let taken: Vec<Vec<QueueEntry>> = list.drain(..n).collect();
+            let count: usize = taken.iter().map(Vec::len).sum();
+            out.extend(taken);
+            g.rows = g.rows.saturating_sub(count);
+            let Some(list) = g.jobs.get(&k) else {
+                continue;
+            };
             if list.is_empty() {
                 g.jobs.remove(&k);
             }
@@ -174,6 +194,7 @@ fn evict(g: &mut Inner, id: &str) {
     for d in emptied {
         g.jobs.remove(&d);
     }
+    g.rows = g.rows.saturating_sub(set_aside.len());
     g.evicted.extend(set_aside);
 }
 

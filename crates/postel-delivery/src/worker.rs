@@ -103,10 +103,11 @@ impl<S: Store + Clone> Worker<S> {
 
     /// Runs until `shutdown` completes; deliveries in flight then get a
     /// few seconds to finish their transaction and record it.
+    ///
+    /// The caller releases the store's claims first
+    /// ([`Store::queue_release_claims`]), before intake starts: rows
+    /// committed claimed from then on are this worker's.
     pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
-        if let Err(e) = self.store.queue_release_claims().await {
-            error!(error = %e, "cannot release the queue's claims");
-        }
         let mut shutdown = std::pin::pin!(shutdown);
         let mut tasks = tokio::task::JoinSet::new();
         let mut counted = std::time::Instant::now() - Duration::from_secs(60);
@@ -157,22 +158,23 @@ impl<S: Store + Clone> Worker<S> {
             .filter(|(_, n)| **n >= max)
             .map(|(d, _)| d.clone())
             .collect();
+        // Rows whose content left the handoff before they were taken:
+        // their claims go, and the store's claims below find them. If the
+        // release fails, they are kept to try again at the next look.
+        let evicted = self.handoff.take_evicted();
+        if !evicted.is_empty() {
+            let release = evicted.iter().map(QueueEntry::update).collect();
+            if let Err(e) = self.store.queue_record(release).await {
+                error!(error = %e, "cannot release handed-over claims: trying again");
+                self.handoff.set_aside(evicted);
+            }
+        }
         let smarthost_busy = self.settings.smarthost.is_some()
             && Self::lock(&self.per_destination)
                 .get(SMARTHOST)
                 .is_some_and(|n| *n >= max);
         if smarthost_busy {
             return;
-        }
-        // Rows whose content left the handoff before they were taken:
-        // their claims go, and the store's claims below find them.
-        let evicted = self.handoff.take_evicted();
-        if !evicted.is_empty() {
-            let store = self.store.clone();
-            let release = evicted.iter().map(QueueEntry::update).collect();
-            if let Err(e) = store.queue_record(release).await {
-                error!(error = %e, "cannot release handed-over claims");
-            }
         }
         let mut handed: Vec<QueueEntry> = Vec::new();
         {
@@ -241,16 +243,15 @@ impl<S: Store + Clone> Worker<S> {
                 let worker = self.clone();
                 let dest = dest.clone();
                 tasks.spawn(async move {
+                    // The session's slot is given back however the task
+                    // ends, a panic included.
+                    let _slot = Slot {
+                        worker: worker.clone(),
+                        dest: dest.clone(),
+                    };
                     let permit = worker.connections.clone().acquire_owned().await;
                     worker.deliver(&dest, share).await;
                     drop(permit);
-                    let mut per = Self::lock(&worker.per_destination);
-                    if let Some(n) = per.get_mut(&dest) {
-                        *n = n.saturating_sub(1);
-                        if *n == 0 {
-                            per.remove(&dest);
-                        }
-                    }
                 });
             }
         }
@@ -325,6 +326,7 @@ impl<S: Store + Clone> Worker<S> {
             Ok(r) => r,
             Err(o) => {
                 for rows in messages {
+                    self.handoff.forget(&rows[0].id);
                     pending.push(self.record(rows, vec![o.clone(); rows.len()]).await);
                 }
                 return;
@@ -334,6 +336,7 @@ impl<S: Store + Clone> Worker<S> {
             Ok(session) => Some(session),
             Err(f) => {
                 for rows in messages {
+                    self.handoff.forget(&rows[0].id);
                     let o = Outcome::Deferred(f.clone());
                     pending.push(self.record(rows, vec![o; rows.len()]).await);
                 }
@@ -384,9 +387,15 @@ impl<S: Store + Clone> Worker<S> {
     async fn more(&self, dest: &str) -> Vec<Vec<QueueEntry>> {
         let domain = (dest != SMARTHOST).then_some(dest);
         let handed = self.handoff.take(domain, PER_DOMAIN);
-        if !handed.is_empty() {
+        // Mail waiting in the store (retries, released claims) is not
+        // starved by new mail: the store is asked at least once a second.
+        let ask =
+            handed.is_empty() || Self::lock(&self.last_claim).is_none_or(|t| t.elapsed() >= POLL);
+        if !ask {
             return handed;
         }
+        *Self::lock(&self.last_claim) = Some(std::time::Instant::now());
+        let mut out = handed;
         let now = unix_now();
         let claim = QueueClaim {
             now,
@@ -401,7 +410,8 @@ impl<S: Store + Clone> Worker<S> {
         for e in rows {
             by_id.entry(e.id.clone()).or_default().push(e);
         }
-        by_id.into_values().collect()
+        out.extend(by_id.into_values());
+        out
     }
 
     /// The hosts for `dest`, and how to dial them; or the outcome for all
@@ -496,6 +506,28 @@ impl<S: Store + Clone> Worker<S> {
                     "4.3.0",
                     format!("cannot read the message: {e}"),
                 )))
+            }
+        }
+    }
+}
+
+/// A session's place in its destination's count, given back on drop.
+struct Slot<S> {
+    worker: Arc<Worker<S>>,
+    dest: String,
+}
+
+impl<S> Drop for Slot<S> {
+    fn drop(&mut self) {
+        let mut per = self
+            .worker
+            .per_destination
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = per.get_mut(&self.dest) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                per.remove(&self.dest);
             }
         }
     }

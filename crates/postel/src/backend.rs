@@ -396,6 +396,12 @@ impl<S: Store> BackendSession for PostelSession<S> {
                 Ok(id)
             }
             Err(e) => {
+                // The commit's outcome may be unknown (a failed batch can
+                // still be recovered): rows that were to be handed over
+                // are released, so that they are never stranded claimed.
+                if let (Some((_, rows)), Some(relay)) = (handoff, &inner.relay) {
+                    relay.handoff.set_aside(rows);
+                }
                 let r = if e.is_transient() {
                     reply::local_error()
                 } else {

@@ -108,6 +108,16 @@ pub(crate) fn serve(cfg: Config) -> anyhow::Result<()> {
             disk: (cfg.min_free_disk > 0).then(|| (cfg.data_dir.clone(), cfg.min_free_disk)),
         });
         let (stop_delivery, mut stop_delivery_rx) = tokio::sync::watch::channel(false);
+        // Claims of an earlier run are this run's to make again: released
+        // before intake starts, since rows committed claimed from now on
+        // belong to this run's worker.
+        if cfg.delivery.is_some() {
+            use postel_store::Store as _;
+            store
+                .queue_release_claims()
+                .await
+                .context("cannot release the delivery queue's claims")?;
+        }
         let delivery_task = match &cfg.delivery {
             Some(settings) => {
                 let mut settings = settings.clone();
