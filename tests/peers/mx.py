@@ -15,8 +15,9 @@ Options shape the server: --hide KEYWORD drops an EHLO keyword (8BITMIME,
 SMTPUTF8, PIPELINING, SIZE...); --size N advertises SIZE N; --max-rcpt N
 answers 452 4.5.3 past N recipients in one transaction; --mode selects a
 broken server instead: refuse (421 greeting), silent (accepts TCP, never
-speaks), badtls (offers STARTTLS, then breaks the handshake), drop (closes
-the connection at DATA).
+speaks), badtls (offers STARTTLS, then breaks the handshake), inject (sends
+a second reply right after its 220 to STARTTLS), drop (closes the
+connection at DATA).
 
 Usage: mx.py --listen IP:PORT --dir DIR [options]. Runs until killed.
 """
@@ -46,7 +47,7 @@ class Handler:
             if keyword == "SIZE" and self.args.size:
                 text = f"SIZE {self.args.size}"
             keep.append(text)
-        if self.args.mode == "badtls" and "STARTTLS" not in keep:
+        if self.args.mode in ("badtls", "inject") and "STARTTLS" not in keep:
             keep.append("STARTTLS")
         return [f"250-{t}" for t in keep[:-1]] + [f"250 {keep[-1]}"]
 
@@ -89,6 +90,15 @@ class Handler:
         return "250 2.0.0 Ok: stored"
 
 
+class Inject(SMTP):
+    async def smtp_STARTTLS(self, arg):
+        # A reply and, in the same packet, a second one: whatever follows
+        # the 220 must not be read as if it came over TLS.
+        self.transport.write(b"220 2.0.0 Ready to start TLS\r\n250 2.0.0 injected\r\n")
+        await asyncio.sleep(1)
+        self.transport.close()
+
+
 class BadTls(SMTP):
     async def smtp_STARTTLS(self, arg):
         await self.push("220 2.0.0 Ready to start TLS")
@@ -120,7 +130,7 @@ def main():
     p.add_argument("--max-rcpt", type=int, default=0)
     p.add_argument("--smtputf8", action="store_true")
     p.add_argument("--mode", default="normal",
-                   choices=["normal", "refuse", "silent", "badtls", "drop"])
+                   choices=["normal", "refuse", "silent", "badtls", "inject", "drop"])
     args = p.parse_args()
     host, port = args.listen.rsplit(":", 1)
     os.makedirs(args.dir, exist_ok=True)
@@ -130,7 +140,7 @@ def main():
             lambda r, w: broken(r, w, args.mode), host, int(port)))
     else:
         handler = Handler(args)
-        cls = BadTls if args.mode == "badtls" else SMTP
+        cls = {"badtls": BadTls, "inject": Inject}.get(args.mode, SMTP)
         server = loop.run_until_complete(loop.create_server(
             lambda: cls(handler, hostname=f"mx-{host}", enable_SMTPUTF8=args.smtputf8,
                         data_size_limit=args.size or 33554432),

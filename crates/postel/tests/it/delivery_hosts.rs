@@ -432,3 +432,31 @@ fn a_queued_message_whose_content_is_lost_fails_loudly_with_a_notice() {
     assert_eq!(r["Action"], "failed");
     wait_for(10, "the queue to empty", || queue(&s).is_empty());
 }
+
+#[test]
+fn bytes_injected_after_the_reply_to_starttls_end_the_session() {
+    let port = free_port();
+    let mx = Mx::start("127.0.5.1", port, &["--mode", "inject"]);
+    let s = relay(
+        port,
+        "retry = [\"1h\"]\n[delivery.tls_policies]\n\"tls.test\" = \"encrypt\"",
+    );
+    let mut c = s.connect();
+    c.greet();
+    c.mail(
+        "me@here.test",
+        &["bob@tls.test"],
+        &message("not in the clear"),
+    );
+    wait_for(20, "a deferral", || {
+        queue(&s).first().is_some_and(|e| e["state"] == "deferred")
+    });
+    let reply = queue(&s)[0]["last_reply"].as_str().unwrap_or("").to_owned();
+    // Whole extra replies are "a reply to no command", a partial one is
+    // "bytes after the reply to STARTTLS": either way, no handshake.
+    assert!(
+        reply.contains("a reply to no command") || reply.contains("after the reply to STARTTLS"),
+        "{reply}"
+    );
+    assert!(mx.received().is_empty());
+}
