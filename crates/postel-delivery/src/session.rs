@@ -424,6 +424,12 @@ impl Session {
                 rcpt_replies.push(one(&mut self.conn, t.command).await.map_err(&lost)?);
             }
         }
+        // With CHUNKING and PIPELINING the content goes in the same round
+        // as its envelope (RFC 3030): BDAT LAST, one round trip, and no
+        // dot-stuffing.
+        if pipelined && self.caps.chunking {
+            return self.bdat_round(job, chunk, settings).await;
+        }
         self.conn.client.data();
         let mut replies = self.conn.round(t.command).await.map_err(&lost)?;
         let mail_reply = if pipelined {
@@ -485,6 +491,62 @@ impl Session {
         let r = one(&mut self.conn, t.data).await.map_err(&lost)?;
         for &i in &accepted {
             done.push((i, Outcome::of_reply(&self.host, &r, dsn)));
+        }
+        Ok((done, again))
+    }
+
+    /// The rest of a transaction whose MAIL and RCPTs are queued: the
+    /// content as one `BDAT LAST`, in the same round.
+    async fn bdat_round(
+        &mut self,
+        job: &Job,
+        chunk: &[usize],
+        settings: &Settings,
+    ) -> Result<(Vec<(usize, Outcome)>, Vec<usize>), Failure> {
+        let host = self.host.clone();
+        let lost = |e: ConnError| Failure::local("4.4.2", format!("{host}: {e}"));
+        self.conn.client.bdat(&job.content, true);
+        let mut replies = self
+            .conn
+            .round(settings.timeouts.data)
+            .await
+            .map_err(&lost)?;
+        let (_, mail) = take(&mut replies, Command::Mail).ok_or_else(|| lost(ConnError::Closed))?;
+        let mut rcpt_replies = Vec::new();
+        while let Some((_, r)) = take(&mut replies, Command::Rcpt) {
+            rcpt_replies.push(r);
+        }
+        let bdat = take(&mut replies, Command::Bdat).map(|(_, r)| r);
+        if mail.code != 250 {
+            return Ok((self.refused_all(chunk, &mail).await, Vec::new()));
+        }
+        let mut done = Vec::new();
+        let mut accepted = Vec::new();
+        let mut again = Vec::new();
+        for (k, &i) in chunk.iter().enumerate() {
+            let Some(r) = rcpt_replies.get(k) else {
+                continue;
+            };
+            match r.code {
+                200..=299 => accepted.push(i),
+                452 if !accepted.is_empty() && is_too_many(r) => again.push(i),
+                _ => done.push((i, Outcome::of_reply(&self.host, r, false))),
+            }
+        }
+        let Some(bdat) = bdat else {
+            return Err(lost(ConnError::Closed));
+        };
+        if accepted.is_empty() {
+            // The content went with no recipient to take it: refused, and
+            // the transaction is reset.
+            self.reset(settings.timeouts.command).await;
+            return Ok((done, again));
+        }
+        for &i in &accepted {
+            done.push((i, Outcome::of_reply(&self.host, &bdat, self.caps.dsn)));
+        }
+        if !(200..300).contains(&bdat.code) {
+            self.reset(settings.timeouts.command).await;
         }
         Ok((done, again))
     }
