@@ -198,6 +198,7 @@ async fn notify<S: Store>(
         queue: if local { Vec::new() } else { vec![0] },
         local,
         claimed_until: None,
+        hold: false,
     };
     match store.insert(msg).await {
         Ok(()) => {

@@ -15,7 +15,9 @@
 //! - [`recipients`]: which recipients are accepted (domains, mailboxes);
 //! - [`relay`]: with delivery on, which recipients are sent on, who may
 //!   relay, and which sender addresses a user may use;
-//! - [`trace`]: the `Received:` header put on every stored message.
+//! - [`trace`]: the `Received:` header put on every stored message;
+//! - [`delegation`]: Postfix's policy delegation protocol, client side
+//!   (postgrey, policyd-spf).
 //!
 //! Time is passed in (`now`) wherever a decision depends on it, so that
 //! tests need no clock.
@@ -23,6 +25,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod delegation;
 pub mod lockout;
 pub mod passwords;
 pub mod recipients;

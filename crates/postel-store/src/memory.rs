@@ -127,6 +127,7 @@ impl Store for MemoryStore {
             queue,
             local,
             claimed_until,
+            hold,
         } = msg;
         if let Some(spool) = spooled {
             raw.extend_from_slice(&std::fs::read(spool.file.path())?);
@@ -167,7 +168,11 @@ impl Store for MemoryStore {
                     client_addr: e.client_addr.clone(),
                     received_at: summary.received_at,
                     size: summary.size,
-                    state: QueueState::Queued,
+                    state: if hold {
+                        QueueState::Held
+                    } else {
+                        QueueState::Queued
+                    },
                     attempts: 0,
                     next_attempt: summary.received_at,
                     last_reply: None,

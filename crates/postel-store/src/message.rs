@@ -61,6 +61,9 @@ pub struct NewMessage {
     /// hands them to delivery itself, in memory, rather than have them
     /// claimed from the store.
     pub claimed_until: Option<i64>,
+    /// The queue rows start held (a policy server's `HOLD`): nothing is
+    /// sent until an operator releases them.
+    pub hold: bool,
 }
 
 impl NewMessage {

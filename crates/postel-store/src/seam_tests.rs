@@ -39,6 +39,7 @@ fn message<S: Store>(store: &S, at: i64, from: &str, to: &str, subject: &str) ->
         queue: Vec::new(),
         local: true,
         claimed_until: None,
+        hold: false,
     }
 }
 

@@ -44,6 +44,7 @@ async fn the_api_works_over_the_memory_store() {
             queue: Vec::new(),
             local: true,
             claimed_until: None,
+            hold: false,
         })
         .await
         .expect("insert");

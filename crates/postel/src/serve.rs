@@ -106,6 +106,8 @@ pub(crate) fn serve(cfg: Config) -> anyhow::Result<()> {
                 handoff: handoff.clone(),
             }),
             disk: (cfg.min_free_disk > 0).then(|| (cfg.data_dir.clone(), cfg.min_free_disk)),
+            policy_services: cfg.policy_services.clone(),
+            policy_timeout: cfg.policy_timeout,
         });
         let (stop_delivery, mut stop_delivery_rx) = tokio::sync::watch::channel(false);
         // Claims of an earlier run are this run's to make again: released

@@ -33,6 +33,7 @@ fn msg(store: &SqliteStore, body: &[u8]) -> NewMessage {
         queue: Vec::new(),
         local: true,
         claimed_until: None,
+        hold: false,
     }
 }
 

@@ -138,7 +138,7 @@ pub(super) fn insert_one(conn: &Connection, m: &NewMessage, apart: u64) -> Resul
     // The queue rows in the same commit: the 250 also means "queued".
     let mut queue = conn.prepare_cached(
         "INSERT INTO queue (message_seq, position, state, next_attempt, domain, leased_until)
-         VALUES (?1, ?2, 'queued', ?3, ?4, ?5)",
+         VALUES (?1, ?2, ?6, ?3, ?4, ?5)",
     )?;
     for position in &m.queue {
         let domain = e
@@ -146,12 +146,14 @@ pub(super) fn insert_one(conn: &Connection, m: &NewMessage, apart: u64) -> Resul
             .get(*position as usize)
             .map(|r| crate::queue::domain_of(&r.address))
             .unwrap_or_default();
+        let state = if m.hold { "held" } else { "queued" };
         queue.execute(params![
             seq,
             position,
             m.received_at,
             domain,
-            m.claimed_until
+            m.claimed_until,
+            state
         ])?;
     }
     Ok(())

@@ -73,6 +73,10 @@ pub(crate) struct Inner<S> {
     /// The data folder and the free space (octets) below which MAIL is
     /// refused; None: no check.
     pub(crate) disk: Option<(std::path::PathBuf, u64)>,
+    /// Policy servers asked at RCPT (Postfix's `check_policy_service`), in
+    /// order, and how long each may take.
+    pub(crate) policy_services: Vec<std::net::SocketAddr>,
+    pub(crate) policy_timeout: std::time::Duration,
 }
 
 /// What the backend needs of delivery.
@@ -121,6 +125,9 @@ impl<S: Store> Backend for PostelBackend<S> {
             addresses: Vec::new(),
             queue: Vec::new(),
             local: false,
+            prepend: Vec::new(),
+            hold: false,
+            mail_size: 0,
         }
     }
 
@@ -157,6 +164,12 @@ pub(crate) struct PostelSession<S> {
     queue: Vec<u32>,
     /// Whether some recipient is local.
     local: bool,
+    /// Header fields a policy server asked to prepend.
+    prepend: Vec<String>,
+    /// A policy server asked to hold the message.
+    hold: bool,
+    /// MAIL's `SIZE=`, for policy servers.
+    mail_size: u64,
 }
 
 impl<S: Store> PostelSession<S> {
@@ -181,6 +194,54 @@ impl<S: Store> PostelSession<S> {
         self.incoming = None;
         self.queue.clear();
         self.local = false;
+        self.prepend.clear();
+        self.hold = false;
+        self.mail_size = 0;
+    }
+
+    /// Asks the policy servers about `to`, in order: the first refusal
+    /// wins; PREPEND and HOLD are kept for the message.
+    async fn ask_policy(&mut self, to: &ForwardPath) -> Result<(), Reply> {
+        use postel_policy::delegation::{self, Verdict};
+        let inner = self.inner.clone();
+        if inner.policy_services.is_empty() {
+            return Ok(());
+        }
+        let recipient = to.to_string();
+        let req = delegation::Request {
+            protocol_state: "RCPT",
+            protocol_name: if self.extended { "ESMTP" } else { "SMTP" },
+            client_address: self.meta.peer.ip().to_string(),
+            helo_name: &self.helo,
+            sender: &self.from,
+            recipient: &recipient,
+            recipient_count: self.recipients.len(),
+            sasl_username: self.user.as_deref().unwrap_or(""),
+            size: self.mail_size,
+            instance: format!("{:x}", self.meta.session_id),
+        };
+        for addr in &inner.policy_services {
+            match delegation::ask(*addr, &req, inner.policy_timeout).await {
+                Ok(action) => match delegation::verdict(&action) {
+                    Verdict::Accept => {}
+                    Verdict::Prepend(h) => {
+                        if self.prepend.len() < 100 {
+                            self.prepend.push(h);
+                        }
+                    }
+                    Verdict::Hold => self.hold = true,
+                    Verdict::Refuse(r) => {
+                        info!(session = self.meta.session_id, policy = %addr, code = r.code, "RCPT refused by a policy server");
+                        return Err(r);
+                    }
+                },
+                Err(e) => {
+                    warn!(session = self.meta.session_id, error = %e, "policy server failed: 451");
+                    return Err(delegation::unavailable());
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -213,6 +274,7 @@ impl<S: Store> BackendSession for PostelSession<S> {
         self.from = from.to_string();
         self.mail_params.clone_from(&params.raw);
         self.smtputf8 = params.smtputf8;
+        self.mail_size = params.size.unwrap_or(0);
         Ok(())
     }
 
@@ -229,6 +291,9 @@ impl<S: Store> BackendSession for PostelSession<S> {
                 relay.policy.route(&self.inner.policy, to, may_relay)?
             }
         };
+        // Asked only once routing took the recipient: a policy server's
+        // OK never opens relaying.
+        self.ask_policy(to).await?;
         match route {
             Route::Local => self.local = true,
             Route::Remote => self.queue.push(self.recipients.len() as u32),
@@ -288,6 +353,10 @@ impl<S: Store> BackendSession for PostelSession<S> {
             unix_time: now,
         }
         .write_to(&mut raw);
+        for h in &self.prepend {
+            raw.extend_from_slice(h.as_bytes());
+            raw.extend_from_slice(b"\r\n");
+        }
         raw.extend_from_slice(&content);
         drop(content);
         let count = self.recipients.len();
@@ -310,6 +379,7 @@ impl<S: Store> BackendSession for PostelSession<S> {
             local: self.local || self.queue.is_empty(),
             queue: std::mem::take(&mut self.queue),
             claimed_until: None,
+            hold: self.hold,
         };
         let queued = !msg.queue.is_empty();
         // A small message to send on goes to delivery in memory: its rows
@@ -318,7 +388,10 @@ impl<S: Store> BackendSession for PostelSession<S> {
         let mut msg = msg;
         let handoff = match &inner.relay {
             Some(relay)
-                if queued && msg.spooled.is_none() && relay.handoff.accepts(msg.raw.len()) =>
+                if queued
+                    && !msg.hold
+                    && msg.spooled.is_none()
+                    && relay.handoff.accepts(msg.raw.len()) =>
             {
                 msg.claimed_until = Some(now + postel_delivery::worker::CLAIM);
                 Some((Arc::new(msg.raw.clone()), handed_rows(&msg)))

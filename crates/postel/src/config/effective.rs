@@ -76,6 +76,13 @@ impl Config {
                         .map(|(d, m)| (d.clone(), m.iter().cloned().collect()))
                         .collect(),
                 ),
+                policy_services: Some(
+                    self.policy_services
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect(),
+                ),
+                policy_timeout: Some(self.policy_timeout.as_secs()),
                 bare_line_endings: Some(
                     match l.bare_line_endings {
                         BareLinePolicy::Reject => "reject",

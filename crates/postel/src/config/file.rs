@@ -159,6 +159,12 @@ pub(crate) struct PolicySection {
     pub(crate) mailboxes: Option<BTreeMap<String, Vec<String>>>,
     /// `reject` (default) or `normalize` bare CR/LF in content.
     pub(crate) bare_line_endings: Option<String>,
+    /// Policy servers (`IP:PORT`) asked at each RCPT, in order: Postfix's
+    /// policy delegation protocol (postgrey, policyd-spf).
+    pub(crate) policy_services: Option<Vec<String>>,
+    /// Seconds a policy server may take to answer; then `451 4.3.5`.
+    /// Default 10.
+    pub(crate) policy_timeout: Option<u64>,
 }
 
 impl FileConfig {

@@ -151,6 +151,10 @@ pub(crate) struct Config {
     pub(crate) delivery: Option<postel_delivery::Settings>,
     /// Free disk (octets) below which MAIL gets 452 4.3.1; 0: no check.
     pub(crate) min_free_disk: u64,
+    /// Policy servers asked at RCPT.
+    pub(crate) policy_services: Vec<SocketAddr>,
+    /// How long each may take.
+    pub(crate) policy_timeout: Duration,
 }
 
 /// The host's name, if it is a valid domain; else `localhost`.
@@ -239,6 +243,17 @@ impl Config {
             .unwrap_or(100)
             .saturating_mul(1 << 20);
 
+        let mut policy_services = Vec::new();
+        for (i, a) in file.policy.policy_services.iter().flatten().enumerate() {
+            match a.parse::<SocketAddr>() {
+                Ok(addr) => policy_services.push(addr),
+                Err(_) => problems.push(format!(
+                    "policy.policy_services[{i}]: {a:?} is not IP:PORT (for example 127.0.0.1:10023)"
+                )),
+            }
+        }
+        let policy_timeout = Duration::from_secs(file.policy.policy_timeout.unwrap_or(10).max(1));
+
         if !problems.is_empty() {
             bail!("invalid configuration:\n  {}", problems.join("\n  "));
         }
@@ -267,6 +282,8 @@ impl Config {
             max_age,
             delivery,
             min_free_disk,
+            policy_services,
+            policy_timeout,
         })
     }
 }

@@ -10,6 +10,7 @@ mod delivery_hosts;
 mod delivery_smarthost;
 mod durability;
 mod interop;
+mod policy;
 mod release;
 mod rig;
 mod robustness;

@@ -293,6 +293,14 @@ impl Client {
         got
     }
 
+    /// Sends a command line and asserts the reply starts with `prefix`;
+    /// returns it.
+    #[track_caller]
+    pub(crate) fn expect_start_after(&mut self, line: &str, prefix: &str) -> String {
+        self.send(format!("{line}\r\n"));
+        self.expect_start(prefix)
+    }
+
     /// Sends a command line and asserts the reply.
     #[track_caller]
     pub(crate) fn cmd(&mut self, line: &str, want: &str) {
