@@ -452,20 +452,7 @@ impl Session {
             }
             return Ok((self.refused_all(chunk, &r).await, Vec::new()));
         }
-        let mut done = Vec::new();
-        let mut accepted = Vec::new();
-        let mut again = Vec::new();
-        for (k, &i) in chunk.iter().enumerate() {
-            let Some(r) = rcpt_replies.get(k) else {
-                // The server closed (421) before answering this one.
-                continue;
-            };
-            match r.code {
-                200..=299 => accepted.push(i),
-                452 if !accepted.is_empty() && is_too_many(r) => again.push(i),
-                _ => done.push((i, Outcome::of_reply(&self.host, r, false))),
-            }
-        }
+        let (mut done, accepted, again) = self.sort_rcpt_replies(chunk, &rcpt_replies);
         let Some(data_reply) = data_reply else {
             return Err(lost(ConnError::Closed));
         };
@@ -520,19 +507,7 @@ impl Session {
         if mail.code != 250 {
             return Ok((self.refused_all(chunk, &mail).await, Vec::new()));
         }
-        let mut done = Vec::new();
-        let mut accepted = Vec::new();
-        let mut again = Vec::new();
-        for (k, &i) in chunk.iter().enumerate() {
-            let Some(r) = rcpt_replies.get(k) else {
-                continue;
-            };
-            match r.code {
-                200..=299 => accepted.push(i),
-                452 if !accepted.is_empty() && is_too_many(r) => again.push(i),
-                _ => done.push((i, Outcome::of_reply(&self.host, r, false))),
-            }
-        }
+        let (mut done, accepted, again) = self.sort_rcpt_replies(chunk, &rcpt_replies);
         let Some(bdat) = bdat else {
             return Err(lost(ConnError::Closed));
         };
@@ -549,6 +524,27 @@ impl Session {
             self.reset(settings.timeouts.command).await;
         }
         Ok((done, again))
+    }
+
+    /// The RCPT replies of a chunk: the outcomes known already (refused),
+    /// the recipients taken, and those to send again at once (a 452 for
+    /// too many after others were taken). A recipient with no reply (the
+    /// server closed, 421) is in none of them.
+    #[allow(clippy::type_complexity)]
+    fn sort_rcpt_replies(
+        &self,
+        chunk: &[usize],
+        rcpt_replies: &[ServerReply],
+    ) -> (Vec<(usize, Outcome)>, Vec<usize>, Vec<usize>) {
+        let (mut done, mut accepted, mut again) = (Vec::new(), Vec::new(), Vec::new());
+        for (&i, r) in chunk.iter().zip(rcpt_replies) {
+            match r.code {
+                200..=299 => accepted.push(i),
+                452 if !accepted.is_empty() && is_too_many(r) => again.push(i),
+                _ => done.push((i, Outcome::of_reply(&self.host, r, false))),
+            }
+        }
+        (done, accepted, again)
     }
 
     /// Every recipient of the chunk gets the MAIL refusal; the session is

@@ -133,6 +133,17 @@ impl<S: Store + Clone> Worker<S> {
         m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Whether to ask the store for due rows now: when nothing came in
+    /// memory, or a second after it was last asked. Asking starts the wait.
+    fn time_to_ask(&self, nothing_handed: bool) -> bool {
+        let mut last = Self::lock(&self.last_claim);
+        let ask = nothing_handed || last.is_none_or(|t| t.elapsed() >= POLL);
+        if ask {
+            *last = Some(std::time::Instant::now());
+        }
+        ask
+    }
+
     /// The queue by state, for `/metrics`.
     async fn count(&self) {
         if let Ok(counts) = self.store.queue_counts().await {
@@ -198,11 +209,8 @@ impl<S: Store + Clone> Worker<S> {
         // a wake-up that brought nothing in memory (a large message, an
         // operator's action), or once a second for what came due. New mail
         // handed over in memory needs no question.
-        let ask =
-            handed.is_empty() || Self::lock(&self.last_claim).is_none_or(|t| t.elapsed() >= POLL);
         let mut rows = Vec::new();
-        if ask {
-            *Self::lock(&self.last_claim) = Some(std::time::Instant::now());
+        if self.time_to_ask(handed.is_empty()) {
             let claim = QueueClaim {
                 now,
                 until: now + CLAIM,
@@ -389,12 +397,9 @@ impl<S: Store + Clone> Worker<S> {
         let handed = self.handoff.take(domain, PER_DOMAIN);
         // Mail waiting in the store (retries, released claims) is not
         // starved by new mail: the store is asked at least once a second.
-        let ask =
-            handed.is_empty() || Self::lock(&self.last_claim).is_none_or(|t| t.elapsed() >= POLL);
-        if !ask {
+        if !self.time_to_ask(handed.is_empty()) {
             return handed;
         }
-        *Self::lock(&self.last_claim) = Some(std::time::Instant::now());
         let mut out = handed;
         let now = unix_now();
         let claim = QueueClaim {

@@ -94,24 +94,25 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             over.zero_config = zero_config;
             serve::serve(Config::build(file, over)?).map(|()| ExitCode::SUCCESS)
         }
-        Command::Messages {
-            command:
-                MessagesCommand::Release {
-                    id,
-                    server,
-                    to,
-                    from,
-                    tls,
-                    store,
-                },
-        } => release::cli(&store.dir()?, &id, &server, &to, from.as_deref(), &tls).map(status),
         Command::Messages { command } => match command {
-            MessagesCommand::List { store, json } => messages::list(&store.dir()?, json),
-            MessagesCommand::Show { id, store, raw } => messages::show(&store.dir()?, &id, raw),
-            MessagesCommand::Delete { id, store } => messages::delete(&store.dir()?, &id),
-            MessagesCommand::Release { .. } => unreachable!("matched above"),
-        }
-        .map(|()| ExitCode::SUCCESS),
+            MessagesCommand::List { store, json } => {
+                messages::list(&store.dir()?, json).map(|()| ExitCode::SUCCESS)
+            }
+            MessagesCommand::Show { id, store, raw } => {
+                messages::show(&store.dir()?, &id, raw).map(|()| ExitCode::SUCCESS)
+            }
+            MessagesCommand::Delete { id, store } => {
+                messages::delete(&store.dir()?, &id).map(|()| ExitCode::SUCCESS)
+            }
+            MessagesCommand::Release {
+                id,
+                server,
+                to,
+                from,
+                tls,
+                store,
+            } => release::cli(&store.dir()?, &id, &server, &to, from.as_deref(), &tls).map(status),
+        },
         Command::Users { command } => match command {
             UsersCommand::Add {
                 name,

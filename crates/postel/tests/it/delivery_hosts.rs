@@ -300,7 +300,7 @@ fn kill_9_during_a_delivery_loses_nothing_and_sends_nothing_twice() {
     drop(s);
     drop(silent);
     let mx = Mx::start("127.0.2.1", port, &[]);
-    let q = queue_of(&data);
+    let q = crate::rig::queue_in(&data);
     assert_eq!(q.len(), 2, "both still queued after kill -9: {q:?}");
     assert!(q.iter().all(|e| e["id"] == id.as_str()));
     let s = Server::start_in(&data, &cfg, &[]);
@@ -317,26 +317,6 @@ fn kill_9_during_a_delivery_loses_nothing_and_sends_nothing_twice() {
         mx.received()[0]["rcpt_tos"],
         serde_json::json!(["bob@ok.test", "carol@ok.test"])
     );
-}
-
-fn queue_of(data: &std::path::Path) -> Vec<serde_json::Value> {
-    let out = crate::support::postel(&[
-        "queue",
-        "list",
-        "--json",
-        "--data-dir",
-        crate::support::arg(data),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice::<serde_json::Value>(&out.stdout)
-        .expect("json")
-        .as_array()
-        .expect("array")
-        .clone()
 }
 
 #[test]

@@ -203,7 +203,12 @@ pub(crate) fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
 
 /// `postel queue list --json` on the server's data folder.
 pub(crate) fn queue(s: &Server) -> Vec<serde_json::Value> {
-    let out = postel(&["queue", "list", "--json", "--data-dir", arg(&s.data_dir)]);
+    queue_in(&s.data_dir)
+}
+
+/// `postel queue list --json` on a data folder.
+pub(crate) fn queue_in(data_dir: &Path) -> Vec<serde_json::Value> {
+    let out = postel(&["queue", "list", "--json", "--data-dir", arg(data_dir)]);
     assert!(
         out.status.success(),
         "{}",
