@@ -18,7 +18,9 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 # tested against them, started by the scripts in bench/peers/ (as root).
 # dnsmasq-base is the DNS server of the delivery rig (MX, null MX, NXDOMAIN
 # on loopback), and aiosmtpd its receiving MXes (tests/peers/mx.py).
-APT_PACKAGES=(curl swaks python3 procps openssl libio-socket-ssl-perl libauthen-sasl-perl chromium postfix dnsmasq-base postgrey)
+# postgrey is a policy server; Dovecot (LMTP, IMAP) the mailbox server that
+# local delivery hands mail to, and reads it back from.
+APT_PACKAGES=(curl swaks python3 procps openssl libio-socket-ssl-perl libauthen-sasl-perl chromium postfix dnsmasq-base postgrey dovecot-lmtpd dovecot-imapd)
 PIP_PACKAGES=(aiosmtpd==1.4.6)
 
 missing=()

@@ -9,7 +9,7 @@ use std::time::Duration;
 use postel_proto::client::{Client, ClientEvent, Command, ServerReply};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::{TcpSocket, TcpStream, UnixStream};
 
 /// Why a connection ended early.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,6 +34,8 @@ pub enum ConnError {
 enum Stream {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    /// A local socket (LMTP).
+    Unix(UnixStream),
     /// During a handshake.
     Gone,
 }
@@ -79,6 +81,28 @@ impl Connection {
             stream: Stream::Plain(stream),
             client: Client::new(),
             peer,
+            tls: None,
+            out: Vec::new(),
+        })
+    }
+
+    /// Connects to the local socket at `path` (LMTP), within `timeout`.
+    /// `peer` is then the unspecified address.
+    ///
+    /// # Errors
+    /// [`ConnError::Io`] or [`ConnError::Timeout`].
+    pub async fn connect_unix(
+        path: &std::path::Path,
+        timeout: Duration,
+    ) -> Result<Connection, ConnError> {
+        let stream = tokio::time::timeout(timeout, UnixStream::connect(path))
+            .await
+            .map_err(|_| ConnError::Timeout(timeout))?
+            .map_err(|e| ConnError::Io(format!("connect to {}: {e}", path.display())))?;
+        Ok(Connection {
+            stream: Stream::Unix(stream),
+            client: Client::new(),
+            peer: SocketAddr::from(([0, 0, 0, 0], 0)),
             tls: None,
             out: Vec::new(),
         })
@@ -189,6 +213,7 @@ impl Connection {
         let r = match &mut self.stream {
             Stream::Plain(s) => s.write_all(bytes).await,
             Stream::Tls(s) => s.write_all(bytes).await,
+            Stream::Unix(s) => s.write_all(bytes).await,
             Stream::Gone => return Err(ConnError::Closed),
         };
         r.map_err(|e| ConnError::Io(e.to_string()))
@@ -198,6 +223,7 @@ impl Connection {
         let r = match &mut self.stream {
             Stream::Plain(s) => s.read(buf).await,
             Stream::Tls(s) => s.read(buf).await,
+            Stream::Unix(s) => s.read(buf).await,
             Stream::Gone => return Err(ConnError::Closed),
         };
         r.map_err(|e| ConnError::Io(e.to_string()))

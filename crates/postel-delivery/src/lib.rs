@@ -20,6 +20,9 @@
 //!   rounds of commands and replies under timeouts);
 //! - `session`: one outbound session: host choice, EHLO, STARTTLS policy,
 //!   AUTH, transactions;
+//! - `local`: where local recipients go (store, Maildir, LMTP);
+//! - `maildir`: Maildir delivery (tmp, fsync, new);
+//! - `lmtp`: LMTP sessions (RFC 2033), on `session`'s transactions;
 //! - `dsn`: RFC 3464 notices;
 //! - `report`: outcomes into queue updates and notices;
 //! - `metrics`: the queue, attempts and latency for `/metrics`;
@@ -31,6 +34,9 @@ pub mod connection;
 pub mod down;
 pub mod dsn;
 pub mod handoff;
+pub mod lmtp;
+pub mod local;
+pub mod maildir;
 pub mod metrics;
 pub mod mx;
 pub mod outcome;

@@ -67,6 +67,9 @@ pub struct Session {
     caps: Capabilities,
     /// The host's name, for notices and logs.
     pub host: String,
+    /// LMTP: one reply per accepted recipient after the content, and no
+    /// BDAT.
+    lmtp: bool,
 }
 
 /// How to reach the hosts: the settings, and TLS and AUTH for them.
@@ -235,12 +238,13 @@ impl Dial<'_> {
             conn,
             caps,
             host: host.name.clone(),
+            lmtp: false,
         })
     }
 }
 
 /// Sends one command already queued and returns its one reply.
-async fn one(
+pub(crate) async fn one(
     conn: &mut Connection,
     timeout: std::time::Duration,
 ) -> Result<ServerReply, ConnError> {
@@ -282,6 +286,16 @@ fn param<'a>(params: &'a [String], key: &str) -> Option<&'a str> {
 }
 
 impl Session {
+    /// An LMTP session on `conn`, after its LHLO.
+    pub(crate) fn lmtp(conn: Connection, caps: Capabilities, host: String) -> Session {
+        Session {
+            conn,
+            caps,
+            host,
+            lmtp: true,
+        }
+    }
+
     /// The capabilities the remote offered.
     pub fn capabilities(&self) -> &Capabilities {
         &self.caps
@@ -427,7 +441,7 @@ impl Session {
         // With CHUNKING and PIPELINING the content goes in the same round
         // as its envelope (RFC 3030): BDAT LAST, one round trip, and no
         // dot-stuffing.
-        if pipelined && self.caps.chunking {
+        if pipelined && self.caps.chunking && !self.lmtp {
             return self.bdat_round(job, chunk, settings).await;
         }
         self.conn.client.data();
@@ -472,6 +486,19 @@ impl Session {
             // with nothing.
             self.conn.client.content(b"");
             let _ = self.conn.round(t.data).await;
+            return Ok((done, again));
+        }
+        if self.lmtp {
+            // One reply per accepted recipient, in order (RFC 2033 4.2);
+            // those that never came are deferred with the session.
+            self.conn.client.content_lmtp(&job.content, accepted.len());
+            let mut replies = self.conn.round(t.data).await.map_err(&lost)?;
+            for &i in &accepted {
+                match take(&mut replies, Command::Content) {
+                    Some((_, r)) => done.push((i, Outcome::of_reply(&self.host, &r, false))),
+                    None => done.push((i, Outcome::Deferred(lost(ConnError::Closed)))),
+                }
+            }
             return Ok((done, again));
         }
         self.conn.client.content(&job.content);

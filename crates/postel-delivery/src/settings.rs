@@ -120,6 +120,9 @@ pub struct Settings {
     pub max_hops: usize,
     /// The version in notices.
     pub version: String,
+    /// Local recipients delivered to a Maildir or over LMTP, not kept
+    /// in the store.
+    pub local_routes: crate::local::LocalRoutes,
 }
 
 impl Settings {
@@ -148,6 +151,7 @@ impl Settings {
             host_down_for: Duration::from_secs(300),
             max_hops: 50,
             version: String::new(),
+            local_routes: crate::local::LocalRoutes::default(),
         }
     }
 

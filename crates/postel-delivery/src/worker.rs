@@ -20,12 +20,14 @@ use tracing::{error, warn};
 
 use crate::down::DownHosts;
 use crate::handoff::Handoff;
+use crate::local::Target;
 use crate::metrics::DeliveryMetrics;
 use crate::mx::{self, Dns, Host, Myself};
 use crate::outcome::{Failure, Outcome};
 use crate::report::report;
-use crate::session::{Dial, Job};
+use crate::session::{Dial, Job, Session};
 use crate::settings::{Settings, TlsPolicy};
+use crate::{lmtp, maildir};
 
 /// Rows claimed per look at the queue.
 const BATCH: usize = 1024;
@@ -265,8 +267,12 @@ impl<S: Store + Clone> Worker<S> {
         }
     }
 
-    /// Where a recipient's mail goes: its domain, or the smarthost.
+    /// Where a recipient's mail goes: its local target (a Maildir, an
+    /// LMTP server), else its domain, or the smarthost.
     fn destination(&self, recipient: &str) -> String {
+        if let Some(target) = self.settings.local_routes.queued(recipient) {
+            return target.name();
+        }
         if self.settings.smarthost.is_some() {
             return SMARTHOST.to_owned();
         }
@@ -330,23 +336,31 @@ impl<S: Store + Clone> Worker<S> {
         pending: &mut Vec<tokio::task::JoinHandle<Result<(), postel_store::StoreError>>>,
     ) {
         let s = &self.settings;
-        let (hosts, dial) = match self.route(dest).await {
-            Ok(r) => r,
+        if let Some(Target::Maildir(template)) = s.local_routes.by_name(dest) {
+            for rows in messages {
+                let outcomes = match self.load(rows).await {
+                    Err(o) => vec![o; rows.len()],
+                    Ok(content) => {
+                        let mut out = Vec::with_capacity(rows.len());
+                        for e in rows {
+                            let (from, to) = (&e.mail_from, &e.recipient);
+                            let c = content.clone();
+                            out.push(maildir::deliver(template, &s.hostname, from, to, c).await);
+                        }
+                        out
+                    }
+                };
+                self.handoff.forget(&rows[0].id);
+                pending.push(self.record(rows, outcomes).await);
+            }
+            return;
+        }
+        let mut session = match self.open(dest).await {
+            Ok(session) => Some(session),
             Err(o) => {
                 for rows in messages {
                     self.handoff.forget(&rows[0].id);
                     pending.push(self.record(rows, vec![o.clone(); rows.len()]).await);
-                }
-                return;
-            }
-        };
-        let mut session = match dial.open(&hosts).await {
-            Ok(session) => Some(session),
-            Err(f) => {
-                for rows in messages {
-                    self.handoff.forget(&rows[0].id);
-                    let o = Outcome::Deferred(f.clone());
-                    pending.push(self.record(rows, vec![o; rows.len()]).await);
                 }
                 return;
             }
@@ -390,9 +404,25 @@ impl<S: Store + Clone> Worker<S> {
         }
     }
 
+    /// A session for `dest`: its LMTP server, or the first of its hosts
+    /// that answers; or the outcome for every recipient when there is none.
+    async fn open(&self, dest: &str) -> Result<Session, Outcome> {
+        if let Some(Target::Lmtp(addr)) = self.settings.local_routes.by_name(dest) {
+            return lmtp::open(addr, &self.settings)
+                .await
+                .map_err(Outcome::Deferred);
+        }
+        let (hosts, dial) = self.route(dest).await?;
+        dial.open(&hosts).await.map_err(Outcome::Deferred)
+    }
+
     /// More due messages for `dest`, for a session already open: handed
-    /// over in memory first, else claimed from the store.
+    /// over in memory first, else claimed from the store. None for a
+    /// local target, whose rows are not claimed by destination.
     async fn more(&self, dest: &str) -> Vec<Vec<QueueEntry>> {
+        if self.settings.local_routes.by_name(dest).is_some() {
+            return Vec::new();
+        }
         let domain = (dest != SMARTHOST).then_some(dest);
         let handed = self.handoff.take(domain, PER_DOMAIN);
         // Mail waiting in the store (retries, released claims) is not

@@ -9,6 +9,7 @@
 //! after the recipient was accepted by the routing policy.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use postel_proto::{EnhancedCode, Reply};
@@ -16,6 +17,88 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 /// The most octets of an answer: a line of `action=` and its text.
 const MAX_ANSWER: usize = 8 * 1024;
+
+/// Where a policy server listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicyAddr {
+    /// `IP:PORT`.
+    Tcp(SocketAddr),
+    /// `unix:/path`.
+    Unix(PathBuf),
+}
+
+impl PolicyAddr {
+    /// `IP:PORT` or `unix:/path`.
+    pub fn parse(s: &str) -> Option<PolicyAddr> {
+        match s.strip_prefix("unix:") {
+            Some(p) if p.starts_with('/') => Some(PolicyAddr::Unix(PathBuf::from(p))),
+            Some(_) => None,
+            None => s.parse().ok().map(PolicyAddr::Tcp),
+        }
+    }
+}
+
+impl std::fmt::Display for PolicyAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PolicyAddr::Tcp(a) => write!(f, "{a}"),
+            PolicyAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// When a policy server is asked (Postfix's restriction stages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stage {
+    /// At MAIL FROM (`smtpd_sender_restrictions`).
+    Mail,
+    /// At each RCPT TO (`smtpd_recipient_restrictions`), after routing
+    /// took the recipient.
+    Rcpt,
+    /// At the end of the content (`smtpd_end_of_data_restrictions`).
+    EndOfData,
+}
+
+impl Stage {
+    /// `mail`, `rcpt` or `end_of_data`.
+    pub fn parse(s: &str) -> Option<Stage> {
+        Some(match s {
+            "mail" => Stage::Mail,
+            "rcpt" => Stage::Rcpt,
+            "end_of_data" => Stage::EndOfData,
+            _ => return None,
+        })
+    }
+
+    /// The config name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Mail => "mail",
+            Stage::Rcpt => "rcpt",
+            Stage::EndOfData => "end_of_data",
+        }
+    }
+
+    /// Postfix's `protocol_state` for the stage.
+    pub fn protocol_state(self) -> &'static str {
+        match self {
+            Stage::Mail => "MAIL",
+            Stage::Rcpt => "RCPT",
+            Stage::EndOfData => "END-OF-MESSAGE",
+        }
+    }
+}
+
+/// One policy server: where, when, and how long it may take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    /// Where it listens.
+    pub address: PolicyAddr,
+    /// When it is asked.
+    pub stage: Stage,
+    /// How long it may take; then `451 4.3.5`.
+    pub timeout: Duration,
+}
 
 /// What Postfix sends at RCPT, as far as Postel knows it.
 #[derive(Debug, Clone, Default)]
@@ -40,6 +123,8 @@ pub struct Request<'a> {
     pub size: u64,
     /// A session id, the same for every question of one session.
     pub instance: String,
+    /// The message id, at the end of data only.
+    pub queue_id: &'a str,
 }
 
 /// Strips what would end a line or the request.
@@ -60,7 +145,7 @@ pub fn request(r: &Request<'_>) -> Vec<u8> {
         ("sender", clean(r.sender)),
         ("recipient", clean(r.recipient)),
         ("recipient_count", r.recipient_count.to_string()),
-        ("queue_id", String::new()),
+        ("queue_id", clean(r.queue_id)),
         ("instance", clean(&r.instance)),
         ("size", r.size.to_string()),
         ("sasl_username", clean(r.sasl_username)),
@@ -168,17 +253,29 @@ pub fn verdict(action: &str) -> Verdict {
     }
 }
 
+/// A connection to a policy server, over TCP or a local socket.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
 /// Asks the policy server at `addr`: its `action=`.
 ///
 /// # Errors
 /// When it cannot be reached, does not answer within `timeout`, or does
 /// not answer with an action.
-pub async fn ask(addr: SocketAddr, req: &Request<'_>, timeout: Duration) -> Result<String, String> {
+pub async fn ask(
+    addr: &PolicyAddr,
+    req: &Request<'_>,
+    timeout: Duration,
+) -> Result<String, String> {
     let bytes = request(req);
     let exchange = async {
-        let stream = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("cannot reach the policy server {addr}: {e}"))?;
+        let reach = |e: std::io::Error| format!("cannot reach the policy server {addr}: {e}");
+        let stream: Box<dyn Stream> = match addr {
+            PolicyAddr::Tcp(a) => Box::new(tokio::net::TcpStream::connect(a).await.map_err(reach)?),
+            PolicyAddr::Unix(p) => {
+                Box::new(tokio::net::UnixStream::connect(p).await.map_err(reach)?)
+            }
+        };
         let mut stream = BufReader::new(stream);
         stream
             .get_mut()

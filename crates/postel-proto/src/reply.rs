@@ -310,6 +310,12 @@ pub fn no_such_mailbox() -> Reply {
     Reply::new(550, e(5, 1, 1), "Mailbox unavailable")
 }
 
+/// A local recipient whose name cannot become its Maildir folder (a `/`,
+/// `..`, a leading dot or a control character).
+pub fn mailbox_name_unusable() -> Reply {
+    Reply::new(553, e(5, 1, 3), "Mailbox name not allowed")
+}
+
 /// Contract "recipient outside the accepted domains": never an open relay.
 pub fn relay_denied() -> Reply {
     Reply::new(554, e(5, 7, 1), "Relaying denied")

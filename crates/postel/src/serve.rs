@@ -104,10 +104,10 @@ pub(crate) fn serve(cfg: Config) -> anyhow::Result<()> {
                 policy: postel_policy::RelayPolicy { networks: d.relay_networks.clone() },
                 wake: wake.clone(),
                 handoff: handoff.clone(),
+                local_routes: d.local_routes.clone(),
             }),
             disk: (cfg.min_free_disk > 0).then(|| (cfg.data_dir.clone(), cfg.min_free_disk)),
             policy_services: cfg.policy_services.clone(),
-            policy_timeout: cfg.policy_timeout,
         });
         let (stop_delivery, mut stop_delivery_rx) = tokio::sync::watch::channel(false);
         // Claims of an earlier run are this run's to make again: released

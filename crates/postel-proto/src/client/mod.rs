@@ -241,6 +241,12 @@ impl Client {
         self.command(&format!("EHLO {domain}"), Command::Ehlo);
     }
 
+    /// `LHLO <domain>` (RFC 2033 4.1): LMTP's EHLO. Its reply is paired
+    /// with [`Command::Ehlo`], and its capabilities are kept as EHLO's.
+    pub fn lhlo(&mut self, domain: &str) {
+        self.command(&format!("LHLO {domain}"), Command::Ehlo);
+    }
+
     /// `HELO <domain>`.
     pub fn helo(&mut self, domain: &str) {
         self.command(&format!("HELO {domain}"), Command::Helo);
@@ -295,6 +301,15 @@ impl Client {
     pub fn content(&mut self, message: &[u8]) {
         dot_stuff(message, &mut self.out);
         self.awaiting.push_back(Command::Content);
+    }
+
+    /// The content and its end of data as LMTP answers it: one reply per
+    /// recipient that RCPT accepted, in RCPT order (RFC 2033 4.2).
+    pub fn content_lmtp(&mut self, message: &[u8], accepted: usize) {
+        dot_stuff(message, &mut self.out);
+        for _ in 0..accepted {
+            self.awaiting.push_back(Command::Content);
+        }
     }
 
     /// `BDAT <size> [LAST]` and the chunk as it is (RFC 3030: no stuffing).

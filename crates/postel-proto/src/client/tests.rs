@@ -247,6 +247,42 @@ fn capabilities_are_read_from_the_ehlo_lines() {
     assert!(c.eightbitmime && c.dsn && c.starttls && !c.pipelining);
 }
 
+#[test]
+fn lmtp_end_of_data_takes_one_reply_per_accepted_recipient() {
+    let mut c = Client::new();
+    c.feed(b"220 lmtp ready\r\n");
+    c.lhlo("postel.test");
+    c.feed(b"250-lmtp\r\n250 PIPELINING\r\n");
+    assert!(c.capabilities().is_some_and(|k| k.pipelining));
+    c.mail("a@b.test", &[]);
+    c.rcpt("x@y.test", &[]);
+    c.rcpt("z@y.test", &[]);
+    c.data();
+    c.feed(b"250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n");
+    c.content_lmtp(b"Subject: t\r\n\r\nhi\r\n", 2);
+    let mut out = Vec::new();
+    c.take_output(&mut out);
+    assert!(out.starts_with(b"LHLO postel.test\r\n"));
+    c.feed(b"250 2.0.0 <x@y.test> saved\r\n");
+    assert_eq!(
+        c.in_flight(),
+        1,
+        "the second recipient's reply is still due"
+    );
+    c.feed(b"452 4.2.2 <z@y.test> quota\r\n");
+    let contents: Vec<u16> = std::iter::from_fn(|| c.poll_event())
+        .filter_map(|e| match e {
+            ClientEvent::Reply {
+                to: Command::Content,
+                reply,
+            } => Some(reply.code),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(contents, [250, 452]);
+    assert_eq!(c.in_flight(), 0);
+}
+
 /// The first, byte-at-a-time dot-stuffing: the reference the fast one
 /// must match.
 fn dot_stuff_reference(message: &[u8], out: &mut Vec<u8>) {

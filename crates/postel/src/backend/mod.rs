@@ -35,7 +35,9 @@ mod metrics;
 
 pub(crate) use metrics::BackendMetrics;
 
+use postel_delivery::local::Target;
 use postel_policy::Trace;
+use postel_policy::delegation::Stage;
 use postel_policy::recipients::Policy;
 
 /// Hashes a password with Argon2id and a random salt (PHC string form).
@@ -73,10 +75,9 @@ pub(crate) struct Inner<S> {
     /// The data folder and the free space (octets) below which MAIL is
     /// refused; None: no check.
     pub(crate) disk: Option<(std::path::PathBuf, u64)>,
-    /// Policy servers asked at RCPT (Postfix's `check_policy_service`), in
-    /// order, and how long each may take.
-    pub(crate) policy_services: Vec<std::net::SocketAddr>,
-    pub(crate) policy_timeout: std::time::Duration,
+    /// Policy servers (Postfix's `check_policy_service`), in order, each
+    /// asked at its stage.
+    pub(crate) policy_services: Vec<postel_policy::delegation::Service>,
 }
 
 /// What the backend needs of delivery.
@@ -87,6 +88,8 @@ pub(crate) struct Relay {
     pub(crate) wake: Arc<tokio::sync::Notify>,
     /// Where a message just queued is handed to delivery in memory.
     pub(crate) handoff: Arc<postel_delivery::Handoff>,
+    /// Local recipients that go to a Maildir or over LMTP: queued.
+    pub(crate) local_routes: postel_delivery::local::LocalRoutes,
 }
 
 /// Free octets for unprivileged users on the file system of `dir`.
@@ -199,17 +202,23 @@ impl<S: Store> PostelSession<S> {
         self.mail_size = 0;
     }
 
-    /// Asks the policy servers about `to`, in order: the first refusal
-    /// wins; PREPEND and HOLD are kept for the message.
-    async fn ask_policy(&mut self, to: &ForwardPath) -> Result<(), Reply> {
+    /// Asks the policy servers of `stage` (about `to` at RCPT), in
+    /// order: the first refusal wins; PREPEND and HOLD are kept for the
+    /// message.
+    async fn ask_policy(
+        &mut self,
+        stage: Stage,
+        to: Option<&ForwardPath>,
+        queue_id: &str,
+    ) -> Result<(), Reply> {
         use postel_policy::delegation::{self, Verdict};
         let inner = self.inner.clone();
-        if inner.policy_services.is_empty() {
+        if !inner.policy_services.iter().any(|s| s.stage == stage) {
             return Ok(());
         }
-        let recipient = to.to_string();
+        let recipient = to.map(ToString::to_string).unwrap_or_default();
         let req = delegation::Request {
-            protocol_state: "RCPT",
+            protocol_state: stage.protocol_state(),
             protocol_name: if self.extended { "ESMTP" } else { "SMTP" },
             client_address: self.meta.peer.ip().to_string(),
             helo_name: &self.helo,
@@ -219,9 +228,11 @@ impl<S: Store> PostelSession<S> {
             sasl_username: self.user.as_deref().unwrap_or(""),
             size: self.mail_size,
             instance: format!("{:x}", self.meta.session_id),
+            queue_id,
         };
-        for addr in &inner.policy_services {
-            match delegation::ask(*addr, &req, inner.policy_timeout).await {
+        for service in inner.policy_services.iter().filter(|s| s.stage == stage) {
+            let addr = &service.address;
+            match delegation::ask(addr, &req, service.timeout).await {
                 Ok(action) => match delegation::verdict(&action) {
                     Verdict::Accept => {}
                     Verdict::Prepend(h) => {
@@ -231,7 +242,7 @@ impl<S: Store> PostelSession<S> {
                     }
                     Verdict::Hold => self.hold = true,
                     Verdict::Refuse(r) => {
-                        info!(session = self.meta.session_id, policy = %addr, code = r.code, "RCPT refused by a policy server");
+                        info!(session = self.meta.session_id, policy = %addr, stage = stage.name(), code = r.code, "refused by a policy server");
                         return Err(r);
                     }
                 },
@@ -275,6 +286,10 @@ impl<S: Store> BackendSession for PostelSession<S> {
         self.mail_params.clone_from(&params.raw);
         self.smtputf8 = params.smtputf8;
         self.mail_size = params.size.unwrap_or(0);
+        if let Err(r) = self.ask_policy(Stage::Mail, None, "").await {
+            self.clear();
+            return Err(r);
+        }
         Ok(())
     }
 
@@ -291,12 +306,30 @@ impl<S: Store> BackendSession for PostelSession<S> {
                 relay.policy.route(&self.inner.policy, to, may_relay)?
             }
         };
+        // A local recipient with a Maildir or LMTP target is queued; its
+        // name must be able to become a folder.
+        let queued_locally = match (&self.inner.relay, &route, to) {
+            (Some(relay), Route::Local, ForwardPath::Mailbox(_)) => {
+                let address = to.to_string();
+                match relay.local_routes.queued(&address) {
+                    Some(Target::Maildir(template)) => {
+                        if postel_delivery::maildir::folder(template, &address).is_err() {
+                            return Err(reply::mailbox_name_unusable());
+                        }
+                        true
+                    }
+                    Some(_) => true,
+                    None => false,
+                }
+            }
+            _ => false,
+        };
         // Asked only once routing took the recipient: a policy server's
         // OK never opens relaying.
-        self.ask_policy(to).await?;
+        self.ask_policy(Stage::Rcpt, Some(to), "").await?;
         match route {
-            Route::Local => self.local = true,
-            Route::Remote => self.queue.push(self.recipients.len() as u32),
+            Route::Local if !queued_locally => self.local = true,
+            Route::Local | Route::Remote => self.queue.push(self.recipients.len() as u32),
         }
         self.recipients.push(Recipient {
             address: to.to_string(),
@@ -341,6 +374,10 @@ impl<S: Store> BackendSession for PostelSession<S> {
                 return Err(r);
             }
         };
+        if let Err(r) = self.ask_policy(Stage::EndOfData, None, &id).await {
+            self.clear();
+            return Err(r);
+        }
         let mut raw = Vec::with_capacity(content.len() + 256);
         Trace {
             helo: &self.helo,

@@ -29,7 +29,6 @@ async fn serve_over_memory(store: MemoryStore, policy: Policy) -> std::net::Sock
         relay: None,
         disk: None,
         policy_services: Vec::new(),
-        policy_timeout: std::time::Duration::from_secs(1),
     });
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

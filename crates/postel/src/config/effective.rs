@@ -76,13 +76,8 @@ impl Config {
                         .map(|(d, m)| (d.clone(), m.iter().cloned().collect()))
                         .collect(),
                 ),
-                policy_services: Some(
-                    self.policy_services
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect(),
-                ),
-                policy_timeout: Some(self.policy_timeout.as_secs()),
+                policy_services: None,
+                policy_timeout: None,
                 bare_line_endings: Some(
                     match l.bare_line_endings {
                         BareLinePolicy::Reject => "reject",
@@ -116,6 +111,12 @@ impl Config {
                     .as_ref()
                     .map(|d| d.nameservers.iter().map(ToString::to_string).collect()),
             },
+            local_delivery: self
+                .delivery
+                .as_ref()
+                .map(|d| integrations::effective_local_delivery(&d.local_routes))
+                .unwrap_or_default(),
+            policy_service: integrations::effective_policy_services(&self.policy_services),
         }
     }
 }

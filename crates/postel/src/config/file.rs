@@ -45,6 +45,12 @@ pub(crate) struct FileConfig {
     /// The DNS servers delivery asks.
     #[serde(default)]
     pub(crate) dns: super::delivery::DnsSection,
+    /// Where local recipients go: the store, a Maildir, LMTP.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) local_delivery: Vec<super::integrations::LocalDeliveryEntry>,
+    /// Policy servers (Postfix's policy delegation), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) policy_service: Vec<super::integrations::PolicyServiceEntry>,
 }
 
 /// `[web]`
@@ -159,11 +165,12 @@ pub(crate) struct PolicySection {
     pub(crate) mailboxes: Option<BTreeMap<String, Vec<String>>>,
     /// `reject` (default) or `normalize` bare CR/LF in content.
     pub(crate) bare_line_endings: Option<String>,
-    /// Policy servers (`IP:PORT`) asked at each RCPT, in order: Postfix's
-    /// policy delegation protocol (postgrey, policyd-spf).
+    /// Replaced by `[[policy_service]]` tables: refused with a message
+    /// that says so.
+    #[serde(skip_serializing)]
     pub(crate) policy_services: Option<Vec<String>>,
-    /// Seconds a policy server may take to answer; then `451 4.3.5`.
-    /// Default 10.
+    /// Replaced by `[[policy_service]]`'s `timeout`.
+    #[serde(skip_serializing)]
     pub(crate) policy_timeout: Option<u64>,
 }
 

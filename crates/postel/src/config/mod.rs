@@ -26,6 +26,7 @@ use crate::tls::TlsFiles;
 mod delivery;
 mod effective;
 mod file;
+mod integrations;
 mod limits;
 mod listeners;
 mod policy;
@@ -151,10 +152,8 @@ pub(crate) struct Config {
     pub(crate) delivery: Option<postel_delivery::Settings>,
     /// Free disk (octets) below which MAIL gets 452 4.3.1; 0: no check.
     pub(crate) min_free_disk: u64,
-    /// Policy servers asked at RCPT.
-    pub(crate) policy_services: Vec<SocketAddr>,
-    /// How long each may take.
-    pub(crate) policy_timeout: Duration,
+    /// Policy servers, in order, each with its stage and timeout.
+    pub(crate) policy_services: Vec<postel_policy::delegation::Service>,
 }
 
 /// The host's name, if it is a valid domain; else `localhost`.
@@ -243,16 +242,22 @@ impl Config {
             .unwrap_or(100)
             .saturating_mul(1 << 20);
 
-        let mut policy_services = Vec::new();
-        for (i, a) in file.policy.policy_services.iter().flatten().enumerate() {
-            match a.parse::<SocketAddr>() {
-                Ok(addr) => policy_services.push(addr),
-                Err(_) => problems.push(format!(
-                    "policy.policy_services[{i}]: {a:?} is not IP:PORT (for example 127.0.0.1:10023)"
-                )),
-            }
+        let mut delivery = delivery;
+        let routes = integrations::local_routes(
+            &file.local_delivery,
+            &domains,
+            delivery.is_some(),
+            &mut problems,
+        );
+        if let Some(d) = delivery.as_mut() {
+            d.local_routes = routes;
         }
-        let policy_timeout = Duration::from_secs(file.policy.policy_timeout.unwrap_or(10).max(1));
+        if file.policy.policy_services.is_some() || file.policy.policy_timeout.is_some() {
+            problems.push(
+                "policy.policy_services: replaced by [[policy_service]] tables, each with address = \"HOST:PORT\", stage = \"rcpt\" and timeout".to_owned(),
+            );
+        }
+        let policy_services = integrations::policy_services(&file.policy_service, &mut problems);
 
         if !problems.is_empty() {
             bail!("invalid configuration:\n  {}", problems.join("\n  "));
@@ -283,7 +288,6 @@ impl Config {
             delivery,
             min_free_disk,
             policy_services,
-            policy_timeout,
         })
     }
 }

@@ -133,3 +133,51 @@ fn effective_config_round_trips() {
     assert!(again.mailboxes["a.test"].contains("bob"));
     assert_eq!(again.limits.hostname, "mx.test");
 }
+
+#[test]
+fn local_delivery_and_policy_service_tables_are_checked() {
+    let base = "hostname = \"mx.here.test\"\n[policy]\ndomains = [\"here.test\"]\n[delivery]\nenabled = true\n";
+    let c = parse(&format!(
+        "{base}[[local_delivery]]\ndomains = [\"here.test\"]\nto = \"lmtp:127.0.0.1:24\"\n\
+         [[local_delivery]]\ndomains = [\"web@here.test\"]\nto = \"store\"\n\
+         [[policy_service]]\naddress = \"unix:/run/policy\"\nstage = \"end_of_data\"\ntimeout = \"3s\"\n"
+    ))
+    .expect("valid");
+    let routes = &c.delivery.as_ref().expect("delivery").local_routes;
+    assert!(routes.queued("alice@here.test").is_some());
+    assert!(routes.queued("web@here.test").is_none());
+    assert_eq!(c.policy_services.len(), 1);
+    assert_eq!(c.policy_services[0].timeout, Duration::from_secs(3));
+    // The effective config says the same, and reads back.
+    let text = toml::to_string(&c.to_file()).expect("toml");
+    assert!(
+        text.contains("[[local_delivery]]") && text.contains("[[policy_service]]"),
+        "{text}"
+    );
+    parse(&text).expect("the effective config is valid");
+
+    let err = parse(&format!(
+        "{base}[[local_delivery]]\ndomains = [\"other.test\", \"bad domain\"]\nto = \"maildir:relative\"\n\
+         [[policy_service]]\naddress = \"nowhere\"\nstage = \"connect\"\n"
+    ))
+    .expect_err("invalid")
+    .to_string();
+    for key in [
+        "local_delivery[0].to:",
+        "local_delivery[0].domains[0]:",
+        "local_delivery[0].domains[1]:",
+        "policy_service[0].address:",
+    ] {
+        assert!(err.contains(key), "missing {key} in:\n{err}");
+    }
+    let err = parse(
+        "[policy]\ndomains = [\"here.test\"]\n[[local_delivery]]\ndomains = [\"here.test\"]\nto = \"lmtp:127.0.0.1:24\"\n",
+    )
+    .expect_err("LMTP needs delivery")
+    .to_string();
+    assert!(err.contains("needs [delivery] enabled = true"), "{err}");
+    let err = parse("[policy]\npolicy_services = [\"127.0.0.1:10023\"]\n")
+        .expect_err("the old key")
+        .to_string();
+    assert!(err.contains("[[policy_service]]"), "{err}");
+}

@@ -3,6 +3,7 @@
 //! refusal, PREPEND, HOLD, a server that is down, and an `OK` that must not
 //! open relaying.
 
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use crate::rig::{message, queue, wait_for};
@@ -44,21 +45,54 @@ fn postgrey() -> (u16, Killed) {
 
 /// A policy server that answers every request with `action`.
 fn fixed(action: &str) -> (u16, Killed) {
+    let (addr, _, child) = fixed_server(action, None);
+    let port = addr
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .expect("port");
+    (port, child)
+}
+
+/// A policy server that answers every request with `action`, on a TCP
+/// port or at the local socket `unix`: its address as the config writes
+/// it, and the file where it appends each request it gets.
+fn fixed_server(action: &str, unix: Option<&Path>) -> (String, PathBuf, Killed) {
+    let log = temp_dir("policy-log").join("requests");
     let port = free_port();
+    let (serve, addr) = match unix {
+        Some(p) => (
+            format!(
+                "socketserver.ThreadingUnixStreamServer({:?}, H)",
+                p.display().to_string()
+            ),
+            format!("unix:{}", p.display()),
+        ),
+        None => (
+            format!("socketserver.ThreadingTCPServer((\"127.0.0.1\", {port}), H)"),
+            format!("127.0.0.1:{port}"),
+        ),
+    };
     let script = format!(
         r#"
 import socketserver
 class H(socketserver.StreamRequestHandler):
     def handle(self):
+        req = b""
         while True:
             line = self.rfile.readline()
             if not line:
                 return
             if line in (b"\n", b"\r\n"):
+                with open({log:?}, "ab") as f:
+                    f.write(req + b"\n")
+                req = b""
                 self.wfile.write(b"action={action}\n\n")
+            else:
+                req += line
 socketserver.TCPServer.allow_reuse_address = True
-socketserver.ThreadingTCPServer(("127.0.0.1", {port}), H).serve_forever()
-"#
+{serve}.serve_forever()
+"#,
+        log = log.display().to_string(),
     );
     let child = Command::new("python3")
         .args(["-c", &script])
@@ -66,15 +100,93 @@ socketserver.ThreadingTCPServer(("127.0.0.1", {port}), H).serve_forever()
         .spawn()
         .expect("python3");
     let child = Killed(child);
-    wait_for(10, "the policy server", || listening(port));
-    (port, child)
+    wait_for(10, "the policy server", || match unix {
+        Some(p) => std::os::unix::net::UnixStream::connect(p).is_ok(),
+        None => listening(port),
+    });
+    (addr, log, child)
+}
+
+/// The requests a fixed server got, each as its `name=value` lines.
+fn requests(log: &Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .split("\n\n")
+        .filter(|r| !r.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn each_stage_asks_its_own_servers_with_postfix_attributes() {
+    let sock = temp_dir("policy-unix").join("p.sock");
+    let (mail, mail_log, _m) = fixed_server("DUNNO", None);
+    let (eod, eod_log, _e) = fixed_server("DEFER_IF_PERMIT 4.7.1 come back later", Some(&sock));
+    let s = Server::start(
+        &format!(
+            "[[policy_service]]\naddress = \"{mail}\"\nstage = \"mail\"\n\
+             [[policy_service]]\naddress = \"{eod}\"\nstage = \"end_of_data\"\ntimeout = \"5s\"\n"
+        ),
+        &[],
+    );
+    let mut c = s.connect();
+    c.greet();
+    c.cmd("MAIL FROM:<a@b.test> SIZE=100", "250 2.1.0 Sender OK");
+    c.cmd("RCPT TO:<c@d.test>", "250 2.1.5 Recipient OK");
+    c.cmd("DATA", "354 End data with <CR><LF>.<CR><LF>");
+    c.send("Subject: x\r\n\r\nhi\r\n.\r\n");
+    c.expect("450 4.7.1 come back later");
+    assert!(s.messages().is_empty(), "a deferred message is not kept");
+
+    let at_mail = requests(&mail_log);
+    assert_eq!(at_mail.len(), 1, "{at_mail:?}");
+    for line in [
+        "request=smtpd_access_policy",
+        "protocol_state=MAIL",
+        "sender=a@b.test",
+        "recipient=",
+        "size=100",
+    ] {
+        assert!(
+            at_mail[0].lines().any(|l| l == line),
+            "{line} in {}",
+            at_mail[0]
+        );
+    }
+    let at_end = requests(&eod_log);
+    assert_eq!(at_end.len(), 1, "{at_end:?}");
+    assert!(
+        at_end[0]
+            .lines()
+            .any(|l| l == "protocol_state=END-OF-MESSAGE")
+    );
+    assert!(at_end[0].lines().any(|l| l == "recipient_count=1"));
+    let queue_id = at_end[0]
+        .lines()
+        .find_map(|l| l.strip_prefix("queue_id="))
+        .unwrap_or("");
+    assert!(
+        !queue_id.is_empty(),
+        "the queue id exists at the end of data"
+    );
+
+    // A refusal at MAIL ends the transaction there.
+    let (rej, _, _r) = fixed_server("REJECT 5.7.1 not you", None);
+    let s = Server::start(
+        &format!("[[policy_service]]\naddress = \"{rej}\"\nstage = \"mail\"\n"),
+        &[],
+    );
+    let mut c = s.connect();
+    c.greet();
+    c.cmd("MAIL FROM:<a@b.test>", "554 5.7.1 not you");
+    c.cmd("RCPT TO:<c@d.test>", "503 5.5.1 Need MAIL command first");
 }
 
 #[test]
 fn postgrey_greylists_then_passes_with_its_header() {
     let (port, _pg) = postgrey();
     let s = Server::start(
-        &format!("[policy]\npolicy_services = [\"127.0.0.1:{port}\"]\n"),
+        &format!("[[policy_service]]\naddress = \"127.0.0.1:{port}\"\nstage = \"rcpt\"\n"),
         &[],
     );
     let mut c = s.connect();
@@ -99,7 +211,7 @@ fn postgrey_greylists_then_passes_with_its_header() {
 fn a_policy_server_that_is_down_defers_and_ok_never_opens_relaying() {
     let down = free_port();
     let s = Server::start(
-        &format!("[policy]\npolicy_services = [\"127.0.0.1:{down}\"]\npolicy_timeout = 2\n"),
+        &format!("[[policy_service]]\naddress = \"127.0.0.1:{down}\"\ntimeout = 2\n"),
         &[],
     );
     let mut c = s.connect();
@@ -113,12 +225,12 @@ fn a_policy_server_that_is_down_defers_and_ok_never_opens_relaying() {
     // OK from the policy server: a remote recipient from a client that may
     // not relay is still refused (the policy server is not even asked).
     let (ok, _ok) = fixed("OK");
-    let cfg = crate::rig::config(free_port(), "", "")
-        .replace("relay_networks = [\"127.0.0.0/8\"]", "relay_networks = []")
-        .replace(
-            "domains = [\"here.test\"]",
-            &format!("domains = [\"here.test\"]\npolicy_services = [\"127.0.0.1:{ok}\"]"),
-        );
+    let cfg = crate::rig::config(
+        free_port(),
+        "",
+        &format!("[[policy_service]]\naddress = \"127.0.0.1:{ok}\"\n"),
+    )
+    .replace("relay_networks = [\"127.0.0.0/8\"]", "relay_networks = []");
     let s = Server::start(&cfg, &[]);
     let mut c = s.connect();
     c.greet();
@@ -131,7 +243,7 @@ fn a_policy_server_that_is_down_defers_and_ok_never_opens_relaying() {
 fn reject_refuses_and_hold_keeps_a_relayed_message_from_going_out() {
     let (rej, _rej) = fixed("REJECT 5.7.1 not from here");
     let s = Server::start(
-        &format!("[policy]\npolicy_services = [\"127.0.0.1:{rej}\"]\n"),
+        &format!("[[policy_service]]\naddress = \"127.0.0.1:{rej}\"\n"),
         &[],
     );
     let mut c = s.connect();
@@ -143,9 +255,10 @@ fn reject_refuses_and_hold_keeps_a_relayed_message_from_going_out() {
     // An MX that would take it at once: a held message must not go there.
     let mx_port = free_port();
     let mx = crate::rig::Mx::start("127.0.2.1", mx_port, &[]);
-    let cfg = crate::rig::config(mx_port, "", "").replace(
-        "domains = [\"here.test\"]",
-        &format!("domains = [\"here.test\"]\npolicy_services = [\"127.0.0.1:{hold}\"]"),
+    let cfg = crate::rig::config(
+        mx_port,
+        "",
+        &format!("[[policy_service]]\naddress = \"127.0.0.1:{hold}\"\n"),
     );
     let s = Server::start(&cfg, &[]);
     let mut c = s.connect();

@@ -1,0 +1,169 @@
+//! `[[local_delivery]]` and `[[policy_service]]`: where local mail goes
+//! (the store, a Maildir, LMTP), and the policy servers asked on the way
+//! in (Postfix's `check_policy_service`).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use postel_delivery::local::{LocalRoutes, Target};
+use postel_delivery::schedule::parse_duration;
+use postel_policy::delegation::{PolicyAddr, Service, Stage};
+use postel_proto::address::{is_domain, parse_mailbox};
+use serde::{Deserialize, Serialize};
+
+/// `[[local_delivery]]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LocalDeliveryEntry {
+    /// Local domains, or whole addresses for one mailbox.
+    pub(crate) domains: Vec<String>,
+    /// `store`, `maildir:/path/{domain}/{local}`, `lmtp:HOST:PORT` or
+    /// `lmtp:unix:/path`.
+    pub(crate) to: String,
+}
+
+/// A timeout as seconds, or as a duration such as `"10s"`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub(crate) enum Timeout {
+    Seconds(u64),
+    Text(String),
+}
+
+/// `[[policy_service]]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PolicyServiceEntry {
+    /// `HOST:PORT` or `unix:/path`.
+    pub(crate) address: String,
+    /// `mail`, `rcpt` (default) or `end_of_data`.
+    pub(crate) stage: Option<String>,
+    /// How long it may take; default 10 s.
+    pub(crate) timeout: Option<Timeout>,
+}
+
+/// The local delivery table; `accepted` are `policy.domains`.
+pub(super) fn local_routes(
+    entries: &[LocalDeliveryEntry],
+    accepted: &BTreeSet<String>,
+    delivery_on: bool,
+    problems: &mut Vec<String>,
+) -> LocalRoutes {
+    let mut routes = LocalRoutes::default();
+    for (i, e) in entries.iter().enumerate() {
+        let target = Target::parse(&e.to)
+            .map_err(|why| problems.push(format!("local_delivery[{i}].to: {why}")))
+            .ok();
+        if target.as_ref().is_some_and(|t| *t != Target::Store) && !delivery_on {
+            problems.push(format!(
+                "local_delivery[{i}].to: {:?} needs [delivery] enabled = true: Maildir and LMTP deliveries go through the delivery queue, and a failure is reported to its sender by mail",
+                e.to
+            ));
+        }
+        if e.domains.is_empty() {
+            problems.push(format!("local_delivery[{i}].domains: list at least one"));
+        }
+        for (j, d) in e.domains.iter().enumerate() {
+            let domain = match d.rsplit_once('@') {
+                Some((_, dom)) if parse_mailbox(d.as_bytes(), true).is_ok() => dom,
+                Some(_) => {
+                    problems.push(format!(
+                        "local_delivery[{i}].domains[{j}]: {d:?} is not a valid address"
+                    ));
+                    continue;
+                }
+                None if is_domain(d.as_bytes(), true) => d.as_str(),
+                None => {
+                    problems.push(format!(
+                        "local_delivery[{i}].domains[{j}]: {d:?} is not a valid domain name"
+                    ));
+                    continue;
+                }
+            };
+            if !accepted.contains(&domain.to_lowercase()) {
+                problems.push(format!(
+                    "local_delivery[{i}].domains[{j}]: {d:?} is not in policy.domains (mail for it is not accepted)"
+                ));
+            }
+            if let Some(t) = &target {
+                routes.add(d, t.clone());
+            }
+        }
+    }
+    routes
+}
+
+/// The policy servers, in order.
+pub(super) fn policy_services(
+    entries: &[PolicyServiceEntry],
+    problems: &mut Vec<String>,
+) -> Vec<Service> {
+    let mut out = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        let Some(address) = PolicyAddr::parse(&e.address) else {
+            problems.push(format!(
+                "policy_service[{i}].address: {:?} is not IP:PORT or unix:/path (for example 127.0.0.1:10023)",
+                e.address
+            ));
+            continue;
+        };
+        let stage = match e.stage.as_deref() {
+            None => Stage::Rcpt,
+            Some(s) => match Stage::parse(s) {
+                Some(st) => st,
+                None => {
+                    problems.push(format!(
+                        "policy_service[{i}].stage: {s:?} is not \"mail\", \"rcpt\" or \"end_of_data\""
+                    ));
+                    continue;
+                }
+            },
+        };
+        let timeout = match &e.timeout {
+            None => Duration::from_secs(10),
+            Some(Timeout::Seconds(n)) if *n > 0 => Duration::from_secs(*n),
+            Some(Timeout::Text(t)) if parse_duration(t).is_some_and(|d| !d.is_zero()) => {
+                parse_duration(t).unwrap_or(Duration::from_secs(10))
+            }
+            Some(t) => {
+                problems.push(format!(
+                    "policy_service[{i}].timeout: {t:?} is not seconds or a duration such as \"10s\""
+                ));
+                continue;
+            }
+        };
+        out.push(Service {
+            address,
+            stage,
+            timeout,
+        });
+    }
+    out
+}
+
+/// The effective tables, as config entries.
+pub(super) fn effective_policy_services(services: &[Service]) -> Vec<PolicyServiceEntry> {
+    services
+        .iter()
+        .map(|s| PolicyServiceEntry {
+            address: s.address.to_string(),
+            stage: Some(s.stage.name().to_owned()),
+            timeout: Some(Timeout::Seconds(s.timeout.as_secs().max(1))),
+        })
+        .collect()
+}
+
+/// The local delivery table as config entries, one per target.
+pub(super) fn effective_local_delivery(routes: &LocalRoutes) -> Vec<LocalDeliveryEntry> {
+    let mut by_target: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (entry, target) in routes.entries() {
+        by_target
+            .entry(target.name())
+            .or_default()
+            .push(entry.to_owned());
+    }
+    by_target
+        .into_iter()
+        .map(|(to, domains)| LocalDeliveryEntry { domains, to })
+        .collect()
+}
