@@ -72,6 +72,26 @@ impl Dns {
         Ok(Dns { resolver })
     }
 
+    /// The IPv4 addresses of `name` (a DNS list query): none when it does
+    /// not exist or has none.
+    ///
+    /// # Errors
+    /// When DNS fails (SERVFAIL, timeout).
+    pub async fn ipv4(&self, name: &str) -> Result<Vec<std::net::Ipv4Addr>, String> {
+        match self.resolver.ipv4_lookup(name).await {
+            Ok(l) => Ok(l
+                .answers()
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::A(a) => Some(a.0),
+                    _ => None,
+                })
+                .collect()),
+            Err(e) if e.is_no_records_found() || e.is_nx_domain() => Ok(Vec::new()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     /// The MX hosts of `domain` by preference, random among equals; the
     /// domain itself when it has none.
     ///

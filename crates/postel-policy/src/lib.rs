@@ -17,7 +17,11 @@
 //!   relay, and which sender addresses a user may use;
 //! - [`trace`]: the `Received:` header put on every stored message;
 //! - [`delegation`]: Postfix's policy delegation protocol, client side
-//!   (postgrey, policyd-spf).
+//!   (postgrey, policyd-spf);
+//! - [`rate`]: messages and recipients per window, per client, user and
+//!   sender domain;
+//! - [`dnsbl`]: DNS block and allow lists, scored as postscreen scores
+//!   them.
 //!
 //! Time is passed in (`now`) wherever a decision depends on it, so that
 //! tests need no clock.
@@ -26,8 +30,10 @@
 
 pub mod auth;
 pub mod delegation;
+pub mod dnsbl;
 pub mod lockout;
 pub mod passwords;
+pub mod rate;
 pub mod recipients;
 pub mod relay;
 pub mod trace;

@@ -316,6 +316,25 @@ pub fn mailbox_name_unusable() -> Reply {
     Reply::new(553, e(5, 1, 3), "Mailbox name not allowed")
 }
 
+/// Over a rate limit (`[limits.rate]`): the scope is named.
+pub fn rate_limited(scope: &str) -> Reply {
+    Reply::new(
+        450,
+        e(4, 7, 1),
+        format!("Rate limit exceeded for this {scope}, try again later"),
+    )
+}
+
+/// A client named by DNS block lists (`[[dnsbl]]`), instead of the
+/// greeting, as Postfix words it.
+pub fn blocked_by_list(client: &str, zone: &str) -> Reply {
+    Reply::new(
+        554,
+        e(5, 7, 1),
+        format!("Service unavailable; client [{client}] blocked using {zone}"),
+    )
+}
+
 /// Contract "recipient outside the accepted domains": never an open relay.
 pub fn relay_denied() -> Reply {
     Reply::new(554, e(5, 7, 1), "Relaying denied")

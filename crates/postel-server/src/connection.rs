@@ -88,7 +88,7 @@ pub(crate) async fn run<B: Backend>(
         Ok(()) => Session::new(shared.limits.clone(), conn),
         Err(r) => {
             info!(session = id, client = %meta.peer, code = r.code, "client refused at connect");
-            Session::refused(shared.limits.clone())
+            Session::refused_with(shared.limits.clone(), &r)
         }
     };
     if let Some(t) = stream.tls_description() {

@@ -108,6 +108,17 @@ pub(crate) fn serve(cfg: Config) -> anyhow::Result<()> {
             }),
             disk: (cfg.min_free_disk > 0).then(|| (cfg.data_dir.clone(), cfg.min_free_disk)),
             policy_services: cfg.policy_services.clone(),
+            screening: backend::Screening {
+                rate: postel_policy::rate::RateLimiter::new(cfg.rate_limits),
+                lists: cfg.dnsbl.clone(),
+                threshold: cfg.dnsbl_threshold,
+                dns: if cfg.dnsbl.is_empty() {
+                    None
+                } else {
+                    Some(postel_delivery::mx::Dns::new(&cfg.nameservers).map_err(|e| anyhow::anyhow!("cannot set up DNS for the block lists: {e}"))?)
+                },
+                trusted: cfg.delivery.as_ref().map(|d| d.relay_networks.clone()).unwrap_or_default(),
+            },
         });
         let (stop_delivery, mut stop_delivery_rx) = tokio::sync::watch::channel(false);
         // Claims of an earlier run are this run's to make again: released

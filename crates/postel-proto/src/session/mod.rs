@@ -185,11 +185,18 @@ impl Session {
     /// policy"): `554` instead of the greeting, then only QUIT is answered
     /// (RFC 5321 3.1), every other command with `503`.
     pub fn refused(limits: Arc<Limits>) -> Session {
+        let r = reply::service_unavailable(&limits.hostname);
+        Session::refused_with(limits, &r)
+    }
+
+    /// A session that refuses the client with `r` (a block list's reply,
+    /// naming the list) instead of the greeting; then as [`Session::refused`].
+    pub fn refused_with(limits: Arc<Limits>, r: &Reply) -> Session {
         let mut s = Session::new(limits, ConnInfo::default());
         s.out.clear();
         s.tally = Tally::default();
-        s.tally.reply(554);
-        reply::service_unavailable(&s.limits.hostname).write_to(&mut s.out);
+        s.tally.reply(r.code);
+        r.write_to(&mut s.out);
         s.refused = true;
         s
     }

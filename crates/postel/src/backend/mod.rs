@@ -32,8 +32,10 @@ use postel_store::{Envelope, Incoming, NewMessage, Recipient, Store, Users};
 use tracing::{info, warn};
 
 mod metrics;
+mod screening;
 
 pub(crate) use metrics::BackendMetrics;
+pub(crate) use screening::Screening;
 
 use postel_delivery::local::Target;
 use postel_policy::Trace;
@@ -78,6 +80,8 @@ pub(crate) struct Inner<S> {
     /// Policy servers (Postfix's `check_policy_service`), in order, each
     /// asked at its stage.
     pub(crate) policy_services: Vec<postel_policy::delegation::Service>,
+    /// DNS lists at connect, rate limits at MAIL and RCPT.
+    pub(crate) screening: Screening,
 }
 
 /// What the backend needs of delivery.
@@ -202,6 +206,15 @@ impl<S: Store> PostelSession<S> {
         self.mail_size = 0;
     }
 
+    /// Who sends, as the rate limits count it.
+    fn rate_sender(&self) -> postel_policy::rate::Sender<'_> {
+        postel_policy::rate::Sender {
+            client: self.meta.peer.ip(),
+            user: self.user.as_deref(),
+            sender_domain: self.from.rsplit_once('@').map(|(_, d)| d),
+        }
+    }
+
     /// Asks the policy servers of `stage` (about `to` at RCPT), in
     /// order: the first refusal wins; PREPEND and HOLD are kept for the
     /// message.
@@ -257,6 +270,14 @@ impl<S: Store> PostelSession<S> {
 }
 
 impl<S: Store> BackendSession for PostelSession<S> {
+    async fn connect(&mut self) -> Result<(), Reply> {
+        let inner = self.inner.clone();
+        inner
+            .screening
+            .connect(self.meta.session_id, self.meta.peer.ip())
+            .await
+    }
+
     fn helo(&mut self, name: &str, extended: bool) {
         self.helo = name.to_owned();
         self.extended = extended;
@@ -287,6 +308,11 @@ impl<S: Store> BackendSession for PostelSession<S> {
         self.smtputf8 = params.smtputf8;
         self.mail_size = params.size.unwrap_or(0);
         if let Err(r) = self.ask_policy(Stage::Mail, None, "").await {
+            self.clear();
+            return Err(r);
+        }
+        if let Err(r) = self.inner.screening.message(&self.rate_sender()) {
+            warn!(session = self.meta.session_id, client = %self.meta.peer, "MAIL refused: over a rate limit");
             self.clear();
             return Err(r);
         }
@@ -327,6 +353,10 @@ impl<S: Store> BackendSession for PostelSession<S> {
         // Asked only once routing took the recipient: a policy server's
         // OK never opens relaying.
         self.ask_policy(Stage::Rcpt, Some(to), "").await?;
+        if let Err(r) = self.inner.screening.recipient(&self.rate_sender()) {
+            warn!(session = self.meta.session_id, client = %self.meta.peer, "RCPT refused: over a rate limit");
+            return Err(r);
+        }
         match route {
             Route::Local if !queued_locally => self.local = true,
             Route::Local | Route::Remote => self.queue.push(self.recipients.len() as u32),

@@ -67,6 +67,7 @@ impl Config {
                 max_refused_recipients: Some(l.max_refused_recipients),
                 refused_recipient_delay_ms: Some(l.refused_recipient_delay.as_millis() as u64),
                 min_free_disk_mb: Some(self.min_free_disk >> 20),
+                rate: screening::effective_rate(&self.rate_limits),
             },
             policy: PolicySection {
                 domains: Some(self.domains.iter().cloned().collect()),
@@ -76,6 +77,7 @@ impl Config {
                         .map(|(d, m)| (d.clone(), m.iter().cloned().collect()))
                         .collect(),
                 ),
+                dnsbl_threshold: Some(self.dnsbl_threshold),
                 policy_services: None,
                 policy_timeout: None,
                 bare_line_endings: Some(
@@ -106,10 +108,7 @@ impl Config {
             },
             delivery: delivery::effective(self.delivery.as_ref()),
             dns: delivery::DnsSection {
-                nameservers: self
-                    .delivery
-                    .as_ref()
-                    .map(|d| d.nameservers.iter().map(ToString::to_string).collect()),
+                nameservers: Some(self.nameservers.iter().map(ToString::to_string).collect()),
             },
             local_delivery: self
                 .delivery
@@ -117,6 +116,7 @@ impl Config {
                 .map(|d| integrations::effective_local_delivery(&d.local_routes))
                 .unwrap_or_default(),
             policy_service: integrations::effective_policy_services(&self.policy_services),
+            dnsbl: screening::effective_dnsbl(&self.dnsbl),
         }
     }
 }

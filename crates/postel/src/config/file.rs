@@ -51,6 +51,9 @@ pub(crate) struct FileConfig {
     /// Policy servers (Postfix's policy delegation), in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) policy_service: Vec<super::integrations::PolicyServiceEntry>,
+    /// DNS block and allow lists, asked at connect.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) dnsbl: Vec<super::screening::DnsblEntry>,
 }
 
 /// `[web]`
@@ -152,6 +155,9 @@ pub(crate) struct LimitsSection {
     /// Megabytes of free disk below which new mail gets 452 4.3.1 at
     /// MAIL. Default 100; 0 turns the check off.
     pub(crate) min_free_disk_mb: Option<u64>,
+    /// Messages and recipients per window, per client, user and sender
+    /// domain (`[limits.rate.client]`...).
+    pub(crate) rate: Option<super::screening::RateSection>,
 }
 
 /// `[policy]`
@@ -165,6 +171,9 @@ pub(crate) struct PolicySection {
     pub(crate) mailboxes: Option<BTreeMap<String, Vec<String>>>,
     /// `reject` (default) or `normalize` bare CR/LF in content.
     pub(crate) bare_line_endings: Option<String>,
+    /// The `[[dnsbl]]` score at which a client is refused at connect.
+    /// Default 1.
+    pub(crate) dnsbl_threshold: Option<i32>,
     /// Replaced by `[[policy_service]]` tables: refused with a message
     /// that says so.
     #[serde(skip_serializing)]

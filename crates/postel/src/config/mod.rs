@@ -30,6 +30,7 @@ mod integrations;
 mod limits;
 mod listeners;
 mod policy;
+mod screening;
 #[cfg(test)]
 mod tests;
 mod web;
@@ -154,6 +155,13 @@ pub(crate) struct Config {
     pub(crate) min_free_disk: u64,
     /// Policy servers, in order, each with its stage and timeout.
     pub(crate) policy_services: Vec<postel_policy::delegation::Service>,
+    /// Rate limits.
+    pub(crate) rate_limits: postel_policy::rate::RateLimits,
+    /// DNS block and allow lists, and the score that refuses a client.
+    pub(crate) dnsbl: Vec<postel_policy::dnsbl::List>,
+    pub(crate) dnsbl_threshold: i32,
+    /// The nameservers of `[dns]` (empty: the system's).
+    pub(crate) nameservers: Vec<SocketAddr>,
 }
 
 /// The host's name, if it is a valid domain; else `localhost`.
@@ -258,6 +266,19 @@ impl Config {
             );
         }
         let policy_services = integrations::policy_services(&file.policy_service, &mut problems);
+        let rate_limits = screening::rate_limits(file.limits.rate.as_ref(), &mut problems);
+        let dnsbl = screening::dnsbl(&file.dnsbl, &mut problems);
+        let dnsbl_threshold = file.policy.dnsbl_threshold.unwrap_or(1);
+        if dnsbl_threshold < 1 {
+            problems.push("policy.dnsbl_threshold: must be at least 1 (a lower one would refuse every client)".to_owned());
+        }
+        let nameservers: Vec<SocketAddr> = file
+            .dns
+            .nameservers
+            .iter()
+            .flatten()
+            .filter_map(|n| n.parse().ok())
+            .collect();
 
         if !problems.is_empty() {
             bail!("invalid configuration:\n  {}", problems.join("\n  "));
@@ -288,6 +309,10 @@ impl Config {
             delivery,
             min_free_disk,
             policy_services,
+            rate_limits,
+            dnsbl,
+            dnsbl_threshold,
+            nameservers,
         })
     }
 }

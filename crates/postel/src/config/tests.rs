@@ -181,3 +181,36 @@ fn local_delivery_and_policy_service_tables_are_checked() {
         .to_string();
     assert!(err.contains("[[policy_service]]"), "{err}");
 }
+
+#[test]
+fn rate_limits_and_dns_lists_are_checked() {
+    let c = parse(
+        "[limits.rate.client]\nmessages = 5\nwindow = \"10m\"\n[[dnsbl]]\nzone = \"zen.example\"\nweight = 3\nanswers = [\"127.0.0.2/31\", \"127.0.0.9\"]\n",
+    )
+    .expect("valid");
+    let client = c.rate_limits.client.expect("client limit");
+    assert_eq!(client.messages, Some(5));
+    assert_eq!(client.window, Duration::from_secs(600));
+    assert_eq!(c.dnsbl.len(), 1);
+    assert_eq!(c.dnsbl[0].answers.len(), 2);
+    let text = toml::to_string(&c.to_file()).expect("toml");
+    let again = parse(&text).expect("the effective config is valid");
+    assert_eq!(again.rate_limits, c.rate_limits);
+    assert_eq!(again.dnsbl, c.dnsbl);
+
+    let err = parse(
+        "[policy]\ndnsbl_threshold = 0\n[limits.rate.client]\nmessages = 0\n[limits.rate.user]\nwindow = \"soon\"\n[limits.rate.sender_domain]\nwindow = \"1h\"\n[[dnsbl]]\nzone = \"not a zone\"\n[[dnsbl]]\nzone = \"ok.example\"\nanswers = [\"x\"]\n",
+    )
+    .expect_err("invalid")
+    .to_string();
+    for key in [
+        "policy.dnsbl_threshold:",
+        "limits.rate.client:",
+        "limits.rate.user.window:",
+        "limits.rate.sender_domain:",
+        "dnsbl[0].zone:",
+        "dnsbl[1].answers[0]:",
+    ] {
+        assert!(err.contains(key), "missing {key} in:\n{err}");
+    }
+}

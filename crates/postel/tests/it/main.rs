@@ -16,6 +16,7 @@ mod policy;
 mod release;
 mod rig;
 mod robustness;
+mod screening;
 mod smtp;
 mod support;
 mod tls;

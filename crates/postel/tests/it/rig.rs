@@ -58,6 +58,12 @@ const ZONE: &[&str] = &[
     "--host-record=mx.example.test,127.0.0.1",
     "--mx-host=v6.test,mx.v6.test,10",
     "--host-record=mx.v6.test,::1",
+    // DNS lists (tests/it/screening.rs): 127.0.0.9 is on the block list,
+    // 127.0.0.10 on both lists, 127.0.0.11 gets the list's error code.
+    "--host-record=9.0.0.127.bl.test,127.0.0.2",
+    "--host-record=10.0.0.127.bl.test,127.0.0.2",
+    "--host-record=10.0.0.127.wl.test,127.0.10.3",
+    "--host-record=11.0.0.127.bl.test,127.255.255.254",
 ];
 
 /// The port of the one dnsmasq of this test binary, started at first use.
