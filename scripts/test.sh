@@ -19,9 +19,12 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 # dnsmasq-base is the DNS server of the delivery rig (MX, null MX, NXDOMAIN
 # on loopback), and aiosmtpd its receiving MXes (tests/peers/mx.py).
 # postgrey is a policy server; Dovecot (LMTP, IMAP) the mailbox server that
-# local delivery hands mail to, and reads it back from.
-APT_PACKAGES=(curl swaks python3 procps openssl libio-socket-ssl-perl libauthen-sasl-perl chromium postfix dnsmasq-base postgrey dovecot-lmtpd dovecot-imapd)
-PIP_PACKAGES=(aiosmtpd==1.4.6)
+# local delivery hands mail to, and reads it back from. The milters: a
+# test filter on libmilter itself (python3-milter, for Debian's python3),
+# rspamd, OpenDKIM (dkimpy checks its signatures) and clamav-milter.
+APT_PACKAGES=(curl swaks python3 procps openssl libio-socket-ssl-perl libauthen-sasl-perl chromium postfix dnsmasq-base postgrey dovecot-lmtpd dovecot-imapd python3-milter rspamd opendkim opendkim-tools clamav-daemon clamav-milter)
+# Each is module=package: the module imported to tell whether it is there.
+PIP_PACKAGES=(aiosmtpd=aiosmtpd==1.4.6 dkim=dkimpy==1.1.8)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -43,7 +46,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   as_root apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 for p in "${PIP_PACKAGES[@]}"; do
-  python3 -c "import ${p%%[=<>]*}" 2>/dev/null || python3 -m pip install --quiet "$p"
+  python3 -c "import ${p%%=*}" 2>/dev/null || python3 -m pip install --quiet "${p#*=}"
 done
 
 # The browser test's one npm package, exactly as locked; the browser is

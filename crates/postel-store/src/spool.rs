@@ -37,6 +37,15 @@ impl SpoolFile {
         self.len
     }
 
+    /// Everything appended, read back (for filters that need the whole
+    /// message). Blocking.
+    ///
+    /// # Errors
+    /// When the read fails.
+    pub fn read_all(&self) -> std::io::Result<Vec<u8>> {
+        std::fs::read(self.file.path())
+    }
+
     /// Returns true if and only if nothing was appended.
     pub fn is_empty(&self) -> bool {
         self.len == 0

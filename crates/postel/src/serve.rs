@@ -108,6 +108,7 @@ pub(crate) fn serve(cfg: Config) -> anyhow::Result<()> {
             }),
             disk: (cfg.min_free_disk > 0).then(|| (cfg.data_dir.clone(), cfg.min_free_disk)),
             policy_services: cfg.policy_services.clone(),
+            milters: cfg.milters.clone(),
             screening: backend::Screening {
                 rate: postel_policy::rate::RateLimiter::new(cfg.rate_limits),
                 lists: cfg.dnsbl.clone(),

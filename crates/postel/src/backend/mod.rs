@@ -25,19 +25,21 @@ use postel_policy::{Authenticator, Checked, UserHashes};
 use postel_proto::sasl::Mechanism;
 
 use postel_policy::RelayPolicy;
-use postel_policy::relay::{Route, owns};
+use postel_policy::relay::owns;
 use postel_proto::{ForwardPath, MailParams, RcptParams, Reply, ReversePath, reply};
 use postel_server::{Backend, BackendSession, ConnMeta};
 use postel_store::{Envelope, Incoming, NewMessage, Recipient, Store, Users};
 use tracing::{info, warn};
 
+mod envelope;
+mod filters;
 mod metrics;
 mod screening;
 
+pub(crate) use filters::{DefaultAction, Filters, MilterConfig};
 pub(crate) use metrics::BackendMetrics;
 pub(crate) use screening::Screening;
 
-use postel_delivery::local::Target;
 use postel_policy::Trace;
 use postel_policy::delegation::Stage;
 use postel_policy::recipients::Policy;
@@ -82,6 +84,8 @@ pub(crate) struct Inner<S> {
     pub(crate) policy_services: Vec<postel_policy::delegation::Service>,
     /// DNS lists at connect, rate limits at MAIL and RCPT.
     pub(crate) screening: Screening,
+    /// Milters, in order.
+    pub(crate) milters: Vec<MilterConfig>,
 }
 
 /// What the backend needs of delivery.
@@ -135,6 +139,7 @@ impl<S: Store> Backend for PostelBackend<S> {
             prepend: Vec::new(),
             hold: false,
             mail_size: 0,
+            filters: Filters::new(self.inner.milters.clone()),
         }
     }
 
@@ -177,6 +182,8 @@ pub(crate) struct PostelSession<S> {
     hold: bool,
     /// MAIL's `SIZE=`, for policy servers.
     mail_size: u64,
+    /// The session's milters.
+    filters: Filters,
 }
 
 impl<S: Store> PostelSession<S> {
@@ -204,6 +211,58 @@ impl<S: Store> PostelSession<S> {
         self.prepend.clear();
         self.hold = false;
         self.mail_size = 0;
+    }
+
+    /// The milters' turn at the end of data: the content as they left it,
+    /// None when one discarded the message, or the refusal. A message
+    /// spooled to disk is read back whole for them.
+    async fn filter(
+        &mut self,
+        id: &str,
+        content: Vec<u8>,
+        spooled: Option<postel_store::SpoolFile>,
+    ) -> Result<Option<(Vec<u8>, Option<postel_store::SpoolFile>)>, Reply> {
+        if self.filters.is_empty() {
+            return Ok(Some((content, spooled)));
+        }
+        let content = match spooled {
+            None => content,
+            Some(file) => {
+                let read = tokio::task::spawn_blocking(move || file.read_all()).await;
+                match read {
+                    Ok(Ok(mut all)) => {
+                        all.extend_from_slice(&content);
+                        all
+                    }
+                    _ => return Err(reply::local_error()),
+                }
+            }
+        };
+        let (content, outcome) = self
+            .filters
+            .message(self.meta.session_id, id, content)
+            .await?;
+        if outcome.discard {
+            return Ok(None);
+        }
+        if !outcome.quarantine.is_empty() {
+            self.hold = true;
+            let reason: String = outcome
+                .quarantine
+                .join("; ")
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(200)
+                .collect();
+            if self.prepend.len() < 100 {
+                self.prepend.push(format!("X-Postel-Quarantine: {reason}"));
+            }
+        }
+        self.apply_envelope(outcome.envelope);
+        if self.recipients.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some((content, None)))
     }
 
     /// Who sends, as the rate limits count it.
@@ -275,10 +334,24 @@ impl<S: Store> BackendSession for PostelSession<S> {
         inner
             .screening
             .connect(self.meta.session_id, self.meta.peer.ip())
-            .await
+            .await?;
+        if self.filters.is_empty() {
+            return Ok(());
+        }
+        let facts = filters::SessionFacts {
+            id: self.meta.session_id,
+            hostname: &inner.hostname,
+            version: &inner.version,
+            peer: self.meta.peer,
+            local: self.meta.local,
+            tls: self.tls.as_deref(),
+            user: self.user.as_deref(),
+        };
+        self.filters.connect(&facts).await
     }
 
     fn helo(&mut self, name: &str, extended: bool) {
+        self.filters.helo(name);
         self.helo = name.to_owned();
         self.extended = extended;
     }
@@ -316,40 +389,34 @@ impl<S: Store> BackendSession for PostelSession<S> {
             self.clear();
             return Err(r);
         }
+        if !self.filters.is_empty() {
+            let inner = self.inner.clone();
+            let facts = filters::SessionFacts {
+                id: self.meta.session_id,
+                hostname: &inner.hostname,
+                version: &inner.version,
+                peer: self.meta.peer,
+                local: self.meta.local,
+                tls: self.tls.as_deref(),
+                user: self.user.as_deref(),
+            };
+            let (from, params) = (self.from.clone(), self.mail_params.clone());
+            if let Err(r) = self.filters.mail(&facts, &from, &params).await {
+                self.clear();
+                return Err(r);
+            }
+        }
         Ok(())
     }
 
     async fn rcpt(&mut self, to: &ForwardPath, params: &RcptParams) -> Result<(), Reply> {
-        let route = match &self.inner.relay {
-            None => {
-                if self.user.is_none() {
-                    self.inner.policy.recipient(to)?;
-                }
-                Route::Local
-            }
-            Some(relay) => {
-                let may_relay = self.user.is_some() || relay.policy.trusts(self.meta.peer.ip());
-                relay.policy.route(&self.inner.policy, to, may_relay)?
-            }
-        };
-        // A local recipient with a Maildir or LMTP target is queued; its
-        // name must be able to become a folder.
-        let queued_locally = match (&self.inner.relay, &route, to) {
-            (Some(relay), Route::Local, ForwardPath::Mailbox(_)) => {
-                let address = to.to_string();
-                match relay.local_routes.queued(&address) {
-                    Some(Target::Maildir(template)) => {
-                        if postel_delivery::maildir::folder(template, &address).is_err() {
-                            return Err(reply::mailbox_name_unusable());
-                        }
-                        true
-                    }
-                    Some(_) => true,
-                    None => false,
-                }
-            }
-            _ => false,
-        };
+        let may_relay = self.user.is_some()
+            || self
+                .inner
+                .relay
+                .as_ref()
+                .is_some_and(|r| r.policy.trusts(self.meta.peer.ip()));
+        let queued = self.placement(to, may_relay)?;
         // Asked only once routing took the recipient: a policy server's
         // OK never opens relaying.
         self.ask_policy(Stage::Rcpt, Some(to), "").await?;
@@ -357,14 +424,11 @@ impl<S: Store> BackendSession for PostelSession<S> {
             warn!(session = self.meta.session_id, client = %self.meta.peer, "RCPT refused: over a rate limit");
             return Err(r);
         }
-        match route {
-            Route::Local if !queued_locally => self.local = true,
-            Route::Local | Route::Remote => self.queue.push(self.recipients.len() as u32),
-        }
-        self.recipients.push(Recipient {
-            address: to.to_string(),
-            params: params.raw.clone(),
-        });
+        let address = to.to_string();
+        self.filters
+            .rcpt(self.meta.session_id, &address, &params.raw)
+            .await?;
+        self.push_recipient(to, params.raw.clone(), queued);
         Ok(())
     }
 
@@ -408,6 +472,18 @@ impl<S: Store> BackendSession for PostelSession<S> {
             self.clear();
             return Err(r);
         }
+        let (content, spooled) = match self.filter(&id, content, spooled).await {
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                info!(session = self.meta.session_id, client = %self.meta.peer, id, "message discarded by a milter");
+                self.clear();
+                return Ok(id);
+            }
+            Err(r) => {
+                self.clear();
+                return Err(r);
+            }
+        };
         let mut raw = Vec::with_capacity(content.len() + 256);
         Trace {
             helo: &self.helo,

@@ -30,6 +30,7 @@ async fn serve_over_memory(store: MemoryStore, policy: Policy) -> std::net::Sock
         disk: None,
         policy_services: Vec::new(),
         screening: Screening::none(),
+        milters: Vec::new(),
     });
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

@@ -117,6 +117,7 @@ impl Config {
                 .unwrap_or_default(),
             policy_service: integrations::effective_policy_services(&self.policy_services),
             dnsbl: screening::effective_dnsbl(&self.dnsbl),
+            milter: integrations::effective_milters(&self.milters),
         }
     }
 }

@@ -11,6 +11,8 @@ use postel_policy::delegation::{PolicyAddr, Service, Stage};
 use postel_proto::address::{is_domain, parse_mailbox};
 use serde::{Deserialize, Serialize};
 
+use crate::backend::{DefaultAction, MilterConfig};
+
 /// `[[local_delivery]]`
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -28,6 +30,18 @@ pub(crate) struct LocalDeliveryEntry {
 pub(crate) enum Timeout {
     Seconds(u64),
     Text(String),
+}
+
+/// `[[milter]]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MilterEntry {
+    /// `HOST:PORT`, `inet:HOST:PORT` or `unix:/path`.
+    pub(crate) address: String,
+    /// How long each answer may take; default 30 s.
+    pub(crate) timeout: Option<Timeout>,
+    /// `tempfail` (default), `reject`, `accept` or `quarantine`.
+    pub(crate) default_action: Option<String>,
 }
 
 /// `[[policy_service]]`
@@ -119,18 +133,13 @@ pub(super) fn policy_services(
                 }
             },
         };
-        let timeout = match &e.timeout {
-            None => Duration::from_secs(10),
-            Some(Timeout::Seconds(n)) if *n > 0 => Duration::from_secs(*n),
-            Some(Timeout::Text(t)) if parse_duration(t).is_some_and(|d| !d.is_zero()) => {
-                parse_duration(t).unwrap_or(Duration::from_secs(10))
-            }
-            Some(t) => {
-                problems.push(format!(
-                    "policy_service[{i}].timeout: {t:?} is not seconds or a duration such as \"10s\""
-                ));
-                continue;
-            }
+        let Some(timeout) = timeout(
+            &format!("policy_service[{i}].timeout"),
+            e.timeout.as_ref(),
+            Duration::from_secs(10),
+            problems,
+        ) else {
+            continue;
         };
         out.push(Service {
             address,
@@ -165,5 +174,79 @@ pub(super) fn effective_local_delivery(routes: &LocalRoutes) -> Vec<LocalDeliver
     by_target
         .into_iter()
         .map(|(to, domains)| LocalDeliveryEntry { domains, to })
+        .collect()
+}
+
+/// A timeout in a table, or `default`.
+fn timeout(
+    key: &str,
+    t: Option<&Timeout>,
+    default: Duration,
+    problems: &mut Vec<String>,
+) -> Option<Duration> {
+    match t {
+        None => Some(default),
+        Some(Timeout::Seconds(n)) if *n > 0 => Some(Duration::from_secs(*n)),
+        Some(Timeout::Text(s)) if parse_duration(s).is_some_and(|d| !d.is_zero()) => {
+            parse_duration(s)
+        }
+        Some(t) => {
+            problems.push(format!(
+                "{key}: {t:?} is not seconds or a duration such as \"10s\""
+            ));
+            None
+        }
+    }
+}
+
+/// The milters, in order.
+pub(super) fn milters(entries: &[MilterEntry], problems: &mut Vec<String>) -> Vec<MilterConfig> {
+    let mut out = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        let Some(address) = postel_milter::Address::parse(&e.address) else {
+            problems.push(format!(
+                "milter[{i}].address: {:?} is not HOST:PORT or unix:/path (for example 127.0.0.1:11332)",
+                e.address
+            ));
+            continue;
+        };
+        let default_action = match e.default_action.as_deref() {
+            None => DefaultAction::Tempfail,
+            Some(a) => match DefaultAction::parse(a) {
+                Some(a) => a,
+                None => {
+                    problems.push(format!(
+                        "milter[{i}].default_action: {a:?} is not tempfail, reject, accept or quarantine"
+                    ));
+                    continue;
+                }
+            },
+        };
+        let Some(timeout) = timeout(
+            &format!("milter[{i}].timeout"),
+            e.timeout.as_ref(),
+            Duration::from_secs(30),
+            problems,
+        ) else {
+            continue;
+        };
+        out.push(MilterConfig {
+            address,
+            timeout,
+            default_action,
+        });
+    }
+    out
+}
+
+/// The effective `[[milter]]` tables.
+pub(super) fn effective_milters(milters: &[MilterConfig]) -> Vec<MilterEntry> {
+    milters
+        .iter()
+        .map(|m| MilterEntry {
+            address: m.address.to_string(),
+            timeout: Some(Timeout::Seconds(m.timeout.as_secs().max(1))),
+            default_action: Some(m.default_action.name().to_owned()),
+        })
         .collect()
 }

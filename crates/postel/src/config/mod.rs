@@ -155,6 +155,8 @@ pub(crate) struct Config {
     pub(crate) min_free_disk: u64,
     /// Policy servers, in order, each with its stage and timeout.
     pub(crate) policy_services: Vec<postel_policy::delegation::Service>,
+    /// Milters, in order.
+    pub(crate) milters: Vec<crate::backend::MilterConfig>,
     /// Rate limits.
     pub(crate) rate_limits: postel_policy::rate::RateLimits,
     /// DNS block and allow lists, and the score that refuses a client.
@@ -266,6 +268,7 @@ impl Config {
             );
         }
         let policy_services = integrations::policy_services(&file.policy_service, &mut problems);
+        let milters = integrations::milters(&file.milter, &mut problems);
         let rate_limits = screening::rate_limits(file.limits.rate.as_ref(), &mut problems);
         let dnsbl = screening::dnsbl(&file.dnsbl, &mut problems);
         let dnsbl_threshold = file.policy.dnsbl_threshold.unwrap_or(1);
@@ -309,6 +312,7 @@ impl Config {
             delivery,
             min_free_disk,
             policy_services,
+            milters,
             rate_limits,
             dnsbl,
             dnsbl_threshold,

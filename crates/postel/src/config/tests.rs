@@ -140,9 +140,21 @@ fn local_delivery_and_policy_service_tables_are_checked() {
     let c = parse(&format!(
         "{base}[[local_delivery]]\ndomains = [\"here.test\"]\nto = \"lmtp:127.0.0.1:24\"\n\
          [[local_delivery]]\ndomains = [\"web@here.test\"]\nto = \"store\"\n\
-         [[policy_service]]\naddress = \"unix:/run/policy\"\nstage = \"end_of_data\"\ntimeout = \"3s\"\n"
+         [[policy_service]]\naddress = \"unix:/run/policy\"\nstage = \"end_of_data\"\ntimeout = \"3s\"\n\
+         [[milter]]\naddress = \"inet:127.0.0.1:11332\"\ntimeout = 60\ndefault_action = \"accept\"\n\
+         [[milter]]\naddress = \"unix:/run/opendkim.sock\"\n"
     ))
     .expect("valid");
+    assert_eq!(c.milters.len(), 2);
+    assert_eq!(c.milters[0].timeout, Duration::from_secs(60));
+    assert_eq!(
+        c.milters[0].default_action,
+        crate::backend::DefaultAction::Accept
+    );
+    assert_eq!(
+        c.milters[1].default_action,
+        crate::backend::DefaultAction::Tempfail
+    );
     let routes = &c.delivery.as_ref().expect("delivery").local_routes;
     assert!(routes.queued("alice@here.test").is_some());
     assert!(routes.queued("web@here.test").is_none());
@@ -158,7 +170,8 @@ fn local_delivery_and_policy_service_tables_are_checked() {
 
     let err = parse(&format!(
         "{base}[[local_delivery]]\ndomains = [\"other.test\", \"bad domain\"]\nto = \"maildir:relative\"\n\
-         [[policy_service]]\naddress = \"nowhere\"\nstage = \"connect\"\n"
+         [[policy_service]]\naddress = \"nowhere\"\nstage = \"connect\"\n\
+         [[milter]]\naddress = \"somewhere\"\n[[milter]]\naddress = \"127.0.0.1:1\"\ndefault_action = \"ignore\"\n"
     ))
     .expect_err("invalid")
     .to_string();
@@ -167,6 +180,8 @@ fn local_delivery_and_policy_service_tables_are_checked() {
         "local_delivery[0].domains[0]:",
         "local_delivery[0].domains[1]:",
         "policy_service[0].address:",
+        "milter[0].address:",
+        "milter[1].default_action:",
     ] {
         assert!(err.contains(key), "missing {key} in:\n{err}");
     }

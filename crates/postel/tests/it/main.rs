@@ -12,6 +12,7 @@ mod dovecot;
 mod durability;
 mod interop;
 mod local_delivery;
+mod milter;
 mod policy;
 mod release;
 mod rig;

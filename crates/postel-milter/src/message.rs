@@ -1,0 +1,239 @@
+//! A message as filters see it and change it: its header fields as
+//! `(name, value)` (the value is what follows the colon, folds kept as
+//! CRLF), and its body; and the filters' header and body changes applied
+//! to it.
+//!
+//! What a filter writes is made safe before it goes in: a header name is
+//! printable ASCII without a colon, a value's line breaks become CRLF
+//! followed by a tab when the filter gave none (a new field or the end of
+//! the header can never be made from a value), and a new body has CRLF line
+//! ends.
+
+use crate::client::Edit;
+
+/// A message split into header fields and body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parsed {
+    /// The header fields in order: name, and the value after the colon.
+    pub headers: Vec<(String, String)>,
+    /// The body, after the empty line (CRLF line ends).
+    pub body: Vec<u8>,
+}
+
+impl Parsed {
+    /// Splits `content` (CRLF line ends). Bytes that are not UTF-8 in a
+    /// header are kept as they are decoded lossily: filters read text.
+    pub fn parse(content: &[u8]) -> Parsed {
+        let (head, body) = if content.starts_with(b"\r\n") {
+            (&content[..0], &content[2..])
+        } else {
+            match content.windows(4).position(|w| w == b"\r\n\r\n") {
+                Some(i) => (&content[..i + 2], &content[i + 4..]),
+                None => (content, &content[content.len()..]),
+            }
+        };
+        let mut headers: Vec<(String, String)> = Vec::new();
+        for line in head.split(|b| *b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.is_empty() {
+                continue;
+            }
+            let text = String::from_utf8_lossy(line);
+            if matches!(line[0], b' ' | b'\t') {
+                if let Some((_, v)) = headers.last_mut() {
+                    v.push_str("\r\n");
+                    v.push_str(&text);
+                }
+                continue;
+            }
+            match text.split_once(':') {
+                Some((name, value)) => headers.push((name.trim_end().to_owned(), value.to_owned())),
+                None => headers.push((text.into_owned(), String::new())),
+            }
+        }
+        Parsed {
+            headers,
+            body: body.to_vec(),
+        }
+    }
+
+    /// The message again, as bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.body.len() + 64 * self.headers.len() + 2);
+        for (name, value) in &self.headers {
+            out.extend_from_slice(name.as_bytes());
+            out.push(b':');
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&self.body);
+        out
+    }
+
+    /// Applies the header and body changes of `edits` (the envelope ones
+    /// are the caller's). Returns the changes refused as unsafe, for the
+    /// log.
+    pub fn apply(&mut self, edits: &[Edit]) -> usize {
+        let mut refused = 0;
+        for e in edits {
+            match e {
+                Edit::AddHeader(n, v) => match field(n, v) {
+                    Some(f) => self.headers.push(f),
+                    None => refused += 1,
+                },
+                Edit::InsertHeader(i, n, v) => match field(n, v) {
+                    // Index 0 is above Postel's own Received: field, which
+                    // filters do not see (as Postfix): both go at the top.
+                    Some(f) => {
+                        let at = (*i as usize).saturating_sub(1).min(self.headers.len());
+                        self.headers.insert(at, f);
+                    }
+                    None => refused += 1,
+                },
+                Edit::ChangeHeader(i, n, v) => {
+                    let nth = (*i).max(1) as usize;
+                    let found = self
+                        .headers
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, (name, _))| name.eq_ignore_ascii_case(n))
+                        .nth(nth - 1)
+                        .map(|(at, _)| at);
+                    match (found, v.is_empty()) {
+                        (Some(at), true) => {
+                            self.headers.remove(at);
+                        }
+                        (Some(at), false) => match field(n, v) {
+                            Some(f) => self.headers[at] = f,
+                            None => refused += 1,
+                        },
+                        // Sendmail adds a field it is asked to change and
+                        // does not have.
+                        (None, false) => match field(n, v) {
+                            Some(f) => self.headers.push(f),
+                            None => refused += 1,
+                        },
+                        (None, true) => {}
+                    }
+                }
+                Edit::ReplaceBody(b) => self.body = crlf(b),
+                _ => {}
+            }
+        }
+        refused
+    }
+}
+
+/// A header field from a filter, made safe; None if its name is unusable.
+fn field(name: &str, value: &str) -> Option<(String, String)> {
+    let ok_name = !name.is_empty()
+        && name.len() <= 200
+        && name.bytes().all(|b| b.is_ascii_graphic() && b != b':');
+    if !ok_name || value.len() > 64 * 1024 {
+        return None;
+    }
+    let mut out = String::with_capacity(value.len() + 8);
+    for (i, line) in value
+        .split('\n')
+        .map(|l| l.strip_suffix('\r').unwrap_or(l))
+        .filter(|l| !l.trim().is_empty() || l.is_empty())
+        .enumerate()
+    {
+        let line: String = line
+            .chars()
+            .filter(|c| *c == '\t' || !c.is_control())
+            .collect();
+        if i == 0 {
+            out.push_str(&line);
+            continue;
+        }
+        if line.trim().is_empty() {
+            continue;
+        }
+        out.push_str("\r\n");
+        if !line.starts_with([' ', '\t']) {
+            out.push('\t');
+        }
+        out.push_str(&line);
+    }
+    Some((name.to_owned(), out))
+}
+
+/// `body` with every line end CRLF, and ending with one.
+fn crlf(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + body.len() / 32 + 2);
+    let mut i = 0;
+    while i < body.len() {
+        match body[i] {
+            b'\r' if body.get(i + 1) == Some(&b'\n') => {
+                out.extend_from_slice(b"\r\n");
+                i += 1;
+            }
+            b'\r' | b'\n' => out.extend_from_slice(b"\r\n"),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    if !out.is_empty() && !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MSG: &[u8] =
+        b"From: a@b.test\r\nSubject: one\r\n two\r\nX-Tag: 1\r\nX-Tag: 2\r\n\r\nbody\r\n";
+
+    #[test]
+    fn a_message_splits_and_joins_back_byte_for_byte() {
+        let p = Parsed::parse(MSG);
+        assert_eq!(p.headers[1], ("Subject".into(), " one\r\n two".into()));
+        assert_eq!(p.body, b"body\r\n");
+        assert_eq!(p.to_bytes(), MSG);
+    }
+
+    #[test]
+    fn changes_follow_sendmail_semantics() {
+        let mut p = Parsed::parse(MSG);
+        let refused = p.apply(&[
+            Edit::ChangeHeader(2, "x-tag".into(), " two".into()),
+            Edit::ChangeHeader(1, "X-Tag".into(), String::new()),
+            Edit::InsertHeader(0, "DKIM-Signature".into(), " v=1".into()),
+            Edit::AddHeader("X-Spam".into(), " no".into()),
+            Edit::ChangeHeader(1, "X-Missing".into(), " added".into()),
+            Edit::ReplaceBody(b"new\nbody".to_vec()),
+        ]);
+        assert_eq!(refused, 0);
+        assert_eq!(
+            String::from_utf8(p.to_bytes()).expect("utf-8"),
+            "DKIM-Signature: v=1\r\nFrom: a@b.test\r\nSubject: one\r\n two\r\nx-tag: two\r\nX-Spam: no\r\nX-Missing: added\r\n\r\nnew\r\nbody\r\n"
+        );
+    }
+
+    #[test]
+    fn a_filter_cannot_smuggle_fields_or_end_the_header() {
+        let mut p = Parsed::parse(MSG);
+        let refused = p.apply(&[
+            Edit::AddHeader(
+                "X-A".into(),
+                " x\r\n\r\nInjected: yes\nBcc: victim@x.test".into(),
+            ),
+            Edit::AddHeader("Bad Name".into(), " v".into()),
+            Edit::AddHeader("X-B".into(), " a\0b".into()),
+        ]);
+        assert_eq!(refused, 1, "the name with a space");
+        let out = String::from_utf8(p.to_bytes()).expect("utf-8");
+        assert!(
+            out.contains("X-A: x\r\n\tInjected: yes\r\n\tBcc: victim@x.test\r\n"),
+            "{out}"
+        );
+        assert!(out.contains("X-B: ab\r\n"), "{out}");
+        let again = Parsed::parse(out.as_bytes());
+        assert_eq!(again.headers.len(), 6, "no new field was made: {out}");
+        assert_eq!(again.body, b"body\r\n");
+    }
+}
