@@ -199,6 +199,7 @@ async fn notify<S: Store>(
         local,
         claimed_until: None,
         hold: false,
+        webhooks: Vec::new(),
     };
     match store.insert(msg).await {
         Ok(()) => {

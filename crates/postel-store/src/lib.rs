@@ -53,6 +53,7 @@ mod sqlite;
 mod store;
 pub mod time;
 mod users;
+mod webhook;
 
 pub use error::StoreError;
 pub use incoming::Incoming;
@@ -65,3 +66,4 @@ pub use spool::SpoolFile;
 pub use sqlite::{SPILL_AT, SqliteStore};
 pub use store::Store;
 pub use users::Users;
+pub use webhook::{WebhookEntry, WebhookState, WebhookUpdate};

@@ -29,6 +29,9 @@ struct Inner {
     queue: Mutex<(Vec<QueueEntry>, std::collections::BTreeMap<String, Message>)>,
     last_id: AtomicU64,
     changes: Mutex<Option<tokio::sync::broadcast::Sender<Change>>>,
+    /// The webhook outbox, oldest first; rows of deleted messages are
+    /// skipped (as the SQLite store deletes them).
+    webhooks: Mutex<Vec<crate::WebhookEntry>>,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -41,6 +44,25 @@ impl MemoryStore {
     /// An empty store.
     pub fn new() -> MemoryStore {
         MemoryStore::default()
+    }
+
+    fn hooks(&self) -> std::sync::MutexGuard<'_, Vec<crate::WebhookEntry>> {
+        self.inner
+            .webhooks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The webhook rows whose message is still here.
+    fn live_hooks(&self) -> std::sync::MutexGuard<'_, Vec<crate::WebhookEntry>> {
+        let ids: std::collections::BTreeSet<String> = self
+            .messages()
+            .iter()
+            .map(|m| m.summary.id.clone())
+            .collect();
+        let mut hooks = self.hooks();
+        hooks.retain(|h| ids.contains(&h.id));
+        hooks
     }
 
     fn messages(&self) -> std::sync::MutexGuard<'_, Vec<Message>> {
@@ -128,6 +150,7 @@ impl Store for MemoryStore {
             local,
             claimed_until,
             hold,
+            webhooks,
         } = msg;
         if let Some(spool) = spooled {
             raw.extend_from_slice(&std::fs::read(spool.file.path())?);
@@ -143,6 +166,16 @@ impl Store for MemoryStore {
             summary: summary.clone(),
             raw,
         };
+        self.hooks()
+            .extend(webhooks.into_iter().map(|hook| crate::WebhookEntry {
+                id: summary.id.clone(),
+                hook,
+                state: crate::WebhookState::Pending,
+                attempts: 0,
+                next_attempt: received_at,
+                last_status: None,
+                received_at,
+            }));
         {
             let mut all = self.messages();
             let mut q = self.queue();
@@ -410,6 +443,56 @@ impl Store for MemoryStore {
         }
         finish_done(&mut q);
         Ok(n)
+    }
+
+    async fn webhook_claim(
+        &self,
+        now: i64,
+        until: i64,
+        limit: usize,
+    ) -> Result<Vec<crate::WebhookEntry>, StoreError> {
+        let mut hooks = self.live_hooks();
+        let mut due: Vec<&mut crate::WebhookEntry> = hooks
+            .iter_mut()
+            .filter(|h| h.state == crate::WebhookState::Pending && h.next_attempt <= now)
+            .collect();
+        due.sort_by_key(|h| h.next_attempt);
+        Ok(due
+            .into_iter()
+            .take(limit)
+            .map(|h| {
+                h.next_attempt = until;
+                h.clone()
+            })
+            .collect())
+    }
+
+    async fn webhook_record(&self, updates: Vec<crate::WebhookUpdate>) -> Result<(), StoreError> {
+        let mut hooks = self.hooks();
+        for u in updates {
+            if let Some(h) = hooks.iter_mut().find(|h| h.id == u.id && h.hook == u.hook) {
+                h.state = u.state;
+                h.attempts = u.attempts;
+                h.next_attempt = u.next_attempt;
+                h.last_status = u.last_status;
+            }
+        }
+        Ok(())
+    }
+
+    async fn webhook_list(
+        &self,
+        id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<crate::WebhookEntry>, StoreError> {
+        let hooks = self.live_hooks();
+        Ok(hooks
+            .iter()
+            .rev()
+            .filter(|h| id.is_none_or(|id| h.id == id))
+            .take(limit)
+            .cloned()
+            .collect())
     }
 }
 

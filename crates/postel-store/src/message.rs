@@ -64,6 +64,9 @@ pub struct NewMessage {
     /// The queue rows start held (a policy server's `HOLD`): nothing is
     /// sent until an operator releases them.
     pub hold: bool,
+    /// The webhooks (by URL) to post the message to: each gets an outbox
+    /// row in the same commit.
+    pub webhooks: Vec<String>,
 }
 
 impl NewMessage {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::{
     Change, Envelope, MemoryStore, NewMessage, Query, QueueAction, QueueClaim, QueueState,
-    Recipient, SqliteStore, Store, Users,
+    Recipient, SqliteStore, Store, Users, WebhookState,
 };
 
 fn claim(now: i64, until: i64) -> QueueClaim {
@@ -40,6 +40,7 @@ fn message<S: Store>(store: &S, at: i64, from: &str, to: &str, subject: &str) ->
         local: true,
         claimed_until: None,
         hold: false,
+        webhooks: Vec::new(),
     }
 }
 
@@ -294,10 +295,87 @@ async fn queue_contract<S: Store>(store: S) {
     assert!(store.get(&both).await.expect("get").is_none());
 }
 
+/// The webhook outbox: rows made with the message, claimed once until the
+/// claim ends, recorded, listed, and gone with the message.
+async fn webhook_contract<S: Store>(store: S) {
+    let mut m = message(&store, 100, "a@b.test", "c@d.test", "hooked");
+    m.webhooks = vec!["https://one.test/in".into(), "https://two.test/in".into()];
+    let id = m.id.clone();
+    store.insert(m).await.expect("insert");
+    let plain = message(&store, 101, "a@b.test", "c@d.test", "not hooked");
+    store.insert(plain).await.expect("insert");
+    assert!(
+        store
+            .webhook_claim(99, 200, 10)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "not due yet"
+    );
+    let claimed = store.webhook_claim(100, 200, 10).await.expect("claim");
+    assert_eq!(claimed.len(), 2);
+    assert!(
+        claimed
+            .iter()
+            .all(|e| e.id == id && e.state == WebhookState::Pending)
+    );
+    assert!(
+        store
+            .webhook_claim(150, 300, 10)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "claimed until 200"
+    );
+    let one = claimed
+        .iter()
+        .find(|e| e.hook.contains("one"))
+        .expect("one");
+    store
+        .webhook_record(vec![one.update(WebhookState::Delivered, 150, "200")])
+        .await
+        .expect("record");
+    // The unrecorded claim comes due again when it ends.
+    let again = store.webhook_claim(200, 400, 10).await.expect("claim");
+    assert_eq!(again.len(), 1);
+    assert!(again[0].hook.contains("two"));
+    let listed = store.webhook_list(Some(&id), 10).await.expect("list");
+    assert_eq!(listed.len(), 2);
+    let delivered = listed.iter().find(|e| e.hook.contains("one")).expect("one");
+    assert_eq!(
+        (
+            delivered.state,
+            delivered.attempts,
+            delivered.last_status.as_deref()
+        ),
+        (WebhookState::Delivered, 1, Some("200"))
+    );
+    assert!(store.delete(&id).await.expect("delete"));
+    assert!(store.webhook_list(None, 10).await.expect("list").is_empty());
+    assert!(
+        store
+            .webhook_claim(1000, 2000, 10)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+}
+
 #[tokio::test]
 async fn the_memory_store_keeps_the_contract() {
     contract(MemoryStore::new()).await;
     queue_contract(MemoryStore::new()).await;
+    webhook_contract(MemoryStore::new()).await;
+}
+
+#[tokio::test]
+async fn the_sqlite_store_keeps_the_webhook_contract() {
+    let dir = std::env::temp_dir().join(format!("postel-seam-w-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = Arc::new(SqliteStore::open(&dir).expect("open"));
+    webhook_contract(store.clone()).await;
+    store.close();
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]

@@ -167,4 +167,38 @@ pub trait Store: Send + Sync + 'static {
         action: QueueAction,
         now: i64,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Claims the webhook deliveries due at `now` (pending, with
+    /// `next_attempt <= now`), oldest first, at most `limit`: each is
+    /// claimed by moving its `next_attempt` to `until`, so that it comes
+    /// due again if its outcome is never recorded (a crash).
+    ///
+    /// # Errors
+    /// When the database cannot be written.
+    fn webhook_claim(
+        &self,
+        now: i64,
+        until: i64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<crate::WebhookEntry>, StoreError>> + Send;
+
+    /// Records the outcomes of webhook attempts, durably.
+    ///
+    /// # Errors
+    /// When the database cannot be written.
+    fn webhook_record(
+        &self,
+        updates: Vec<crate::WebhookUpdate>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The webhook deliveries of message `id` (of every message for None),
+    /// newest message first, at most `limit`.
+    ///
+    /// # Errors
+    /// When the database cannot be read.
+    fn webhook_list(
+        &self,
+        id: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<crate::WebhookEntry>, StoreError>> + Send;
 }

@@ -62,6 +62,7 @@ pub(crate) fn routes<S: Store + Clone>(web: Arc<Web<S>>) -> Router {
             "/api/v1/messages/{id}/attachments/{index}",
             get(attachment::<S>),
         )
+        .route("/api/v1/webhooks", get(crate::queue::webhooks::<S>))
         .route("/api/v1/queue", get(crate::queue::list::<S>))
         .route(
             "/api/v1/queue/{id}/{action}",

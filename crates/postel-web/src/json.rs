@@ -26,6 +26,21 @@ pub fn summary(s: &Summary) -> Value {
     })
 }
 
+/// A webhook delivery as JSON: the message id, the webhook's URL, its
+/// state (pending, delivered, failed), attempts, when it is next due, and
+/// the last attempt's HTTP status or error.
+pub fn webhook_entry(e: &postel_store::WebhookEntry) -> Value {
+    json!({
+        "id": e.id,
+        "url": e.hook,
+        "state": e.state.as_str(),
+        "attempts": e.attempts,
+        "next_attempt": rfc3339(e.next_attempt),
+        "last_status": e.last_status,
+        "received_at": rfc3339(e.received_at),
+    })
+}
+
 /// A queued recipient as JSON, shared by `/api/v1/queue` and `postel queue
 /// list --json`: the message id, the recipient, its state, attempts, next
 /// attempt (RFC 3339) and the last remote reply.

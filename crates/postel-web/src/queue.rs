@@ -1,7 +1,8 @@
 //! The delivery queue over HTTP: `GET /api/v1/queue` lists every queued
 //! recipient (the same objects as `postel queue list --json`), and
 //! `POST /api/v1/queue/{id}/{retry|hold|release|delete|bounce}` acts on one
-//! message's rows (`all` for every message).
+//! message's rows (`all` for every message). The webhook outbox beside it:
+//! `GET /api/v1/webhooks[?message=ID]`, each delivery's state.
 
 use std::sync::Arc;
 
@@ -48,4 +49,25 @@ pub(crate) async fn act<S: Store + Clone>(
         .await
         .map_err(ApiError::Store)?;
     Ok(Json(json!({ "changed": n })))
+}
+
+/// `?message=ID` for one message's webhook deliveries.
+#[derive(serde::Deserialize)]
+pub(crate) struct WebhookParams {
+    message: Option<String>,
+}
+
+/// The webhook deliveries, newest message first (at most 1,000).
+pub(crate) async fn webhooks<S: Store + Clone>(
+    State(web): State<Arc<Web<S>>>,
+    axum::extract::Query(p): axum::extract::Query<WebhookParams>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let rows = web
+        .store
+        .webhook_list(p.message.as_deref(), 1000)
+        .await
+        .map_err(ApiError::Store)?;
+    Ok(Json(serde_json::Value::Array(
+        rows.iter().map(crate::json::webhook_entry).collect(),
+    )))
 }

@@ -45,6 +45,7 @@ async fn the_api_works_over_the_memory_store() {
             local: true,
             claimed_until: None,
             hold: false,
+            webhooks: Vec::new(),
         })
         .await
         .expect("insert");

@@ -91,6 +91,7 @@ pub(crate) fn serve(cfg: Config) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("cannot prepare password checks: {e}"))?,
         );
         let wake = Arc::new(tokio::sync::Notify::new());
+        let webhook_wake = Arc::new(tokio::sync::Notify::new());
         let handoff = Arc::new(postel_delivery::Handoff::default());
         let inner = Arc::new(Inner {
             store: store.clone(),
@@ -109,6 +110,8 @@ pub(crate) fn serve(cfg: Config) -> anyhow::Result<()> {
             disk: (cfg.min_free_disk > 0).then(|| (cfg.data_dir.clone(), cfg.min_free_disk)),
             policy_services: cfg.policy_services.clone(),
             milters: cfg.milters.clone(),
+            webhooks: cfg.webhooks.iter().map(|h| h.url.clone()).collect(),
+            webhook_wake: webhook_wake.clone(),
             screening: backend::Screening {
                 rate: postel_policy::rate::RateLimiter::new(cfg.rate_limits),
                 lists: cfg.dnsbl.clone(),
@@ -153,6 +156,21 @@ pub(crate) fn serve(cfg: Config) -> anyhow::Result<()> {
                 None
             }
         };
+        let webhook_task = (!cfg.webhooks.is_empty()).then(|| {
+            let settings = postel_webhook::Settings {
+                hooks: cfg.webhooks.clone(),
+                timeout: std::time::Duration::from_secs(30),
+                lifetime: std::time::Duration::from_secs(3 * 86_400),
+                extra_roots: cfg.delivery.as_ref().map(|d| d.extra_roots.clone()).unwrap_or_default(),
+                version: cfg.limits.version.clone(),
+            };
+            info!(webhooks = cfg.webhooks.len(), "webhooks are on: each kept message is posted");
+            let worker = postel_webhook::Worker::new(store.clone(), settings, webhook_wake.clone());
+            let mut stop = stop_delivery.subscribe();
+            tokio::spawn(worker.run(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            }))
+        });
         let (stop_web, stop_rx) = tokio::sync::watch::channel(false);
         let web_task = match &cfg.web {
             Some(w) => Some(start_web(w, &cfg, &store, &inner, &server_metrics, Arc::new(registry), stop_rx)?),
@@ -182,6 +200,9 @@ pub(crate) fn serve(cfg: Config) -> anyhow::Result<()> {
         let _ = stop_web.send(true);
         let _ = stop_delivery.send(true);
         if let Some(t) = delivery_task {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
+        }
+        if let Some(t) = webhook_task {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
         }
         if let Some(t) = web_task {

@@ -20,6 +20,7 @@ mod store_impl;
 #[cfg(test)]
 mod tests;
 mod users;
+mod webhooks;
 mod writer;
 
 use std::path::{Path, PathBuf};

@@ -310,6 +310,8 @@ fn finish_if_done<'a>(
     }
     tx.prepare_cached("DELETE FROM recipients WHERE message_seq = ?1")?
         .execute([seq])?;
+    tx.prepare_cached("DELETE FROM webhooks WHERE message_seq = ?1")?
+        .execute([seq])?;
     tx.prepare_cached("DELETE FROM messages WHERE seq = ?1")?
         .execute([seq])?;
     Ok(Some(id))

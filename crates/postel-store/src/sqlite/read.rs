@@ -30,6 +30,7 @@ pub(super) fn delete_seqs(conn: &Connection, seqs: &[i64]) -> Result<Vec<bool>, 
     let mut rcpts = conn.prepare_cached("DELETE FROM recipients WHERE message_seq = ?1")?;
     let mut queue = conn.prepare_cached("DELETE FROM queue WHERE message_seq = ?1")?;
     let mut msgs = conn.prepare_cached("DELETE FROM messages WHERE seq = ?1")?;
+    let mut hooks = conn.prepare_cached("DELETE FROM webhooks WHERE message_seq = ?1")?;
     let mut gone = Vec::with_capacity(seqs.len());
     for seq in seqs {
         if active.exists([seq])? {
@@ -38,6 +39,7 @@ pub(super) fn delete_seqs(conn: &Connection, seqs: &[i64]) -> Result<Vec<bool>, 
         } else {
             rcpts.execute([seq])?;
             queue.execute([seq])?;
+            hooks.execute([seq])?;
             msgs.execute([seq])?;
             gone.push(true);
         }

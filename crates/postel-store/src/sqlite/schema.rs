@@ -1,5 +1,6 @@
-//! The schema, and the migrations: from version 1 (content apart) and
-//! from version 2 (the queue, and messages only passing through).
+//! The schema, and the migrations: from version 1 (content apart), from
+//! version 2 (the queue, and messages only passing through), and from
+//! version 3 (the webhook outbox: a table of its own, made by `SCHEMA`).
 
 use super::*;
 
@@ -48,6 +49,20 @@ CREATE TABLE IF NOT EXISTS queue (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS queue_due ON queue (next_attempt)
     WHERE state IN ('queued', 'deferred');
+CREATE TABLE IF NOT EXISTS webhooks (
+    message_seq  INTEGER NOT NULL,
+    -- The webhook, by its URL.
+    hook         TEXT NOT NULL,
+    -- pending, delivered or failed.
+    state        TEXT NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    -- Due then; while claimed, when the claim ends.
+    next_attempt INTEGER NOT NULL,
+    last_status  TEXT,
+    PRIMARY KEY (message_seq, hook)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS webhooks_due ON webhooks (next_attempt)
+    WHERE state = 'pending';
 CREATE TABLE IF NOT EXISTS user_addresses (
     name    TEXT NOT NULL,
     address TEXT NOT NULL,
@@ -61,7 +76,7 @@ CREATE TABLE IF NOT EXISTS users (
 ";
 
 /// The schema version this code writes; see `migrate`.
-pub(super) const SCHEMA_VERSION: i64 = 3;
+pub(super) const SCHEMA_VERSION: i64 = 4;
 
 /// Brings an older database up to [`SCHEMA_VERSION`], in one transaction
 /// that checks what is there: safe to run twice at once (a server and a

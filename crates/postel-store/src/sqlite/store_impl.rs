@@ -491,6 +491,28 @@ impl Store for Arc<SqliteStore> {
         let id = id.map(str::to_owned);
         off(self, move |s| s.queue_act(id.as_deref(), action, now)).await
     }
+
+    async fn webhook_claim(
+        &self,
+        now: i64,
+        until: i64,
+        limit: usize,
+    ) -> Result<Vec<crate::WebhookEntry>, StoreError> {
+        off(self, move |s| s.webhook_claim(now, until, limit)).await
+    }
+
+    async fn webhook_record(&self, updates: Vec<crate::WebhookUpdate>) -> Result<(), StoreError> {
+        off(self, move |s| s.webhook_record(&updates)).await
+    }
+
+    async fn webhook_list(
+        &self,
+        id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<crate::WebhookEntry>, StoreError> {
+        let id = id.map(str::to_owned);
+        off(self, move |s| s.webhook_list(id.as_deref(), limit)).await
+    }
 }
 
 /// Runs a blocking call on the store on tokio's blocking threads.

@@ -34,6 +34,7 @@ fn msg(store: &SqliteStore, body: &[u8]) -> NewMessage {
         local: true,
         claimed_until: None,
         hold: false,
+        webhooks: Vec::new(),
     }
 }
 

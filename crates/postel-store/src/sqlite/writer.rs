@@ -156,6 +156,14 @@ pub(super) fn insert_one(conn: &Connection, m: &NewMessage, apart: u64) -> Resul
             state
         ])?;
     }
+    // The webhook outbox too: posted at least once, even after a crash.
+    let mut hooks = conn.prepare_cached(
+        "INSERT OR IGNORE INTO webhooks (message_seq, hook, state, next_attempt)
+         VALUES (?1, ?2, 'pending', ?3)",
+    )?;
+    for hook in &m.webhooks {
+        hooks.execute(params![seq, hook, m.received_at])?;
+    }
     Ok(())
 }
 

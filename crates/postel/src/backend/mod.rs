@@ -86,6 +86,10 @@ pub(crate) struct Inner<S> {
     pub(crate) screening: Screening,
     /// Milters, in order.
     pub(crate) milters: Vec<MilterConfig>,
+    /// Webhooks (by URL) each kept message is posted to, and the worker
+    /// to wake when one is.
+    pub(crate) webhooks: Vec<String>,
+    pub(crate) webhook_wake: Arc<tokio::sync::Notify>,
 }
 
 /// What the backend needs of delivery.
@@ -503,6 +507,12 @@ impl<S: Store> BackendSession for PostelSession<S> {
         raw.extend_from_slice(&content);
         drop(content);
         let count = self.recipients.len();
+        let kept = self.local || self.queue.is_empty();
+        let webhooks_for = if kept {
+            inner.webhooks.clone()
+        } else {
+            Vec::new()
+        };
         let msg = NewMessage {
             id: id.clone(),
             received_at: now,
@@ -519,10 +529,11 @@ impl<S: Store> BackendSession for PostelSession<S> {
             subject,
             raw,
             spooled,
-            local: self.local || self.queue.is_empty(),
+            local: kept,
             queue: std::mem::take(&mut self.queue),
             claimed_until: None,
             hold: self.hold,
+            webhooks: webhooks_for,
         };
         let queued = !msg.queue.is_empty();
         // A small message to send on goes to delivery in memory: its rows
@@ -559,6 +570,9 @@ impl<S: Store> BackendSession for PostelSession<S> {
                         relay.handoff.put(&id, raw, rows);
                     }
                     relay.wake.notify_one();
+                }
+                if kept && !inner.webhooks.is_empty() {
+                    inner.webhook_wake.notify_one();
                 }
                 inner.metrics.messages.inc();
                 inner.metrics.bytes.inc_by(size as u64);

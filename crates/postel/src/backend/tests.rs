@@ -31,6 +31,8 @@ async fn serve_over_memory(store: MemoryStore, policy: Policy) -> std::net::Sock
         policy_services: Vec::new(),
         screening: Screening::none(),
         milters: Vec::new(),
+        webhooks: Vec::new(),
+        webhook_wake: Arc::new(tokio::sync::Notify::new()),
     });
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

@@ -118,6 +118,7 @@ impl Config {
             policy_service: integrations::effective_policy_services(&self.policy_services),
             dnsbl: screening::effective_dnsbl(&self.dnsbl),
             milter: integrations::effective_milters(&self.milters),
+            webhook: integrations::effective_webhooks(&self.webhooks),
         }
     }
 }

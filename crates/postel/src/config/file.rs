@@ -51,6 +51,9 @@ pub(crate) struct FileConfig {
     /// Policy servers (Postfix's policy delegation), in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) policy_service: Vec<super::integrations::PolicyServiceEntry>,
+    /// Webhooks: each kept message is posted to each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) webhook: Vec<super::integrations::WebhookEntry>,
     /// Milters (Postfix's `smtpd_milters`), in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) milter: Vec<super::integrations::MilterEntry>,

@@ -44,6 +44,21 @@ pub(crate) struct MilterEntry {
     pub(crate) default_action: Option<String>,
 }
 
+/// `[[webhook]]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WebhookEntry {
+    /// Where to post: `http://` or `https://`.
+    pub(crate) url: String,
+    /// The HMAC-SHA256 key of `X-Postel-Signature`.
+    pub(crate) secret: String,
+    /// Messages up to this many octets go inline; default 1 MiB.
+    pub(crate) inline_max: Option<u64>,
+    /// The wait after a first failed attempt, doubling after each; default
+    /// `"10s"`.
+    pub(crate) retry: Option<String>,
+}
+
 /// `[[policy_service]]`
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -247,6 +262,61 @@ pub(super) fn effective_milters(milters: &[MilterConfig]) -> Vec<MilterEntry> {
             address: m.address.to_string(),
             timeout: Some(Timeout::Seconds(m.timeout.as_secs().max(1))),
             default_action: Some(m.default_action.name().to_owned()),
+        })
+        .collect()
+}
+
+/// The webhooks.
+pub(super) fn webhooks(
+    entries: &[WebhookEntry],
+    problems: &mut Vec<String>,
+) -> Vec<postel_webhook::Hook> {
+    let mut out: Vec<postel_webhook::Hook> = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        if let Err(why) = postel_webhook::Hook::check_url(&e.url) {
+            problems.push(format!("webhook[{i}].url: {why}"));
+            continue;
+        }
+        if e.secret.len() < 16 {
+            problems.push(format!(
+                "webhook[{i}].secret: at least 16 characters (the receiver checks the signature with it)"
+            ));
+            continue;
+        }
+        if out.iter().any(|h| h.url == e.url) {
+            problems.push(format!("webhook[{i}].url: {:?} is listed twice", e.url));
+            continue;
+        }
+        let retry = match e.retry.as_deref().map(parse_duration) {
+            None => Duration::from_secs(10),
+            Some(Some(d)) if !d.is_zero() => d,
+            Some(_) => {
+                problems.push(format!(
+                    "webhook[{i}].retry: {:?} is not a duration such as \"10s\"",
+                    e.retry
+                ));
+                continue;
+            }
+        };
+        out.push(postel_webhook::Hook {
+            url: e.url.clone(),
+            secret: e.secret.clone().into_bytes(),
+            inline_max: e.inline_max.unwrap_or(1 << 20),
+            retry,
+        });
+    }
+    out
+}
+
+/// The effective `[[webhook]]` tables (secrets hidden).
+pub(super) fn effective_webhooks(hooks: &[postel_webhook::Hook]) -> Vec<WebhookEntry> {
+    hooks
+        .iter()
+        .map(|h| WebhookEntry {
+            url: h.url.clone(),
+            secret: "(set: not shown)".to_owned(),
+            inline_max: Some(h.inline_max),
+            retry: Some(format!("{}s", h.retry.as_secs())),
         })
         .collect()
 }

@@ -157,6 +157,8 @@ pub(crate) struct Config {
     pub(crate) policy_services: Vec<postel_policy::delegation::Service>,
     /// Milters, in order.
     pub(crate) milters: Vec<crate::backend::MilterConfig>,
+    /// Webhooks.
+    pub(crate) webhooks: Vec<postel_webhook::Hook>,
     /// Rate limits.
     pub(crate) rate_limits: postel_policy::rate::RateLimits,
     /// DNS block and allow lists, and the score that refuses a client.
@@ -269,6 +271,7 @@ impl Config {
         }
         let policy_services = integrations::policy_services(&file.policy_service, &mut problems);
         let milters = integrations::milters(&file.milter, &mut problems);
+        let webhooks = integrations::webhooks(&file.webhook, &mut problems);
         let rate_limits = screening::rate_limits(file.limits.rate.as_ref(), &mut problems);
         let dnsbl = screening::dnsbl(&file.dnsbl, &mut problems);
         let dnsbl_threshold = file.policy.dnsbl_threshold.unwrap_or(1);
@@ -313,6 +316,7 @@ impl Config {
             min_free_disk,
             policy_services,
             milters,
+            webhooks,
             rate_limits,
             dnsbl,
             dnsbl_threshold,

@@ -23,3 +23,4 @@ mod support;
 mod tls;
 mod tools;
 mod web;
+mod webhook;
