@@ -4,7 +4,7 @@ file per message, and acts on the message's Subject at its end.
 
 Subjects: "reject" (a 550 reply of its own), "tempfail", "discard",
 "quarantine", "edit" (every header, body and envelope change), anything
-else: continue.
+else: continue. HELO refused.test is refused.
 
 Usage: /usr/bin/python3 testmilter.py --port PORT --dir DIR
 """
@@ -33,6 +33,9 @@ class TestMilter(Milter.Base):
 
     def hello(self, name):
         self.log["helo"] = name
+        if name == "refused.test":
+            self.setreply("550", "5.7.1", "Not this HELO")
+            return Milter.REJECT
         return Milter.CONTINUE
 
     def envfrom(self, f, *args):

@@ -139,7 +139,29 @@ impl Connection {
             .map_err(|_| ConnError::Timeout(timeout))?
     }
 
+    /// Sends what the client queued, and reads until at least one reply
+    /// came (or none is awaited): the replies so far, each with its
+    /// command. For LMTP's replies after the content, so that those that
+    /// came are kept if the connection then breaks.
+    ///
+    /// # Errors
+    /// A [`ConnError`] before any reply came.
+    pub async fn some_replies(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<Vec<(Command, ServerReply)>, ConnError> {
+        tokio::time::timeout(timeout, self.exchange(true))
+            .await
+            .map_err(|_| ConnError::Timeout(timeout))?
+    }
+
     async fn round_inner(&mut self) -> Result<Vec<(Command, ServerReply)>, ConnError> {
+        self.exchange(false).await
+    }
+
+    /// Writes the queued commands, then reads until every awaited reply
+    /// came, or (`first`) until one did.
+    async fn exchange(&mut self, first: bool) -> Result<Vec<(Command, ServerReply)>, ConnError> {
         self.out.clear();
         self.client.take_output(&mut self.out);
         if !self.out.is_empty() {
@@ -157,7 +179,7 @@ impl Connection {
                     ClientEvent::ProtocolError(e) => return Err(ConnError::Protocol(e)),
                 }
             }
-            if self.client.in_flight() == 0 {
+            if self.client.in_flight() == 0 || (first && !replies.is_empty()) {
                 return Ok(replies);
             }
             let n = self.read(&mut buf).await?;

@@ -107,10 +107,19 @@ pub fn write(
     recipient: &str,
     message: &[u8],
 ) -> std::io::Result<PathBuf> {
+    let fresh = !dir.join("new").is_dir();
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true).mode(0o700);
     for sub in ["tmp", "new", "cur"] {
         builder.create(dir.join(sub))?;
+    }
+    if fresh {
+        // A Maildir just made must survive a crash too: its entries, and
+        // its own entry in its parent.
+        std::fs::File::open(dir)?.sync_all()?;
+        if let Some(parent) = dir.parent() {
+            std::fs::File::open(parent)?.sync_all()?;
+        }
     }
     let bytes = file_bytes(sender, recipient, message);
     let name = unique_name(hostname, bytes.len());
@@ -133,7 +142,11 @@ pub fn write(
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    std::fs::File::open(dir.join("new"))?.sync_all()?;
+    // The message is in new/ from here: a failed flush is reported, not
+    // taken for a failed delivery (a retry would deliver it twice).
+    if let Err(e) = std::fs::File::open(dir.join("new")).and_then(|d| d.sync_all()) {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot flush a Maildir's new/ folder");
+    }
     Ok(new)
 }
 

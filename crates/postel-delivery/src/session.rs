@@ -491,12 +491,35 @@ impl Session {
         if self.lmtp {
             // One reply per accepted recipient, in order (RFC 2033 4.2);
             // those that never came are deferred with the session.
+            // Each reply has its own timeout (a mailbox's Sieve script may
+            // take a while), and those that came count even if the
+            // connection then breaks: a recipient delivered is never sent
+            // again.
             self.conn.client.content_lmtp(&job.content, accepted.len());
-            let mut replies = self.conn.round(t.data).await.map_err(&lost)?;
-            for &i in &accepted {
-                match take(&mut replies, Command::Content) {
-                    Some((_, r)) => done.push((i, Outcome::of_reply(&self.host, &r, false))),
-                    None => done.push((i, Outcome::Deferred(lost(ConnError::Closed)))),
+            let mut replies = Vec::new();
+            let mut broke = None;
+            while replies.len() < accepted.len() {
+                match self.conn.some_replies(t.data).await {
+                    // Nothing more is awaited (a 421 closed the session).
+                    Ok(more) if more.is_empty() => break,
+                    Ok(more) => replies.extend(
+                        more.into_iter()
+                            .filter(|(c, _)| *c == Command::Content)
+                            .map(|(_, r)| r),
+                    ),
+                    Err(e) => {
+                        broke = Some(e);
+                        break;
+                    }
+                }
+            }
+            for (k, &i) in accepted.iter().enumerate() {
+                match replies.get(k) {
+                    Some(r) => done.push((i, Outcome::of_reply(&self.host, r, false))),
+                    None => {
+                        let e = broke.clone().unwrap_or(ConnError::Closed);
+                        done.push((i, Outcome::Deferred(lost(e))));
+                    }
                 }
             }
             return Ok((done, again));

@@ -97,6 +97,13 @@ pub enum Edit {
     Quarantine(String),
 }
 
+/// The longest header value sent: libmilter refuses packets over 64 KiB.
+const MAX_HEADER_VALUE: usize = 60_000;
+
+/// `SMFIR_PROGRESS` answers to one event, each restarting the timeout:
+/// a filter cannot hold a session for ever.
+const MAX_PROGRESS: u32 = 100;
+
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
@@ -233,9 +240,14 @@ impl Milter {
         if !self.wants(nosend) || self.negotiated.protocol & noreply != 0 {
             return Ok(Verdict::Continue);
         }
+        let mut progress = 0;
         loop {
             let (c, data) = self.read().await?;
             if c == resp::PROGRESS {
+                progress += 1;
+                if progress > MAX_PROGRESS {
+                    return Err(Error::Protocol("still working after too long".into()));
+                }
                 continue;
             }
             if c == resp::SKIP && command == cmd::BODY {
@@ -347,8 +359,17 @@ impl Milter {
                 } else {
                     value.strip_prefix(' ').unwrap_or(value)
                 };
-                // Folded lines are sent joined by a newline, as Sendmail.
-                wire::cstr(value.replace("\r\n", "\n").as_bytes(), &mut data);
+                // Folded lines are sent joined by a newline, as Sendmail;
+                // a value is cut short of libmilter's 64 KiB packet limit.
+                let mut value = value.replace("\r\n", "\n");
+                if value.len() > MAX_HEADER_VALUE {
+                    let mut end = MAX_HEADER_VALUE;
+                    while !value.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    value.truncate(end);
+                }
+                wire::cstr(value.as_bytes(), &mut data);
                 let v = self
                     .event(None, cmd::HEADER, &data, proto::NOHDRS, proto::NR_HDR)
                     .await?;
@@ -390,6 +411,7 @@ impl Milter {
         let mut body: Option<Vec<u8>> = None;
         // Everything a filter sends at the end of one message is bounded.
         let mut received = 0usize;
+        let mut progress = 0;
         loop {
             let (c, data) = self.read().await?;
             received += data.len();
@@ -399,6 +421,10 @@ impl Milter {
                 ));
             }
             if c == resp::PROGRESS {
+                progress += 1;
+                if progress > MAX_PROGRESS {
+                    return Err(Error::Protocol("still working after too long".into()));
+                }
                 continue;
             }
             if c == resp::REPLBODY {

@@ -11,18 +11,32 @@
 
 use crate::client::Edit;
 
+/// One header field: its name and value as filters read them, and its
+/// bytes as received while no filter changed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Field {
+    /// The name (empty for lines before the first field, kept as they are).
+    pub name: String,
+    /// The value after the colon, folds as CRLF (decoded lossily).
+    pub value: String,
+    /// The field's own bytes, CRLF included; None once made or changed by
+    /// a filter.
+    raw: Option<Vec<u8>>,
+}
+
 /// A message split into header fields and body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Parsed {
-    /// The header fields in order: name, and the value after the colon.
-    pub headers: Vec<(String, String)>,
+    /// The header fields in order.
+    pub fields: Vec<Field>,
     /// The body, after the empty line (CRLF line ends).
     pub body: Vec<u8>,
 }
 
 impl Parsed {
-    /// Splits `content` (CRLF line ends). Bytes that are not UTF-8 in a
-    /// header are kept as they are decoded lossily: filters read text.
+    /// Splits `content` (CRLF line ends). Filters read the header fields as
+    /// text, decoded lossily; the bytes of the fields they leave alone go
+    /// back as they came.
     pub fn parse(content: &[u8]) -> Parsed {
         let (head, body) = if content.starts_with(b"\r\n") {
             (&content[..0], &content[2..])
@@ -32,39 +46,63 @@ impl Parsed {
                 None => (content, &content[content.len()..]),
             }
         };
-        let mut headers: Vec<(String, String)> = Vec::new();
-        for line in head.split(|b| *b == b'\n') {
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if line.is_empty() {
-                continue;
-            }
-            let text = String::from_utf8_lossy(line);
-            if matches!(line[0], b' ' | b'\t') {
-                if let Some((_, v)) = headers.last_mut() {
-                    v.push_str("\r\n");
-                    v.push_str(&text);
+        let mut fields: Vec<Field> = Vec::new();
+        for line in head.split_inclusive(|b| *b == b'\n') {
+            let text_end = line.strip_suffix(b"\n").unwrap_or(line);
+            let text_end = text_end.strip_suffix(b"\r").unwrap_or(text_end);
+            let text = String::from_utf8_lossy(text_end);
+            let folded = matches!(line.first(), Some(b' ' | b'\t'));
+            if folded && let Some(f) = fields.last_mut() {
+                f.value.push_str("\r\n");
+                f.value.push_str(&text);
+                if let Some(raw) = f.raw.as_mut() {
+                    raw.extend_from_slice(line);
                 }
                 continue;
             }
-            match text.split_once(':') {
-                Some((name, value)) => headers.push((name.trim_end().to_owned(), value.to_owned())),
-                None => headers.push((text.into_owned(), String::new())),
-            }
+            let (name, value) = match text.split_once(':') {
+                Some((n, v)) if !folded => (n.trim_end().to_owned(), v.to_owned()),
+                _ => (String::new(), String::new()),
+            };
+            fields.push(Field {
+                name,
+                value,
+                raw: Some(line.to_vec()),
+            });
         }
         Parsed {
-            headers,
+            fields,
             body: body.to_vec(),
         }
     }
 
+    /// The header fields as filters are told them: `(name, value)`.
+    pub fn headers(&self) -> Vec<(String, String)> {
+        self.fields
+            .iter()
+            .filter(|f| !f.name.is_empty())
+            .map(|f| (f.name.clone(), f.value.clone()))
+            .collect()
+    }
+
     /// The message again, as bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.body.len() + 64 * self.headers.len() + 2);
-        for (name, value) in &self.headers {
-            out.extend_from_slice(name.as_bytes());
-            out.push(b':');
-            out.extend_from_slice(value.as_bytes());
-            out.extend_from_slice(b"\r\n");
+        let mut out = Vec::with_capacity(self.body.len() + 64 * self.fields.len() + 2);
+        for f in &self.fields {
+            match &f.raw {
+                Some(raw) => {
+                    out.extend_from_slice(raw);
+                    if !raw.ends_with(b"\n") {
+                        out.extend_from_slice(b"\r\n");
+                    }
+                }
+                None => {
+                    out.extend_from_slice(f.name.as_bytes());
+                    out.push(b':');
+                    out.extend_from_slice(f.value.as_bytes());
+                    out.extend_from_slice(b"\r\n");
+                }
+            }
         }
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(&self.body);
@@ -79,39 +117,39 @@ impl Parsed {
         for e in edits {
             match e {
                 Edit::AddHeader(n, v) => match field(n, v) {
-                    Some(f) => self.headers.push(f),
+                    Some(f) => self.fields.push(f),
                     None => refused += 1,
                 },
                 Edit::InsertHeader(i, n, v) => match field(n, v) {
                     // Index 0 is above Postel's own Received: field, which
                     // filters do not see (as Postfix): both go at the top.
                     Some(f) => {
-                        let at = (*i as usize).saturating_sub(1).min(self.headers.len());
-                        self.headers.insert(at, f);
+                        let at = (*i as usize).saturating_sub(1).min(self.fields.len());
+                        self.fields.insert(at, f);
                     }
                     None => refused += 1,
                 },
                 Edit::ChangeHeader(i, n, v) => {
                     let nth = (*i).max(1) as usize;
                     let found = self
-                        .headers
+                        .fields
                         .iter()
                         .enumerate()
-                        .filter(|(_, (name, _))| name.eq_ignore_ascii_case(n))
+                        .filter(|(_, f)| !f.name.is_empty() && f.name.eq_ignore_ascii_case(n))
                         .nth(nth - 1)
                         .map(|(at, _)| at);
                     match (found, v.is_empty()) {
                         (Some(at), true) => {
-                            self.headers.remove(at);
+                            self.fields.remove(at);
                         }
                         (Some(at), false) => match field(n, v) {
-                            Some(f) => self.headers[at] = f,
+                            Some(f) => self.fields[at] = f,
                             None => refused += 1,
                         },
                         // Sendmail adds a field it is asked to change and
                         // does not have.
                         (None, false) => match field(n, v) {
-                            Some(f) => self.headers.push(f),
+                            Some(f) => self.fields.push(f),
                             None => refused += 1,
                         },
                         (None, true) => {}
@@ -126,7 +164,7 @@ impl Parsed {
 }
 
 /// A header field from a filter, made safe; None if its name is unusable.
-fn field(name: &str, value: &str) -> Option<(String, String)> {
+fn field(name: &str, value: &str) -> Option<Field> {
     let ok_name = !name.is_empty()
         && name.len() <= 200
         && name.bytes().all(|b| b.is_ascii_graphic() && b != b':');
@@ -157,7 +195,11 @@ fn field(name: &str, value: &str) -> Option<(String, String)> {
         }
         out.push_str(&line);
     }
-    Some((name.to_owned(), out))
+    Some(Field {
+        name: name.to_owned(),
+        value: out,
+        raw: None,
+    })
 }
 
 /// `body` with every line end CRLF, and ending with one.
@@ -185,13 +227,26 @@ fn crlf(body: &[u8]) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn fields_a_filter_leaves_alone_keep_their_bytes() {
+        let msg = b"Subject: caf\xe9\r\nOdd line\r\nName : v\r\n\r\nb\r\n";
+        let mut p = Parsed::parse(msg);
+        assert_eq!(p.headers()[0].0, "Subject");
+        p.apply(&[Edit::AddHeader("X-New".into(), " 1".into())]);
+        let out = p.to_bytes();
+        assert!(
+            out.starts_with(b"Subject: caf\xe9\r\nOdd line\r\nName : v\r\nX-New: 1\r\n\r\nb\r\n"),
+            "{out:?}"
+        );
+    }
+
     const MSG: &[u8] =
         b"From: a@b.test\r\nSubject: one\r\n two\r\nX-Tag: 1\r\nX-Tag: 2\r\n\r\nbody\r\n";
 
     #[test]
     fn a_message_splits_and_joins_back_byte_for_byte() {
         let p = Parsed::parse(MSG);
-        assert_eq!(p.headers[1], ("Subject".into(), " one\r\n two".into()));
+        assert_eq!(p.headers()[1], ("Subject".into(), " one\r\n two".into()));
         assert_eq!(p.body, b"body\r\n");
         assert_eq!(p.to_bytes(), MSG);
     }
@@ -233,7 +288,7 @@ mod tests {
         );
         assert!(out.contains("X-B: ab\r\n"), "{out}");
         let again = Parsed::parse(out.as_bytes());
-        assert_eq!(again.headers.len(), 6, "no new field was made: {out}");
+        assert_eq!(again.headers().len(), 6, "no new field was made: {out}");
         assert_eq!(again.body, b"body\r\n");
     }
 }

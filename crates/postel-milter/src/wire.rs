@@ -281,9 +281,10 @@ pub fn read_optneg(data: &[u8]) -> Result<Negotiated, String> {
     if actions & !action::OFFERED != 0 {
         return Err(format!("actions {actions:#x} beyond those offered"));
     }
-    if protocol & !proto::OFFERED != 0 {
-        return Err(format!("protocol flags {protocol:#x} beyond those offered"));
-    }
+    // Protocol flags beyond those offered are ignored, as Postfix does
+    // (actions beyond those offered are not: the filter would count on
+    // them).
+    let protocol = protocol & proto::OFFERED;
     let mut macros: [Option<Vec<String>>; 7] = Default::default();
     let mut rest = &data[12..];
     while rest.len() >= 4 {

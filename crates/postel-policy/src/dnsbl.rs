@@ -76,7 +76,8 @@ impl Outcome {
         }
         let counts = |a: &Ipv4Addr| {
             if list.answers.is_empty() {
-                a.octets()[0] == 127
+                // RFC 5782 5: 127.0.0.1 is never a listing.
+                a.octets()[0] == 127 && *a != Ipv4Addr::LOCALHOST
             } else {
                 list.answers.iter().any(|n| n.contains(&IpAddr::V4(*a)))
             }
@@ -145,6 +146,7 @@ mod tests {
             Outcome::ListError(a("127.255.255.254"))
         );
         assert_eq!(Outcome::of(&zen, &[a("10.0.0.1")]), Outcome::NotListed);
+        assert_eq!(Outcome::of(&zen, &[a("127.0.0.1")]), Outcome::NotListed);
         let only_sbl = list("zen.test", 3, &["127.0.0.2/32"]);
         assert_eq!(
             Outcome::of(&only_sbl, &[a("127.0.0.10")]),

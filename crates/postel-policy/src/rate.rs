@@ -9,7 +9,7 @@
 //! then a steady rate. IPv6 clients are counted per /64, so that one host
 //! cannot take a new address for each message. The table is bounded: when
 //! it is full, counters that have refilled (and so say nothing) go first;
-//! past that, a new key is not counted (the client's own key still is).
+//! past that, an old counter makes room, so a new key is always counted.
 //!
 //! Sans-IO: every decision takes `now`.
 
@@ -233,15 +233,27 @@ impl RateLimiter {
             let level = buckets
                 .get(&k)
                 .map_or(f64::from(n), |b| b.level(n, window, now));
-            if buckets.contains_key(&k) || buckets.len() < MAX_KEYS {
-                buckets.insert(
-                    k,
-                    Bucket {
-                        tokens: level - 1.0,
-                        at: now,
-                    },
-                );
+            // Still full: a counter goes to make room, one of the same
+            // scope if one comes soon, so that a new key is always counted
+            // (a flood of made-up keys can reset counters, never stop them).
+            if !buckets.contains_key(&k) && buckets.len() >= MAX_KEYS {
+                let victim = buckets
+                    .keys()
+                    .take(64)
+                    .find(|(s, _, _)| *s == scope)
+                    .or_else(|| buckets.keys().next())
+                    .cloned();
+                if let Some(v) = victim {
+                    buckets.remove(&v);
+                }
             }
+            buckets.insert(
+                k,
+                Bucket {
+                    tokens: level - 1.0,
+                    at: now,
+                },
+            );
         }
         Ok(())
     }
@@ -340,6 +352,36 @@ mod tests {
             Err(Scope::Client)
         );
         assert_eq!(r.message(&sender("2001:db8:1:3::1", None), t), Ok(()));
+    }
+
+    #[test]
+    fn a_full_table_still_counts_a_new_client() {
+        let one = Limit {
+            messages: Some(1),
+            recipients: None,
+            window: Duration::from_secs(3600),
+        };
+        let r = limiter(
+            Some(one),
+            Some(Limit {
+                messages: Some(1_000_000),
+                ..one
+            }),
+        );
+        let t = Instant::now();
+        for i in 0..MAX_KEYS {
+            let d = format!("d{i}.test");
+            let ip = format!("10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255);
+            assert_eq!(r.message(&sender(&ip, Some(&d)), t), Ok(()));
+        }
+        assert!(r.table.lock().expect("lock").buckets.len() <= MAX_KEYS);
+        let newcomer = sender("192.0.2.77", None);
+        assert_eq!(r.message(&newcomer, t), Ok(()));
+        assert_eq!(
+            r.message(&newcomer, t),
+            Err(Scope::Client),
+            "counted despite the flood"
+        );
     }
 
     #[test]

@@ -89,6 +89,8 @@ pub(crate) struct SessionFacts<'a> {
     pub(crate) local: SocketAddr,
     pub(crate) tls: Option<&'a str>,
     pub(crate) user: Option<&'a str>,
+    /// The SASL mechanism the user logged in with.
+    pub(crate) mechanism: Option<&'a str>,
 }
 
 /// What the filters decided about a message at its end.
@@ -138,6 +140,16 @@ impl Filters {
         self.configs.is_empty()
     }
 
+    /// Whether the filters have anything to do with this message's
+    /// content: one still wants it, or a decision is pending. When not, a
+    /// large message stays in its spool file.
+    pub(crate) fn want_content(&self) -> bool {
+        self.blocked.is_some()
+            || self.discard
+            || self.quarantine_all
+            || self.states.iter().any(|s| matches!(s, State::Active(_)))
+    }
+
     /// Filter `i` failed: its default action.
     fn failed(&mut self, i: usize, session: u64, e: &postel_milter::Error) {
         let c = &self.configs[i];
@@ -168,22 +180,33 @@ impl Filters {
     /// Opens every filter and tells it of the connection. A refusal
     /// refuses the client (as a greeting: `421` or `554`).
     pub(crate) async fn connect(&mut self, f: &SessionFacts<'_>) -> Result<(), Reply> {
+        // An IPv4 client on a dual-stack listener is shown as IPv4.
+        let plain = |a: SocketAddr| match a.ip() {
+            std::net::IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map_or(a, |v4| SocketAddr::new(v4.into(), a.port())),
+            _ => a,
+        };
+        let (peer, local) = (plain(f.peer), plain(f.local));
         let macros = vec![
             ("j", f.hostname.to_owned()),
             ("{daemon_name}", "postel".to_owned()),
-            ("{daemon_addr}", f.local.ip().to_string()),
+            ("{daemon_addr}", local.ip().to_string()),
             ("v", format!("Postel {}", f.version)),
-            ("_", format!("unknown [{}]", f.peer.ip())),
-            ("{client_addr}", f.peer.ip().to_string()),
-            ("{client_port}", f.peer.port().to_string()),
+            ("_", format!("unknown [{}]", peer.ip())),
+            ("{client_addr}", peer.ip().to_string()),
+            ("{client_port}", peer.port().to_string()),
             ("{client_name}", "unknown".to_owned()),
             ("{client_ptr}", "unknown".to_owned()),
         ];
+        // With no name from reverse DNS, the address in brackets, as
+        // Sendmail and Postfix send it.
+        let hostname = format!("[{}]", peer.ip());
         for i in 0..self.configs.len() {
             let c = self.configs[i].clone();
             self.states.push(State::Off);
             let opened = match Milter::open(&c.address, c.timeout).await {
-                Ok(mut m) => match m.connect(&macros, "unknown", Some(f.peer)).await {
+                Ok(mut m) => match m.connect(&macros, &hostname, Some(peer)).await {
                     Ok(v) => Ok((m, v)),
                     Err(e) => Err(e),
                 },
@@ -222,8 +245,13 @@ impl Filters {
                 Event::Mail(macros, args) => m.mail(macros, args).await,
                 Event::Rcpt(macros, args) => m.rcpt(macros, args).await,
             };
+            let at_helo = matches!(event, Event::Helo(..));
             match answer {
                 Ok(Verdict::Continue) => {}
+                // At HELO, accept is for the whole connection, and discard
+                // means nothing (as Postfix).
+                Ok(Verdict::Accept) if at_helo => self.states[i] = State::Off,
+                Ok(Verdict::Discard) if at_helo => {}
                 Ok(Verdict::Accept) => {
                     let State::Active(m) = std::mem::replace(&mut self.states[i], State::Off)
                     else {
@@ -279,11 +307,17 @@ impl Filters {
                 macros.push(("{tls_version}", version.to_owned()));
                 macros.push(("{cipher}", cipher.to_owned()));
             }
-            self.each(f.id, Event::Helo(&macros, &name)).await?;
+            // A refusal at HELO holds for the rest of the session.
+            if let Err(r) = self.each(f.id, Event::Helo(&macros, &name)).await {
+                self.blocked = Some(r.clone());
+                return Err(r);
+            }
         }
         let mut macros = vec![("{mail_addr}", from.to_owned())];
         if let Some(user) = f.user {
-            macros.push(("{auth_type}", "PLAIN".to_owned()));
+            if let Some(mechanism) = f.mechanism {
+                macros.push(("{auth_type}", mechanism.to_owned()));
+            }
             macros.push(("{auth_authen}", user.to_owned()));
         }
         let mut args = vec![format!("<{from}>")];
@@ -351,7 +385,7 @@ impl Filters {
             let State::Active(m) = &mut self.states[i] else {
                 continue;
             };
-            match m.message(&macros, &parsed.headers, &parsed.body).await {
+            match m.message(&macros, &parsed.headers(), &parsed.body).await {
                 Ok((verdict, edits)) => {
                     let refused = parsed.apply(&edits);
                     if refused > 0 {

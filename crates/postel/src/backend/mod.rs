@@ -144,6 +144,7 @@ impl<S: Store> Backend for PostelBackend<S> {
             hold: false,
             mail_size: 0,
             filters: Filters::new(self.inner.milters.clone()),
+            mechanism: None,
         }
     }
 
@@ -188,6 +189,8 @@ pub(crate) struct PostelSession<S> {
     mail_size: u64,
     /// The session's milters.
     filters: Filters,
+    /// The SASL mechanism of the login.
+    mechanism: Option<Mechanism>,
 }
 
 impl<S: Store> PostelSession<S> {
@@ -226,7 +229,7 @@ impl<S: Store> PostelSession<S> {
         content: Vec<u8>,
         spooled: Option<postel_store::SpoolFile>,
     ) -> Result<Option<(Vec<u8>, Option<postel_store::SpoolFile>)>, Reply> {
-        if self.filters.is_empty() {
+        if self.filters.is_empty() || !self.filters.want_content() {
             return Ok(Some((content, spooled)));
         }
         let content = match spooled {
@@ -350,6 +353,7 @@ impl<S: Store> BackendSession for PostelSession<S> {
             local: self.meta.local,
             tls: self.tls.as_deref(),
             user: self.user.as_deref(),
+            mechanism: self.mechanism.map(Mechanism::name),
         };
         self.filters.connect(&facts).await
     }
@@ -403,6 +407,7 @@ impl<S: Store> BackendSession for PostelSession<S> {
                 local: self.meta.local,
                 tls: self.tls.as_deref(),
                 user: self.user.as_deref(),
+                mechanism: self.mechanism.map(Mechanism::name),
             };
             let (from, params) = (self.from.clone(), self.mail_params.clone());
             if let Err(r) = self.filters.mail(&facts, &from, &params).await {
@@ -607,12 +612,13 @@ impl<S: Store> BackendSession for PostelSession<S> {
         self.clear();
         self.helo.clear();
         self.user = None;
+        self.mechanism = None;
         self.tls = Some(description.to_owned());
     }
 
     async fn auth(
         &mut self,
-        _mechanism: Mechanism,
+        mechanism: Mechanism,
         authzid: &str,
         username: &str,
         password: &str,
@@ -638,6 +644,7 @@ impl<S: Store> BackendSession for PostelSession<S> {
                 let user = postel_proto::display::visible(username);
                 info!(session, %client, %user, "authenticated");
                 self.user = Some(username.to_owned());
+                self.mechanism = Some(mechanism);
                 let (users, name) = (inner.users.clone(), username.to_owned());
                 self.addresses = tokio::task::spawn_blocking(move || users.user_addresses(&name))
                     .await

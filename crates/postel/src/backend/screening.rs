@@ -12,7 +12,7 @@ use postel_policy::rate::{RateLimiter, Sender};
 use postel_proto::{Reply, reply};
 use tracing::{info, warn};
 
-/// How long the list lookups may take in all; then the client is let in.
+/// How long each list's lookup may take; then it counts for nothing.
 const DNSBL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the backend checks of a client and its counts.
@@ -53,22 +53,23 @@ impl Screening {
         if self.lists.is_empty() || self.trusted.iter().any(|n| n.contains(&plain)) {
             return Ok(());
         }
+        // Each list has its own time: one slow list does not void the
+        // others' answers.
         let lookups = self.lists.iter().map(|list| async move {
             let name = dnsbl::query_name(ip, &list.zone);
-            match dns.ipv4(&name).await {
-                Ok(answers) => (list, Outcome::of(list, &answers)),
-                Err(e) => {
+            match tokio::time::timeout(DNSBL_TIMEOUT, dns.ipv4(&name)).await {
+                Ok(Ok(answers)) => (list, Outcome::of(list, &answers)),
+                Ok(Err(e)) => {
                     warn!(session, client = %ip, zone = %list.zone, error = %e, "DNS list lookup failed");
+                    (list, Outcome::NotListed)
+                }
+                Err(_) => {
+                    warn!(session, client = %ip, zone = %list.zone, "DNS list lookup timed out");
                     (list, Outcome::NotListed)
                 }
             }
         });
-        let Ok(results) =
-            tokio::time::timeout(DNSBL_TIMEOUT, futures_util::future::join_all(lookups)).await
-        else {
-            warn!(session, client = %ip, "DNS list lookups timed out: client let in");
-            return Ok(());
-        };
+        let results = futures_util::future::join_all(lookups).await;
         for (list, outcome) in &results {
             if let Outcome::ListError(code) = outcome {
                 warn!(session, zone = %list.zone, %code, "the DNS list answered with an error code (a refused query?): not a listing");

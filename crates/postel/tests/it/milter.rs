@@ -166,6 +166,14 @@ fn libmilter_refusals_discard_and_quarantine() {
     assert_eq!(crate::rig::queue(&s).len(), 1, "only the quarantined one");
     std::thread::sleep(std::time::Duration::from_millis(1500));
     assert!(mx.received().is_empty(), "nothing went out");
+
+    // A refusal at HELO holds for the whole session, not one MAIL.
+    let mut c = s.connect();
+    c.expect_start("220 ");
+    c.send("EHLO refused.test\r\n");
+    c.expect_start("250-");
+    c.cmd("MAIL FROM:<me@here.test>", "550 5.7.1 Not this HELO");
+    c.cmd("MAIL FROM:<me@here.test>", "550 5.7.1 Not this HELO");
 }
 
 #[test]
