@@ -105,6 +105,7 @@ pub(crate) struct Outcome {
 }
 
 /// The session's filters.
+#[derive(Default)]
 pub(crate) struct Filters {
     configs: Vec<MilterConfig>,
     states: Vec<State>,

@@ -272,6 +272,20 @@ impl<S: Store> PostelSession<S> {
         Ok(Some((content, None)))
     }
 
+    /// What the milters are told of the session.
+    fn facts<'a>(&'a self, inner: &'a Inner<S>) -> filters::SessionFacts<'a> {
+        filters::SessionFacts {
+            id: self.meta.session_id,
+            hostname: &inner.hostname,
+            version: &inner.version,
+            peer: self.meta.peer,
+            local: self.meta.local,
+            tls: self.tls.as_deref(),
+            user: self.user.as_deref(),
+            mechanism: self.mechanism.map(Mechanism::name),
+        }
+    }
+
     /// Who sends, as the rate limits count it.
     fn rate_sender(&self) -> postel_policy::rate::Sender<'_> {
         postel_policy::rate::Sender {
@@ -345,17 +359,12 @@ impl<S: Store> BackendSession for PostelSession<S> {
         if self.filters.is_empty() {
             return Ok(());
         }
-        let facts = filters::SessionFacts {
-            id: self.meta.session_id,
-            hostname: &inner.hostname,
-            version: &inner.version,
-            peer: self.meta.peer,
-            local: self.meta.local,
-            tls: self.tls.as_deref(),
-            user: self.user.as_deref(),
-            mechanism: self.mechanism.map(Mechanism::name),
-        };
-        self.filters.connect(&facts).await
+        // The filters are taken out while they are told: the session's
+        // facts borrow the rest of it.
+        let mut filters = std::mem::take(&mut self.filters);
+        let told = filters.connect(&self.facts(&inner)).await;
+        self.filters = filters;
+        told
     }
 
     fn helo(&mut self, name: &str, extended: bool) {
@@ -399,18 +408,12 @@ impl<S: Store> BackendSession for PostelSession<S> {
         }
         if !self.filters.is_empty() {
             let inner = self.inner.clone();
-            let facts = filters::SessionFacts {
-                id: self.meta.session_id,
-                hostname: &inner.hostname,
-                version: &inner.version,
-                peer: self.meta.peer,
-                local: self.meta.local,
-                tls: self.tls.as_deref(),
-                user: self.user.as_deref(),
-                mechanism: self.mechanism.map(Mechanism::name),
-            };
-            let (from, params) = (self.from.clone(), self.mail_params.clone());
-            if let Err(r) = self.filters.mail(&facts, &from, &params).await {
+            let mut filters = std::mem::take(&mut self.filters);
+            let told = filters
+                .mail(&self.facts(&inner), &self.from, &self.mail_params)
+                .await;
+            self.filters = filters;
+            if let Err(r) = told {
                 self.clear();
                 return Err(r);
             }

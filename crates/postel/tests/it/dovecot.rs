@@ -9,10 +9,11 @@
 //! its mail user is `nobody`.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::processes::watched;
 use crate::support::temp_dir;
 use crate::tools::free_port;
 
@@ -122,18 +123,10 @@ service lmtp {{
         .into_iter()
         .find(|p| std::path::Path::new(p).exists())
         .expect("dovecot (dovecot-lmtpd, dovecot-imapd; scripts/test.sh installs them)");
-    let script = format!(
-        "'{dovecot}' -F -c '{}' & d=$!; while kill -0 {} 2>/dev/null && kill -0 $d 2>/dev/null; do sleep 1; done; kill $d 2>/dev/null",
-        conf_path.display(),
-        std::process::id()
-    );
-    let watchdog = Command::new("sh")
-        .args(["-c", &script])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start dovecot");
+    let watchdog = watched(&[(
+        &format!("'{dovecot}' -F -c '{}'", conf_path.display()),
+        None,
+    )]);
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", lmtp_port)).is_err()
         || std::net::TcpStream::connect(("127.0.0.1", imap_port)).is_err()
@@ -151,7 +144,7 @@ service lmtp {{
         lmtp_socket: base.join("lmtp"),
         mail_root,
         owner,
-        _watchdog: Mutex::new(watchdog),
+        _watchdog: watchdog,
     }
 }
 

@@ -14,6 +14,8 @@ mod interop;
 mod local_delivery;
 mod milter;
 mod policy;
+mod policyd_spf;
+mod processes;
 mod release;
 mod rig;
 mod robustness;

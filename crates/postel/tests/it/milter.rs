@@ -6,22 +6,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+use crate::processes::{Killed, listening, watched};
 use crate::rig::wait_for;
 use crate::support::{Server, arg, temp_dir};
 use crate::tools::free_port;
-
-pub(crate) struct Killed(pub(crate) Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn listening(port: u16) -> bool {
-    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-}
 
 fn peers() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/peers")
@@ -269,33 +257,6 @@ fn opendkim_signs_and_dkimpy_verifies() {
     // Altered after signing: it fails.
     let altered = text.replace("The body.", "The body!");
     assert_eq!(check(altered.as_bytes()), "False");
-}
-
-/// Starts `commands` (shell command lines, each started after the one
-/// before it, which must make `ready` exist first if given) under a
-/// watchdog that stops them all when this test binary is gone, or when
-/// one of them ends; the watchdog is kept for the binary's life.
-fn watched(commands: &[(&str, Option<&str>)]) -> std::sync::Mutex<Child> {
-    let mut line = String::from("p=''; ");
-    for (command, ready) in commands {
-        line.push_str(&format!("{command} & p=\"$p $!\"; "));
-        if let Some(path) = ready {
-            line.push_str(&format!("while [ ! -e '{path}' ]; do sleep 0.2; done; "));
-        }
-    }
-    line.push_str(&format!(
-        "while kill -0 {} 2>/dev/null && kill -0 $p 2>/dev/null; do sleep 1; done; kill $p 2>/dev/null",
-        std::process::id()
-    ));
-    std::sync::Mutex::new(
-        Command::new("sh")
-            .args(["-c", &line])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("sh"),
-    )
 }
 
 /// The rspamd of this test binary, in milter mode (its proxy worker,

@@ -4,24 +4,12 @@
 //! open relaying.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
+use crate::processes::{Killed, listening};
 use crate::rig::{message, queue, wait_for};
 use crate::support::{Server, temp_dir};
 use crate::tools::free_port;
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn listening(port: u16) -> bool {
-    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-}
 
 /// postgrey on a free port, greylisting for one second.
 fn postgrey() -> (u16, Killed) {

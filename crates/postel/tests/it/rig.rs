@@ -27,6 +27,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use crate::processes::{json_files, watched};
 use crate::support::{Server, arg, postel, temp_dir};
 use crate::tools::free_port;
 
@@ -91,25 +92,14 @@ pub(crate) fn dns_port() -> u16 {
         ];
         args.extend(ZONE.iter().map(|s| (*s).to_owned()));
         let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
-        let script = format!(
-            "{} & d=$!; while kill -0 {} 2>/dev/null && kill -0 $d 2>/dev/null; do sleep 1; done; kill $d 2>/dev/null",
-            quoted.join(" "),
-            std::process::id()
-        );
-        let watchdog = Command::new("sh")
-            .args(["-c", &script])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start dnsmasq");
+        let watchdog = watched(&[(&quoted.join(" "), None)]);
         // Ready once it answers on TCP.
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "dnsmasq did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
-        (port, std::sync::Mutex::new(watchdog))
+        (port, watchdog)
     })
     .0
 }
@@ -149,16 +139,7 @@ impl Mx {
 
     /// Every message it accepted, oldest first.
     pub(crate) fn received(&self) -> Vec<serde_json::Value> {
-        let mut names: Vec<PathBuf> = std::fs::read_dir(&self.dir)
-            .expect("mx dir")
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "json"))
-            .collect();
-        names.sort();
-        names
-            .iter()
-            .map(|p| serde_json::from_slice(&std::fs::read(p).expect("read")).expect("json"))
-            .collect()
+        json_files(&self.dir)
     }
 }
 

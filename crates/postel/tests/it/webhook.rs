@@ -6,7 +6,7 @@ use std::io::BufRead as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::milter::Killed;
+use crate::processes::{Killed, json_files};
 use crate::rig::wait_for;
 use crate::support::{Server, arg, http, temp_dir};
 use crate::tools::free_port;
@@ -35,19 +35,6 @@ fn receiver(port: u16, fail: u32) -> (PathBuf, Killed) {
         .expect("ready");
     assert_eq!(line.trim(), "ready");
     (dir, Killed(child))
-}
-
-fn requests(dir: &Path) -> Vec<serde_json::Value> {
-    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("dir")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    names.sort();
-    names
-        .iter()
-        .map(|p| serde_json::from_slice(&std::fs::read(p).expect("read")).expect("json"))
-        .collect()
 }
 
 /// Whether `signature` (`t=..,v1=..`) is HMAC-SHA256 of "t.body" under
@@ -97,7 +84,7 @@ fn a_receiver_that_is_down_gets_every_message_signed_with_one_idempotency_key() 
         r.as_array()
             .is_some_and(|a| a.iter().filter(|e| e["state"] == "delivered").count() == 2)
     });
-    let got = requests(&dir);
+    let got = json_files(&dir);
     assert!(got.len() >= 3, "one refused and two taken: {}", got.len());
     for id in [&first, &second] {
         let mine: Vec<&serde_json::Value> = got

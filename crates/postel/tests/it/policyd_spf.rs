@@ -1,0 +1,140 @@
+//! `postfix-policyd-spf-python`, unchanged, as a policy server: it reads
+//! `/etc/resolv.conf`, so it runs in a network namespace of its own whose
+//! resolv.conf points at a dnsmasq on that namespace's port 53, serving
+//! the SPF records. Postel reaches it through a local socket (spawned per
+//! connection, as Postfix's spawn(8) does), which crosses namespaces.
+
+use std::process::{Command, Stdio};
+
+use crate::processes::Killed;
+use crate::rig::wait_for;
+use crate::support::{Server, arg, temp_dir};
+
+/// A network namespace with loopback up and its own resolv.conf; removed
+/// when dropped.
+struct Netns(String);
+
+impl Netns {
+    fn new(name: &str) -> Netns {
+        let ok = Command::new("ip").args(["netns", "add", name]).status();
+        assert!(
+            ok.is_ok_and(|s| s.success()),
+            "cannot make a network namespace (needs root and iproute2)"
+        );
+        let ns = Netns(name.to_owned());
+        let up = Command::new("ip")
+            .args(["-n", name, "link", "set", "lo", "up"])
+            .status()
+            .expect("ip");
+        assert!(up.success());
+        let etc = format!("/etc/netns/{name}");
+        std::fs::create_dir_all(&etc).expect("/etc/netns");
+        std::fs::write(format!("{etc}/resolv.conf"), "nameserver 127.0.0.1\n")
+            .expect("resolv.conf");
+        ns
+    }
+
+    /// `command` inside the namespace.
+    fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.0, program]);
+        c
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "pids", &self.0])
+            .output()
+            .map(|o| {
+                for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                    let _ = Command::new("kill").arg(pid).status();
+                }
+            });
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", self.0));
+    }
+}
+
+#[test]
+fn policyd_spf_rejects_an_spf_fail_and_prepends_its_pass() {
+    let ns = Netns::new(&format!("postel-spf-{}", std::process::id()));
+    let dns = ns
+        .command("/usr/sbin/dnsmasq")
+        .args([
+            "--keep-in-foreground",
+            "--port=53",
+            "--listen-address=127.0.0.1",
+            "--bind-interfaces",
+            "--no-resolv",
+            "--no-hosts",
+            "--local=/test/",
+            "--user=root",
+            "--pid-file=",
+            "--txt-record=fail.test,v=spf1 ip4:192.0.2.1 -all",
+            "--txt-record=pass.test,v=spf1 ip4:127.0.0.0/8 -all",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("dnsmasq in the namespace");
+    let _dns = Killed(dns);
+    wait_for(10, "dnsmasq in the namespace", || {
+        ns.command("python3")
+            .args([
+                "-c",
+                "import socket; socket.create_connection(('127.0.0.1', 53), 1)",
+            ])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    let dir = temp_dir("policyd-spf");
+    // Loopback clients are checked too (the default skips them).
+    let conf = dir.join("policyd-spf.conf");
+    std::fs::write(
+        &conf,
+        "debugLevel = 1\nTestOnly = 1\nHELO_reject = False\nMail_From_reject = Fail\nskip_addresses = 192.0.0.0/29\n",
+    )
+    .expect("conf");
+    let socket = dir.join("spf.sock");
+    let peers = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/peers");
+    let mut spawn = ns
+        .command("python3")
+        .arg(peers.join("spawn.py"))
+        .args([arg(&socket), "/usr/bin/policyd-spf", arg(&conf)])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn.py (postfix-policyd-spf-python; scripts/test.sh installs it)");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(spawn.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("ready");
+    let _spawn = Killed(spawn);
+
+    let s = Server::start(
+        &format!(
+            "[[policy_service]]\naddress = \"unix:{}\"\nstage = \"rcpt\"\ntimeout = \"20s\"\n",
+            socket.display()
+        ),
+        &[],
+    );
+    let mut c = s.connect();
+    c.greet();
+    c.cmd("MAIL FROM:<someone@fail.test>", "250 2.1.0 Sender OK");
+    let r = c.expect_start_after("RCPT TO:<you@here.test>", "550 5.7.23 ");
+    assert!(r.contains("SPF fail"), "{r}");
+    c.cmd("RSET", "250 2.0.0 Ok");
+    let id = c.mail(
+        "someone@pass.test",
+        &["you@here.test"],
+        b"Subject: spf\r\n\r\nchecked\r\n",
+    );
+    let raw = String::from_utf8_lossy(&s.raw(&id)).into_owned();
+    assert!(raw.contains("Received-SPF: Pass"), "{raw}");
+}

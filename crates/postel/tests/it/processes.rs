@@ -1,0 +1,64 @@
+//! The peer programs the tests start: a child killed when dropped, a
+//! server started once per test binary under a watchdog, and the JSON
+//! files the peer scripts write.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+
+/// A child process, killed and reaped when dropped.
+pub(crate) struct Killed(pub(crate) Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Whether something listens on `127.0.0.1:port`.
+pub(crate) fn listening(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+/// Starts `commands` (shell command lines, each started after the one
+/// before it, which must make the path `ready` exist first if given)
+/// under a watchdog that stops them all when this test binary is gone, or
+/// when one of them ends. The watchdog is kept for the binary's life: the
+/// servers of a test binary start once, not once per test.
+pub(crate) fn watched(commands: &[(&str, Option<&str>)]) -> Mutex<Child> {
+    let mut line = String::from("p=''; ");
+    for (command, ready) in commands {
+        line.push_str(&format!("{command} & p=\"$p $!\"; "));
+        if let Some(path) = ready {
+            line.push_str(&format!("while [ ! -e '{path}' ]; do sleep 0.2; done; "));
+        }
+    }
+    line.push_str(&format!(
+        "while kill -0 {} 2>/dev/null && kill -0 $p 2>/dev/null; do sleep 1; done; kill $p 2>/dev/null",
+        std::process::id()
+    ));
+    Mutex::new(
+        Command::new("sh")
+            .args(["-c", &line])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sh"),
+    )
+}
+
+/// The `*.json` files of `dir`, by name, parsed.
+pub(crate) fn json_files(dir: &Path) -> Vec<serde_json::Value> {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    names.sort();
+    names
+        .iter()
+        .map(|p| serde_json::from_slice(&std::fs::read(p).expect("read")).expect("json"))
+        .collect()
+}
