@@ -92,6 +92,28 @@ impl Dns {
         }
     }
 
+    /// A client's names as Postfix gives them: the name of its PTR record
+    /// (unverified, `reverse_client_name`), and that name again when its
+    /// addresses include `ip` (forward-confirmed, `client_name`). None for
+    /// either when there is none, or DNS fails.
+    pub async fn client_names(&self, ip: IpAddr) -> (Option<String>, Option<String>) {
+        let ptr = match self.resolver.reverse_lookup(ip).await {
+            Ok(l) => l.answers().iter().find_map(|r| match &r.data {
+                RData::PTR(p) => Some(p.0.to_string().trim_end_matches('.').to_ascii_lowercase()),
+                _ => None,
+            }),
+            Err(_) => None,
+        };
+        let Some(name) = ptr.filter(|n| !n.is_empty()) else {
+            return (None, None);
+        };
+        let confirmed = self
+            .addresses(&name)
+            .await
+            .is_ok_and(|addrs| addrs.contains(&ip));
+        (Some(name.clone()), confirmed.then_some(name))
+    }
+
     /// The MX hosts of `domain` by preference, random among equals; the
     /// domain itself when it has none.
     ///

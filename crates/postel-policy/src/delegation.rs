@@ -109,6 +109,10 @@ pub struct Request<'a> {
     pub protocol_name: &'a str,
     /// The client's address.
     pub client_address: String,
+    /// Its forward-confirmed name, or `unknown`.
+    pub client_name: &'a str,
+    /// Its PTR name, or `unknown`.
+    pub reverse_client_name: &'a str,
     /// Its EHLO/HELO name.
     pub helo_name: &'a str,
     /// The reverse-path (empty for `<>`).
@@ -139,8 +143,8 @@ pub fn request(r: &Request<'_>) -> Vec<u8> {
         ("protocol_state", clean(r.protocol_state)),
         ("protocol_name", clean(r.protocol_name)),
         ("client_address", clean(&r.client_address)),
-        ("client_name", "unknown".into()),
-        ("reverse_client_name", "unknown".into()),
+        ("client_name", clean(r.client_name)),
+        ("reverse_client_name", clean(r.reverse_client_name)),
         ("helo_name", clean(r.helo_name)),
         ("sender", clean(r.sender)),
         ("recipient", clean(r.recipient)),

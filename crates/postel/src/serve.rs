@@ -92,6 +92,16 @@ pub(crate) fn serve(cfg: Config) -> anyhow::Result<()> {
         );
         let wake = Arc::new(tokio::sync::Notify::new());
         let webhook_wake = Arc::new(tokio::sync::Notify::new());
+        // One resolver for what the intake side asks of DNS: block lists,
+        // and clients' names for milters and policy servers.
+        let dns = if cfg.dnsbl.is_empty() && cfg.milters.is_empty() && cfg.policy_services.is_empty() {
+            None
+        } else {
+            Some(Arc::new(
+                postel_delivery::mx::Dns::new(&cfg.nameservers)
+                    .map_err(|e| anyhow::anyhow!("cannot set up DNS: {e}"))?,
+            ))
+        };
         let handoff = Arc::new(postel_delivery::Handoff::default());
         let inner = Arc::new(Inner {
             store: store.clone(),
@@ -112,15 +122,12 @@ pub(crate) fn serve(cfg: Config) -> anyhow::Result<()> {
             milters: cfg.milters.clone(),
             webhooks: cfg.webhooks.iter().map(|h| h.url.clone()).collect(),
             webhook_wake: webhook_wake.clone(),
+            dns: dns.clone(),
             screening: backend::Screening {
                 rate: postel_policy::rate::RateLimiter::new(cfg.rate_limits),
                 lists: cfg.dnsbl.clone(),
                 threshold: cfg.dnsbl_threshold,
-                dns: if cfg.dnsbl.is_empty() {
-                    None
-                } else {
-                    Some(postel_delivery::mx::Dns::new(&cfg.nameservers).map_err(|e| anyhow::anyhow!("cannot set up DNS for the block lists: {e}"))?)
-                },
+                dns: (!cfg.dnsbl.is_empty()).then(|| dns.clone()).flatten(),
                 trusted: cfg.delivery.as_ref().map(|d| d.relay_networks.clone()).unwrap_or_default(),
             },
         });

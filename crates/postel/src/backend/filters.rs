@@ -91,6 +91,9 @@ pub(crate) struct SessionFacts<'a> {
     pub(crate) user: Option<&'a str>,
     /// The SASL mechanism the user logged in with.
     pub(crate) mechanism: Option<&'a str>,
+    /// The client's forward-confirmed name and its PTR name, or `unknown`.
+    pub(crate) client_name: &'a str,
+    pub(crate) client_ptr: &'a str,
 }
 
 /// What the filters decided about a message at its end.
@@ -194,15 +197,19 @@ impl Filters {
             ("{daemon_name}", "postel".to_owned()),
             ("{daemon_addr}", local.ip().to_string()),
             ("v", format!("Postel {}", f.version)),
-            ("_", format!("unknown [{}]", peer.ip())),
+            ("_", format!("{} [{}]", f.client_name, peer.ip())),
             ("{client_addr}", peer.ip().to_string()),
             ("{client_port}", peer.port().to_string()),
-            ("{client_name}", "unknown".to_owned()),
-            ("{client_ptr}", "unknown".to_owned()),
+            ("{client_name}", f.client_name.to_owned()),
+            ("{client_ptr}", f.client_ptr.to_owned()),
         ];
-        // With no name from reverse DNS, the address in brackets, as
+        // The verified name; with none, the address in brackets, as
         // Sendmail and Postfix send it.
-        let hostname = format!("[{}]", peer.ip());
+        let hostname = if f.client_name == "unknown" {
+            format!("[{}]", peer.ip())
+        } else {
+            f.client_name.to_owned()
+        };
         for i in 0..self.configs.len() {
             let c = self.configs[i].clone();
             self.states.push(State::Off);

@@ -86,6 +86,9 @@ pub(crate) struct Inner<S> {
     pub(crate) screening: Screening,
     /// Milters, in order.
     pub(crate) milters: Vec<MilterConfig>,
+    /// The resolver for clients' names, when milters or policy servers
+    /// are told them.
+    pub(crate) dns: Option<Arc<postel_delivery::mx::Dns>>,
     /// Webhooks (by URL) each kept message is posted to, and the worker
     /// to wake when one is.
     pub(crate) webhooks: Vec<String>,
@@ -145,6 +148,8 @@ impl<S: Store> Backend for PostelBackend<S> {
             mail_size: 0,
             filters: Filters::new(self.inner.milters.clone()),
             mechanism: None,
+            client_name: "unknown".to_owned(),
+            client_ptr: "unknown".to_owned(),
         }
     }
 
@@ -191,6 +196,10 @@ pub(crate) struct PostelSession<S> {
     filters: Filters,
     /// The SASL mechanism of the login.
     mechanism: Option<Mechanism>,
+    /// The client's forward-confirmed name and PTR name (`unknown`: none,
+    /// or not looked up).
+    client_name: String,
+    client_ptr: String,
 }
 
 impl<S: Store> PostelSession<S> {
@@ -272,6 +281,37 @@ impl<S: Store> PostelSession<S> {
         Ok(Some((content, None)))
     }
 
+    /// The client's names from DNS, for milters and policy servers: not
+    /// for a loopback client (its name is the host's own business), and
+    /// given up after 5 s.
+    async fn look_up_client(&mut self, inner: &Inner<S>) {
+        let ip = match self.meta.peer.ip() {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(self.meta.peer.ip(), Into::into),
+            v4 => v4,
+        };
+        let Some(dns) = &inner.dns else { return };
+        if ip.is_loopback() {
+            return;
+        }
+        let lookup = dns.client_names(ip);
+        if let Ok((ptr, confirmed)) =
+            tokio::time::timeout(std::time::Duration::from_secs(5), lookup).await
+        {
+            let clean = |n: String| {
+                n.chars()
+                    .filter(|c| c.is_ascii_graphic())
+                    .take(255)
+                    .collect()
+            };
+            if let Some(p) = ptr {
+                self.client_ptr = clean(p);
+            }
+            if let Some(c) = confirmed {
+                self.client_name = clean(c);
+            }
+        }
+    }
+
     /// What the milters are told of the session.
     fn facts<'a>(&'a self, inner: &'a Inner<S>) -> filters::SessionFacts<'a> {
         filters::SessionFacts {
@@ -283,6 +323,8 @@ impl<S: Store> PostelSession<S> {
             tls: self.tls.as_deref(),
             user: self.user.as_deref(),
             mechanism: self.mechanism.map(Mechanism::name),
+            client_name: &self.client_name,
+            client_ptr: &self.client_ptr,
         }
     }
 
@@ -314,6 +356,8 @@ impl<S: Store> PostelSession<S> {
             protocol_state: stage.protocol_state(),
             protocol_name: if self.extended { "ESMTP" } else { "SMTP" },
             client_address: self.meta.peer.ip().to_string(),
+            client_name: &self.client_name,
+            reverse_client_name: &self.client_ptr,
             helo_name: &self.helo,
             sender: &self.from,
             recipient: &recipient,
@@ -356,6 +400,7 @@ impl<S: Store> BackendSession for PostelSession<S> {
             .screening
             .connect(self.meta.session_id, self.meta.peer.ip())
             .await?;
+        self.look_up_client(&inner).await;
         if self.filters.is_empty() {
             return Ok(());
         }

@@ -5,6 +5,7 @@
 //! everyone.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use postel_policy::dnsbl::{self, List, Outcome};
@@ -21,7 +22,7 @@ pub(crate) struct Screening {
     pub(crate) lists: Vec<List>,
     pub(crate) threshold: i32,
     /// The resolver for the lists (None when there are none).
-    pub(crate) dns: Option<postel_delivery::mx::Dns>,
+    pub(crate) dns: Option<Arc<postel_delivery::mx::Dns>>,
     /// Clients never looked up.
     pub(crate) trusted: Vec<ipnet::IpNet>,
 }

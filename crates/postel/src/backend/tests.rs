@@ -31,6 +31,7 @@ async fn serve_over_memory(store: MemoryStore, policy: Policy) -> std::net::Sock
         policy_services: Vec::new(),
         screening: Screening::none(),
         milters: Vec::new(),
+        dns: None,
         webhooks: Vec::new(),
         webhook_wake: Arc::new(tokio::sync::Notify::new()),
     });

@@ -5,6 +5,7 @@ mod audit;
 mod bench;
 mod cli;
 mod client;
+mod client_names;
 mod delivery;
 mod delivery_hosts;
 mod delivery_smarthost;

@@ -44,7 +44,7 @@ fn fixed(action: &str) -> (u16, Killed) {
 /// A policy server that answers every request with `action`, on a TCP
 /// port or at the local socket `unix`: its address as the config writes
 /// it, and the file where it appends each request it gets.
-fn fixed_server(action: &str, unix: Option<&Path>) -> (String, PathBuf, Killed) {
+pub(crate) fn fixed_server(action: &str, unix: Option<&Path>) -> (String, PathBuf, Killed) {
     let log = temp_dir("policy-log").join("requests");
     let port = free_port();
     let (serve, addr) = match unix {
@@ -96,7 +96,7 @@ socketserver.TCPServer.allow_reuse_address = True
 }
 
 /// The requests a fixed server got, each as its `name=value` lines.
-fn requests(log: &Path) -> Vec<String> {
+pub(crate) fn requests(log: &Path) -> Vec<String> {
     std::fs::read_to_string(log)
         .unwrap_or_default()
         .split("\n\n")

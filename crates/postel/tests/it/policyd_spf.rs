@@ -4,58 +4,11 @@
 //! the SPF records. Postel reaches it through a local socket (spawned per
 //! connection, as Postfix's spawn(8) does), which crosses namespaces.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
-use crate::processes::Killed;
+use crate::processes::{Killed, Netns};
 use crate::rig::wait_for;
 use crate::support::{Server, arg, temp_dir};
-
-/// A network namespace with loopback up and its own resolv.conf; removed
-/// when dropped.
-struct Netns(String);
-
-impl Netns {
-    fn new(name: &str) -> Netns {
-        let ok = Command::new("ip").args(["netns", "add", name]).status();
-        assert!(
-            ok.is_ok_and(|s| s.success()),
-            "cannot make a network namespace (needs root and iproute2)"
-        );
-        let ns = Netns(name.to_owned());
-        let up = Command::new("ip")
-            .args(["-n", name, "link", "set", "lo", "up"])
-            .status()
-            .expect("ip");
-        assert!(up.success());
-        let etc = format!("/etc/netns/{name}");
-        std::fs::create_dir_all(&etc).expect("/etc/netns");
-        std::fs::write(format!("{etc}/resolv.conf"), "nameserver 127.0.0.1\n")
-            .expect("resolv.conf");
-        ns
-    }
-
-    /// `command` inside the namespace.
-    fn command(&self, program: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.0, program]);
-        c
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "pids", &self.0])
-            .output()
-            .map(|o| {
-                for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
-                    let _ = Command::new("kill").arg(pid).status();
-                }
-            });
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-        let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", self.0));
-    }
-}
 
 #[test]
 fn policyd_spf_rejects_an_spf_fail_and_prepends_its_pass() {

@@ -54,9 +54,20 @@ impl Server {
 
     /// Starts the server on an existing data folder.
     pub(crate) fn start_in(data_dir: &Path, config: &str, extra: &[&str]) -> Server {
+        Server::spawn(Command::new(BIN), data_dir, config, extra)
+    }
+
+    /// Starts the server inside the network namespace `ns`.
+    pub(crate) fn start_in_netns(ns: &str, config: &str) -> Server {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", ns, BIN]);
+        Server::spawn(command, &temp_dir("data"), config, &[])
+    }
+
+    fn spawn(mut command: Command, data_dir: &Path, config: &str, extra: &[&str]) -> Server {
         let cfg = data_dir.join("test-config.toml");
         std::fs::write(&cfg, config).expect("write config");
-        let mut child = Command::new(BIN)
+        let mut child = command
             .args([
                 "serve",
                 "--smtp",
