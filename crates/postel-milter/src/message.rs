@@ -291,4 +291,41 @@ mod tests {
         assert_eq!(again.headers().len(), 6, "no new field was made: {out}");
         assert_eq!(again.body, b"body\r\n");
     }
+
+    proptest::proptest! {
+        /// Whatever a filter writes into a header value, the message keeps
+        /// its fields and its body: exactly one field more, and the rest
+        /// as they were.
+        #[test]
+        fn no_value_makes_a_field_or_ends_the_header(
+            value in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::strategy::Just("\r\n".to_owned()),
+                    proptest::strategy::Just("\n".to_owned()),
+                    proptest::strategy::Just("\r".to_owned()),
+                    proptest::strategy::Just("\r\n\r\n".to_owned()),
+                    proptest::strategy::Just("Bcc: x@y.test".to_owned()),
+                    proptest::strategy::Just(" ".to_owned()),
+                    proptest::strategy::Just("\t".to_owned()),
+                    "[ -~]{0,8}",
+                    "\\PC{0,4}",
+                ],
+                0..12,
+            )
+        ) {
+            let value = value.concat();
+            let before = Parsed::parse(MSG);
+            let mut p = before.clone();
+            p.apply(&[
+                Edit::AddHeader("X-A".into(), value.clone()),
+                Edit::InsertHeader(1, "X-B".into(), value.clone()),
+                Edit::ChangeHeader(1, "Subject".into(), format!(" {value}")),
+            ]);
+            let again = Parsed::parse(&p.to_bytes());
+            proptest::prop_assert_eq!(&again.body, &before.body);
+            proptest::prop_assert_eq!(again.headers().len(), before.headers().len() + 2);
+            let names: Vec<String> = again.headers().into_iter().map(|(n, _)| n).collect();
+            proptest::prop_assert_eq!(names.iter().filter(|n| *n == "Bcc").count(), 0);
+        }
+    }
 }
