@@ -98,8 +98,14 @@ impl Dns {
     /// either when there is none, or DNS fails.
     pub async fn client_names(&self, ip: IpAddr) -> (Option<String>, Option<String>) {
         let ptr = match self.resolver.reverse_lookup(ip).await {
+            // The name as it is in DNS (A-labels, never decoded to
+            // Unicode), and only a real host name: a name that could be
+            // rewritten, or that looks like an address, is no name.
             Ok(l) => l.answers().iter().find_map(|r| match &r.data {
-                RData::PTR(p) => Some(p.0.to_string().trim_end_matches('.').to_ascii_lowercase()),
+                RData::PTR(p) => {
+                    let name = p.0.to_ascii().trim_end_matches('.').to_ascii_lowercase();
+                    valid_hostname(&name).then_some(name)
+                }
                 _ => None,
             }),
             Err(_) => None,
@@ -197,6 +203,23 @@ impl Dns {
             _ => Ok(addrs),
         }
     }
+}
+
+/// Whether `name` is a host name as Postfix's `valid_hostname` takes it:
+/// letters, digits and hyphens in labels of 1 to 63 octets, none starting
+/// or ending with a hyphen, at most 253 octets, and not all digits and
+/// dots (an address is not a name).
+pub fn valid_hostname(name: &str) -> bool {
+    name.len() <= 253
+        && !name.is_empty()
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+        && !name.bytes().all(|b| b.is_ascii_digit() || b == b'.')
 }
 
 /// Whether `ip` is loopback, private, link-local or otherwise not a public
@@ -378,5 +401,23 @@ mod tests {
             ..me
         };
         assert!(!elsewhere.is_me("other.test", &["127.0.0.1".parse().expect("ip")]));
+    }
+
+    #[test]
+    fn only_plain_host_names_are_names() {
+        assert!(valid_hostname("mail.example.test"));
+        assert!(valid_hostname("xn--bcher-kva.example"));
+        for bad in [
+            "",
+            "203.0.113.5",
+            "a..b",
+            "-a.test",
+            "a-.test",
+            "caf\u{e9}.test",
+            "a b.test",
+            "a_b.test",
+        ] {
+            assert!(!valid_hostname(bad), "{bad:?}");
+        }
     }
 }

@@ -166,16 +166,6 @@ impl Store for MemoryStore {
             summary: summary.clone(),
             raw,
         };
-        self.hooks()
-            .extend(webhooks.into_iter().map(|hook| crate::WebhookEntry {
-                id: summary.id.clone(),
-                hook,
-                state: crate::WebhookState::Pending,
-                attempts: 0,
-                next_attempt: received_at,
-                last_status: None,
-                received_at,
-            }));
         {
             let mut all = self.messages();
             let mut q = self.queue();
@@ -185,6 +175,17 @@ impl Store for MemoryStore {
                     transient: false,
                 });
             }
+            // With the message, under its lock: never apart from it.
+            self.hooks()
+                .extend(webhooks.into_iter().map(|hook| crate::WebhookEntry {
+                    id: summary.id.clone(),
+                    hook,
+                    state: crate::WebhookState::Pending,
+                    attempts: 0,
+                    next_attempt: received_at,
+                    last_status: None,
+                    received_at,
+                }));
             let e = &summary.envelope;
             for position in queue {
                 let Some(r) = e.recipients.get(position as usize) else {

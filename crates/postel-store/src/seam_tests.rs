@@ -352,6 +352,40 @@ async fn webhook_contract<S: Store>(store: S) {
     );
     assert!(store.delete(&id).await.expect("delete"));
     assert!(store.webhook_list(None, 10).await.expect("list").is_empty());
+    // A message also queued for others leaves the inbox on delete, but
+    // stays for its queue: its posts go with the inbox copy.
+    let mut both = message(&store, 300, "a@b.test", "c@d.test", "both");
+    both.envelope.recipients.push(crate::Recipient {
+        address: "far@away.test".into(),
+        params: vec![],
+    });
+    both.queue = vec![1];
+    both.webhooks = vec!["https://one.test/in".into()];
+    let both_id = both.id.clone();
+    store.insert(both).await.expect("insert");
+    assert_eq!(
+        store
+            .webhook_list(Some(&both_id), 10)
+            .await
+            .expect("list")
+            .len(),
+        1
+    );
+    store.delete(&both_id).await.expect("delete");
+    assert!(
+        store
+            .webhook_list(Some(&both_id), 10)
+            .await
+            .expect("list")
+            .is_empty()
+    );
+    assert!(
+        store
+            .webhook_claim(1000, 2000, 10)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
     assert!(
         store
             .webhook_claim(1000, 2000, 10)

@@ -32,6 +32,11 @@ impl Hook {
         if uri.host().is_none_or(str::is_empty) {
             return Err(format!("{url:?} has no host"));
         }
+        if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+            return Err(format!(
+                "{url:?} has a user and password in it: put a token in the path or the query"
+            ));
+        }
         Ok(())
     }
 }
@@ -97,7 +102,13 @@ mod tests {
     fn only_absolute_http_urls_are_taken() {
         assert!(Hook::check_url("https://hooks.example/in?x=1").is_ok());
         assert!(Hook::check_url("http://127.0.0.1:8080/").is_ok());
-        for bad in ["ftp://x/", "/relative", "https://", "not a url"] {
+        for bad in [
+            "ftp://x/",
+            "/relative",
+            "https://",
+            "not a url",
+            "https://u:p@x/",
+        ] {
             assert!(Hook::check_url(bad).is_err(), "{bad}");
         }
     }

@@ -16,8 +16,9 @@ use crate::http::{self, Post};
 use crate::payload;
 use crate::settings::{Settings, backoff};
 
-/// Deliveries claimed per look.
-const BATCH: usize = 64;
+/// Deliveries claimed per look, and so posted at once: each reads its
+/// message whole, so this bounds the memory of a look.
+const BATCH: usize = 8;
 
 /// How often the outbox is looked at when nothing wakes the worker.
 const POLL: Duration = Duration::from_secs(1);
@@ -107,20 +108,28 @@ async fn attempt<S: Store>(
     entry: WebhookEntry,
 ) -> Option<WebhookUpdate> {
     let now = unix_now();
+    let expired = now - entry.received_at >= settings.lifetime.as_secs() as i64;
+    let pending_or_failed = if expired {
+        WebhookState::Failed
+    } else {
+        WebhookState::Pending
+    };
     let Some(hook) = settings.hook(&entry.hook) else {
-        // No longer configured: given up.
-        return Some(entry.update(WebhookState::Failed, now, "no such webhook in the config"));
+        // Not in the config now (removed for a while, or mistyped): kept
+        // for when it is back, within the lifetime.
+        return Some(entry.update(
+            pending_or_failed,
+            now + 3600,
+            "no such webhook in the config",
+        ));
     };
     let message = match store.get(&entry.id).await {
         Ok(Some(m)) => m,
         Ok(None) => return Some(entry.update(WebhookState::Failed, now, "the message is gone")),
         Err(e) => {
             let next = now + backoff(hook.retry, entry.attempts).as_secs() as i64;
-            return Some(entry.update(
-                WebhookState::Pending,
-                next,
-                format!("cannot read the message: {e}"),
-            ));
+            let status = format!("cannot read the message: {e}");
+            return Some(entry.update(pending_or_failed, next, status));
         }
     };
     let body = payload::body(&message, hook.inline_max);
@@ -142,7 +151,6 @@ async fn attempt<S: Store>(
         body,
     };
     let outcome = http::send(post, roots, settings.timeout).await;
-    let expired = now - entry.received_at >= settings.lifetime.as_secs() as i64;
     let retry_at = now + backoff(hook.retry, entry.attempts).as_secs() as i64;
     let (state, status) = match &outcome {
         Ok(code) if (200..300).contains(code) => (WebhookState::Delivered, code.to_string()),

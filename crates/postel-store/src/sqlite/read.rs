@@ -34,6 +34,8 @@ pub(super) fn delete_seqs(conn: &Connection, seqs: &[i64]) -> Result<Vec<bool>, 
     let mut gone = Vec::with_capacity(seqs.len());
     for seq in seqs {
         if active.exists([seq])? {
+            // Out of the inbox: not posted any more either.
+            hooks.execute([seq])?;
             hide.execute([seq])?;
             gone.push(false);
         } else {

@@ -75,6 +75,21 @@ CREATE TABLE IF NOT EXISTS users (
 );
 ";
 
+/// The webhook outbox (also in `SCHEMA`).
+const WEBHOOKS_TABLE: &str = "
+CREATE TABLE IF NOT EXISTS webhooks (
+    message_seq  INTEGER NOT NULL,
+    hook         TEXT NOT NULL,
+    state        TEXT NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    next_attempt INTEGER NOT NULL,
+    last_status  TEXT,
+    PRIMARY KEY (message_seq, hook)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS webhooks_due ON webhooks (next_attempt)
+    WHERE state = 'pending';
+";
+
 /// The schema version this code writes; see `migrate`.
 pub(super) const SCHEMA_VERSION: i64 = 4;
 
@@ -111,6 +126,9 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
         if !has_local {
             conn.execute_batch("ALTER TABLE messages ADD COLUMN local INTEGER NOT NULL DEFAULT 1")?;
         }
+        // Version 3 had no webhook outbox (a tool that opens the store
+        // without SCHEMA still gets it).
+        conn.execute_batch(WEBHOOKS_TABLE)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(())
     })();

@@ -290,24 +290,20 @@ impl<S: Store> PostelSession<S> {
             v4 => v4,
         };
         let Some(dns) = &inner.dns else { return };
-        if ip.is_loopback() {
+        let wanted = !inner.milters.is_empty() || !inner.policy_services.is_empty();
+        if !wanted || ip.is_loopback() {
             return;
         }
         let lookup = dns.client_names(ip);
         if let Ok((ptr, confirmed)) =
             tokio::time::timeout(std::time::Duration::from_secs(5), lookup).await
         {
-            let clean = |n: String| {
-                n.chars()
-                    .filter(|c| c.is_ascii_graphic())
-                    .take(255)
-                    .collect()
-            };
+            // Valid host names (checked in `client_names`), as they are.
             if let Some(p) = ptr {
-                self.client_ptr = clean(p);
+                self.client_ptr = p;
             }
             if let Some(c) = confirmed {
-                self.client_name = clean(c);
+                self.client_name = c;
             }
         }
     }
