@@ -186,34 +186,20 @@ impl Store for MemoryStore {
                     last_status: None,
                     received_at,
                 }));
-            let e = &summary.envelope;
             for position in queue {
-                let Some(r) = e.recipients.get(position as usize) else {
+                let s = &summary;
+                let Some(row) = QueueEntry::committed(
+                    &s.id,
+                    position,
+                    &s.envelope,
+                    s.received_at,
+                    s.size,
+                    claimed_until,
+                    hold,
+                ) else {
                     continue;
                 };
-                q.0.push(QueueEntry {
-                    id: summary.id.clone(),
-                    position,
-                    recipient: r.address.clone(),
-                    rcpt_params: r.params.clone(),
-                    mail_from: e.mail_from.clone(),
-                    mail_params: e.mail_params.clone(),
-                    auth_user: e.auth_user.clone(),
-                    client_addr: e.client_addr.clone(),
-                    received_at: summary.received_at,
-                    size: summary.size,
-                    state: if hold {
-                        QueueState::Held
-                    } else {
-                        QueueState::Queued
-                    },
-                    attempts: 0,
-                    next_attempt: summary.received_at,
-                    last_reply: None,
-                    warned: 0,
-                    leased_until: claimed_until,
-                    bounce: false,
-                });
+                q.0.push(row);
                 q.1.insert(summary.id.clone(), message.clone());
             }
             if local {

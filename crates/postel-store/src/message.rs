@@ -34,6 +34,13 @@ pub struct Envelope {
     pub auth_user: Option<String>,
 }
 
+impl Envelope {
+    /// The recipients' addresses, in order.
+    pub fn addresses(&self) -> Vec<String> {
+        self.recipients.iter().map(|r| r.address.clone()).collect()
+    }
+}
+
 /// A message to store.
 #[derive(Debug)]
 pub struct NewMessage {

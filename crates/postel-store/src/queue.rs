@@ -118,6 +118,44 @@ pub struct QueueUpdate {
 }
 
 impl QueueEntry {
+    /// The row of recipient `position` of a message as it is committed:
+    /// never tried, due at once, queued (or held), claimed until
+    /// `claimed_until` if given. None if there is no such recipient.
+    pub fn committed(
+        id: &str,
+        position: u32,
+        envelope: &crate::Envelope,
+        received_at: i64,
+        size: u64,
+        claimed_until: Option<i64>,
+        hold: bool,
+    ) -> Option<QueueEntry> {
+        let r = envelope.recipients.get(position as usize)?;
+        Some(QueueEntry {
+            id: id.to_owned(),
+            position,
+            recipient: r.address.clone(),
+            rcpt_params: r.params.clone(),
+            mail_from: envelope.mail_from.clone(),
+            mail_params: envelope.mail_params.clone(),
+            auth_user: envelope.auth_user.clone(),
+            client_addr: envelope.client_addr.clone(),
+            received_at,
+            size,
+            state: if hold {
+                QueueState::Held
+            } else {
+                QueueState::Queued
+            },
+            attempts: 0,
+            next_attempt: received_at,
+            last_reply: None,
+            warned: 0,
+            leased_until: claimed_until,
+            bounce: false,
+        })
+    }
+
     /// An update of this entry that changes nothing yet.
     pub fn update(&self) -> QueueUpdate {
         QueueUpdate {

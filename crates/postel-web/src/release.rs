@@ -81,15 +81,9 @@ pub(crate) async fn release<S: Store + Clone>(
         .await
         .map_err(ApiError::Store)?
         .ok_or_else(|| ApiError::NotFound(format!("no message with id {id}")))?;
-    let to = req.to.unwrap_or_else(|| {
-        message
-            .summary
-            .envelope
-            .recipients
-            .iter()
-            .map(|r| r.address.clone())
-            .collect()
-    });
+    let to = req
+        .to
+        .unwrap_or_else(|| message.summary.envelope.addresses());
     if to.is_empty() || to.len() > 100 {
         return Ok(refuse(
             StatusCode::BAD_REQUEST,

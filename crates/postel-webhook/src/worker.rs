@@ -32,7 +32,7 @@ fn unix_now() -> i64 {
 /// The webhook worker.
 pub struct Worker<S> {
     store: S,
-    settings: Settings,
+    settings: Arc<Settings>,
     roots: Arc<rustls::RootCertStore>,
     wake: Arc<Notify>,
 }
@@ -43,7 +43,7 @@ impl<S: Store + Clone> Worker<S> {
         let roots = settings.roots();
         Worker {
             store,
-            settings,
+            settings: Arc::new(settings),
             roots,
             wake,
         }

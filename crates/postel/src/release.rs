@@ -115,13 +115,7 @@ pub(crate) fn cli(
         bail!("no message {id} in {}", data_dir.display());
     };
     let to: Vec<String> = if to.is_empty() {
-        message
-            .summary
-            .envelope
-            .recipients
-            .iter()
-            .map(|r| r.address.clone())
-            .collect()
+        message.summary.envelope.addresses()
     } else {
         to.to_vec()
     };

@@ -1,6 +1,6 @@
 //! The schema, and the migrations: from version 1 (content apart), from
 //! version 2 (the queue, and messages only passing through), and from
-//! version 3 (the webhook outbox: a table of its own, made by `SCHEMA`).
+//! version 3 (the webhook outbox: a table of its own).
 
 use super::*;
 
@@ -49,20 +49,6 @@ CREATE TABLE IF NOT EXISTS queue (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS queue_due ON queue (next_attempt)
     WHERE state IN ('queued', 'deferred');
-CREATE TABLE IF NOT EXISTS webhooks (
-    message_seq  INTEGER NOT NULL,
-    -- The webhook, by its URL.
-    hook         TEXT NOT NULL,
-    -- pending, delivered or failed.
-    state        TEXT NOT NULL,
-    attempts     INTEGER NOT NULL DEFAULT 0,
-    -- Due then; while claimed, when the claim ends.
-    next_attempt INTEGER NOT NULL,
-    last_status  TEXT,
-    PRIMARY KEY (message_seq, hook)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS webhooks_due ON webhooks (next_attempt)
-    WHERE state = 'pending';
 CREATE TABLE IF NOT EXISTS user_addresses (
     name    TEXT NOT NULL,
     address TEXT NOT NULL,
@@ -75,13 +61,17 @@ CREATE TABLE IF NOT EXISTS users (
 );
 ";
 
-/// The webhook outbox (also in `SCHEMA`).
+/// The webhook outbox, made by `migrate` (a new store, like an old one,
+/// comes to it through there).
 const WEBHOOKS_TABLE: &str = "
 CREATE TABLE IF NOT EXISTS webhooks (
     message_seq  INTEGER NOT NULL,
+    -- The webhook, by its URL.
     hook         TEXT NOT NULL,
+    -- pending, delivered or failed.
     state        TEXT NOT NULL,
     attempts     INTEGER NOT NULL DEFAULT 0,
+    -- Due then; while claimed, when the claim ends.
     next_attempt INTEGER NOT NULL,
     last_status  TEXT,
     PRIMARY KEY (message_seq, hook)
@@ -126,8 +116,7 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
         if !has_local {
             conn.execute_batch("ALTER TABLE messages ADD COLUMN local INTEGER NOT NULL DEFAULT 1")?;
         }
-        // Version 3 had no webhook outbox (a tool that opens the store
-        // without SCHEMA still gets it).
+        // Version 3 had no webhook outbox.
         conn.execute_batch(WEBHOOKS_TABLE)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(())

@@ -477,10 +477,12 @@ impl<S: Store> BackendSession for PostelSession<S> {
             warn!(session = self.meta.session_id, client = %self.meta.peer, "RCPT refused: over a rate limit");
             return Err(r);
         }
-        let address = to.to_string();
-        self.filters
-            .rcpt(self.meta.session_id, &address, &params.raw)
-            .await?;
+        if !self.filters.is_empty() {
+            let address = to.to_string();
+            self.filters
+                .rcpt(self.meta.session_id, &address, &params.raw)
+                .await?;
+        }
         self.push_recipient(to, params.raw.clone(), queued);
         Ok(())
     }
@@ -719,30 +721,18 @@ impl<S: Store> BackendSession for PostelSession<S> {
 /// The queue rows of a message about to be committed, as the store will
 /// hold them (claimed), for the handoff to delivery.
 fn handed_rows(msg: &NewMessage) -> Vec<postel_store::QueueEntry> {
-    let e = &msg.envelope;
     msg.queue
         .iter()
         .filter_map(|&position| {
-            let r = e.recipients.get(position as usize)?;
-            Some(postel_store::QueueEntry {
-                id: msg.id.clone(),
+            postel_store::QueueEntry::committed(
+                &msg.id,
                 position,
-                recipient: r.address.clone(),
-                rcpt_params: r.params.clone(),
-                mail_from: e.mail_from.clone(),
-                mail_params: e.mail_params.clone(),
-                auth_user: e.auth_user.clone(),
-                client_addr: e.client_addr.clone(),
-                received_at: msg.received_at,
-                size: msg.size(),
-                state: postel_store::QueueState::Queued,
-                attempts: 0,
-                next_attempt: msg.received_at,
-                last_reply: None,
-                warned: 0,
-                leased_until: msg.claimed_until,
-                bounce: false,
-            })
+                &msg.envelope,
+                msg.received_at,
+                msg.size(),
+                msg.claimed_until,
+                false,
+            )
         })
         .collect()
 }

@@ -7,43 +7,15 @@
 use std::process::Stdio;
 
 use crate::processes::{Killed, Netns};
-use crate::rig::wait_for;
 use crate::support::{Server, arg, temp_dir};
 
 #[test]
 fn policyd_spf_rejects_an_spf_fail_and_prepends_its_pass() {
     let ns = Netns::new(&format!("postel-spf-{}", std::process::id()));
-    let dns = ns
-        .command("/usr/sbin/dnsmasq")
-        .args([
-            "--keep-in-foreground",
-            "--port=53",
-            "--listen-address=127.0.0.1",
-            "--bind-interfaces",
-            "--no-resolv",
-            "--no-hosts",
-            "--local=/test/",
-            "--user=root",
-            "--pid-file=",
-            "--txt-record=fail.test,v=spf1 ip4:192.0.2.1 -all",
-            "--txt-record=pass.test,v=spf1 ip4:127.0.0.0/8 -all",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("dnsmasq in the namespace");
-    let _dns = Killed(dns);
-    wait_for(10, "dnsmasq in the namespace", || {
-        ns.command("python3")
-            .args([
-                "-c",
-                "import socket; socket.create_connection(('127.0.0.1', 53), 1)",
-            ])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    });
+    let _dns = ns.dnsmasq(&[
+        "--txt-record=fail.test,v=spf1 ip4:192.0.2.1 -all",
+        "--txt-record=pass.test,v=spf1 ip4:127.0.0.0/8 -all",
+    ]);
     let dir = temp_dir("policyd-spf");
     // Loopback clients are checked too (the default skips them).
     let conf = dir.join("policyd-spf.conf");

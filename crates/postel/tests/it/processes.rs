@@ -87,6 +87,42 @@ impl Netns {
         ns
     }
 
+    /// A dnsmasq on the namespace's port 53, answering for `.test` (and
+    /// what `records`, dnsmasq options, add), once it answers.
+    pub(crate) fn dnsmasq(&self, records: &[&str]) -> Killed {
+        let child = self
+            .command("/usr/sbin/dnsmasq")
+            .args([
+                "--keep-in-foreground",
+                "--port=53",
+                "--listen-address=127.0.0.1",
+                "--bind-interfaces",
+                "--no-resolv",
+                "--no-hosts",
+                "--local=/test/",
+                "--user=root",
+                "--pid-file=",
+            ])
+            .args(records)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dnsmasq in the namespace");
+        let dns = Killed(child);
+        crate::rig::wait_for(10, "dnsmasq in the namespace", || {
+            self.command("python3")
+                .args([
+                    "-c",
+                    "import socket; socket.create_connection(('127.0.0.1', 53), 1)",
+                ])
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+        dns
+    }
+
     /// `command` inside the namespace.
     pub(crate) fn command(&self, program: &str) -> Command {
         let mut c = Command::new("ip");
