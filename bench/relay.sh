@@ -13,7 +13,11 @@
 #            every 250, as Postfix always does.
 # Both keep their data on DATA_ROOT (default /var/tmp): a real disk.
 #
-# Settings (environment): SESSIONS=20, COUNT=20000, SIZE=4096, REPS=1,
+# SIGN=1 adds a second Postel, the same but DKIM-signing every message with
+# an Ed25519 key of here.test (`postel dkim generate`), run beside the first
+# in each rep, and prints the ratio signed/unsigned.
+#
+# Settings (environment): SESSIONS=20, COUNT=20000, SIZE=4096, REPS=1, SIGN=0,
 # DATA_ROOT=/var/tmp, TIMEOUT=600, PERF=FILE (records Postel's run with
 # `perf record -g` into FILE, for `perf report -i FILE`). Needs root (Postfix), smtp-source and
 # smtp-sink (Debian's postfix), dnsmasq (dnsmasq-base) and a release build
@@ -65,7 +69,7 @@ peers_await "$DNS_PORT" 10 || peers_die "dnsmasq did not start"
 # figure is a lower bound).
 proc_cpu() {
   local pids
-  if [ "$1" = postel ]; then pids="$POSTEL_PID"; else
+  if [ "$1" = postel ]; then pids="$POSTEL_PID"; elif [ "$1" = postel-signed ]; then pids="$SIGNED_PID"; else
     pids="$(pgrep -f "$WORK/postfix" | tr '\n' ' ')"
     local master; master="$(tr -dc '0-9' < "$WORK/postfix/queue/pid/master.pid" 2>/dev/null || true)"
     [ -n "$master" ] && pids="$pids $master $(pgrep -P "$master" | tr '\n' ' ')"
@@ -114,13 +118,13 @@ run() {
   echo "$rate" > "$WORK/rate-$label-$rep"
 }
 
-# Postel.
-mkdir -p "$WORK/postel"
-cat > "$WORK/postel.toml" <<TOML
+# Postel (and, with SIGN=1, the signing one).
+postel_config() {
+cat <<TOML
 hostname = "relay.here.test"
-data_dir = "$WORK/postel"
+data_dir = "$WORK/$1"
 [smtp]
-listen = ["127.0.0.1:$POSTEL_PORT"]
+listen = ["127.0.0.1:$2"]
 [limits]
 max_connections_per_ip = 1000
 [policy]
@@ -135,9 +139,23 @@ max_connections_per_destination = 20
 [dns]
 nameservers = ["127.0.0.1:$DNS_PORT"]
 TOML
+}
+mkdir -p "$WORK/postel"
+postel_config postel "$POSTEL_PORT" > "$WORK/postel.toml"
 RUST_LOG=warn "$BIN" serve --config "$WORK/postel.toml" --no-web > "$WORK/postel.log" 2>&1 &
 POSTEL_PID=$!; pids+=("$POSTEL_PID")
 peers_await "$POSTEL_PORT" 10 || { cat "$WORK/postel.log"; peers_die "postel did not start"; }
+if [ "${SIGN:-0}" = 1 ]; then
+  SIGNED_PORT="$(free_port)"
+  mkdir -p "$WORK/postel-signed"
+  "$BIN" dkim generate here.test --selector bench --dir "$WORK/keys" > "$WORK/keys.txt"
+  { postel_config postel-signed "$SIGNED_PORT"
+    printf '[[dkim]]\ndomain = "here.test"\nselector = "benche"\nkey = "%s"\n' "$WORK/keys/here.test/benche.pem"
+  } > "$WORK/postel-signed.toml"
+  RUST_LOG=warn "$BIN" serve --config "$WORK/postel-signed.toml" --no-web > "$WORK/postel-signed.log" 2>&1 &
+  SIGNED_PID=$!; pids+=("$SIGNED_PID")
+  peers_await "$SIGNED_PORT" 10 || { cat "$WORK/postel-signed.log"; peers_die "the signing postel did not start"; }
+fi
 
 # Postfix, relaying to the same sink.
 RELAYHOST="[127.0.0.1]:$SINK_PORT" TLS=0 "$HERE/peers/start-postfix.sh" "$POSTFIX_PORT" "$WORK/postfix" >/dev/null
@@ -145,7 +163,11 @@ RELAYHOST="[127.0.0.1]:$SINK_PORT" TLS=0 "$HERE/peers/start-postfix.sh" "$POSTFI
 start_sink
 for rep in $(seq 1 "$REPS"); do
   run postel "$POSTEL_PORT" "$rep"
+  [ "${SIGN:-0}" = 1 ] && run postel-signed "$SIGNED_PORT" "$rep"
   run postfix "$POSTFIX_PORT" "$rep"
 done
 best() { cat "$WORK"/rate-"$1"-* | sort -g | tail -1; }
 printf 'ratio postel/postfix (best of %s): %.1fx\n' "$REPS" "$(python3 -c "print($(best postel) / $(best postfix))")"
+if [ "${SIGN:-0}" = 1 ]; then
+  printf 'ratio signed/unsigned postel (best of %s): %.2f\n' "$REPS" "$(python3 -c "print($(best postel-signed) / $(best postel))")"
+fi

@@ -26,6 +26,9 @@
 #   CSV=FILE       append each row to FILE too (a header first if it is empty)
 #   BETWEEN=CMD    shell command run before each run (e.g. wait for a queue)
 #   TIMEOUT=300    seconds after which one smtp-source run is killed
+#   FROM=a@example.test  the MAIL FROM address
+#   MESSAGE_FILE=FILE    send this pre-formatted message (smtp-source -F)
+#                        instead of a generated one
 #
 # Columns: label load rep msgs elapsed_s msgs_per_s client_cpu_s server_cpu_s
 # other_cpu_s steal_s peak_rss_kb peak_pss_kb rc.
@@ -161,7 +164,8 @@ for load in $LOADS; do
     # shellcheck disable=SC2086
     /usr/bin/time -f 'cpu %U %S' -o "$WORK/time" \
       timeout "$TIMEOUT" "$SOURCE" $flags -l "$SIZE" \
-      -M client.example.test -f a@example.test -t b@example.test \
+      -M client.example.test -f "${FROM:-a@example.test}" -t b@example.test \
+      ${MESSAGE_FILE:+-F "$MESSAGE_FILE"} \
       "$HOST:$PORT" > "$WORK/source.out" 2>&1
     rc=$?
     end="$(date +%s.%N)"

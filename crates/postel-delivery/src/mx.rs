@@ -72,6 +72,11 @@ impl Dns {
         Ok(Dns { resolver })
     }
 
+    /// The resolver itself (shared: same cache), for other checks.
+    pub fn resolver(&self) -> TokioResolver {
+        self.resolver.clone()
+    }
+
     /// The IPv4 addresses of `name` (a DNS list query): none when it does
     /// not exist or has none.
     ///

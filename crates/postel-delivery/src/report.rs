@@ -173,7 +173,12 @@ async fn notify<S: Store>(
         original: &original,
         now,
     };
-    let raw = notice.render();
+    let mut raw = notice.render();
+    // Signed as a whole, last: the notice's own fields are its last word.
+    let signatures = s.signer.sign(&raw);
+    if !signatures.is_empty() {
+        raw.splice(0..0, signatures);
+    }
     let subject = notice.subject();
     let local = s.is_local(&postel_store::domain_of(&e.mail_from));
     let msg = NewMessage {
@@ -191,6 +196,7 @@ async fn notify<S: Store>(
             protocol: "local".into(),
             tls: None,
             auth_user: None,
+            checks: None,
         },
         subject: Some(subject.into()),
         raw,

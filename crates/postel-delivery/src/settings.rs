@@ -123,6 +123,9 @@ pub struct Settings {
     /// Local recipients delivered to a Maildir or over LMTP, not kept
     /// in the store.
     pub local_routes: crate::local::LocalRoutes,
+    /// DKIM keys: notices (DSNs) from the host's domain are signed with
+    /// them, since an unsigned bounce is dropped by the large providers.
+    pub signer: std::sync::Arc<postel_auth::Signer>,
 }
 
 impl Settings {
@@ -152,6 +155,7 @@ impl Settings {
             max_hops: 50,
             version: String::new(),
             local_routes: crate::local::LocalRoutes::default(),
+            signer: std::sync::Arc::new(postel_auth::Signer::default()),
         }
     }
 

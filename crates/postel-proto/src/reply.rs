@@ -335,6 +335,27 @@ pub fn blocked_by_list(client: &str, zone: &str) -> Reply {
     )
 }
 
+/// Mail failing DMARC whose author domain publishes `p=reject`, at the end
+/// of data, when `[verify] reject_dmarc` is on (RFC 7372 has no DMARC
+/// code; 5.7.1 is what Gmail and OpenDMARC send).
+pub fn dmarc_rejected(domain: &str) -> Reply {
+    Reply::new(
+        550,
+        e(5, 7, 1),
+        format!("Rejected by DMARC policy of {domain}"),
+    )
+}
+
+/// A MAIL FROM whose SPF result is `fail`, at RCPT, when `[verify]
+/// reject_spf` is on (RFC 7372 3.2).
+pub fn spf_failed(domain: &str) -> Reply {
+    Reply::new(
+        550,
+        e(5, 7, 23),
+        format!("SPF validation failed for {domain}"),
+    )
+}
+
 /// Contract "recipient outside the accepted domains": never an open relay.
 pub fn relay_denied() -> Reply {
     Reply::new(554, e(5, 7, 1), "Relaying denied")

@@ -59,7 +59,8 @@ pub use error::StoreError;
 pub use incoming::Incoming;
 pub use memory::MemoryStore;
 pub use message::{
-    Change, Envelope, Message, NewMessage, Page, Query, RawMessage, Recipient, Stats, Summary,
+    Change, Checks, Envelope, Message, NewMessage, Page, Query, RawMessage, Recipient, Stats,
+    Summary,
 };
 pub use queue::{QueueAction, QueueClaim, QueueEntry, QueueState, QueueUpdate, domain_of};
 pub use spool::SpoolFile;

@@ -32,6 +32,58 @@ pub struct Envelope {
     pub tls: Option<String>,
     /// The authenticated user, when the client logged in.
     pub auth_user: Option<String>,
+    /// What SPF, DKIM, DMARC and ARC said of the message, when it was
+    /// checked (mail from outside: not from a user or a trusted network).
+    pub checks: Option<Checks>,
+}
+
+/// The results of the mail authentication checks on one message, each an
+/// RFC 8601 result word (`pass`, `fail`, `softfail`, `neutral`, `none`,
+/// `temperror`, `permerror`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Checks {
+    /// SPF of the MAIL FROM identity (of the HELO name for `<>`).
+    pub spf: String,
+    /// DKIM: `pass` when some signature passed, else the first result.
+    pub dkim: String,
+    /// DMARC.
+    pub dmarc: String,
+    /// ARC chain validation.
+    pub arc: String,
+    /// The sender's domain asked for quarantine (or rejection, when
+    /// that is not enforced) of mail failing DMARC, and this did.
+    pub quarantine: bool,
+}
+
+impl Checks {
+    /// The stored form: `spf=pass dkim=none dmarc=fail arc=none
+    /// quarantine`.
+    pub fn to_text(&self) -> String {
+        let mut s = format!(
+            "spf={} dkim={} dmarc={} arc={}",
+            self.spf, self.dkim, self.dmarc, self.arc
+        );
+        if self.quarantine {
+            s.push_str(" quarantine");
+        }
+        s
+    }
+
+    /// Reads [`Checks::to_text`]'s form back; None when it is not that.
+    pub fn from_text(text: &str) -> Option<Checks> {
+        let mut c = Checks::default();
+        for word in text.split_ascii_whitespace() {
+            match word.split_once('=') {
+                Some(("spf", v)) => c.spf = v.to_owned(),
+                Some(("dkim", v)) => c.dkim = v.to_owned(),
+                Some(("dmarc", v)) => c.dmarc = v.to_owned(),
+                Some(("arc", v)) => c.arc = v.to_owned(),
+                None if word == "quarantine" => c.quarantine = true,
+                _ => return None,
+            }
+        }
+        Some(c)
+    }
 }
 
 impl Envelope {

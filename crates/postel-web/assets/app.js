@@ -135,9 +135,22 @@ function listItem(m) {
       el('span', { class: m.subject ? 'subj' : 'subj none' }, m.subject || '(no subject)'),
       el('span', { class: 'size' }, size(m.size)),
       el('span', { class: 'to', title: to.join(', ') }, 'To: ' + (to.join(', ') || '—')),
+      checkBadges(m.checks),
     ));
   if (m.id === current.id) li.classList.add('selected');
   return li;
+}
+
+// One badge per mail authentication check (SPF, DKIM, DMARC, ARC), and one for
+// the DMARC quarantine flag; nothing for mail that was not checked.
+function checkBadges(checks) {
+  if (!checks || typeof checks !== 'object') return null;
+  const kind = (r) => (r === 'pass' ? 'pass' : r === 'fail' || r === 'softfail' || r === 'permerror' ? 'fail' : 'other');
+  const badges = ['spf', 'dkim', 'dmarc', 'arc'].map((k) =>
+    el('span', { class: 'badge ' + kind(checks[k]), title: `${k.toUpperCase()}: ${checks[k] ?? 'none'}` },
+      `${k.toUpperCase()} ${checks[k] ?? 'none'}`));
+  if (checks.quarantine) badges.push(el('span', { class: 'badge fail', title: 'DMARC asks for quarantine' }, 'Quarantine'));
+  return el('span', { class: 'checks' }, badges);
 }
 
 function renderCount() {
@@ -390,6 +403,7 @@ function renderMessage(m) {
     ['Protocol', m.protocol, 'mono'],
     ['TLS', m.tls ?? 'none'],
     ['Authenticated', m.auth_user ?? 'no'],
+    ['Checks', checkBadges(m.checks) ?? 'not checked'],
     ['Size', `${size(m.size)} (${m.size} bytes)`],
     ['ID', m.id, 'mono'],
   ]);

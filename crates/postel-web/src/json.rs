@@ -21,8 +21,21 @@ pub fn summary(s: &Summary) -> Value {
         "protocol": e.protocol,
         "tls": e.tls,
         "auth_user": e.auth_user,
+        "checks": e.checks.as_ref().map(checks),
         "mail_params": e.mail_params,
         "rcpt_params": e.recipients.iter().map(|r| &r.params).collect::<Vec<_>>(),
+    })
+}
+
+/// Mail authentication results as JSON: each check's RFC 8601 result word,
+/// and the DMARC quarantine flag.
+pub fn checks(c: &postel_store::Checks) -> Value {
+    json!({
+        "spf": c.spf,
+        "dkim": c.dkim,
+        "dmarc": c.dmarc,
+        "arc": c.arc,
+        "quarantine": c.quarantine,
     })
 }
 

@@ -44,6 +44,13 @@ pub fn body(message: &Message, inline_max: u64) -> Vec<u8> {
             "helo": e.helo,
             "tls": e.tls,
             "auth_user": e.auth_user,
+            "checks": e.checks.as_ref().map(|c| json!({
+                "spf": c.spf,
+                "dkim": c.dkim,
+                "dmarc": c.dmarc,
+                "arc": c.arc,
+                "quarantine": c.quarantine,
+            })),
         },
         "message": headers,
         "size": s.size,

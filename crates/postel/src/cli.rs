@@ -47,6 +47,11 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: QueueCommand,
     },
+    /// DKIM signing keys.
+    Dkim {
+        #[command(subcommand)]
+        command: DkimCommand,
+    },
     /// Manage the users who may AUTH on submission listeners.
     Users {
         #[command(subcommand)]
@@ -82,6 +87,24 @@ pub(crate) enum Command {
         /// The language of the explanations.
         #[arg(long, value_enum, default_value = "en")]
         lang: explain::Lang,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum DkimCommand {
+    /// Make an RSA-2048 and an Ed25519 key for DOMAIN; print the DNS TXT
+    /// records to publish and the [[dkim]] tables to add.
+    Generate {
+        /// The domain that signs (the domain of the From: addresses).
+        domain: String,
+        /// The selectors' prefix: the RSA key gets PREFIXr, the Ed25519
+        /// key PREFIXe. Default sYYYYMM (this month), so that the next
+        /// rotation gets new names.
+        #[arg(long)]
+        selector: Option<String>,
+        /// Where the keys go (in a folder named after the domain).
+        #[arg(long, default_value = "postel-data/dkim")]
+        dir: PathBuf,
     },
 }
 

@@ -20,6 +20,7 @@ mod backend;
 mod cli;
 mod client;
 mod config;
+mod dkim;
 mod explain;
 mod messages;
 mod probe;
@@ -32,7 +33,7 @@ mod users;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command, ConfigCommand, MessagesCommand, UsersCommand};
+use crate::cli::{Cli, Command, ConfigCommand, DkimCommand, MessagesCommand, UsersCommand};
 use crate::config::{Config, FileConfig, Overrides};
 
 fn main() -> std::process::ExitCode {
@@ -125,6 +126,14 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         }
         .map(|()| ExitCode::SUCCESS),
         Command::Queue { command } => queue::run(command).map(|()| ExitCode::SUCCESS),
+        Command::Dkim {
+            command:
+                DkimCommand::Generate {
+                    domain,
+                    selector,
+                    dir,
+                },
+        } => dkim::generate(&domain, selector.as_deref(), &dir).map(|()| ExitCode::SUCCESS),
         Command::Config {
             command: ConfigCommand::Check { config },
         } => {

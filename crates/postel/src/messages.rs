@@ -116,6 +116,9 @@ pub(crate) fn show(data_dir: &Path, id: &str, raw: bool) -> anyhow::Result<()> {
     if let Some(u) = &e.auth_user {
         writeln!(out, "User:      {u}")?;
     }
+    if let Some(c) = &e.checks {
+        writeln!(out, "Checks:    {}", c.to_text())?;
+    }
     writeln!(out, "Size:      {}", s.size)?;
     writeln!(out, "Subject:   {}", s.subject.as_deref().unwrap_or(""))?;
     writeln!(out)?;

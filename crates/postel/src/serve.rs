@@ -103,6 +103,12 @@ pub(crate) fn serve(cfg: Config) -> anyhow::Result<()> {
             ))
         };
         let handoff = Arc::new(postel_delivery::Handoff::default());
+        let authentication_signer = Arc::new(crate::config::signer(&cfg.dkim)?);
+        let authentication = backend::Authentication {
+            verifier: verifier(&cfg),
+            settings: cfg.verify.clone(),
+            signer: authentication_signer.clone(),
+        };
         let inner = Arc::new(Inner {
             store: store.clone(),
             policy: Policy { domains: cfg.domains.clone(), mailboxes: cfg.mailboxes.clone() },
@@ -123,6 +129,7 @@ pub(crate) fn serve(cfg: Config) -> anyhow::Result<()> {
             webhooks: cfg.webhooks.iter().map(|h| h.url.clone()).collect(),
             webhook_wake: webhook_wake.clone(),
             dns: dns.clone(),
+            authentication,
             screening: backend::Screening {
                 rate: postel_policy::rate::RateLimiter::new(cfg.rate_limits),
                 lists: cfg.dnsbl.clone(),
@@ -145,6 +152,7 @@ pub(crate) fn serve(cfg: Config) -> anyhow::Result<()> {
         let delivery_task = match &cfg.delivery {
             Some(settings) => {
                 let mut settings = settings.clone();
+                settings.signer = authentication_signer.clone();
                 // The listeners as bound (a port 0 in the config is now known).
                 settings.own_addresses = listeners.iter().filter_map(|l| l.tcp.local_addr().ok()).collect();
                 let metrics = postel_delivery::DeliveryMetrics::register(&mut registry);
@@ -351,4 +359,25 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
     info!("signal received: shutting down");
+}
+
+/// The verifier for mail from outside, when `[verify]` is on: it asks the
+/// `[dns]` nameservers (or the system's). A resolver that cannot be set
+/// up turns checking off, with a warning, rather than stop the server.
+fn verifier(cfg: &Config) -> Option<Arc<postel_auth::Verifier>> {
+    let v = &cfg.verify;
+    if !v.enabled {
+        return None;
+    }
+    match postel_delivery::mx::Dns::new(&cfg.nameservers) {
+        Ok(dns) => Some(postel_auth::Verifier::new(
+            dns.resolver(),
+            &v.authserv_id,
+            v.timeout,
+        )),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot set up DNS: mail authentication checks are off");
+            None
+        }
+    }
 }

@@ -49,7 +49,11 @@ pub(super) fn delete_seqs(conn: &Connection, seqs: &[i64]) -> Result<Vec<bool>, 
     Ok(gone)
 }
 
-pub(super) const SUMMARY_COLUMNS: &str = "seq, id, received_at, client_addr, helo, protocol, tls, auth_user, mail_from, mail_params, subject, size";
+pub(super) const SUMMARY_COLUMNS: &str = "seq, id, received_at, client_addr, helo, protocol, tls, auth_user, mail_from, mail_params, subject, size, checks";
+
+/// The index of the first column after [`SUMMARY_COLUMNS`] (`raw`, then
+/// `apart`, where a query asks for them).
+pub(super) const RAW_COLUMN: usize = 13;
 
 pub(super) fn split_params(s: String) -> Vec<String> {
     s.split(' ')
@@ -86,6 +90,10 @@ pub(super) fn read_summary(
             mail_from: row.get(8)?,
             mail_params: split_params(row.get(9)?),
             recipients,
+            checks: row
+                .get::<_, Option<String>>(12)?
+                .as_deref()
+                .and_then(crate::Checks::from_text),
         },
         subject: row.get(10)?,
         size: row.get::<_, i64>(11)? as u64,

@@ -1,6 +1,7 @@
 //! The schema, and the migrations: from version 1 (content apart), from
-//! version 2 (the queue, and messages only passing through), and from
-//! version 3 (the webhook outbox: a table of its own).
+//! version 2 (the queue, and messages only passing through), from
+//! version 3 (the webhook outbox: a table of its own), and from version 4
+//! (authentication results).
 
 use super::*;
 
@@ -22,7 +23,9 @@ CREATE TABLE IF NOT EXISTS messages (
     -- Octets of content after raw, kept in blobs/<id>.
     apart       INTEGER NOT NULL DEFAULT 0,
     -- 1: shown in the inbox; 0: only passing through the queue.
-    local       INTEGER NOT NULL DEFAULT 1
+    local       INTEGER NOT NULL DEFAULT 1,
+    -- SPF, DKIM, DMARC and ARC results (Checks::to_text); NULL: unchecked.
+    checks      TEXT
 );
 CREATE TABLE IF NOT EXISTS recipients (
     message_seq INTEGER NOT NULL,
@@ -81,7 +84,7 @@ CREATE INDEX IF NOT EXISTS webhooks_due ON webhooks (next_attempt)
 ";
 
 /// The schema version this code writes; see `migrate`.
-pub(super) const SCHEMA_VERSION: i64 = 4;
+pub(super) const SCHEMA_VERSION: i64 = 5;
 
 /// Brings an older database up to [`SCHEMA_VERSION`], in one transaction
 /// that checks what is there: safe to run twice at once (a server and a
@@ -118,6 +121,13 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
         }
         // Version 3 had no webhook outbox.
         conn.execute_batch(WEBHOOKS_TABLE)?;
+        // Version 4 kept no authentication results.
+        let has_checks = conn
+            .prepare("SELECT 1 FROM pragma_table_info('messages') WHERE name = 'checks'")?
+            .exists([])?;
+        if !has_checks {
+            conn.execute_batch("ALTER TABLE messages ADD COLUMN checks TEXT")?;
+        }
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(())
     })();

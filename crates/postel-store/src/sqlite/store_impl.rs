@@ -94,8 +94,8 @@ impl SqliteStore {
             .query_row([id], |row| {
                 Ok((
                     read_summary(&conn, row)?,
-                    row.get::<_, Vec<u8>>(12)?,
-                    row.get::<_, i64>(13)? as u64,
+                    row.get::<_, Vec<u8>>(RAW_COLUMN)?,
+                    row.get::<_, i64>(RAW_COLUMN + 1)? as u64,
                 ))
             })
             .optional()?;
@@ -137,9 +137,9 @@ impl SqliteStore {
             .query_row([id], |row| {
                 let msg = Message {
                     summary: read_summary(&conn, row)?,
-                    raw: row.get(12)?,
+                    raw: row.get(RAW_COLUMN)?,
                 };
-                Ok((msg, row.get::<_, i64>(13)? as u64))
+                Ok((msg, row.get::<_, i64>(RAW_COLUMN + 1)? as u64))
             })
             .optional()?;
         drop(stmt);

@@ -26,6 +26,7 @@ fn msg(store: &SqliteStore, body: &[u8]) -> NewMessage {
             protocol: "ESMTP".into(),
             tls: None,
             auth_user: None,
+            checks: None,
         },
         subject: Some("hi".into()),
         raw: body.to_vec(),

@@ -109,8 +109,8 @@ pub(super) fn commit_batch<'a>(
 pub(super) fn insert_one(conn: &Connection, m: &NewMessage, apart: u64) -> Result<(), StoreError> {
     let e = &m.envelope;
     conn.prepare_cached(
-        "INSERT INTO messages (id, received_at, client_addr, helo, protocol, tls, auth_user, mail_from, mail_params, subject, size, raw, apart, local)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+        "INSERT INTO messages (id, received_at, client_addr, helo, protocol, tls, auth_user, mail_from, mail_params, subject, size, raw, apart, local, checks)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
     )?
     .execute(params![
         m.id,
@@ -126,7 +126,8 @@ pub(super) fn insert_one(conn: &Connection, m: &NewMessage, apart: u64) -> Resul
         (m.raw.len() as u64 + apart) as i64,
         m.raw,
         apart as i64,
-        m.local
+        m.local,
+        e.checks.as_ref().map(crate::Checks::to_text)
     ])?;
     let seq = conn.last_insert_rowid();
     let mut stmt = conn.prepare_cached(

@@ -31,11 +31,13 @@ use postel_server::{Backend, BackendSession, ConnMeta};
 use postel_store::{Envelope, Incoming, NewMessage, Recipient, Store, Users};
 use tracing::{info, warn};
 
+mod checks;
 mod envelope;
 mod filters;
 mod metrics;
 mod screening;
 
+pub(crate) use checks::Authentication;
 pub(crate) use filters::{DefaultAction, Filters, MilterConfig};
 pub(crate) use metrics::BackendMetrics;
 pub(crate) use screening::Screening;
@@ -93,6 +95,8 @@ pub(crate) struct Inner<S> {
     /// to wake when one is.
     pub(crate) webhooks: Vec<String>,
     pub(crate) webhook_wake: Arc<tokio::sync::Notify>,
+    /// Checking mail from outside, signing mail from inside.
+    pub(crate) authentication: Authentication,
 }
 
 /// What the backend needs of delivery.
@@ -150,6 +154,7 @@ impl<S: Store> Backend for PostelBackend<S> {
             mechanism: None,
             client_name: "unknown".to_owned(),
             client_ptr: "unknown".to_owned(),
+            spf: checks::SpfState::Off,
         }
     }
 
@@ -200,6 +205,8 @@ pub(crate) struct PostelSession<S> {
     /// or not looked up).
     client_name: String,
     client_ptr: String,
+    /// SPF of the transaction, from MAIL on (mail from outside).
+    spf: checks::SpfState,
 }
 
 impl<S: Store> PostelSession<S> {
@@ -227,6 +234,29 @@ impl<S: Store> PostelSession<S> {
         self.prepend.clear();
         self.hold = false;
         self.mail_size = 0;
+        if let checks::SpfState::Pending(task) = &self.spf {
+            task.abort();
+        }
+        self.spf = checks::SpfState::Off;
+    }
+
+    /// The content whole in memory: a message spooled to disk is read
+    /// back (for milters, checks and signing).
+    async fn whole(
+        content: Vec<u8>,
+        spooled: Option<postel_store::SpoolFile>,
+    ) -> Result<Vec<u8>, Reply> {
+        let Some(file) = spooled else {
+            return Ok(content);
+        };
+        let read = tokio::task::spawn_blocking(move || file.read_all()).await;
+        match read {
+            Ok(Ok(mut all)) => {
+                all.extend_from_slice(&content);
+                Ok(all)
+            }
+            _ => Err(reply::local_error()),
+        }
     }
 
     /// The milters' turn at the end of data: the content as they left it,
@@ -241,19 +271,7 @@ impl<S: Store> PostelSession<S> {
         if self.filters.is_empty() || !self.filters.want_content() {
             return Ok(Some((content, spooled)));
         }
-        let content = match spooled {
-            None => content,
-            Some(file) => {
-                let read = tokio::task::spawn_blocking(move || file.read_all()).await;
-                match read {
-                    Ok(Ok(mut all)) => {
-                        all.extend_from_slice(&content);
-                        all
-                    }
-                    _ => return Err(reply::local_error()),
-                }
-            }
-        };
+        let content = Self::whole(content, spooled).await?;
         let (content, outcome) = self
             .filters
             .message(self.meta.session_id, id, content)
@@ -447,6 +465,7 @@ impl<S: Store> BackendSession for PostelSession<S> {
             self.clear();
             return Err(r);
         }
+        self.start_checks();
         if !self.filters.is_empty() {
             let inner = self.inner.clone();
             let mut filters = std::mem::take(&mut self.filters);
@@ -470,6 +489,7 @@ impl<S: Store> BackendSession for PostelSession<S> {
                 .as_ref()
                 .is_some_and(|r| r.policy.trusts(self.meta.peer.ip()));
         let queued = self.placement(to, may_relay)?;
+        self.spf_refusal().await?;
         // Asked only once routing took the recipient: a policy server's
         // OK never opens relaying.
         self.ask_policy(Stage::Rcpt, Some(to), "").await?;
@@ -527,6 +547,25 @@ impl<S: Store> BackendSession for PostelSession<S> {
             self.clear();
             return Err(r);
         }
+        // Checks and signatures need the message whole.
+        let (mut content, spooled) = if self.wants_whole() {
+            match Self::whole(content, spooled).await {
+                Ok(c) => (c, None),
+                Err(r) => {
+                    self.clear();
+                    return Err(r);
+                }
+            }
+        } else {
+            (content, spooled)
+        };
+        let checked = match self.check_message(&mut content).await {
+            Ok(c) => c,
+            Err(r) => {
+                self.clear();
+                return Err(r);
+            }
+        };
         let (content, spooled) = match self.filter(&id, content, spooled).await {
             Ok(Some(c)) => c,
             Ok(None) => {
@@ -551,12 +590,29 @@ impl<S: Store> BackendSession for PostelSession<S> {
             unix_time: now,
         }
         .write_to(&mut raw);
+        let checks = checked.map(|(header, checks)| {
+            raw.extend_from_slice(header.as_bytes());
+            checks
+        });
+        if checks.as_ref().is_some_and(|c| c.quarantine) {
+            info!(
+                session = self.meta.session_id,
+                id, "message failed DMARC: quarantine flag set"
+            );
+        }
         for h in &self.prepend {
             raw.extend_from_slice(h.as_bytes());
             raw.extend_from_slice(b"\r\n");
         }
         raw.extend_from_slice(&content);
         drop(content);
+        // Signed last, over every field Postel wrote.
+        let signatures = self.signatures(&raw);
+        if !signatures.is_empty() {
+            let mut signed = signatures;
+            signed.extend_from_slice(&raw);
+            raw = signed;
+        }
         let count = self.recipients.len();
         let kept = self.local || self.queue.is_empty();
         let webhooks_for = if kept {
@@ -576,6 +632,7 @@ impl<S: Store> BackendSession for PostelSession<S> {
                 protocol: self.protocol(),
                 tls: self.tls.clone(),
                 auth_user: self.user.clone(),
+                checks,
             },
             subject,
             raw,

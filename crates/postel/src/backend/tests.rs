@@ -34,6 +34,7 @@ async fn serve_over_memory(store: MemoryStore, policy: Policy) -> std::net::Sock
         dns: None,
         webhooks: Vec::new(),
         webhook_wake: Arc::new(tokio::sync::Notify::new()),
+        authentication: super::Authentication::none(),
     });
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

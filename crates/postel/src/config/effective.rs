@@ -119,6 +119,8 @@ impl Config {
             dnsbl: screening::effective_dnsbl(&self.dnsbl),
             milter: integrations::effective_milters(&self.milters),
             webhook: integrations::effective_webhooks(&self.webhooks),
+            verify: authentication::effective_verify(&self.verify),
+            dkim: self.dkim.clone(),
         }
     }
 }

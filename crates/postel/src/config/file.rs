@@ -60,6 +60,12 @@ pub(crate) struct FileConfig {
     /// DNS block and allow lists, asked at connect.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) dnsbl: Vec<super::screening::DnsblEntry>,
+    /// Checking mail that comes in: SPF, DKIM, DMARC, ARC.
+    #[serde(default)]
+    pub(crate) verify: super::authentication::VerifySection,
+    /// DKIM signing keys.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) dkim: Vec<super::authentication::DkimEntry>,
 }
 
 /// `[web]`

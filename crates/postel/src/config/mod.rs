@@ -23,6 +23,8 @@ use postel_proto::address::is_domain;
 use postel_server::ListenerSettings;
 
 use crate::tls::TlsFiles;
+pub(crate) use authentication::{VerifySettings, signer};
+mod authentication;
 mod delivery;
 mod effective;
 mod file;
@@ -166,6 +168,10 @@ pub(crate) struct Config {
     pub(crate) dnsbl_threshold: i32,
     /// The nameservers of `[dns]` (empty: the system's).
     pub(crate) nameservers: Vec<SocketAddr>,
+    /// Checking mail from outside.
+    pub(crate) verify: VerifySettings,
+    /// DKIM signing keys (checked: each loaded once).
+    pub(crate) dkim: Vec<authentication::DkimEntry>,
 }
 
 /// The host's name, if it is a valid domain; else `localhost`.
@@ -278,6 +284,8 @@ impl Config {
         if dnsbl_threshold < 1 {
             problems.push("policy.dnsbl_threshold: must be at least 1 (a lower one would refuse every client)".to_owned());
         }
+        let verify = authentication::verify(&file.verify, &hostname, &mut problems);
+        let dkim = authentication::dkim(&file.dkim, &mut problems);
         let nameservers: Vec<SocketAddr> = file
             .dns
             .nameservers
@@ -321,6 +329,8 @@ impl Config {
             dnsbl,
             dnsbl_threshold,
             nameservers,
+            verify,
+            dkim,
         })
     }
 }

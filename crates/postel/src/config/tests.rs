@@ -229,3 +229,53 @@ fn rate_limits_and_dns_lists_are_checked() {
         assert!(err.contains(key), "missing {key} in:\n{err}");
     }
 }
+
+#[test]
+fn verify_and_dkim_are_checked() {
+    let c = parse("hostname = \"mx.example.org\"\n").expect("valid");
+    assert!(c.verify.enabled, "checking is on by default");
+    assert!(
+        !c.verify.reject_dmarc && !c.verify.reject_spf,
+        "refusing is off"
+    );
+    assert_eq!(c.verify.authserv_id, "mx.example.org");
+    assert!(
+        !c.verify.checks("127.0.0.1".parse().expect("ip")),
+        "loopback is ignored"
+    );
+    assert!(!c.verify.checks("::ffff:127.0.0.1".parse().expect("ip")));
+    assert!(c.verify.checks("192.0.2.1".parse().expect("ip")));
+    let e = parse(
+        "[verify]\ntimeout = \"2m\"\nauthserv_id = \"not a name\"\nignore_networks = [\"10.0.0.0/33\"]\n\
+         [[dkim]]\ndomain = \"example.org\"\nselector = \"a b\"\nkey = \"/nonexistent\"\n\
+         [[dkim]]\ndomain = \"example.org\"\nselector = \"s1\"\nkey = \"/nonexistent/key.pem\"\n",
+    )
+    .expect_err("invalid");
+    let text = e.to_string();
+    for key in [
+        "verify.timeout",
+        "verify.authserv_id",
+        "verify.ignore_networks[0]",
+        "dkim[0].selector",
+        "dkim[1].key",
+    ] {
+        assert!(text.contains(key), "no {key} in {text}");
+    }
+    // A key file that is there and good loads, and the effective config
+    // keeps the table.
+    let dir = std::env::temp_dir().join(format!("postel-cfg-dkim-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let key = postel_auth::keys::ed25519().expect("key");
+    let path = dir.join("k.pem");
+    std::fs::write(&path, key.private_pem).expect("write");
+    let c = parse(&format!(
+        "[verify]\nenabled = false\n[[dkim]]\ndomain = \"example.org\"\nselector = \"s1\"\nkey = \"{}\"\n",
+        path.display()
+    ))
+    .expect("valid");
+    assert!(!c.verify.enabled);
+    assert_eq!(c.dkim.len(), 1);
+    let again = Config::build(c.to_file(), Overrides::default()).expect("round trip");
+    assert_eq!(again.dkim.len(), 1);
+    assert_eq!(again.verify, c.verify);
+}

@@ -2,6 +2,7 @@
 //! `postel` binary on loopback, driven by our client and by real ones.
 
 mod audit;
+mod authentication;
 mod bench;
 mod cli;
 mod client;

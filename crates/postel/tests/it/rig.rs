@@ -73,35 +73,43 @@ pub(crate) fn dns_port() -> u16 {
     // The watchdog is kept (never waited on: it ends with this process).
     static DNS: OnceLock<(u16, std::sync::Mutex<Child>)> = OnceLock::new();
     DNS.get_or_init(|| {
-        let port = free_port();
-        let dnsmasq = ["/usr/sbin/dnsmasq", "/usr/bin/dnsmasq"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .expect("dnsmasq (dnsmasq-base; scripts/test.sh installs it)");
-        let mut args = vec![
-            dnsmasq.to_owned(),
-            "--keep-in-foreground".into(),
-            format!("--port={port}"),
-            "--listen-address=127.0.0.1".into(),
-            "--bind-interfaces".into(),
-            "--no-resolv".into(),
-            "--no-hosts".into(),
-            "--local=/test/".into(),
-            "--user=root".into(),
-            "--pid-file=".into(),
-        ];
-        args.extend(ZONE.iter().map(|s| (*s).to_owned()));
-        let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
-        let watchdog = watched(&[(&quoted.join(" "), None)]);
-        // Ready once it answers on TCP.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "dnsmasq did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        (port, watchdog)
+        let zone: Vec<String> = ZONE.iter().map(|s| (*s).to_owned()).collect();
+        dnsmasq(&zone)
     })
     .0
+}
+
+/// A dnsmasq on a free loopback port answering for `.test` with
+/// `records` (dnsmasq options), under a watchdog that stops it with this
+/// test binary; returns once it answers.
+pub(crate) fn dnsmasq(records: &[String]) -> (u16, std::sync::Mutex<Child>) {
+    let port = free_port();
+    let dnsmasq = ["/usr/sbin/dnsmasq", "/usr/bin/dnsmasq"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("dnsmasq (dnsmasq-base; scripts/test.sh installs it)");
+    let mut args = vec![
+        dnsmasq.to_owned(),
+        "--keep-in-foreground".into(),
+        format!("--port={port}"),
+        "--listen-address=127.0.0.1".into(),
+        "--bind-interfaces".into(),
+        "--no-resolv".into(),
+        "--no-hosts".into(),
+        "--local=/test/".into(),
+        "--user=root".into(),
+        "--pid-file=".into(),
+    ];
+    args.extend(records.iter().cloned());
+    let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
+    let watchdog = watched(&[(&quoted.join(" "), None)]);
+    // Ready once it answers on TCP.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "dnsmasq did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (port, watchdog)
 }
 
 /// The peer scripts' folder.

@@ -1,0 +1,208 @@
+//! Mail authentication in a session: mail from outside is checked (SPF
+//! from MAIL on, while the content arrives; DKIM, ARC and DMARC at the
+//! end of data), and mail from users and trusted networks is signed.
+//!
+//! Who is checked: not a user who logged in, not a client in
+//! `relay_networks`, not one in `[verify] ignore_networks` (loopback by
+//! default). Those are inside the trust boundary (RFC 8601 5): their
+//! mail is signed instead, when the author's domain has a key.
+//!
+//! What a result does is the config's: by default only the
+//! `Authentication-Results:` field and the stored results; a DMARC
+//! failure under `p=quarantine` (or an unenforced `p=reject`) sets the
+//! message's quarantine flag; `reject_spf` refuses an SPF `fail` at RCPT
+//! and `reject_dmarc` a `p=reject` failure at the end of data.
+
+use std::sync::Arc;
+
+use postel_auth::{Policy, Signer, Spf, Verifier};
+use postel_proto::{Reply, reply};
+use postel_store::{Checks, Store};
+use tracing::{info, warn};
+
+use super::PostelSession;
+use crate::config::VerifySettings;
+
+/// What the backend checks and signs with.
+pub(crate) struct Authentication {
+    /// None when checking is off (or DNS could not be set up).
+    pub(crate) verifier: Option<Arc<Verifier>>,
+    pub(crate) settings: VerifySettings,
+    pub(crate) signer: Arc<Signer>,
+}
+
+impl Authentication {
+    /// Neither checks nor signs.
+    #[cfg(test)]
+    pub(crate) fn none() -> Authentication {
+        Authentication {
+            verifier: None,
+            settings: VerifySettings {
+                enabled: false,
+                authserv_id: "localhost".into(),
+                timeout: std::time::Duration::from_secs(1),
+                ignore: Vec::new(),
+                reject_dmarc: false,
+                reject_spf: false,
+            },
+            signer: Arc::new(Signer::default()),
+        }
+    }
+}
+
+/// SPF for the transaction under way.
+#[derive(Default)]
+pub(crate) enum SpfState {
+    /// Not checked.
+    #[default]
+    Off,
+    /// Started at MAIL.
+    Pending(tokio::task::JoinHandle<Spf>),
+    /// Its result (None: the check failed to run).
+    Done(Option<Box<Spf>>),
+}
+
+impl<S: Store> PostelSession<S> {
+    /// Whether the session's client is inside the trust boundary: a user,
+    /// or a client that may relay.
+    pub(super) fn trusted(&self) -> bool {
+        self.user.is_some()
+            || self
+                .inner
+                .relay
+                .as_ref()
+                .is_some_and(|r| r.policy.trusts(self.meta.peer.ip()))
+    }
+
+    /// At MAIL: starts SPF for a client from outside, so that its lookups
+    /// run while the recipients and the content arrive.
+    pub(super) fn start_checks(&mut self) {
+        let a = &self.inner.authentication;
+        let Some(verifier) = &a.verifier else { return };
+        if self.trusted() || !a.settings.checks(self.meta.peer.ip()) {
+            return;
+        }
+        let (verifier, ip) = (verifier.clone(), self.meta.peer.ip());
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, Into::into),
+            v4 => v4,
+        };
+        let (helo, from) = (self.helo.clone(), self.from.clone());
+        self.spf = SpfState::Pending(tokio::spawn(
+            async move { verifier.spf(ip, &helo, &from).await },
+        ));
+    }
+
+    /// SPF's result, waiting for it if it is still under way.
+    async fn spf(&mut self) -> Option<&Spf> {
+        if let SpfState::Pending(task) = &mut self.spf {
+            let done = task.await.ok().map(Box::new);
+            self.spf = SpfState::Done(done);
+        }
+        match &self.spf {
+            SpfState::Done(s) => s.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// At RCPT, with `reject_spf`: the refusal of a MAIL FROM that SPF
+    /// says the client may not send for.
+    pub(super) async fn spf_refusal(&mut self) -> Result<(), Reply> {
+        if !self.inner.authentication.settings.reject_spf {
+            return Ok(());
+        }
+        let from = self.from.clone();
+        if self.spf().await.is_some_and(Spf::failed) {
+            let domain = from.rsplit_once('@').map_or("", |(_, d)| d);
+            let domain = sanitized(domain);
+            warn!(session = self.meta.session_id, client = %self.meta.peer, domain, "RCPT refused: SPF fail");
+            return Err(reply::spf_failed(&domain));
+        }
+        Ok(())
+    }
+
+    /// At the end of data, for a checked message (`content` whole):
+    /// removes forged results, checks it, and returns its
+    /// `Authentication-Results:` field and results; or the refusal.
+    pub(super) async fn check_message(
+        &mut self,
+        content: &mut Vec<u8>,
+    ) -> Result<Option<(String, Checks)>, Reply> {
+        let inner = self.inner.clone();
+        let Some(verifier) = &inner.authentication.verifier else {
+            return Ok(None);
+        };
+        if matches!(self.spf, SpfState::Off) {
+            return Ok(None);
+        }
+        let Some(spf) = self.spf().await.cloned() else {
+            return Ok(None);
+        };
+        // Checked as it arrived (a forged field claiming our id is
+        // not looked at by the checks), then cleaned.
+        let message = std::mem::take(content);
+        let checker = verifier.clone();
+        let task = tokio::spawn(async move {
+            let outcome = checker.message(&message, &spf).await;
+            (message, outcome)
+        });
+        let (message, outcome) = match task.await {
+            Ok(done) => done,
+            Err(e) => {
+                // A panic in the checks costs this message a 451, never
+                // the process.
+                warn!(session = self.meta.session_id, error = %e, "mail authentication failed: 451");
+                return Err(reply::local_error());
+            }
+        };
+        *content = message;
+        let removed = postel_auth::strip_forged(content, verifier.authserv_id());
+        if removed > 0 {
+            info!(
+                session = self.meta.session_id,
+                removed, "forged Authentication-Results removed"
+            );
+        }
+        let settings = &inner.authentication.settings;
+        let failed = outcome.dmarc_failed();
+        let domain = sanitized(&outcome.author_domain);
+        if failed && outcome.policy == Policy::Reject && settings.reject_dmarc {
+            warn!(session = self.meta.session_id, client = %self.meta.peer, domain, "message refused: DMARC p=reject");
+            return Err(reply::dmarc_rejected(&domain));
+        }
+        let checks = Checks {
+            spf: outcome.spf.to_owned(),
+            dkim: outcome.dkim.to_owned(),
+            dmarc: outcome.dmarc.to_owned(),
+            arc: outcome.arc.to_owned(),
+            quarantine: failed && outcome.policy != Policy::None,
+        };
+        Ok(Some((outcome.header, checks)))
+    }
+
+    /// The `DKIM-Signature:` fields for a message of a trusted client
+    /// (`raw` whole, as stored), or nothing.
+    pub(super) fn signatures(&self, raw: &[u8]) -> Vec<u8> {
+        let signer = &self.inner.authentication.signer;
+        if signer.is_empty() || !self.trusted() {
+            return Vec::new();
+        }
+        signer.sign(raw)
+    }
+
+    /// Whether this message needs its content whole in memory: to be
+    /// checked or to be signed.
+    pub(super) fn wants_whole(&self) -> bool {
+        !matches!(self.spf, SpfState::Off)
+            || (!self.inner.authentication.signer.is_empty() && self.trusted())
+    }
+}
+
+/// A domain for a reply or a log line: its domain characters only.
+fn sanitized(domain: &str) -> String {
+    domain
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        .take(255)
+        .collect()
+}
