@@ -64,6 +64,9 @@ REPS="${REPS:-1}" FIRST_REP="${FIRST_REP:-1}" SIZE="${SIZE:-4096}"
 LABEL="${LABEL:-server}" SERVER_PID="${SERVER_PID:-}" CSV="${CSV:-}"
 BETWEEN="${BETWEEN:-}" TIMEOUT="${TIMEOUT:-300}"
 HZ="$(getconf CLK_TCK)"
+# What each message holds: generated (SIZE octets) or a file's.
+content=(-l "$SIZE")
+[ -n "${MESSAGE_FILE:-}" ] && content=(-F "$MESSAGE_FILE")
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 
@@ -163,9 +166,8 @@ for load in $LOADS; do
     start="$(date +%s.%N)"
     # shellcheck disable=SC2086
     /usr/bin/time -f 'cpu %U %S' -o "$WORK/time" \
-      timeout "$TIMEOUT" "$SOURCE" $flags -l "$SIZE" \
+      timeout "$TIMEOUT" "$SOURCE" $flags "${content[@]}" \
       -M client.example.test -f "${FROM:-a@example.test}" -t b@example.test \
-      ${MESSAGE_FILE:+-F "$MESSAGE_FILE"} \
       "$HOST:$PORT" > "$WORK/source.out" 2>&1
     rc=$?
     end="$(date +%s.%N)"

@@ -32,6 +32,11 @@ pub const MAX_SIGNATURES: usize = 8;
 /// lookup (RFC 8617 allows 50, each costing two).
 pub const MAX_ARC_SETS: usize = 10;
 
+/// The most fields one signature's `h=` may list: the check of a longer
+/// list costs time in the square of its length, so such a signature is a
+/// `permerror`, not checked (signers list a dozen or two).
+pub const MAX_SIGNED_FIELDS: usize = 64;
+
 /// What the sender's domain asks of mail that fails DMARC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Policy {
@@ -166,11 +171,34 @@ impl Verifier {
         let Some(mut parsed) = AuthenticatedMessage::parse(message) else {
             return self.unparsable(spf);
         };
+        let signatures = parsed.dkim_headers.len();
+        parsed
+            .dkim_headers
+            .retain(|h| h.header.h.len() <= MAX_SIGNED_FIELDS);
+        let oversized = signatures - parsed.dkim_headers.len();
         parsed.dkim_headers.truncate(MAX_SIGNATURES);
-        let dkim = self
+        let mut dkim = self
             .within(self.auth.verify_dkim(&parsed), |_| Vec::new())
             .await;
-        let arc = if parsed.ams_headers.len() > MAX_ARC_SETS {
+        for _ in 0..oversized.min(MAX_SIGNATURES) {
+            dkim.push(mail_auth::DkimOutput::perm_err(
+                mail_auth::Error::ParseError,
+            ));
+        }
+        // Passes first, then failures: a flood of malformed signatures
+        // neither hides a result nor grows the field past MAX_SIGNATURES.
+        dkim.sort_by_key(|d| match d.result() {
+            DkimResult::Pass => 0,
+            DkimResult::Fail(_) => 1,
+            _ => 2,
+        });
+        dkim.truncate(MAX_SIGNATURES);
+        let arc_too_long = parsed.ams_headers.len() > MAX_ARC_SETS
+            || parsed
+                .ams_headers
+                .iter()
+                .any(|h| h.header.h.len() > MAX_SIGNED_FIELDS);
+        let arc = if arc_too_long {
             None
         } else {
             Some(
@@ -214,29 +242,58 @@ impl Verifier {
             }
             None => "fail",
         };
-        results = results.with_dmarc_result(&dmarc);
-        let dkim_summary = if dkim.iter().any(|d| d.result() == &DkimResult::Pass) {
-            "pass"
-        } else {
-            dkim.first().map_or("none", |d| dkim_word(d.result()))
-        };
+        // Several From: fields, or authors in several domains: mail-auth
+        // leaves DMARC out (none), which would let a forged author through.
+        // RFC 7489 6.6.1 lets a receiver apply the strictest policy: such a
+        // message fails as under p=reject.
+        let several_authors = several_authors(&parsed);
+        if several_authors.is_none() {
+            results = results.with_dmarc_result(&dmarc);
+        }
+        let dkim_summary = dkim.first().map_or("none", |d| dkim_word(d.result()));
         let mut header = results.to_header();
+        let mut extra = Vec::new();
         if arc.is_none() {
             // mail-auth has no result to write for a chain not looked at.
-            header.truncate(header.trim_end().len());
-            header.push_str(";\r\n\tarc=fail (too many sets)\r\n");
+            extra.push("arc=fail (too many sets or signed fields)".to_owned());
         }
+        if let Some(domain) = &several_authors {
+            let from = if domain.is_empty() {
+                String::new()
+            } else {
+                format!(" header.from={domain}")
+            };
+            extra.push(format!(
+                "dmarc=fail (several author domains){from} policy.dmarc=reject"
+            ));
+        }
+        if !extra.is_empty() {
+            header.truncate(header.trim_end().len());
+            for e in extra {
+                header.push_str(";\r\n\t");
+                header.push_str(&e);
+            }
+            header.push_str("\r\n");
+        }
+        let (dmarc_result, policy, author_domain) = match several_authors {
+            Some(domain) => ("fail", Policy::Reject, domain),
+            None => (
+                dmarc_word(&dmarc.result()),
+                match dmarc.policy() {
+                    DmarcPolicy::Reject => Policy::Reject,
+                    DmarcPolicy::Quarantine => Policy::Quarantine,
+                    DmarcPolicy::None | DmarcPolicy::Unspecified => Policy::None,
+                },
+                dmarc.domain().to_owned(),
+            ),
+        };
         Outcome {
             spf: spf.result(),
             dkim: dkim_summary,
-            dmarc: dmarc_word(&dmarc.result()),
+            dmarc: dmarc_result,
             arc: arc_word,
-            policy: match dmarc.policy() {
-                DmarcPolicy::Reject => Policy::Reject,
-                DmarcPolicy::Quarantine => Policy::Quarantine,
-                DmarcPolicy::None | DmarcPolicy::Unspecified => Policy::None,
-            },
-            author_domain: dmarc.domain().to_owned(),
+            policy,
+            author_domain,
             header,
         }
     }
@@ -270,6 +327,38 @@ impl Verifier {
             Ok(t) => t,
             Err(_) => late(()),
         }
+    }
+}
+
+/// The first author domain, when the message has several `From:` fields
+/// or its authors are in several domains; None for one field of one
+/// domain (or none at all).
+fn several_authors(parsed: &AuthenticatedMessage<'_>) -> Option<String> {
+    let fields = parsed
+        .headers
+        .iter()
+        .filter(|(name, _)| name.trim_ascii().eq_ignore_ascii_case(b"From"))
+        .count();
+    let domains: Vec<String> = parsed
+        .from
+        .iter()
+        .filter_map(|a| a.rsplit_once('@'))
+        .map(|(_, d)| d.to_ascii_lowercase())
+        .collect();
+    let first = domains.first().cloned();
+    let mixed = domains.iter().any(|d| Some(d) != first.as_ref());
+    if fields > 1 || mixed {
+        // Domain characters only: it goes into a header field.
+        Some(
+            first
+                .unwrap_or_default()
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+                .take(255)
+                .collect(),
+        )
+    } else {
+        None
     }
 }
 

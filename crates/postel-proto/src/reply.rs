@@ -335,6 +335,13 @@ pub fn blocked_by_list(client: &str, zone: &str) -> Reply {
     )
 }
 
+/// Content whose first line starts with white space: it would continue
+/// the trace fields the server puts on top of it (RFC 5322 2.2.3 allows no
+/// header section to start so).
+pub fn content_starts_with_space() -> Reply {
+    Reply::new(550, e(5, 6, 0), "Message must not start with white space")
+}
+
 /// Mail failing DMARC whose author domain publishes `p=reject`, at the end
 /// of data, when `[verify] reject_dmarc` is on (RFC 7372 has no DMARC
 /// code; 5.7.1 is what Gmail and OpenDMARC send).

@@ -30,7 +30,9 @@ use tokio::task::JoinSet;
 
 use crate::{Web, WebLimits, router};
 
-/// Serves HTTP on `listener` until `shutdown` resolves.
+/// Serves HTTP on `listener` until `shutdown` resolves; HTTPS when `tls`
+/// is given (the handshake must end within the header timeout, and counts
+/// against the same caps).
 ///
 /// # Errors
 /// None today: accept errors are logged and retried after a pause. The
@@ -38,6 +40,7 @@ use crate::{Web, WebLimits, router};
 pub async fn serve<S: Store + Clone>(
     listener: TcpListener,
     web: Arc<Web<S>>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limits: WebLimits = web.limits;
@@ -82,25 +85,23 @@ pub async fn serve<S: Store + Clone>(
         };
         let service =
             TowerToHyperService::new(app.clone().layer(axum::Extension(ConnectInfo(peer))));
-        let mut stop = stop_rx.clone();
+        let stop = stop_rx.clone();
+        let tls = tls.clone();
         connections.spawn(async move {
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout);
-            let conn = builder.serve_connection(TokioIo::new(tcp), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        tracing::debug!(client = %peer, error = %e, "web: connection ended");
+            match tls {
+                None => serve_connection(tcp, service, limits, peer, stop).await,
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(limits.header_timeout, acceptor.accept(tcp)).await;
+                    match handshake {
+                        Ok(Ok(stream)) => {
+                            serve_connection(stream, service, limits, peer, stop).await;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(client = %peer, error = %e, "web: TLS handshake failed");
+                        }
+                        Err(_) => tracing::debug!(client = %peer, "web: TLS handshake timed out"),
                     }
-                }
-                () = async {
-                    let _ = stop.wait_for(|s| *s).await;
-                } => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
                 }
             }
             drop(permit);
@@ -110,6 +111,43 @@ pub async fn serve<S: Store + Clone>(
     let _ = stop_tx.send(true);
     while connections.join_next().await.is_some() {}
     Ok(())
+}
+
+/// One connection's requests, until it ends or the server stops (then
+/// gracefully: the request under way is answered).
+async fn serve_connection<I, T>(
+    io: I,
+    service: T,
+    limits: WebLimits,
+    peer: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: hyper::service::HttpService<hyper::body::Incoming> + Send,
+    T::ResBody: Send + 'static,
+    <T::ResBody as hyper::body::Body>::Data: Send,
+    <T::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    T::Future: Send,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(client = %peer, error = %e, "web: connection ended");
+            }
+        }
+        () = async {
+            let _ = stop.wait_for(|s| *s).await;
+        } => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
 }
 
 /// A connection's place under the per-address cap; given back on drop.

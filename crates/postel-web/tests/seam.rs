@@ -63,7 +63,7 @@ async fn the_api_works_over_the_memory_store() {
         .await
         .expect("bind");
     let addr = tcp.local_addr().expect("addr");
-    tokio::spawn(postel_web::serve(tcp, web, std::future::pending()));
+    tokio::spawn(postel_web::serve(tcp, web, None, std::future::pending()));
 
     let (status, body) = http(addr, "GET", "/api/v1/messages").await;
     assert_eq!(status, 200);

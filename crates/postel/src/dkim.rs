@@ -45,6 +45,14 @@ pub(crate) fn generate(domain: &str, prefix: Option<&str>, dir: &Path) -> anyhow
         (format!("{prefix}r"), keys::rsa_2048()?),
         (format!("{prefix}e"), keys::ed25519()?),
     ];
+    // Both names free before either is written: a second run never leaves
+    // half a pair.
+    for (selector, _) in &made {
+        let path = folder.join(format!("{selector}.pem"));
+        if path.exists() {
+            bail!("{} exists: pick another --selector", path.display());
+        }
+    }
     let mut out = String::new();
     out.push_str(&format!(
         "# DKIM keys for {domain}, in {}\n# 1. Publish these TXT records:\n",

@@ -108,6 +108,7 @@ pub(crate) fn serve(cfg: Config) -> anyhow::Result<()> {
             verifier: verifier(&cfg),
             settings: cfg.verify.clone(),
             signer: authentication_signer.clone(),
+            whole: backend::Authentication::whole_budget(),
         };
         let inner = Arc::new(Inner {
             store: store.clone(),
@@ -188,7 +189,11 @@ pub(crate) fn serve(cfg: Config) -> anyhow::Result<()> {
         });
         let (stop_web, stop_rx) = tokio::sync::watch::channel(false);
         let web_task = match &cfg.web {
-            Some(w) => Some(start_web(w, &cfg, &store, &inner, &server_metrics, Arc::new(registry), stop_rx)?),
+            Some(w) => {
+                // HTTPS with the SMTP listeners' certificate: one reload for both.
+                let acceptor = if w.tls { tls.as_ref().map(|t| t.acceptor.clone()) } else { None };
+                Some(start_web(w, &cfg, &store, &inner, (&server_metrics, Arc::new(registry)), acceptor, stop_rx)?)
+            }
             None => None,
         };
         if cfg.max_messages.is_some() || cfg.max_age.is_some() {
@@ -239,8 +244,8 @@ fn start_web(
     cfg: &Config,
     store: &Arc<SqliteStore>,
     inner: &Arc<Inner<Arc<SqliteStore>>>,
-    server_metrics: &Arc<postel_server::Metrics>,
-    registry: Arc<Registry>,
+    (server_metrics, registry): (&Arc<postel_server::Metrics>, Arc<Registry>),
+    tls: Option<tokio_rustls::TlsAcceptor>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
     let login = if w.needs_login() {
@@ -262,7 +267,7 @@ fn start_web(
     let tcp = bind(w.addr).with_context(|| {
         format!("cannot listen on {} for the web inbox: is another server (Mailpit, MailHog?) using it? Pick another with --web IP:PORT, or turn it off with --no-web", w.addr)
     })?;
-    info!(addr = %tcp.local_addr()?, login = login.is_some(), "listening for HTTP");
+    info!(addr = %tcp.local_addr()?, login = login.is_some(), tls = tls.is_some(), "listening for HTTP");
     let m = server_metrics.clone();
     let mut web = Web::new(
         store.clone(),
@@ -284,7 +289,7 @@ fn start_web(
     }
     let web = Arc::new(web);
     let mut stop = stop;
-    Ok(tokio::spawn(postel_web::serve(tcp, web, async move {
+    Ok(tokio::spawn(postel_web::serve(tcp, web, tls, async move {
         let _ = stop.wait_for(|s| *s).await;
     })))
 }

@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 
-use postel_auth::{Policy, Signer, Spf, Verifier};
+use postel_auth::{Outcome, Policy, Signer, Spf, Verifier};
 use postel_proto::{Reply, reply};
 use postel_store::{Checks, Store};
 use tracing::{info, warn};
@@ -23,12 +23,34 @@ use tracing::{info, warn};
 use super::PostelSession;
 use crate::config::VerifySettings;
 
+/// Octets of spooled messages read back whole at once (for checks,
+/// signatures and milters), over every session: a bound on that memory.
+const WHOLE_BUDGET_MIB: u32 = 128;
+
 /// What the backend checks and signs with.
 pub(crate) struct Authentication {
     /// None when checking is off (or DNS could not be set up).
     pub(crate) verifier: Option<Arc<Verifier>>,
     pub(crate) settings: VerifySettings,
     pub(crate) signer: Arc<Signer>,
+    /// Mebioctets of [`WHOLE_BUDGET_MIB`] free.
+    pub(crate) whole: Arc<tokio::sync::Semaphore>,
+}
+
+impl Authentication {
+    /// The budget for messages read back whole.
+    pub(crate) fn whole_budget() -> Arc<tokio::sync::Semaphore> {
+        Arc::new(tokio::sync::Semaphore::new(WHOLE_BUDGET_MIB as usize))
+    }
+
+    /// Waits for room to hold `octets` of a message whole; the room is
+    /// given back when the permit is dropped.
+    pub(crate) async fn room_for(&self, octets: u64) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let mib = u32::try_from(octets.div_ceil(1 << 20))
+            .unwrap_or(u32::MAX)
+            .clamp(1, WHOLE_BUDGET_MIB);
+        self.whole.clone().acquire_many_owned(mib).await.ok()
+    }
 }
 
 impl Authentication {
@@ -46,6 +68,7 @@ impl Authentication {
                 reject_spf: false,
             },
             signer: Arc::new(Signer::default()),
+            whole: Authentication::whole_budget(),
         }
     }
 }
@@ -121,48 +144,32 @@ impl<S: Store> PostelSession<S> {
         Ok(())
     }
 
-    /// At the end of data, for a checked message (`content` whole):
-    /// removes forged results, checks it, and returns its
-    /// `Authentication-Results:` field and results; or the refusal.
+    /// At the end of data, for mail from outside (`content` whole, or
+    /// at least its whole header section): removes forged results and, when
+    /// it is checked, checks it; returns its `Authentication-Results:`
+    /// field and results, or the refusal.
     pub(super) async fn check_message(
         &mut self,
         content: &mut Vec<u8>,
     ) -> Result<Option<(String, Checks)>, Reply> {
-        let inner = self.inner.clone();
-        let Some(verifier) = &inner.authentication.verifier else {
-            return Ok(None);
-        };
-        if matches!(self.spf, SpfState::Off) {
+        if self.trusted() {
             return Ok(None);
         }
-        let Some(spf) = self.spf().await.cloned() else {
-            return Ok(None);
-        };
-        // Checked as it arrived (a forged field claiming our id is
-        // not looked at by the checks), then cleaned.
-        let message = std::mem::take(content);
-        let checker = verifier.clone();
-        let task = tokio::spawn(async move {
-            let outcome = checker.message(&message, &spf).await;
-            (message, outcome)
-        });
-        let (message, outcome) = match task.await {
-            Ok(done) => done,
-            Err(e) => {
-                // A panic in the checks costs this message a 451, never
-                // the process.
-                warn!(session = self.meta.session_id, error = %e, "mail authentication failed: 451");
-                return Err(reply::local_error());
-            }
-        };
-        *content = message;
-        let removed = postel_auth::strip_forged(content, verifier.authserv_id());
+        let inner = self.inner.clone();
+        // Checked as it arrived (the checks do not look at a forged field
+        // claiming our id), then cleaned, checked or not (RFC 8601 5).
+        let outcome = self.outcome(content).await?;
+        let removed =
+            postel_auth::strip_forged(content, &inner.authentication.settings.authserv_id);
         if removed > 0 {
             info!(
                 session = self.meta.session_id,
                 removed, "forged Authentication-Results removed"
             );
         }
+        let Some(outcome) = outcome else {
+            return Ok(None);
+        };
         let settings = &inner.authentication.settings;
         let failed = outcome.dmarc_failed();
         let domain = sanitized(&outcome.author_domain);
@@ -180,21 +187,76 @@ impl<S: Store> PostelSession<S> {
         Ok(Some((outcome.header, checks)))
     }
 
+    /// The checks' outcome for `content`, when it is checked; a panic in
+    /// them costs this message a 451, never the process.
+    async fn outcome(&mut self, content: &mut Vec<u8>) -> Result<Option<Outcome>, Reply> {
+        let Some(verifier) = self.inner.authentication.verifier.clone() else {
+            return Ok(None);
+        };
+        if matches!(self.spf, SpfState::Off) {
+            return Ok(None);
+        }
+        let Some(spf) = self.spf().await.cloned() else {
+            return Ok(None);
+        };
+        let message = std::mem::take(content);
+        let task = tokio::spawn(async move {
+            let outcome = verifier.message(&message, &spf).await;
+            (message, outcome)
+        });
+        match task.await {
+            Ok((message, outcome)) => {
+                *content = message;
+                Ok(Some(outcome))
+            }
+            Err(e) => {
+                warn!(session = self.meta.session_id, error = %e, "mail authentication failed: 451");
+                Err(reply::local_error())
+            }
+        }
+    }
+
     /// The `DKIM-Signature:` fields for a message of a trusted client
-    /// (`raw` whole, as stored), or nothing.
+    /// (`raw` whole, as stored), or nothing. A user's mail is signed only
+    /// for the domains of the user's own addresses: a user of one hosted
+    /// domain gets no signature of another.
     pub(super) fn signatures(&self, raw: &[u8]) -> Vec<u8> {
         let signer = &self.inner.authentication.signer;
         if signer.is_empty() || !self.trusted() {
             return Vec::new();
         }
+        if self.user.is_some() {
+            let Some(author) = postel_auth::sign::author_domain(raw) else {
+                return Vec::new();
+            };
+            let own = self.addresses.iter().any(|a| {
+                a.rsplit_once('@')
+                    .is_some_and(|(_, d)| d.eq_ignore_ascii_case(&author))
+            });
+            if !own {
+                return Vec::new();
+            }
+        }
         signer.sign(raw)
     }
 
     /// Whether this message needs its content whole in memory: to be
-    /// checked or to be signed.
-    pub(super) fn wants_whole(&self) -> bool {
-        !matches!(self.spf, SpfState::Off)
-            || (!self.inner.authentication.signer.is_empty() && self.trusted())
+    /// checked, cleaned of forged results, or signed. `head` is its first
+    /// part: mail from outside that is not checked is read whole only when
+    /// its header section may hold such a field (or does not end there).
+    pub(super) fn wants_whole(&self, head: &[u8]) -> bool {
+        if self.trusted() {
+            return !self.inner.authentication.signer.is_empty();
+        }
+        if !matches!(self.spf, SpfState::Off) {
+            return true;
+        }
+        let header_end = memchr::memmem::find(head, b"\r\n\r\n");
+        let header = header_end.map_or(head, |end| &head[..end]);
+        header_end.is_none()
+            || header
+                .windows(22)
+                .any(|w| w.eq_ignore_ascii_case(b"authentication-results"))
     }
 }
 

@@ -533,6 +533,20 @@ impl<S: Store> BackendSession for PostelSession<S> {
         // The subject from the content alone: parsing our own Received:
         // header again would cost more than the rest of the headers.
         let subject = subject_of(incoming.first_part());
+        // A first line that starts with white space would read as the
+        // continuation of the fields Postel puts on top (Received:,
+        // Authentication-Results:): a way to forge their content.
+        if incoming
+            .first_part()
+            .first()
+            .is_some_and(|b| matches!(b, b' ' | b'\t'))
+        {
+            warn!(session = self.meta.session_id, client = %self.meta.peer, "message refused: it starts with white space");
+            self.clear();
+            return Err(reply::content_starts_with_space());
+        }
+        let wants_whole = self.wants_whole(incoming.first_part())
+            || (!self.filters.is_empty() && self.filters.want_content());
         let (content, spooled) = match incoming.finish().await {
             Ok(c) => c,
             Err(e) => {
@@ -547,24 +561,38 @@ impl<S: Store> BackendSession for PostelSession<S> {
             self.clear();
             return Err(r);
         }
-        // Checks and signatures need the message whole.
-        let (mut content, spooled) = if self.wants_whole() {
-            match Self::whole(content, spooled).await {
-                Ok(c) => (c, None),
+        // Checks, signatures and milters need the message whole: a
+        // spooled one is read back, within a budget shared by every session
+        // (held until it is stored).
+        let mut _room = None;
+        let (mut content, spooled) = match spooled {
+            Some(file) if wants_whole => {
+                _room = inner
+                    .authentication
+                    .room_for(file.len() + content.len() as u64)
+                    .await;
+                match Self::whole(content, Some(file)).await {
+                    Ok(c) => (c, None),
+                    Err(r) => {
+                        self.clear();
+                        return Err(r);
+                    }
+                }
+            }
+            other => (content, other),
+        };
+        // Only a message whole in memory can hold a field to remove (one
+        // left spooled has none in its header section: wants_whole).
+        let checked = if spooled.is_none() {
+            match self.check_message(&mut content).await {
+                Ok(c) => c,
                 Err(r) => {
                     self.clear();
                     return Err(r);
                 }
             }
         } else {
-            (content, spooled)
-        };
-        let checked = match self.check_message(&mut content).await {
-            Ok(c) => c,
-            Err(r) => {
-                self.clear();
-                return Err(r);
-            }
+            None
         };
         let (content, spooled) = match self.filter(&id, content, spooled).await {
             Ok(Some(c)) => c,

@@ -101,6 +101,7 @@ impl Config {
                 header_timeout: self.web.as_ref().map(|w| w.limits.header_timeout.as_secs()),
                 max_streams: self.web.as_ref().map(|w| w.limits.max_streams),
                 release_targets: self.web.as_ref().map(|w| w.release_targets.clone()),
+                tls: self.web.as_ref().map(|w| w.tls),
             },
             retention: RetentionSection {
                 max_messages: self.max_messages,

@@ -84,6 +84,9 @@ pub(crate) struct WebSection {
     pub(crate) header_timeout: Option<u64>,
     /// Live event streams open at once. Default 64.
     pub(crate) max_streams: Option<usize>,
+    /// Serve HTTPS with the `[tls]` certificate (reloaded with it).
+    /// Default false.
+    pub(crate) tls: Option<bool>,
     /// Where a logged-in user may release a stored message to: a name and
     /// `HOST:PORT` each (Mailpit's "release"). Only these, never others.
     pub(crate) release_targets: Option<BTreeMap<String, String>>,

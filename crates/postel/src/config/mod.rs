@@ -68,6 +68,8 @@ pub(crate) struct WebSettings {
     pub(crate) limits: postel_web::WebLimits,
     /// Release targets: name → `HOST:PORT`.
     pub(crate) release_targets: BTreeMap<String, String>,
+    /// HTTPS, with `[tls]`'s certificate.
+    pub(crate) tls: bool,
 }
 
 impl WebSettings {
@@ -224,6 +226,11 @@ impl Config {
             over.zero_config,
             &mut problems,
         );
+        if web.as_ref().is_some_and(|w| w.tls) && matches!(tls, TlsMode::Off) {
+            problems.push(
+                "web.tls: HTTPS uses the [tls] certificate: set [tls] cert and key".to_owned(),
+            );
+        }
         let r = &file.retention;
         if r.max_messages == Some(0) {
             problems.push(

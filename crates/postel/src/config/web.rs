@@ -73,6 +73,7 @@ pub(super) fn validate(
             token,
             limits: web_limits,
             release_targets,
+            tls: w.tls.unwrap_or(false),
         }),
         Some((Err(_), w)) => {
             problems.push(format!(

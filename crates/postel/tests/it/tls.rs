@@ -347,12 +347,14 @@ fn openssl_cert(dir: &std::path::Path, cn: &str) {
     assert!(st.success());
 }
 
+/// The smtps listener and the HTTPS web listener serve the same
+/// certificate, and both the renewed one after a SIGHUP.
 #[test]
 fn renewed_certificate_is_served_without_restart() {
     let dir = temp_dir("reload");
     openssl_cert(&dir, "first.test");
     let config = format!(
-        "[tls]\ncert = \"{}\"\nkey = \"{}\"\n[smtps]\nlisten = [\"127.0.0.1:0\"]\n",
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"\n[smtps]\nlisten = [\"127.0.0.1:0\"]\n[web]\nlisten = \"127.0.0.1:0\"\ntls = true\n",
         dir.join("cert.pem").display(),
         dir.join("key.pem").display()
     );
@@ -389,19 +391,59 @@ print(hashlib.sha256(sock.getpeercert(binary_form=True)).hexdigest())
     };
     let first = der_sha(&dir.join("cert.pem"));
     assert_eq!(python(&script, &[port(&s, "smtps")]).trim(), first);
+    assert_eq!(python(&script, &[port(&s, "web")]).trim(), first);
+    // The web side answers HTTPS, and nothing in the clear.
+    let web = format!("127.0.0.1:{}", port(&s, "web"));
+    let https = Command::new("curl")
+        .args([
+            "-sk",
+            "--max-time",
+            "10",
+            &format!("https://{web}/api/v1/messages"),
+        ])
+        .output()
+        .expect("curl");
+    let body = String::from_utf8_lossy(&https.stdout);
+    assert!(
+        https.status.success() && body.contains("\"messages\""),
+        "{body}"
+    );
+    let plain = Command::new("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "10",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .arg(format!("http://{web}/api/v1/messages"))
+        .output()
+        .expect("curl");
+    assert_ne!(
+        String::from_utf8_lossy(&plain.stdout),
+        "200",
+        "plain HTTP was answered"
+    );
     openssl_cert(&dir, "second.test");
     let second = der_sha(&dir.join("cert.pem"));
     assert_ne!(first, second);
     s.signal("HUP");
-    let mut served = String::new();
-    for _ in 0..50 {
-        served = python(&script, &[port(&s, "smtps")]).trim().to_owned();
-        if served == second {
-            break;
+    for kind in ["smtps", "web"] {
+        let mut served = String::new();
+        for _ in 0..50 {
+            served = python(&script, &[port(&s, kind)]).trim().to_owned();
+            if served == second {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
         }
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert_eq!(
+            served, second,
+            "{kind}: the renewed certificate was not served"
+        );
     }
-    assert_eq!(served, second, "the renewed certificate was not served");
 }
 
 #[test]
