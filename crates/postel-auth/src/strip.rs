@@ -9,25 +9,30 @@
 /// ids, and the body, keep their exact bytes.
 pub fn strip_forged(message: &mut Vec<u8>, authserv_id: &str) -> usize {
     let end = header_end(message);
-    let mut kept = Vec::with_capacity(message.len());
-    let mut removed = 0;
+    // The fields to remove, found first: most messages have none, and
+    // then nothing is copied.
+    let mut forged = Vec::new();
     let mut pos = 0;
     while pos < end {
         let field_end = field_end(message, pos, end);
-        let field = &message[pos..field_end];
-        if claims(field, authserv_id) {
-            removed += 1;
-        } else {
-            kept.extend_from_slice(field);
+        if claims(&message[pos..field_end], authserv_id) {
+            forged.push(pos..field_end);
         }
         pos = field_end;
     }
-    if removed == 0 {
+    if forged.is_empty() {
         return 0;
     }
-    kept.extend_from_slice(&message[end..]);
+    // One pass over the rest, however many fields go.
+    let mut kept = Vec::with_capacity(message.len());
+    let mut from = 0;
+    for range in &forged {
+        kept.extend_from_slice(&message[from..range.start]);
+        from = range.end;
+    }
+    kept.extend_from_slice(&message[from..]);
     *message = kept;
-    removed
+    forged.len()
 }
 
 /// Where the header section ends: after the last field, before the blank

@@ -175,6 +175,7 @@ pub async fn deliver(
                     .map_or(shown, |n| n.to_string_lossy().into_owned())
             ),
             passed_dsn: false,
+            tls: None,
         },
         Ok(Err(e)) => {
             let status = if e.raw_os_error() == Some(28) {

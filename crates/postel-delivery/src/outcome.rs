@@ -15,6 +15,10 @@ pub enum Outcome {
         /// The next hop offered DSN, and got the DSN parameters: it
         /// reports from now on, so no `relayed` notice is sent.
         passed_dsn: bool,
+        /// How the SMTP session was protected (TLS version, cipher,
+        /// certificate verified or not), for the queue view; None for local
+        /// delivery.
+        tls: Option<String>,
     },
     /// Try again later.
     Deferred(Failure),
@@ -68,6 +72,7 @@ impl Outcome {
                 remote: host.to_owned(),
                 reply: one_line(reply),
                 passed_dsn,
+                tls: None,
             },
             500..=599 => Outcome::Failed(Failure::remote(host, reply)),
             _ => Outcome::Deferred(Failure::remote(host, reply)),

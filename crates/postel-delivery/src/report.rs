@@ -33,8 +33,9 @@ pub(crate) async fn report<S: Store>(
                 remote,
                 reply,
                 passed_dsn,
+                tls,
             } => {
-                info!(id = e.id, to = e.recipient, %remote, reply, "delivered");
+                info!(id = e.id, to = e.recipient, %remote, reply, tls = tls.as_deref().unwrap_or("-"), "delivered");
                 metrics
                     .attempts
                     .get_or_create(&[("result", "delivered")])
@@ -43,7 +44,11 @@ pub(crate) async fn report<S: Store>(
                     .latency
                     .observe(now.saturating_sub(e.received_at).max(0) as f64);
                 u.state = QueueState::Delivered;
-                u.last_reply = Some(reply.clone());
+                // The queue view shows how it went: the reply, and the TLS.
+                u.last_reply = Some(match &tls {
+                    Some(t) => format!("{reply} ({t})"),
+                    None => reply.clone(),
+                });
                 if !passed_dsn && dsn::wanted(e, Action::Relayed) {
                     reported.push(Reported {
                         entry: e,

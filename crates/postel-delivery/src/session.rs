@@ -70,6 +70,8 @@ pub struct Session {
     /// LMTP: one reply per accepted recipient after the content, and no
     /// BDAT.
     lmtp: bool,
+    /// The server's certificate was checked against the roots.
+    verified: bool,
 }
 
 /// How to reach the hosts: the settings, and TLS and AUTH for them.
@@ -239,6 +241,7 @@ impl Dial<'_> {
             caps,
             host: host.name.clone(),
             lmtp: false,
+            verified: self.implicit_tls || tls == TlsPolicy::Verify,
         })
     }
 }
@@ -293,6 +296,17 @@ impl Session {
             caps,
             host,
             lmtp: true,
+            verified: false,
+        }
+    }
+
+    /// How the session is protected, for the queue view: the TLS version
+    /// and cipher, and whether the certificate was verified; or no TLS.
+    pub fn tls_note(&self) -> String {
+        match &self.conn.tls {
+            Some(t) if self.verified => format!("{t}, certificate verified"),
+            Some(t) => format!("{t}, certificate not verified"),
+            None => "no TLS".to_owned(),
         }
     }
 
@@ -345,9 +359,24 @@ impl Session {
             }
         }
         let lost = Failure::local("4.4.2", format!("{}: the session ended", self.host));
+        let note = (!self.lmtp).then(|| self.tls_note());
         outcomes
             .into_iter()
             .map(|o| o.unwrap_or_else(|| Outcome::Deferred(lost.clone())))
+            .map(|o| match o {
+                Outcome::Delivered {
+                    remote,
+                    reply,
+                    passed_dsn,
+                    tls: _,
+                } => Outcome::Delivered {
+                    remote,
+                    reply,
+                    passed_dsn,
+                    tls: note.clone(),
+                },
+                o => o,
+            })
             .collect()
     }
 

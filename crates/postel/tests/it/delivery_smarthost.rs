@@ -149,3 +149,65 @@ fn an_mx_with_only_an_ipv6_address_is_reached_over_ipv6() {
     wait_for(20, "delivery over IPv6", || mx.received().len() == 1);
     assert_eq!(mx.received()[0]["peer"], "::1");
 }
+
+/// The queue view tells how each delivered recipient went: the reply,
+/// the TLS version and cipher, and whether the certificate was verified.
+/// The receiving MX is a Postel with a certificate of the test CA.
+#[test]
+fn the_queue_shows_the_tls_of_each_delivery() {
+    let port = free_port();
+    let dir = temp_dir("mx-tls");
+    let (ca, cert, key) = test_pki("mx.tls.test");
+    std::fs::write(dir.join("ca.pem"), &ca).expect("ca");
+    std::fs::write(dir.join("cert.pem"), &cert).expect("cert");
+    std::fs::write(dir.join("key.pem"), &key).expect("key");
+    let mx_dir = temp_dir("mx-tls-data");
+    let mx = Server::start_in(
+        &mx_dir,
+        &format!(
+            "[tls]\ncert = \"{}\"\nkey = \"{}\"\n[policy]\ndomains = [\"tls.test\"]\n",
+            arg(&dir.join("cert.pem")),
+            arg(&dir.join("key.pem"))
+        ),
+        &["--smtp", &format!("127.0.5.1:{port}")],
+    );
+    // servfail.test keeps the message in the queue (deferred), so that
+    // the delivered row is still there to be shown.
+    let sender = Server::start(
+        &config(
+            port,
+            "retry = [\"1h\"]\n[delivery.tls_policies]\n\"tls.test\" = \"verify\"",
+            &format!("[tls]\nca_file = \"{}\"\n", arg(&dir.join("ca.pem"))),
+        ),
+        &[],
+    );
+    let mut c = sender.connect();
+    c.greet();
+    c.mail(
+        "me@here.test",
+        &["bob@tls.test", "carol@servfail.test"],
+        &message("over tls"),
+    );
+    wait_for(20, "the delivery", || !mx.messages().is_empty());
+    let got = &mx.messages()[0];
+    assert!(
+        got["tls"].as_str().is_some_and(|t| t.starts_with("TLS")),
+        "{got}"
+    );
+    wait_for(20, "both rows recorded", || {
+        let q = queue(&sender);
+        q.iter().any(|e| e["state"] == "delivered") && q.iter().any(|e| e["state"] == "deferred")
+    });
+    let q = queue(&sender);
+    let delivered = q
+        .iter()
+        .find(|e| e["recipient"] == "bob@tls.test")
+        .and_then(|e| e["last_reply"].as_str())
+        .unwrap_or("")
+        .to_owned();
+    assert!(delivered.starts_with("250"), "{delivered}");
+    assert!(
+        delivered.contains("(TLSv1.") && delivered.ends_with(", certificate verified)"),
+        "{delivered}"
+    );
+}
