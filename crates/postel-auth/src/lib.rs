@@ -23,5 +23,5 @@ pub mod strip;
 pub mod verify;
 
 pub use sign::{Key, KeyError, Signer};
-pub use strip::strip_forged;
+pub use strip::{may_hold_forged, strip_forged};
 pub use verify::{Outcome, Policy, Spf, Verifier};

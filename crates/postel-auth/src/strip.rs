@@ -35,6 +35,26 @@ pub fn strip_forged(message: &mut Vec<u8>, authserv_id: &str) -> usize {
     forged.len()
 }
 
+/// Whether `head`, the first part of a message, may hold a field that
+/// [`strip_forged`] would remove: one claiming `authserv_id` in its header
+/// section, or a header section that does not end within `head` (then
+/// the rest is unknown).
+pub fn may_hold_forged(head: &[u8], authserv_id: &str) -> bool {
+    let end = header_end(head);
+    if end == head.len() {
+        return true;
+    }
+    let mut pos = 0;
+    while pos < end {
+        let field_end = field_end(head, pos, end);
+        if claims(&head[pos..field_end], authserv_id) {
+            return true;
+        }
+        pos = field_end;
+    }
+    false
+}
+
 /// Where the header section ends: after the last field, before the blank
 /// line (or the whole message, when it has no body).
 fn header_end(m: &[u8]) -> usize {
@@ -161,6 +181,23 @@ mod tests {
             assert_eq!(n, 1, "{field:?}");
             assert_eq!(out, "From: a@b\r\n\r\nbody\r\n", "{field:?}");
         }
+    }
+
+    #[test]
+    fn only_a_field_of_ours_or_an_unfinished_header_may_hold_one() {
+        let id = "mx.example.org";
+        assert!(!may_hold_forged(
+            b"Authentication-Results: other.example; none\r\nSubject: s\r\n\r\nbody",
+            id
+        ));
+        assert!(may_hold_forged(
+            b"Subject: s\r\nAuthentication-Results: MX.example.org; none\r\n\r\n",
+            id
+        ));
+        assert!(
+            may_hold_forged(b"Subject: s\r\nX-Long: a", id),
+            "the header goes on past the first part"
+        );
     }
 
     #[test]

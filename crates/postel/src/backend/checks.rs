@@ -23,9 +23,13 @@ use tracing::{info, warn};
 use super::PostelSession;
 use crate::config::VerifySettings;
 
-/// Octets of spooled messages read back whole at once (for checks,
-/// signatures and milters), over every session: a bound on that memory.
-const WHOLE_BUDGET_MIB: u32 = 128;
+/// KiB of spooled messages read back whole at once (for checks,
+/// signatures and milters), over every session: a bound on that memory
+/// (a message larger than the whole budget takes all of it, alone).
+const WHOLE_BUDGET_KIB: u32 = 128 * 1024;
+
+/// How long a message waits for room in the budget; then `451`.
+const WHOLE_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// What the backend checks and signs with.
 pub(crate) struct Authentication {
@@ -33,23 +37,32 @@ pub(crate) struct Authentication {
     pub(crate) verifier: Option<Arc<Verifier>>,
     pub(crate) settings: VerifySettings,
     pub(crate) signer: Arc<Signer>,
-    /// Mebioctets of [`WHOLE_BUDGET_MIB`] free.
+    /// KiB of [`WHOLE_BUDGET_KIB`] free.
     pub(crate) whole: Arc<tokio::sync::Semaphore>,
 }
 
 impl Authentication {
     /// The budget for messages read back whole.
     pub(crate) fn whole_budget() -> Arc<tokio::sync::Semaphore> {
-        Arc::new(tokio::sync::Semaphore::new(WHOLE_BUDGET_MIB as usize))
+        Arc::new(tokio::sync::Semaphore::new(WHOLE_BUDGET_KIB as usize))
     }
 
-    /// Waits for room to hold `octets` of a message whole; the room is
-    /// given back when the permit is dropped.
-    pub(crate) async fn room_for(&self, octets: u64) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        let mib = u32::try_from(octets.div_ceil(1 << 20))
+    /// Waits (at most [`WHOLE_WAIT`]) for room to hold `octets` of a
+    /// message whole; the room is given back when the permit is dropped.
+    ///
+    /// # Errors
+    /// `451` when there is no room in time.
+    pub(crate) async fn room_for(
+        &self,
+        octets: u64,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, Reply> {
+        let kib = u32::try_from(octets.div_ceil(1 << 10))
             .unwrap_or(u32::MAX)
-            .clamp(1, WHOLE_BUDGET_MIB);
-        self.whole.clone().acquire_many_owned(mib).await.ok()
+            .clamp(1, WHOLE_BUDGET_KIB);
+        match tokio::time::timeout(WHOLE_WAIT, self.whole.clone().acquire_many_owned(kib)).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(reply::local_error()),
+        }
     }
 }
 
@@ -144,17 +157,14 @@ impl<S: Store> PostelSession<S> {
         Ok(())
     }
 
-    /// At the end of data, for mail from outside (`content` whole, or
-    /// at least its whole header section): removes forged results and, when
-    /// it is checked, checks it; returns its `Authentication-Results:`
-    /// field and results, or the refusal.
+    /// At the end of data (`content` whole): removes forged results
+    /// (from every message: a user's too) and, for mail from outside that
+    /// is checked, checks it; returns its `Authentication-Results:` field
+    /// and results, or the refusal.
     pub(super) async fn check_message(
         &mut self,
         content: &mut Vec<u8>,
     ) -> Result<Option<(String, Checks)>, Reply> {
-        if self.trusted() {
-            return Ok(None);
-        }
         let inner = self.inner.clone();
         // Checked as it arrived (the checks do not look at a forged field
         // claiming our id), then cleaned, checked or not (RFC 8601 5).
@@ -241,22 +251,15 @@ impl<S: Store> PostelSession<S> {
     }
 
     /// Whether this message needs its content whole in memory: to be
-    /// checked, cleaned of forged results, or signed. `head` is its first
-    /// part: mail from outside that is not checked is read whole only when
-    /// its header section may hold such a field (or does not end there).
+    /// checked, signed, or cleaned of forged results. `head` is its first
+    /// part: a message that is neither checked nor signed is read whole
+    /// only when its header section holds a field claiming our id (or does
+    /// not end within `head`).
     pub(super) fn wants_whole(&self, head: &[u8]) -> bool {
-        if self.trusted() {
-            return !self.inner.authentication.signer.is_empty();
-        }
-        if !matches!(self.spf, SpfState::Off) {
-            return true;
-        }
-        let header_end = memchr::memmem::find(head, b"\r\n\r\n");
-        let header = header_end.map_or(head, |end| &head[..end]);
-        header_end.is_none()
-            || header
-                .windows(22)
-                .any(|w| w.eq_ignore_ascii_case(b"authentication-results"))
+        let a = &self.inner.authentication;
+        let signing = self.trusted() && !a.signer.is_empty();
+        let checking = !matches!(self.spf, SpfState::Off);
+        signing || checking || postel_auth::may_hold_forged(head, &a.settings.authserv_id)
     }
 }
 

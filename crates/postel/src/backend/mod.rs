@@ -567,10 +567,18 @@ impl<S: Store> BackendSession for PostelSession<S> {
         let mut _room = None;
         let (mut content, spooled) = match spooled {
             Some(file) if wants_whole => {
-                _room = inner
+                match inner
                     .authentication
                     .room_for(file.len() + content.len() as u64)
-                    .await;
+                    .await
+                {
+                    Ok(permit) => _room = Some(permit),
+                    Err(r) => {
+                        warn!(session = self.meta.session_id, client = %self.meta.peer, "message not taken: no room to read it back whole");
+                        self.clear();
+                        return Err(r);
+                    }
+                }
                 match Self::whole(content, Some(file)).await {
                     Ok(c) => (c, None),
                     Err(r) => {

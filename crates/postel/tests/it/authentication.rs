@@ -714,7 +714,8 @@ for author in ("alice@out.test", "someone@mx.test"):
     c = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=20)
     c.starttls(context=ctx)
     c.login("alice", "secret")
-    msg = f"From: {author}\r\nTo: you@here.test\r\nSubject: as {author}\r\n\r\nhi\r\n"
+    forged = "Authentication-Results: mx.test; dmarc=pass header.from=mx.test\r\n"
+    msg = f"{forged}From: {author}\r\nTo: you@here.test\r\nSubject: as {author}\r\n\r\nhi\r\n"
     c.sendmail("alice@out.test", ["you@here.test"], msg)
     c.quit()
 "#;
@@ -738,4 +739,8 @@ for author in ("alice@out.test", "someone@mx.test"):
     );
     let other = by_subject("as someone@mx.test");
     assert!(!other.contains("DKIM-Signature"), "{other}");
+    // A user's forged results go too.
+    for raw in [&own, &other] {
+        assert!(!raw.contains("Authentication-Results: mx.test"), "{raw}");
+    }
 }
