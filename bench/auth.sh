@@ -9,12 +9,15 @@
 # A dnsmasq on loopback serves in.test's SPF record (pass for 127.0.0.1),
 # its DMARC record (p=reject) and the key, so every message gets
 # spf=pass dkim=pass dmarc=pass; the checking Postel asks it, with
-# [verify] ignore_networks = [] (loopback is otherwise not checked).
+# [verify] ignore_networks = [] (loopback is otherwise not checked). The
+# records have a TTL of an hour, as published records do (dnsmasq's
+# default for its own records is 0, which no resolver can cache).
 # Both keep every message fsync'd before its 250, on DATA_ROOT.
 #
 # Outbound signing is measured by `SIGN=1 bench/relay.sh`.
 #
-# Environment: REPS=3 LOADS=s20d DATA_ROOT=/var/tmp (and bench.sh's).
+# Environment: REPS=3 LOADS=s20d DATA_ROOT=/var/tmp (and bench.sh's);
+# PERF=FILE records the checking Postel's first run with `perf record -g`.
 # Needs smtp-source (postfix), dnsmasq (dnsmasq-base), python3 with
 # dkimpy, and a release build.
 set -euo pipefail
@@ -48,7 +51,7 @@ PY
 )"
 dkim_strings="$(python3 -c 'import sys; r=sys.argv[1]; print(",".join(r[i:i+250] for i in range(0, len(r), 250)))' "$record")"
 "$DNSMASQ" --keep-in-foreground --port="$DNS_PORT" --listen-address=127.0.0.1 --bind-interfaces \
-  --no-resolv --no-hosts --local=/test/ --user=root --pid-file= \
+  --no-resolv --no-hosts --local=/test/ --user=root --pid-file= --local-ttl=3600 \
   "--txt-record=in.test,v=spf1 ip4:127.0.0.0/8 -all" \
   "--txt-record=_dmarc.in.test,v=DMARC1; p=reject" \
   "--txt-record=benchr._domainkey.in.test,$dkim_strings" &
@@ -92,9 +95,15 @@ grep -q '"dkim": "pass"' "$OUT/checks.txt" && grep -q '"dmarc": "pass"' "$OUT/ch
 for rep in $(seq 1 "$REPS"); do
   for name in plain checked; do
     port="$PLAIN_PORT"; [ "$name" = checked ] && port="$CHECKED_PORT"
+    perf_pid=""
+    if [ -n "${PERF:-}" ] && [ "$name" = checked ] && [ "$rep" = 1 ]; then
+      perf record -F 499 -g -o "$PERF" -p "$(cat "$WORK/$name.pid")" >/dev/null 2>&1 & perf_pid=$!
+      sleep 0.5
+    fi
     REPS=1 FROM=bench@in.test MESSAGE_FILE="$WORK/message.eml" LABEL="postel-$name" FIRST_REP="$rep" \
       SERVER_PID="$(cat "$WORK/$name.pid")" CSV="$OUT/raw.csv" \
       "$HERE/peers/bench.sh" "127.0.0.1:$port"
+    if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true; fi
   done
 done
 python3 - "$OUT/raw.csv" <<'PY' | tee "$OUT/summary.md"

@@ -2,6 +2,8 @@
 //! 0.13.3: later releases need a newer compiler).
 //!
 //! # Layout
+//! - `cache`: parsed TXT records (keys, SPF and DMARC records) for their
+//!   TTL, bounded;
 //! - `verify`: inbound checks, SPF (HELO and MAIL FROM), DKIM, ARC and
 //!   DMARC, under one deadline per step, written as an
 //!   `Authentication-Results:` field;
@@ -17,6 +19,7 @@
 
 #![warn(missing_docs)]
 
+pub mod cache;
 pub mod keys;
 pub mod sign;
 pub mod strip;

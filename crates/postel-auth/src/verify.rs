@@ -21,8 +21,10 @@ use mail_auth::dmarc::verify::DmarcParameters;
 use mail_auth::spf::verify::SpfParameters;
 use mail_auth::{
     AuthenticatedMessage, AuthenticationResults, DkimResult, DmarcResult, MessageAuthenticator,
-    SpfOutput, SpfResult,
+    Parameters, SpfOutput, SpfResult,
 };
+
+use crate::cache::TxtCache;
 
 /// The most DKIM signatures checked on one message; the rest are not
 /// looked at (each costs a DNS lookup).
@@ -98,11 +100,15 @@ impl Outcome {
     }
 }
 
+/// Records held parsed at once (see [`TxtCache`]).
+pub const TXT_CACHE_SIZE: usize = 10_000;
+
 /// Checks mail: one per server, shared by its sessions.
 pub struct Verifier {
     auth: MessageAuthenticator,
     authserv_id: String,
     deadline: Duration,
+    txt: TxtCache,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -121,6 +127,7 @@ impl Verifier {
             auth: MessageAuthenticator(resolver),
             authserv_id: authserv_id.to_owned(),
             deadline,
+            txt: TxtCache::new(TXT_CACHE_SIZE),
         })
     }
 
@@ -138,14 +145,16 @@ impl Verifier {
             if !helo_is_name {
                 return None;
             }
-            let params = SpfParameters::verify_ehlo(ip, helo, host);
+            let params = Parameters::new(SpfParameters::verify_ehlo(ip, helo, host))
+                .with_txt_cache(&self.txt);
             Some(self.within(self.auth.verify_spf(params), spf_timeout).await)
         };
         let from_check = async {
             if sender.is_empty() {
                 return None;
             }
-            let params = SpfParameters::verify_mail_from(ip, helo, host, sender);
+            let params = Parameters::new(SpfParameters::verify_mail_from(ip, helo, host, sender))
+                .with_txt_cache(&self.txt);
             Some(self.within(self.auth.verify_spf(params), spf_timeout).await)
         };
         let (helo_out, from_out) = tokio::join!(helo_check, from_check);
@@ -178,7 +187,11 @@ impl Verifier {
         let oversized = signatures - parsed.dkim_headers.len();
         parsed.dkim_headers.truncate(MAX_SIGNATURES);
         let mut dkim = self
-            .within(self.auth.verify_dkim(&parsed), |_| Vec::new())
+            .within(
+                self.auth
+                    .verify_dkim(Parameters::new(&parsed).with_txt_cache(&self.txt)),
+                |_| Vec::new(),
+            )
             .await;
         for _ in 0..oversized.min(MAX_SIGNATURES) {
             dkim.push(mail_auth::DkimOutput::perm_err(
@@ -202,9 +215,11 @@ impl Verifier {
             None
         } else {
             Some(
-                self.within(self.auth.verify_arc(&parsed), |_| {
-                    mail_auth::ArcOutput::default()
-                })
+                self.within(
+                    self.auth
+                        .verify_arc(Parameters::new(&parsed).with_txt_cache(&self.txt)),
+                    |_| mail_auth::ArcOutput::default(),
+                )
                 .await,
             )
         };
@@ -214,12 +229,15 @@ impl Verifier {
             .map_or(spf.helo_name.as_str(), |(_, d)| d);
         let dmarc = self
             .within(
-                self.auth.verify_dmarc(DmarcParameters::new(
-                    &parsed,
-                    &dkim,
-                    from_domain,
-                    &spf.mail_from,
-                )),
+                self.auth.verify_dmarc(
+                    Parameters::new(DmarcParameters::new(
+                        &parsed,
+                        &dkim,
+                        from_domain,
+                        &spf.mail_from,
+                    ))
+                    .with_txt_cache(&self.txt),
+                ),
                 |_| mail_auth::DmarcOutput::default(),
             )
             .await;

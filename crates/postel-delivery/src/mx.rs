@@ -67,6 +67,10 @@ impl Dns {
         let opts = builder.options_mut();
         opts.timeout = std::time::Duration::from_secs(5);
         opts.attempts = 2;
+        // A name that does not exist is asked again after 30 s at the
+        // earliest, even from a server that gives no negative TTL (SOA):
+        // the HELO names of mail from outside are checked on every message.
+        opts.negative_min_ttl = Some(std::time::Duration::from_secs(30));
         opts.ndots = 0;
         let resolver = builder.build().map_err(|e| e.to_string())?;
         Ok(Dns { resolver })
