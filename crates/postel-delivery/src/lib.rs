@@ -38,6 +38,7 @@ pub mod lmtp;
 pub mod local;
 pub mod maildir;
 pub mod metrics;
+pub mod mta_sts;
 pub mod mx;
 pub mod outcome;
 mod report;

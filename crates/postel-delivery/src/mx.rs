@@ -76,6 +76,32 @@ impl Dns {
         Ok(Dns { resolver })
     }
 
+    /// The TXT records of `name`, each one string (its parts joined):
+    /// none when it has none or does not exist.
+    ///
+    /// # Errors
+    /// When DNS fails (SERVFAIL, timeout).
+    pub async fn txt(&self, name: &str) -> Result<Vec<String>, String> {
+        let fqdn = format!("{}.", name.trim_end_matches('.'));
+        match self.resolver.txt_lookup(fqdn.as_str()).await {
+            Ok(l) => Ok(l
+                .answers()
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::TXT(t) => Some(
+                        t.txt_data
+                            .iter()
+                            .map(|p| String::from_utf8_lossy(p).into_owned())
+                            .collect(),
+                    ),
+                    _ => None,
+                })
+                .collect()),
+            Err(e) if e.is_no_records_found() => Ok(Vec::new()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     /// The resolver itself (shared: same cache), for other checks.
     pub fn resolver(&self) -> TokioResolver {
         self.resolver.clone()

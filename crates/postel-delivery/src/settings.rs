@@ -123,6 +123,11 @@ pub struct Settings {
     /// Local recipients delivered to a Maildir or over LMTP, not kept
     /// in the store.
     pub local_routes: crate::local::LocalRoutes,
+    /// MTA-STS (RFC 8461): a destination's published policy is fetched
+    /// and enforced. On by default.
+    pub mta_sts: bool,
+    /// The port policies are fetched from: 443 (another only in tests).
+    pub mta_sts_port: u16,
     /// DKIM keys: notices (DSNs) from the host's domain are signed with
     /// them, since an unsigned bounce is dropped by the large providers.
     pub signer: std::sync::Arc<postel_auth::Signer>,
@@ -156,6 +161,8 @@ impl Settings {
             version: String::new(),
             local_routes: crate::local::LocalRoutes::default(),
             signer: std::sync::Arc::new(postel_auth::Signer::default()),
+            mta_sts: true,
+            mta_sts_port: 443,
         }
     }
 

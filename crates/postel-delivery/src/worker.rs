@@ -71,6 +71,8 @@ pub struct Worker<S> {
     /// When the store was last asked for due rows.
     last_claim: Mutex<Option<std::time::Instant>>,
     connections: Arc<Semaphore>,
+    /// Destinations' MTA-STS policies, when on.
+    mta_sts: Option<crate::mta_sts::MtaSts>,
 }
 
 impl<S: Store + Clone> Worker<S> {
@@ -89,6 +91,9 @@ impl<S: Store + Clone> Worker<S> {
     ) -> Result<Arc<Worker<S>>, String> {
         let dns = Dns::new(&settings.nameservers)?;
         let connections = Arc::new(Semaphore::new(settings.max_connections.max(1)));
+        let mta_sts = settings.mta_sts.then(|| {
+            crate::mta_sts::MtaSts::new(dns.clone(), settings.roots(), settings.mta_sts_port)
+        });
         Ok(Arc::new(Worker {
             store,
             settings: Arc::new(settings),
@@ -100,6 +105,7 @@ impl<S: Store + Clone> Worker<S> {
             per_destination: Mutex::new(HashMap::new()),
             last_claim: Mutex::new(None),
             connections,
+            mta_sts,
         }))
     }
 
@@ -484,21 +490,52 @@ impl<S: Store + Clone> Worker<S> {
             listeners: s.own_addresses.clone(),
             mx_port: s.mx_port,
         };
-        match mx::route(&self.dns, dest, &myself, s.allow_private_addresses).await {
-            Ok(hosts) => Ok((
-                hosts,
-                Dial {
-                    settings: s,
-                    tls: s.tls_for(dest),
-                    auth: None,
-                    implicit_tls: false,
-                    port: s.mx_port,
-                    down: &self.down,
-                },
-            )),
-            Err(f) if f.is_permanent() => Err(Outcome::Failed(f)),
-            Err(f) => Err(Outcome::Deferred(f)),
+        let (mut hosts, mut tls) =
+            match mx::route(&self.dns, dest, &myself, s.allow_private_addresses).await {
+                Ok(hosts) => (hosts, s.tls_for(dest)),
+                Err(f) if f.is_permanent() => return Err(Outcome::Failed(f)),
+                Err(f) => return Err(Outcome::Deferred(f)),
+            };
+        if let Some(sts) = &self.mta_sts
+            && let Some(policy) = sts.policy(dest, unix_now()).await
+        {
+            let outside: Vec<&str> = hosts
+                .iter()
+                .filter(|h| !policy.allows(&h.name))
+                .map(|h| h.name.as_str())
+                .collect();
+            match policy.mode {
+                crate::mta_sts::Mode::Enforce => {
+                    if !outside.is_empty() {
+                        tracing::warn!(domain = dest, hosts = ?outside, "MTA-STS: MX hosts outside the policy skipped");
+                    }
+                    hosts.retain(|h| policy.allows(&h.name));
+                    if hosts.is_empty() {
+                        return Err(Outcome::Deferred(Failure::local(
+                            "4.7.5",
+                            format!("MTA-STS: no MX host of {dest} matches its policy"),
+                        )));
+                    }
+                    // Verified TLS for the MX name, never plaintext.
+                    tls = TlsPolicy::Verify;
+                }
+                crate::mta_sts::Mode::Testing if !outside.is_empty() => {
+                    tracing::warn!(domain = dest, hosts = ?outside, "MTA-STS testing: these MX hosts would be skipped under enforce");
+                }
+                _ => {}
+            }
         }
+        Ok((
+            hosts,
+            Dial {
+                settings: s,
+                tls,
+                auth: None,
+                implicit_tls: false,
+                port: s.mx_port,
+                down: &self.down,
+            },
+        ))
     }
 
     /// A message's content, just before it is sent (so that a session

@@ -39,6 +39,11 @@ pub(crate) struct DeliverySection {
     pub(crate) source_ipv6: Option<String>,
     /// The port every MX is dialled on. Default 25.
     pub(crate) mx_port: Option<u16>,
+    /// Fetch and enforce destinations' MTA-STS policies. Default true.
+    pub(crate) mta_sts: Option<bool>,
+    /// The port MTA-STS policies are fetched from. Default 443 (tests
+    /// only set another).
+    pub(crate) mta_sts_port: Option<u16>,
     /// Deliver to loopback and private addresses learnt from DNS.
     pub(crate) allow_private_addresses: Option<bool>,
     /// `none`, `may` (default), `encrypt` or `verify`.
@@ -200,6 +205,8 @@ pub(super) fn validate(
         }
     }
     s.mx_port = d.mx_port.unwrap_or(25);
+    s.mta_sts = d.mta_sts.unwrap_or(true);
+    s.mta_sts_port = d.mta_sts_port.unwrap_or(443);
     s.allow_private_addresses = d.allow_private_addresses.unwrap_or(false);
     if let Some(v) = &d.tls {
         match TlsPolicy::parse(v) {
@@ -356,6 +363,8 @@ pub(super) fn effective(s: Option<&Settings>) -> DeliverySection {
         source_ipv4: s.source_ipv4.map(|ip| ip.to_string()),
         source_ipv6: s.source_ipv6.map(|ip| ip.to_string()),
         mx_port: Some(s.mx_port),
+        mta_sts: Some(s.mta_sts),
+        mta_sts_port: Some(s.mta_sts_port),
         allow_private_addresses: Some(s.allow_private_addresses),
         tls: Some(policy(s.tls)),
         tls_policies: Some(

@@ -6,9 +6,9 @@ use crate::support::{Server, arg, temp_dir};
 use crate::tls::add_user;
 use crate::tools::free_port;
 
-/// A test CA and a certificate for `name` signed by it: (CA PEM, cert
+/// A test CA and a certificate for `names` signed by it: (CA PEM, cert
 /// PEM, key PEM).
-fn test_pki(name: &str) -> (String, String, String) {
+fn test_pki(names: &[&str]) -> (String, String, String) {
     let ca_key = rcgen::KeyPair::generate().expect("ca key");
     let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
     ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -17,7 +17,8 @@ fn test_pki(name: &str) -> (String, String, String) {
     let ca_cert = ca.self_signed(&ca_key).expect("ca cert");
     let issuer = rcgen::Issuer::new(ca, ca_key);
     let key = rcgen::KeyPair::generate().expect("key");
-    let leaf = rcgen::CertificateParams::new(vec![name.to_owned()]).expect("params");
+    let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    let leaf = rcgen::CertificateParams::new(names).expect("params");
     let cert = leaf.signed_by(&key, &issuer).expect("cert");
     (ca_cert.pem(), cert.pem(), key.serialize_pem())
 }
@@ -26,7 +27,7 @@ fn test_pki(name: &str) -> (String, String, String) {
 fn a_smarthost_with_verified_tls_and_auth_gets_every_remote_message() {
     let port = free_port();
     let dir = temp_dir("smarthost");
-    let (ca, cert, key) = test_pki("smarthost.test");
+    let (ca, cert, key) = test_pki(&["smarthost.test"]);
     std::fs::write(dir.join("ca.pem"), &ca).expect("ca");
     std::fs::write(dir.join("cert.pem"), &cert).expect("cert");
     std::fs::write(dir.join("key.pem"), &key).expect("key");
@@ -157,7 +158,7 @@ fn an_mx_with_only_an_ipv6_address_is_reached_over_ipv6() {
 fn the_queue_shows_the_tls_of_each_delivery() {
     let port = free_port();
     let dir = temp_dir("mx-tls");
-    let (ca, cert, key) = test_pki("mx.tls.test");
+    let (ca, cert, key) = test_pki(&["mx.tls.test"]);
     std::fs::write(dir.join("ca.pem"), &ca).expect("ca");
     std::fs::write(dir.join("cert.pem"), &cert).expect("cert");
     std::fs::write(dir.join("key.pem"), &key).expect("key");
@@ -209,5 +210,145 @@ fn the_queue_shows_the_tls_of_each_delivery() {
     assert!(
         delivered.contains("(TLSv1.") && delivered.ends_with(", certificate verified)"),
         "{delivered}"
+    );
+}
+
+/// MTA-STS (RFC 8461): the policies come from an HTTPS server with a
+/// certificate of the test CA. `enforce` delivers only to a matching MX,
+/// over TLS whose certificate verifies; a non-matching MX defers; a
+/// certificate that does not verify defers, never plaintext; `testing`
+/// delivers.
+#[test]
+fn mta_sts_policies_are_fetched_and_enforced() {
+    let (port, sts_port) = (free_port(), free_port());
+    let dir = temp_dir("mta-sts");
+    let (mx_ca, mx_cert, mx_key) = test_pki(&["mx.tls.test"]);
+    let (sts_ca, sts_cert, sts_key) = test_pki(&[
+        "mta-sts.sts.test",
+        "mta-sts.stsbad.test",
+        "mta-sts.ststest.test",
+    ]);
+    for (name, pem) in [
+        ("mx-cert.pem", &mx_cert),
+        ("mx-key.pem", &mx_key),
+        ("sts-cert.pem", &sts_cert),
+        ("sts-key.pem", &sts_key),
+        ("sts-ca.pem", &sts_ca),
+    ] {
+        std::fs::write(dir.join(name), pem).expect("write");
+    }
+    std::fs::write(dir.join("both-ca.pem"), format!("{mx_ca}{sts_ca}")).expect("ca");
+    let mx = Server::start_in(
+        &temp_dir("mta-sts-mx"),
+        &format!(
+            "[tls]\ncert = \"{}\"\nkey = \"{}\"\n[policy]\ndomains = [\"sts.test\", \"stsbad.test\", \"ststest.test\"]\n",
+            arg(&dir.join("mx-cert.pem")),
+            arg(&dir.join("mx-key.pem"))
+        ),
+        &["--smtp", &format!("127.0.5.1:{port}")],
+    );
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/peers/mta_sts.py");
+    let mut child = std::process::Command::new("python3")
+        .arg(script)
+        .args([
+            "--listen",
+            &format!("127.0.9.1:{sts_port}"),
+            "--cert",
+            arg(&dir.join("sts-cert.pem")),
+            "--key",
+            arg(&dir.join("sts-key.pem")),
+            "--policy",
+            "mta-sts.sts.test=enforce:mx.tls.test",
+            "--policy",
+            "mta-sts.stsbad.test=enforce:mx.elsewhere.test",
+            "--policy",
+            "mta-sts.ststest.test=testing:mx.elsewhere.test",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("mta_sts.py");
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+        &mut ready,
+    )
+    .expect("ready");
+    let _policy_server = crate::processes::Killed(child);
+
+    let sender = Server::start(
+        &config(
+            port,
+            &format!("retry = [\"1h\"]\nmta_sts_port = {sts_port}"),
+            &format!("[tls]\nca_file = \"{}\"\n", arg(&dir.join("both-ca.pem"))),
+        ),
+        &[],
+    );
+    let mut c = sender.connect();
+    c.greet();
+    c.mail(
+        "me@here.test",
+        &["a@sts.test", "b@stsbad.test", "c@ststest.test"],
+        &message("sts"),
+    );
+    wait_for(30, "a@sts.test and c@ststest.test delivered", || {
+        let mut to: Vec<String> = mx
+            .messages()
+            .iter()
+            .flat_map(|m| m["to"].as_array().cloned().unwrap_or_default())
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect();
+        to.sort();
+        to == ["a@sts.test", "c@ststest.test"]
+    });
+    wait_for(20, "the rows recorded", || {
+        queue(&sender)
+            .iter()
+            .any(|e| e["recipient"] == "b@stsbad.test" && e["state"] == "deferred")
+    });
+    let q = queue(&sender);
+    let reply = |to: &str| {
+        q.iter()
+            .find(|e| e["recipient"] == to)
+            .and_then(|e| e["last_reply"].as_str())
+            .unwrap_or("")
+            .to_owned()
+    };
+    assert!(
+        reply("b@stsbad.test").contains("MTA-STS: no MX host of stsbad.test"),
+        "{q:?}"
+    );
+    assert!(
+        reply("a@sts.test").ends_with(", certificate verified)"),
+        "{q:?}"
+    );
+    assert!(
+        reply("c@ststest.test").ends_with(", certificate not verified)"),
+        "{q:?}"
+    );
+
+    // The MX's certificate does not verify (its CA is not trusted): enforce
+    // defers, and nothing goes in plaintext.
+    let strict = Server::start(
+        &config(
+            port,
+            &format!("retry = [\"1h\"]\nmta_sts_port = {sts_port}"),
+            &format!("[tls]\nca_file = \"{}\"\n", arg(&dir.join("sts-ca.pem"))),
+        ),
+        &[],
+    );
+    let before = mx.messages().len();
+    let mut c = strict.connect();
+    c.greet();
+    c.mail("me@here.test", &["d@sts.test"], &message("unverified"));
+    wait_for(30, "a deferral", || {
+        queue(&strict)
+            .first()
+            .is_some_and(|e| e["state"] == "deferred")
+    });
+    assert_eq!(
+        mx.messages().len(),
+        before,
+        "nothing sent without verified TLS"
     );
 }

@@ -19,7 +19,9 @@
 //!   (127.0.7.2);
 //! - `smarthost.test`: an A record 127.0.8.1;
 //! - `example.test`: MX `mx.example.test` (127.0.0.1: the Postfix peer);
-//! - `v6.test`: MX `mx.v6.test`, whose only address is `::1`.
+//! - `v6.test`: MX `mx.v6.test`, whose only address is `::1`;
+//! - `sts.test`, `stsbad.test`, `ststest.test`: MX `mx.tls.test`, each
+//!   with an MTA-STS record and `mta-sts.<domain>` at 127.0.9.1.
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -58,6 +60,17 @@ const ZONE: &[&str] = &[
     "--mx-host=example.test,mx.example.test,10",
     "--host-record=mx.example.test,127.0.0.1",
     "--mx-host=v6.test,mx.v6.test,10",
+    // MTA-STS (delivery_smarthost.rs): three domains whose MX is
+    // mx.tls.test, each with a policy served from 127.0.9.1.
+    "--mx-host=sts.test,mx.tls.test,10",
+    "--mx-host=stsbad.test,mx.tls.test,10",
+    "--mx-host=ststest.test,mx.tls.test,10",
+    "--txt-record=_mta-sts.sts.test,v=STSv1; id=20261130",
+    "--txt-record=_mta-sts.stsbad.test,v=STSv1; id=20261130",
+    "--txt-record=_mta-sts.ststest.test,v=STSv1; id=20261130",
+    "--host-record=mta-sts.sts.test,127.0.9.1",
+    "--host-record=mta-sts.stsbad.test,127.0.9.1",
+    "--host-record=mta-sts.ststest.test,127.0.9.1",
     "--host-record=mx.v6.test,::1",
     // DNS lists (tests/it/screening.rs): 127.0.0.9 is on the block list,
     // 127.0.0.10 on both lists, 127.0.0.11 gets the list's error code.

@@ -1,0 +1,318 @@
+//! MTA-STS (RFC 8461): a domain's published TLS policy for mail to it.
+//!
+//! The `_mta-sts.<domain>` TXT record says a policy exists and names its
+//! version (`id`); the policy itself is fetched over HTTPS from
+//! `https://mta-sts.<domain>/.well-known/mta-sts.txt`, its certificate
+//! verified, and kept for its `max_age` (a year at most). A policy in
+//! `enforce` mode lets mail go only to MX hosts that match its `mx`
+//! patterns, over TLS with a certificate valid for that MX name; never in
+//! plaintext. `testing` is reported and delivered as usual.
+//!
+//! Parsing and matching are sans-IO ([`Policy::parse`], [`Policy::allows`]);
+//! [`MtaSts`] looks records up, fetches and caches.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use mail_auth::common::parse::TxtRecordParser;
+use mail_auth::mta_sts::MtaSts as StsRecord;
+
+use crate::mx::Dns;
+
+/// The longest policy read (RFC 8461 3.3 suggests 64 KiB).
+pub const MAX_POLICY: usize = 64 * 1024;
+
+/// The longest a policy is kept (RFC 8461 3.2: max_age at most a year).
+pub const MAX_AGE: u64 = 31_557_600;
+
+/// How long fetching a policy may take, whole.
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Domains whose policy (or lack of one) is remembered at once.
+const CACHE_SIZE: usize = 10_000;
+
+/// After a fetch fails, how long (seconds) before the next is tried: a
+/// dead policy server does not cost every delivery attempt its timeout.
+const RETRY_FETCH: i64 = 300;
+
+/// What a policy asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Only matching MX hosts, only over verified TLS.
+    Enforce,
+    /// Report what enforce would refuse, and deliver.
+    Testing,
+    /// No policy (a domain stepping back from MTA-STS).
+    None,
+}
+
+/// A domain's policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// Its mode.
+    pub mode: Mode,
+    /// MX patterns: a name, or `*.` and a name (one more label).
+    pub mx: Vec<String>,
+    /// Seconds it may be kept.
+    pub max_age: u64,
+}
+
+impl Policy {
+    /// Reads a policy file (RFC 8461 3.2): `key: value` lines, CRLF or LF.
+    ///
+    /// # Errors
+    /// When the version is not STSv1, or the mode or max_age is missing or
+    /// not understood, or an enforce/testing policy names no MX.
+    pub fn parse(text: &str) -> Result<Policy, String> {
+        let (mut version, mut mode, mut max_age) = (None, None, None);
+        let mut mx = Vec::new();
+        for line in text.lines() {
+            let Some((key, value)) = line.split_once(':') else {
+                continue;
+            };
+            let value = value.trim();
+            match key.trim() {
+                "version" => version = Some(value.to_owned()),
+                "mode" => {
+                    mode = Some(match value {
+                        "enforce" => Mode::Enforce,
+                        "testing" => Mode::Testing,
+                        "none" => Mode::None,
+                        other => return Err(format!("unknown mode {other:?}")),
+                    });
+                }
+                "max_age" => {
+                    max_age = Some(
+                        value
+                            .parse::<u64>()
+                            .map_err(|_| format!("max_age {value:?} is not a number"))?,
+                    );
+                }
+                "mx" if mx.len() < 100 => mx.push(value.to_ascii_lowercase()),
+                _ => {}
+            }
+        }
+        if version.as_deref() != Some("STSv1") {
+            return Err("not an STSv1 policy".to_owned());
+        }
+        let mode = mode.ok_or("no mode")?;
+        let max_age = max_age.ok_or("no max_age")?.min(MAX_AGE);
+        if mode != Mode::None && mx.is_empty() {
+            return Err("no mx".to_owned());
+        }
+        Ok(Policy { mode, mx, max_age })
+    }
+
+    /// Whether MX host `name` matches one of the patterns (RFC 8461 4.1:
+    /// `*.example.com` stands for exactly one more label).
+    pub fn allows(&self, name: &str) -> bool {
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        self.mx.iter().any(|pattern| {
+            let pattern = pattern.trim_end_matches('.');
+            match pattern.strip_prefix("*.") {
+                Some(parent) => name
+                    .split_once('.')
+                    .is_some_and(|(label, rest)| !label.is_empty() && rest == parent),
+                None => name == pattern,
+            }
+        })
+    }
+}
+
+struct Cached {
+    /// The record's id the policy was fetched under.
+    id: String,
+    policy: Arc<Policy>,
+    /// Unix seconds.
+    until: i64,
+}
+
+/// Policies by domain: looked up, fetched, kept.
+pub struct MtaSts {
+    dns: Dns,
+    roots: Arc<rustls::RootCertStore>,
+    port: u16,
+    cache: Mutex<HashMap<String, Cached>>,
+    /// Domains whose last fetch failed, until when it is not tried again.
+    failed: Mutex<HashMap<String, i64>>,
+}
+
+impl MtaSts {
+    /// Fetches from port `port` (443; another only in tests), verifying
+    /// against `roots`.
+    pub fn new(dns: Dns, roots: Arc<rustls::RootCertStore>, port: u16) -> MtaSts {
+        MtaSts {
+            dns,
+            roots,
+            port,
+            cache: Mutex::new(HashMap::new()),
+            failed: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn cached(&self, domain: &str, now: i64) -> Option<(String, Arc<Policy>)> {
+        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache
+            .get(domain)
+            .filter(|c| c.until > now)
+            .map(|c| (c.id.clone(), c.policy.clone()))
+    }
+
+    /// The policy of `domain`, if it has one: the one kept, while its
+    /// record names the same id (or cannot be read) and it has not
+    /// expired; else a fresh one. A policy that cannot be fetched leaves
+    /// the kept one in force (RFC 8461 5.1), or none.
+    pub async fn policy(&self, domain: &str, now: i64) -> Option<Arc<Policy>> {
+        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+        let cached = self.cached(&domain, now);
+        let id = match self.record_id(&domain).await {
+            Some(id) => id,
+            // No record (or DNS failed): a kept policy still holds.
+            None => return cached.map(|(_, p)| p),
+        };
+        if let Some((kept_id, policy)) = &cached
+            && *kept_id == id
+        {
+            return Some(policy.clone());
+        }
+        {
+            let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+            failed.retain(|_, until| *until > now);
+            if failed.contains_key(&domain) {
+                return cached.map(|(_, p)| p);
+            }
+        }
+        match self.fetch(&domain).await {
+            Ok(policy) => {
+                let policy = Arc::new(policy);
+                let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+                if cache.len() >= CACHE_SIZE && !cache.contains_key(&domain) {
+                    cache.retain(|_, c| c.until > now);
+                    if cache.len() >= CACHE_SIZE {
+                        cache.clear();
+                    }
+                }
+                cache.insert(
+                    domain,
+                    Cached {
+                        id,
+                        policy: policy.clone(),
+                        until: now.saturating_add(policy.max_age as i64),
+                    },
+                );
+                Some(policy)
+            }
+            Err(e) => {
+                tracing::warn!(domain, error = e, "MTA-STS policy not fetched");
+                let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+                if failed.len() < CACHE_SIZE {
+                    failed.insert(domain, now.saturating_add(RETRY_FETCH));
+                }
+                cached.map(|(_, p)| p)
+            }
+        }
+    }
+
+    /// The id of `_mta-sts.<domain>`'s STSv1 record, if there is one.
+    async fn record_id(&self, domain: &str) -> Option<String> {
+        let texts = self.dns.txt(&format!("_mta-sts.{domain}")).await.ok()?;
+        let records: Vec<StsRecord> = texts
+            .iter()
+            .filter_map(|t| StsRecord::parse(t.as_bytes()).ok())
+            .collect();
+        // RFC 8461 3.1: more than one is as none.
+        match records.as_slice() {
+            [one] => Some(one.id.clone()),
+            _ => None,
+        }
+    }
+
+    /// GET the policy file over HTTPS, its certificate verified for
+    /// `mta-sts.<domain>`; redirects are not followed (RFC 8461 3.3).
+    async fn fetch(&self, domain: &str) -> Result<Policy, String> {
+        let host = format!("mta-sts.{domain}");
+        tokio::time::timeout(FETCH_TIMEOUT, self.get(&host))
+            .await
+            .map_err(|_| format!("no answer from {host} within {FETCH_TIMEOUT:?}"))?
+            .and_then(|text| Policy::parse(&text))
+    }
+
+    async fn get(&self, host: &str) -> Result<String, String> {
+        let addrs = self.dns.addresses(host).await.map_err(|f| f.text.clone())?;
+        let ip = *addrs.first().ok_or(format!("{host} has no address"))?;
+        let tcp = tokio::net::TcpStream::connect(SocketAddr::new(ip, self.port))
+            .await
+            .map_err(|e| format!("cannot connect to {host}: {e}"))?;
+        let config = crate::connection::tls_config(Some(self.roots.clone()));
+        let name = rustls_pki_types::ServerName::try_from(host.to_owned())
+            .map_err(|e| format!("{host}: {e}"))?;
+        let tls = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS with {host}: {e}"))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| format!("HTTP with {host}: {e}"))?;
+        tokio::spawn(conn);
+        let req = hyper::Request::get("/.well-known/mta-sts.txt")
+            .header(hyper::header::HOST, host)
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| format!("HTTP with {host}: {e}"))?;
+        if resp.status() != hyper::StatusCode::OK {
+            return Err(format!("{host} answered {}", resp.status()));
+        }
+        let body = Limited::new(resp.into_body(), MAX_POLICY)
+            .collect()
+            .await
+            .map_err(|e| format!("{host}: {e}"))?
+            .to_bytes();
+        String::from_utf8(body.to_vec()).map_err(|_| format!("{host}: the policy is not UTF-8"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_policy_is_read_as_rfc_8461_writes_it() {
+        let p = Policy::parse(
+            "version: STSv1\r\nmode: enforce\r\nmx: mail.example.com\r\nmx: *.Example.NET\r\nmax_age: 604800\r\n",
+        )
+        .expect("policy");
+        assert_eq!(p.mode, Mode::Enforce);
+        assert_eq!(p.max_age, 604_800);
+        assert!(p.allows("mail.example.com") && p.allows("MAIL.example.com."));
+        assert!(p.allows("mx1.example.net"));
+        assert!(!p.allows("example.net"), "a wildcard needs one more label");
+        assert!(!p.allows("a.b.example.net"), "and only one");
+        assert!(!p.allows("mail.example.com.evil.test"));
+        let long =
+            Policy::parse("version: STSv1\nmode: testing\nmx: m.test\nmax_age: 99999999999\n")
+                .expect("policy");
+        assert_eq!(long.max_age, MAX_AGE, "a year at most");
+        for bad in [
+            "version: STSv2\nmode: enforce\nmx: m.test\nmax_age: 1\n",
+            "version: STSv1\nmode: sometimes\nmx: m.test\nmax_age: 1\n",
+            "version: STSv1\nmode: enforce\nmax_age: 1\n",
+            "version: STSv1\nmode: enforce\nmx: m.test\n",
+        ] {
+            assert!(Policy::parse(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            Policy::parse("version: STSv1\nmode: none\nmax_age: 86400\n")
+                .expect("none")
+                .mode,
+            Mode::None
+        );
+    }
+}
