@@ -3,7 +3,7 @@
 serving /.well-known/mta-sts.txt by the Host header.
 
     mta_sts.py --listen IP:PORT --cert CERT --key KEY \
-        --policy mta-sts.a.test=enforce:mx.a.test [--policy ...]
+        --policy mta-sts.a.test=enforce:mx.a.test [--policy ...] [--html HOST]
 
 Prints "ready" once it listens. Any other path or host: 404.
 """
@@ -19,6 +19,8 @@ def main():
     p.add_argument("--cert", required=True)
     p.add_argument("--key", required=True)
     p.add_argument("--policy", action="append", default=[])
+    p.add_argument("--html", action="append", default=[],
+                   help="a host whose policy is served as text/html")
     args = p.parse_args()
     policies = {}
     for item in args.policy:
@@ -37,7 +39,8 @@ def main():
                 self.send_error(404)
                 return
             self.send_response(200)
-            self.send_header("Content-Type", "text/plain")
+            kind = "text/html" if host in args.html else "text/plain; charset=utf-8"
+            self.send_header("Content-Type", kind)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)

@@ -225,6 +225,11 @@ mod tests {
         #[test]
         fn any_bytes(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400)) {
             let mut v = bytes.clone();
+            // What the first-part check lets through has nothing to remove.
+            if !may_hold_forged(&bytes, "mx.example.org") {
+                let mut w = bytes.clone();
+                proptest::prop_assert_eq!(strip_forged(&mut w, "mx.example.org"), 0);
+            }
             strip_forged(&mut v, "mx.example.org");
             let again = v.clone();
             let mut w = v;

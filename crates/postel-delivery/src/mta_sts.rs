@@ -40,6 +40,13 @@ const CACHE_SIZE: usize = 10_000;
 /// dead policy server does not cost every delivery attempt its timeout.
 const RETRY_FETCH: i64 = 300;
 
+/// A kept policy is fetched again after a day, even under the same id
+/// (RFC 8461 3.3: refresh before it expires); a failure keeps it.
+const REFRESH: i64 = 86_400;
+
+/// The shortest time a policy is kept, whatever its max_age says.
+const MIN_KEEP: i64 = 300;
+
 /// What a policy asks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -128,7 +135,8 @@ struct Cached {
     /// The record's id the policy was fetched under.
     id: String,
     policy: Arc<Policy>,
-    /// Unix seconds.
+    /// Unix seconds: when it was fetched, and when it expires.
+    fetched: i64,
     until: i64,
 }
 
@@ -137,6 +145,7 @@ pub struct MtaSts {
     dns: Dns,
     roots: Arc<rustls::RootCertStore>,
     port: u16,
+    allow_private: bool,
     cache: Mutex<HashMap<String, Cached>>,
     /// Domains whose last fetch failed, until when it is not tried again.
     failed: Mutex<HashMap<String, i64>>,
@@ -144,23 +153,30 @@ pub struct MtaSts {
 
 impl MtaSts {
     /// Fetches from port `port` (443; another only in tests), verifying
-    /// against `roots`.
-    pub fn new(dns: Dns, roots: Arc<rustls::RootCertStore>, port: u16) -> MtaSts {
+    /// against `roots`; from a private address only when `allow_private`.
+    pub fn new(
+        dns: Dns,
+        roots: Arc<rustls::RootCertStore>,
+        port: u16,
+        allow_private: bool,
+    ) -> MtaSts {
         MtaSts {
             dns,
             roots,
             port,
+            allow_private,
             cache: Mutex::new(HashMap::new()),
             failed: Mutex::new(HashMap::new()),
         }
     }
 
-    fn cached(&self, domain: &str, now: i64) -> Option<(String, Arc<Policy>)> {
+    /// The kept policy, its id, and whether it is due for a refresh.
+    fn cached(&self, domain: &str, now: i64) -> Option<(String, Arc<Policy>, bool)> {
         let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         cache
             .get(domain)
             .filter(|c| c.until > now)
-            .map(|c| (c.id.clone(), c.policy.clone()))
+            .map(|c| (c.id.clone(), c.policy.clone(), now - c.fetched > REFRESH))
     }
 
     /// The policy of `domain`, if it has one: the one kept, while its
@@ -173,10 +189,11 @@ impl MtaSts {
         let id = match self.record_id(&domain).await {
             Some(id) => id,
             // No record (or DNS failed): a kept policy still holds.
-            None => return cached.map(|(_, p)| p),
+            None => return cached.map(|(_, p, _)| p),
         };
-        if let Some((kept_id, policy)) = &cached
+        if let Some((kept_id, policy, stale)) = &cached
             && *kept_id == id
+            && !stale
         {
             return Some(policy.clone());
         }
@@ -184,7 +201,7 @@ impl MtaSts {
             let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
             failed.retain(|_, until| *until > now);
             if failed.contains_key(&domain) {
-                return cached.map(|(_, p)| p);
+                return cached.map(|(_, p, _)| p);
             }
         }
         match self.fetch(&domain).await {
@@ -193,18 +210,20 @@ impl MtaSts {
                 let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
                 if cache.len() >= CACHE_SIZE && !cache.contains_key(&domain) {
                     cache.retain(|_, c| c.until > now);
-                    if cache.len() >= CACHE_SIZE {
-                        cache.clear();
-                    }
                 }
-                cache.insert(
-                    domain,
-                    Cached {
-                        id,
-                        policy: policy.clone(),
-                        until: now.saturating_add(policy.max_age as i64),
-                    },
-                );
+                // Full of live policies: they stay (dropping them could
+                // downgrade their domains); this one is used, not kept.
+                if cache.len() < CACHE_SIZE || cache.contains_key(&domain) {
+                    cache.insert(
+                        domain,
+                        Cached {
+                            id,
+                            policy: policy.clone(),
+                            fetched: now,
+                            until: now.saturating_add((policy.max_age as i64).max(MIN_KEEP)),
+                        },
+                    );
+                }
                 Some(policy)
             }
             Err(e) => {
@@ -213,7 +232,7 @@ impl MtaSts {
                 if failed.len() < CACHE_SIZE {
                     failed.insert(domain, now.saturating_add(RETRY_FETCH));
                 }
-                cached.map(|(_, p)| p)
+                cached.map(|(_, p, _)| p)
             }
         }
     }
@@ -221,15 +240,7 @@ impl MtaSts {
     /// The id of `_mta-sts.<domain>`'s STSv1 record, if there is one.
     async fn record_id(&self, domain: &str) -> Option<String> {
         let texts = self.dns.txt(&format!("_mta-sts.{domain}")).await.ok()?;
-        let records: Vec<StsRecord> = texts
-            .iter()
-            .filter_map(|t| StsRecord::parse(t.as_bytes()).ok())
-            .collect();
-        // RFC 8461 3.1: more than one is as none.
-        match records.as_slice() {
-            [one] => Some(one.id.clone()),
-            _ => None,
-        }
+        record_id(&texts)
     }
 
     /// GET the policy file over HTTPS, its certificate verified for
@@ -243,11 +254,27 @@ impl MtaSts {
     }
 
     async fn get(&self, host: &str) -> Result<String, String> {
-        let addrs = self.dns.addresses(host).await.map_err(|f| f.text.clone())?;
-        let ip = *addrs.first().ok_or(format!("{host} has no address"))?;
-        let tcp = tokio::net::TcpStream::connect(SocketAddr::new(ip, self.port))
+        let addrs: Vec<std::net::IpAddr> = self
+            .dns
+            .addresses(host)
             .await
-            .map_err(|e| format!("cannot connect to {host}: {e}"))?;
+            .map_err(|f| f.text.clone())?
+            .into_iter()
+            .filter(|ip| self.allow_private || !crate::mx::is_private(*ip))
+            .collect();
+        // Each address in turn (IPv6 first), within the fetch's time.
+        let mut tcp = None;
+        let mut last = format!("{host} has no usable address");
+        for ip in addrs {
+            match tokio::net::TcpStream::connect(SocketAddr::new(ip, self.port)).await {
+                Ok(t) => {
+                    tcp = Some(t);
+                    break;
+                }
+                Err(e) => last = format!("cannot connect to {host} [{ip}]: {e}"),
+            }
+        }
+        let tcp = tcp.ok_or(last)?;
         let config = crate::connection::tls_config(Some(self.roots.clone()));
         let name = rustls_pki_types::ServerName::try_from(host.to_owned())
             .map_err(|e| format!("{host}: {e}"))?;
@@ -255,10 +282,13 @@ impl MtaSts {
             .connect(name, tcp)
             .await
             .map_err(|e| format!("TLS with {host}: {e}"))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+            .max_buf_size(16 * 1024)
+            .handshake(TokioIo::new(tls))
             .await
             .map_err(|e| format!("HTTP with {host}: {e}"))?;
-        tokio::spawn(conn);
+        // Ends with this fetch, however it ends.
+        let conn = AbortOnDrop(tokio::spawn(conn));
         let req = hyper::Request::get("/.well-known/mta-sts.txt")
             .header(hyper::header::HOST, host)
             .body(Empty::<Bytes>::new())
@@ -270,18 +300,89 @@ impl MtaSts {
         if resp.status() != hyper::StatusCode::OK {
             return Err(format!("{host} answered {}", resp.status()));
         }
+        // RFC 8461 3.2: text/plain (parameters aside), so that a page a
+        // user can put up elsewhere on the host is not taken for one.
+        let plain = resp
+            .headers()
+            .get(hyper::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case("text/plain"));
+        if !plain {
+            return Err(format!("{host}: the policy is not text/plain"));
+        }
         let body = Limited::new(resp.into_body(), MAX_POLICY)
             .collect()
             .await
             .map_err(|e| format!("{host}: {e}"))?
             .to_bytes();
+        drop(conn);
         String::from_utf8(body.to_vec()).map_err(|_| format!("{host}: the policy is not UTF-8"))
+    }
+}
+
+/// The policy id of a domain's `_mta-sts` TXT records (RFC 8461 3.1):
+/// records not starting with `v=STSv1` are not looked at; of the rest
+/// there must be exactly one, valid, with an id of 1 to 32 letters and
+/// digits; else there is no policy.
+pub fn record_id(texts: &[String]) -> Option<String> {
+    let candidates: Vec<&String> = texts
+        .iter()
+        .filter(|t| t.starts_with("v=STSv1;") || t.as_str() == "v=STSv1")
+        .collect();
+    let [one] = candidates.as_slice() else {
+        return None;
+    };
+    let id = StsRecord::parse(one.as_bytes()).ok()?.id;
+    let valid = (1..=32).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric());
+    valid.then_some(id)
+}
+
+/// A task aborted when dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// Whatever a policy server sends, reading it ends (no panic), and
+        /// what it accepts is bounded.
+        #[test]
+        fn any_text(text in "(version: STSv1\r?\n)?(mode: (enforce|testing|none)\r?\n)?((mx|max_age|x): [ -~]{0,20}\r?\n){0,8}[ -~\r\n]{0,64}") {
+            if let Ok(p) = Policy::parse(&text) {
+                proptest::prop_assert!(p.mx.len() <= 100 && p.max_age <= MAX_AGE);
+                let _ = p.allows("mx.example.test");
+            }
+        }
+    }
+
+    #[test]
+    fn one_valid_record_names_the_policy() {
+        let r =
+            |texts: &[&str]| record_id(&texts.iter().map(|t| (*t).to_owned()).collect::<Vec<_>>());
+        assert_eq!(r(&["v=STSv1; id=20261130"]).as_deref(), Some("20261130"));
+        assert_eq!(
+            r(&["v=spf1 -all", "v=STSv1; id=abc"]).as_deref(),
+            Some("abc"),
+            "other records are not looked at"
+        );
+        assert_eq!(r(&["v=STSv1; id=a", "v=STSv1; id=b"]), None, "two: none");
+        assert_eq!(
+            r(&["v=STSv1; id=abc", "v=STSv1; junk"]),
+            None,
+            "a bad one counts"
+        );
+        assert_eq!(r(&[&format!("v=STSv1; id={}", "a".repeat(33))]), None);
+        assert_eq!(r(&["v=STSv1; id=a-b"]), None);
+        assert_eq!(r(&[]), None);
+    }
 
     #[test]
     fn a_policy_is_read_as_rfc_8461_writes_it() {

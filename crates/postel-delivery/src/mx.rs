@@ -171,8 +171,10 @@ impl Dns {
                     .filter_map(|r| match &r.data {
                         RData::MX(mx) => Some((
                             mx.preference,
+                            // A-labels: what certificates and MTA-STS
+                            // patterns name.
                             mx.exchange
-                                .to_utf8()
+                                .to_ascii()
                                 .trim_end_matches('.')
                                 .to_ascii_lowercase(),
                         )),

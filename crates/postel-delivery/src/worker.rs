@@ -92,7 +92,12 @@ impl<S: Store + Clone> Worker<S> {
         let dns = Dns::new(&settings.nameservers)?;
         let connections = Arc::new(Semaphore::new(settings.max_connections.max(1)));
         let mta_sts = settings.mta_sts.then(|| {
-            crate::mta_sts::MtaSts::new(dns.clone(), settings.roots(), settings.mta_sts_port)
+            crate::mta_sts::MtaSts::new(
+                dns.clone(),
+                settings.roots(),
+                settings.mta_sts_port,
+                settings.allow_private_addresses,
+            )
         });
         Ok(Arc::new(Worker {
             store,

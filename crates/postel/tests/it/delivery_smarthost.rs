@@ -227,6 +227,7 @@ fn mta_sts_policies_are_fetched_and_enforced() {
         "mta-sts.sts.test",
         "mta-sts.stsbad.test",
         "mta-sts.ststest.test",
+        "mta-sts.stshtml.test",
     ]);
     for (name, pem) in [
         ("mx-cert.pem", &mx_cert),
@@ -241,7 +242,7 @@ fn mta_sts_policies_are_fetched_and_enforced() {
     let mx = Server::start_in(
         &temp_dir("mta-sts-mx"),
         &format!(
-            "[tls]\ncert = \"{}\"\nkey = \"{}\"\n[policy]\ndomains = [\"sts.test\", \"stsbad.test\", \"ststest.test\"]\n",
+            "[tls]\ncert = \"{}\"\nkey = \"{}\"\n[policy]\ndomains = [\"sts.test\", \"stsbad.test\", \"ststest.test\", \"stshtml.test\"]\n",
             arg(&dir.join("mx-cert.pem")),
             arg(&dir.join("mx-key.pem"))
         ),
@@ -264,6 +265,11 @@ fn mta_sts_policies_are_fetched_and_enforced() {
             "mta-sts.stsbad.test=enforce:mx.elsewhere.test",
             "--policy",
             "mta-sts.ststest.test=testing:mx.elsewhere.test",
+            // Served as text/html: not a policy (RFC 8461 3.2), so none.
+            "--policy",
+            "mta-sts.stshtml.test=enforce:mx.elsewhere.test",
+            "--html",
+            "mta-sts.stshtml.test",
         ])
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -288,10 +294,15 @@ fn mta_sts_policies_are_fetched_and_enforced() {
     c.greet();
     c.mail(
         "me@here.test",
-        &["a@sts.test", "b@stsbad.test", "c@ststest.test"],
+        &[
+            "a@sts.test",
+            "b@stsbad.test",
+            "c@ststest.test",
+            "e@stshtml.test",
+        ],
         &message("sts"),
     );
-    wait_for(30, "a@sts.test and c@ststest.test delivered", || {
+    wait_for(30, "all but b@stsbad.test delivered", || {
         let mut to: Vec<String> = mx
             .messages()
             .iter()
@@ -299,7 +310,7 @@ fn mta_sts_policies_are_fetched_and_enforced() {
             .filter_map(|v| v.as_str().map(str::to_owned))
             .collect();
         to.sort();
-        to == ["a@sts.test", "c@ststest.test"]
+        to == ["a@sts.test", "c@ststest.test", "e@stshtml.test"]
     });
     wait_for(20, "the rows recorded", || {
         queue(&sender)

@@ -20,7 +20,8 @@
 //! - `smarthost.test`: an A record 127.0.8.1;
 //! - `example.test`: MX `mx.example.test` (127.0.0.1: the Postfix peer);
 //! - `v6.test`: MX `mx.v6.test`, whose only address is `::1`;
-//! - `sts.test`, `stsbad.test`, `ststest.test`: MX `mx.tls.test`, each
+//! - `sts.test`, `stsbad.test`, `ststest.test`, `stshtml.test`: MX
+//!   `mx.tls.test`, each
 //!   with an MTA-STS record and `mta-sts.<domain>` at 127.0.9.1.
 
 use std::io::BufRead;
@@ -71,6 +72,9 @@ const ZONE: &[&str] = &[
     "--host-record=mta-sts.sts.test,127.0.9.1",
     "--host-record=mta-sts.stsbad.test,127.0.9.1",
     "--host-record=mta-sts.ststest.test,127.0.9.1",
+    "--mx-host=stshtml.test,mx.tls.test,10",
+    "--txt-record=_mta-sts.stshtml.test,v=STSv1; id=1",
+    "--host-record=mta-sts.stshtml.test,127.0.9.1",
     "--host-record=mx.v6.test,::1",
     // DNS lists (tests/it/screening.rs): 127.0.0.9 is on the block list,
     // 127.0.0.10 on both lists, 127.0.0.11 gets the list's error code.
