@@ -260,12 +260,42 @@ impl Verifier {
             }
             None => "fail",
         };
-        // Several From: fields, or authors in several domains: mail-auth
-        // leaves DMARC out (none), which would let a forged author through.
-        // RFC 7489 6.6.1 lets a receiver apply the strictest policy: such a
-        // message fails as under p=reject.
-        let several_authors = several_authors(&parsed);
-        if several_authors.is_none() {
+        // Several author domains: mail-auth leaves DMARC out (none), which
+        // would let a forged author through. RFC 7489 6.6.1: each domain
+        // is checked, and the strictest policy of those that fail applies.
+        // Several From: fields (RFC 5322 allows one) fail as under
+        // p=reject.
+        let authors = authors(&parsed);
+        let mut each = Vec::new();
+        if let Authors::Domains(domains) = &authors {
+            for d in domains.iter().take(MAX_AUTHOR_DOMAINS) {
+                let Some(mut one) = AuthenticatedMessage::parse(message) else {
+                    continue;
+                };
+                one.from = vec![format!("author@{d}")];
+                let out = self
+                    .within(
+                        self.auth.verify_dmarc(
+                            Parameters::new(DmarcParameters::new(
+                                &one,
+                                &dkim,
+                                from_domain,
+                                &spf.mail_from,
+                            ))
+                            .with_txt_cache(&self.txt),
+                        ),
+                        |_| mail_auth::DmarcOutput::default(),
+                    )
+                    .await;
+                results = results.with_dmarc_result(&out);
+                each.push(out);
+            }
+        }
+        let several_fields = match &authors {
+            Authors::Fields(domain) => Some(domain.clone()),
+            _ => None,
+        };
+        if matches!(authors, Authors::One) {
             results = results.with_dmarc_result(&dmarc);
         }
         let dkim_summary = dkim.first().map_or("none", |d| dkim_word(d.result()));
@@ -275,14 +305,14 @@ impl Verifier {
             // mail-auth has no result to write for a chain not looked at.
             extra.push("arc=fail (too many sets or signed fields)".to_owned());
         }
-        if let Some(domain) = &several_authors {
+        if let Some(domain) = &several_fields {
             let from = if domain.is_empty() {
                 String::new()
             } else {
                 format!(" header.from={domain}")
             };
             extra.push(format!(
-                "dmarc=fail (several author domains){from} policy.dmarc=reject"
+                "dmarc=fail (several From fields){from} policy.dmarc=reject"
             ));
         }
         if !extra.is_empty() {
@@ -293,17 +323,14 @@ impl Verifier {
             }
             header.push_str("\r\n");
         }
-        let (dmarc_result, policy, author_domain) = match several_authors {
-            Some(domain) => ("fail", Policy::Reject, domain),
-            None => (
+        let (dmarc_result, policy, author_domain) = match (several_fields, each.is_empty()) {
+            (Some(domain), _) => ("fail", Policy::Reject, domain),
+            (None, true) => (
                 dmarc_word(&dmarc.result()),
-                match dmarc.policy() {
-                    DmarcPolicy::Reject => Policy::Reject,
-                    DmarcPolicy::Quarantine => Policy::Quarantine,
-                    DmarcPolicy::None | DmarcPolicy::Unspecified => Policy::None,
-                },
+                policy_of(&dmarc),
                 dmarc.domain().to_owned(),
             ),
+            (None, false) => strictest(&each),
         };
         Outcome {
             spf: spf.result(),
@@ -348,36 +375,84 @@ impl Verifier {
     }
 }
 
-/// The first author domain, when the message has several `From:` fields
-/// or its authors are in several domains; None for one field of one
-/// domain (or none at all).
-fn several_authors(parsed: &AuthenticatedMessage<'_>) -> Option<String> {
+/// The most author domains of one `From:` field checked one by one.
+pub const MAX_AUTHOR_DOMAINS: usize = 5;
+
+/// Who wrote a message, as DMARC sees it.
+enum Authors {
+    /// One `From:` field, one domain (or none).
+    One,
+    /// One field, authors in these domains.
+    Domains(Vec<String>),
+    /// Several `From:` fields: the first author's domain.
+    Fields(String),
+}
+
+fn authors(parsed: &AuthenticatedMessage<'_>) -> Authors {
     let fields = parsed
         .headers
         .iter()
         .filter(|(name, _)| name.trim_ascii().eq_ignore_ascii_case(b"From"))
         .count();
-    let domains: Vec<String> = parsed
+    let mut domains: Vec<String> = Vec::new();
+    for d in parsed
         .from
         .iter()
         .filter_map(|a| a.rsplit_once('@'))
-        .map(|(_, d)| d.to_ascii_lowercase())
-        .collect();
-    let first = domains.first().cloned();
-    let mixed = domains.iter().any(|d| Some(d) != first.as_ref());
-    if fields > 1 || mixed {
-        // Domain characters only: it goes into a header field.
-        Some(
-            first
-                .unwrap_or_default()
-                .chars()
-                .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
-                .take(255)
-                .collect(),
-        )
-    } else {
-        None
+        .map(|(_, d)| domain_chars(&d.to_ascii_lowercase()))
+    {
+        if !domains.contains(&d) {
+            domains.push(d);
+        }
     }
+    if fields > 1 {
+        Authors::Fields(domains.into_iter().next().unwrap_or_default())
+    } else if domains.len() > 1 {
+        Authors::Domains(domains)
+    } else {
+        Authors::One
+    }
+}
+
+/// Domain characters only: it goes into a header field.
+fn domain_chars(d: &str) -> String {
+    d.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        .take(255)
+        .collect()
+}
+
+fn policy_of(d: &mail_auth::DmarcOutput) -> Policy {
+    match d.policy() {
+        DmarcPolicy::Reject => Policy::Reject,
+        DmarcPolicy::Quarantine => Policy::Quarantine,
+        DmarcPolicy::None | DmarcPolicy::Unspecified => Policy::None,
+    }
+}
+
+/// The verdict over several author domains (RFC 7489 6.6.1): the
+/// strictest policy of those that fail; else pass if one passed; else
+/// the first result.
+fn strictest(each: &[mail_auth::DmarcOutput]) -> (&'static str, Policy, String) {
+    let rank = |p: Policy| match p {
+        Policy::Reject => 2,
+        Policy::Quarantine => 1,
+        Policy::None => 0,
+    };
+    let failing = each
+        .iter()
+        .filter(|d| matches!(d.result(), DmarcResult::Fail(_)))
+        .max_by_key(|d| rank(policy_of(d)));
+    if let Some(d) = failing {
+        return ("fail", policy_of(d), d.domain().to_owned());
+    }
+    let pick = each
+        .iter()
+        .find(|d| d.result() == DmarcResult::Pass)
+        .or_else(|| each.first());
+    pick.map_or(("none", Policy::None, String::new()), |d| {
+        (dmarc_word(&d.result()), policy_of(d), d.domain().to_owned())
+    })
 }
 
 /// SPF's result when its lookups are not done in time.

@@ -651,6 +651,32 @@ fn what_a_sender_controls_is_bounded() {
     c.send(&two);
     c.send(".\r\n");
     c.expect("550 5.7.1 Rejected by DMARC policy of in.test");
+    // One From: field, two domains (RFC 7489 6.6.1): each is checked;
+    // the strictest policy of those that fail applies (quarantine here,
+    // so kept and flagged even with reject_dmarc), and two passes pass.
+    let r = rig();
+    let mut two_domains = message("a@in.test", "two-domains");
+    let text = String::from_utf8(two_domains.clone()).expect("utf-8");
+    two_domains = text
+        .replace("From: Someone <a@in.test>", "From: a@in.test, b@quar.test")
+        .into_bytes();
+    let signed = dkimpy(
+        &["sign", "in.test", "od", arg(&r.dir.join("od.private"))],
+        &two_domains,
+    );
+    let id = c.mail("a@in.test", &["you@here.test"], &signed);
+    let m = summary(&s, &id);
+    assert_eq!(m["checks"]["dmarc"], "fail", "{m}");
+    assert_eq!(m["checks"]["quarantine"], true, "{m}");
+    let both = String::from_utf8(message("a@pass.test", "both-pass"))
+        .expect("utf-8")
+        .replace(
+            "From: Someone <a@pass.test>",
+            "From: a@pass.test, b@mail.pass.test",
+        )
+        .into_bytes();
+    let id = c.mail("x@pass.test", &["you@here.test"], &both);
+    assert_eq!(summary(&s, &id)["checks"]["dmarc"], "pass");
     // Content that starts with white space would continue our fields.
     c.cmd("MAIL FROM:<x@pass.test>", "250 2.1.0 Sender OK");
     c.cmd("RCPT TO:<you@here.test>", "250 2.1.5 Recipient OK");
