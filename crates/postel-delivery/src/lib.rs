@@ -14,6 +14,8 @@
 //! - `outcome`: what an attempt did for a recipient, with its status code;
 //! - `mx`: MX resolution, null MX, implicit MX, Postel itself, private
 //!   addresses;
+//! - `mta_sts`: destinations' MTA-STS policies (RFC 8461): the record,
+//!   the HTTPS fetch, the cache; parsing and matching sans-IO;
 //! - `down`: hosts that did not answer, remembered for a while;
 //! - `handoff`: messages just committed, passed to delivery in memory;
 //! - `connection`: the tokio driver of the sans-IO client (TCP, TLS,
@@ -23,7 +25,7 @@
 //! - `local`: where local recipients go (store, Maildir, LMTP);
 //! - `maildir`: Maildir delivery (tmp, fsync, new);
 //! - `lmtp`: LMTP sessions (RFC 2033), on `session`'s transactions;
-//! - `dsn`: RFC 3464 notices;
+//! - `dsn`: RFC 3464 notices (DKIM-signed, with `settings`' keys);
 //! - `report`: outcomes into queue updates and notices;
 //! - `metrics`: the queue, attempts and latency for `/metrics`;
 //! - `worker`: the loop over the queue: claims, destinations, sessions.

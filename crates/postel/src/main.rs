@@ -12,7 +12,7 @@
 //! - `config`: the TOML file, overrides, validation;
 //! - `backend`: the Backend that joins policy to the store;
 //! - `tls`: certificates (files, self-signed, reload);
-//! - `users`, `messages`, `queue`: the admin commands;
+//! - `users`, `messages`, `queue`, `dkim`: the admin commands;
 //! - `client`, `send`, `probe`, `explain`: the client-side tools;
 //! - `release`: a stored message sent on (CLI, and the web's targets).
 

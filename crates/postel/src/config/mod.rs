@@ -9,7 +9,8 @@
 //! - this file: [`Config`], the overrides, and `build`, which runs one
 //!   validator per section and puts the results together;
 //! - `file`: the TOML sections as written;
-//! - `listeners`, `limits`, `policy`, `web`, `delivery`: the validators;
+//! - `listeners`, `limits`, `policy`, `web`, `delivery`, `integrations`,
+//!   `screening`, `authentication` (`[verify]`, `[[dkim]]`): the validators;
 //! - `effective`: the config written back (`postel config check`).
 
 use std::collections::{BTreeMap, BTreeSet};
