@@ -228,18 +228,7 @@ impl Verifier {
             .rsplit_once('@')
             .map_or(spf.helo_name.as_str(), |(_, d)| d);
         let dmarc = self
-            .within(
-                self.auth.verify_dmarc(
-                    Parameters::new(DmarcParameters::new(
-                        &parsed,
-                        &dkim,
-                        from_domain,
-                        &spf.mail_from,
-                    ))
-                    .with_txt_cache(&self.txt),
-                ),
-                |_| mail_auth::DmarcOutput::default(),
-            )
+            .dmarc(&parsed, &dkim, from_domain, &spf.mail_from)
             .await;
         let header_from = parsed
             .from
@@ -273,20 +262,7 @@ impl Verifier {
                     continue;
                 };
                 one.from = vec![format!("author@{d}")];
-                let out = self
-                    .within(
-                        self.auth.verify_dmarc(
-                            Parameters::new(DmarcParameters::new(
-                                &one,
-                                &dkim,
-                                from_domain,
-                                &spf.mail_from,
-                            ))
-                            .with_txt_cache(&self.txt),
-                        ),
-                        |_| mail_auth::DmarcOutput::default(),
-                    )
-                    .await;
+                let out = self.dmarc(&one, &dkim, from_domain, &spf.mail_from).await;
                 results = results.with_dmarc_result(&out);
                 each.push(out);
             }
@@ -341,6 +317,24 @@ impl Verifier {
             author_domain,
             header,
         }
+    }
+
+    /// DMARC of `message`, under the deadline.
+    async fn dmarc<'x>(
+        &'x self,
+        message: &'x AuthenticatedMessage<'x>,
+        dkim: &'x [mail_auth::DkimOutput<'x>],
+        mail_from_domain: &'x str,
+        spf: &'x SpfOutput,
+    ) -> mail_auth::DmarcOutput {
+        self.within(
+            self.auth.verify_dmarc(
+                Parameters::new(DmarcParameters::new(message, dkim, mail_from_domain, spf))
+                    .with_txt_cache(&self.txt),
+            ),
+            |_| mail_auth::DmarcOutput::default(),
+        )
+        .await
     }
 
     /// A message whose header cannot be read: SPF alone.
