@@ -174,6 +174,38 @@ impl Verifier {
         }
     }
 
+    /// Looks up, ahead of [`Verifier::message`], what a message's header
+    /// section will need: the keys of its DKIM signatures (as many as will
+    /// be checked) and the DMARC record of its author's domain. They wait
+    /// in the cache, so the lookups overlap the rest of the content.
+    pub async fn prefetch(&self, header: &[u8]) {
+        use mail_auth::common::verify::{DomainKey, VerifySignature};
+        let Some(parsed) = AuthenticatedMessage::parse(header) else {
+            return;
+        };
+        let mut names: Vec<String> = parsed
+            .dkim_headers
+            .iter()
+            .filter(|h| h.header.h.len() <= MAX_SIGNED_FIELDS)
+            .take(MAX_SIGNATURES)
+            .map(|h| h.header.domain_key())
+            .collect();
+        names.sort();
+        names.dedup();
+        for name in &names {
+            let lookup = self
+                .auth
+                .txt_lookup::<DomainKey>(name.as_str(), Some(&self.txt));
+            let _ = tokio::time::timeout(self.deadline, lookup).await;
+        }
+        if let Some((_, domain)) = parsed.from.first().and_then(|f| f.rsplit_once('@')) {
+            let lookup = self
+                .auth
+                .txt_lookup::<mail_auth::dmarc::Dmarc>(format!("_dmarc.{domain}"), Some(&self.txt));
+            let _ = tokio::time::timeout(self.deadline, lookup).await;
+        }
+    }
+
     /// DKIM, ARC and DMARC of `message` (header and body, CRLF), with
     /// SPF's results: the outcome and its `Authentication-Results:`.
     pub async fn message(&self, message: &[u8], spf: &Spf) -> Outcome {

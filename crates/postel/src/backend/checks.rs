@@ -127,6 +127,31 @@ impl<S: Store> PostelSession<S> {
         self.spf = SpfState::Pending(tokio::spawn(
             async move { verifier.spf(ip, &helo, &from).await },
         ));
+        self.prefetch = Some(0);
+    }
+
+    /// As content arrives: once the header section is in, the DKIM keys
+    /// and the DMARC record it names are looked up ahead of the checks.
+    /// Each part of the first 64 KiB is scanned once for the header's end.
+    pub(super) fn prefetch(&mut self) {
+        const SCAN: usize = 64 * 1024;
+        let Some(scanned) = self.prefetch else { return };
+        let Some(head) = self.incoming.as_ref().map(|i| i.first_part()) else {
+            return;
+        };
+        let from = scanned.saturating_sub(3);
+        let upto = head.len().min(SCAN);
+        match memchr::memmem::find(&head[from.min(upto)..upto], b"\r\n\r\n") {
+            Some(at) => {
+                self.prefetch = None;
+                if let Some(v) = self.inner.authentication.verifier.clone() {
+                    let header = head[..from + at + 4].to_vec();
+                    tokio::spawn(async move { v.prefetch(&header).await });
+                }
+            }
+            None if upto >= SCAN => self.prefetch = None,
+            None => self.prefetch = Some(upto),
+        }
     }
 
     /// SPF's result, waiting for it if it is still under way.

@@ -158,6 +158,7 @@ impl<S: Store> Backend for PostelBackend<S> {
             client_name: "unknown".to_owned(),
             client_ptr: "unknown".to_owned(),
             spf: checks::SpfState::Off,
+            prefetch: None,
         }
     }
 
@@ -210,6 +211,9 @@ pub(crate) struct PostelSession<S> {
     client_ptr: String,
     /// SPF of the transaction, from MAIL on (mail from outside).
     spf: checks::SpfState,
+    /// Octets of the content's first part scanned for the header's end,
+    /// while the lookups it needs are still to start; None: nothing to do.
+    prefetch: Option<usize>,
 }
 
 impl<S: Store> PostelSession<S> {
@@ -241,6 +245,7 @@ impl<S: Store> PostelSession<S> {
             task.abort();
         }
         self.spf = checks::SpfState::Off;
+        self.prefetch = None;
     }
 
     /// The content whole in memory: a message spooled to disk is read
@@ -518,6 +523,7 @@ impl<S: Store> BackendSession for PostelSession<S> {
     }
 
     async fn body_appended(&mut self) {
+        self.prefetch();
         if let Some(incoming) = self.incoming.as_mut() {
             incoming.appended().await;
         }

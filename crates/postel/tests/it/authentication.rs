@@ -118,6 +118,8 @@ fn rig() -> &'static Rig {
         assert!(status.success());
         let od = std::fs::read_to_string(dir.join("od.txt")).expect("od.txt");
         records.push(txt("od._domainkey.in.test", &quoted_joined(&od)));
+        // The same key under a selector only the prefetch test signs with.
+        records.push(txt("pre._domainkey.in.test", &quoted_joined(&od)));
         for (domain, spf) in SPF_TABLE {
             records.push(txt(domain, spf));
         }
@@ -145,7 +147,11 @@ fn rig() -> &'static Rig {
             ]
             .map(|s| s.to_owned()),
         );
-        let (port, dns) = crate::rig::dnsmasq(&records);
+        // Queries are logged, for the test of lookups made ahead.
+        let mut options = records.clone();
+        options.push("--log-queries".to_owned());
+        options.push(format!("--log-facility={}", dir.join("dns.log").display()));
+        let (port, dns) = crate::rig::dnsmasq(&options);
         Rig {
             port,
             dir,
@@ -769,4 +775,40 @@ for author in ("alice@out.test", "someone@mx.test"):
     for raw in [&own, &other] {
         assert!(!raw.contains("Authentication-Results: mx.test"), "{raw}");
     }
+}
+
+/// The DKIM key a message's header names is looked up while the rest of
+/// the content is still coming: the query reaches DNS before the end of
+/// data is sent (dnsmasq logs it).
+#[test]
+fn dkim_keys_are_looked_up_while_the_content_arrives() {
+    let r = rig();
+    let signed = dkimpy(
+        &["sign", "in.test", "pre", arg(&r.dir.join("od.private"))],
+        &message("a@in.test", "ahead"),
+    );
+    let split = signed
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("header end")
+        + 4;
+    let log = r.dir.join("dns.log");
+    let asked = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("pre._domainkey.in.test")
+    };
+    assert!(!asked(), "nobody asked yet");
+    let s = checking_server("");
+    let mut c = s.connect();
+    c.greet();
+    c.cmd("MAIL FROM:<a@in.test>", "250 2.1.0 Sender OK");
+    c.cmd("RCPT TO:<you@here.test>", "250 2.1.5 Recipient OK");
+    c.cmd("DATA", "354 End data with <CR><LF>.<CR><LF>");
+    c.send(&signed[..split]);
+    crate::rig::wait_for(10, "the key asked for before the end of data", asked);
+    c.send(&signed[split..]);
+    c.send(".\r\n");
+    let id = crate::support::queued_id(&c.expect_start("250 2.0.0 Ok: queued as "));
+    assert_eq!(summary(&s, &id)["checks"]["dkim"], "pass");
 }
