@@ -179,6 +179,11 @@ impl Verifier {
     /// be checked) and the DMARC record of its author's domain. They wait
     /// in the cache, so the lookups overlap the rest of the content.
     pub async fn prefetch(&self, header: &[u8]) {
+        // All of it within one step's deadline.
+        let _ = tokio::time::timeout(self.deadline, self.look_ahead(header)).await;
+    }
+
+    async fn look_ahead(&self, header: &[u8]) {
         use mail_auth::common::verify::{DomainKey, VerifySignature};
         let Some(parsed) = AuthenticatedMessage::parse(header) else {
             return;
@@ -193,16 +198,16 @@ impl Verifier {
         names.sort();
         names.dedup();
         for name in &names {
-            let lookup = self
+            let _ = self
                 .auth
-                .txt_lookup::<DomainKey>(name.as_str(), Some(&self.txt));
-            let _ = tokio::time::timeout(self.deadline, lookup).await;
+                .txt_lookup::<DomainKey>(name.as_str(), Some(&self.txt))
+                .await;
         }
         if let Some((_, domain)) = parsed.from.first().and_then(|f| f.rsplit_once('@')) {
-            let lookup = self
+            let _ = self
                 .auth
-                .txt_lookup::<mail_auth::dmarc::Dmarc>(format!("_dmarc.{domain}"), Some(&self.txt));
-            let _ = tokio::time::timeout(self.deadline, lookup).await;
+                .txt_lookup::<mail_auth::dmarc::Dmarc>(format!("_dmarc.{domain}"), Some(&self.txt))
+                .await;
         }
     }
 
@@ -289,10 +294,8 @@ impl Verifier {
         let authors = authors(&parsed);
         let mut each = Vec::new();
         if let Authors::Domains(domains) = &authors {
-            for d in domains.iter().take(MAX_AUTHOR_DOMAINS) {
-                let Some(mut one) = AuthenticatedMessage::parse(message) else {
-                    continue;
-                };
+            for d in domains {
+                let mut one = parsed.clone();
                 one.from = vec![format!("author@{d}")];
                 let out = self.dmarc(&one, &dkim, from_domain, &spf.mail_from).await;
                 results = results.with_dmarc_result(&out);
@@ -420,19 +423,23 @@ fn authors(parsed: &AuthenticatedMessage<'_>) -> Authors {
         .iter()
         .filter(|(name, _)| name.trim_ascii().eq_ignore_ascii_case(b"From"))
         .count();
+    // Compared as mail-auth compares them (A-labels), so that no two
+    // domains it tells apart are taken for one.
     let mut domains: Vec<String> = Vec::new();
     for d in parsed
         .from
         .iter()
         .filter_map(|a| a.rsplit_once('@'))
-        .map(|(_, d)| domain_chars(&d.to_ascii_lowercase()))
+        .map(|(_, d)| mail_auth::common::to_a_label(d).to_ascii_lowercase())
     {
         if !domains.contains(&d) {
             domains.push(d);
         }
     }
-    if fields > 1 {
-        Authors::Fields(domains.into_iter().next().unwrap_or_default())
+    // More author domains than are checked one by one count as several
+    // fields: a sender cannot hide one behind passing others.
+    if fields > 1 || domains.len() > MAX_AUTHOR_DOMAINS {
+        Authors::Fields(domain_chars(domains.first().map_or("", String::as_str)))
     } else if domains.len() > 1 {
         Authors::Domains(domains)
     } else {

@@ -33,8 +33,11 @@ pub const MAX_AGE: u64 = 31_557_600;
 /// How long fetching a policy may take, whole.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Domains whose policy (or lack of one) is remembered at once.
-const CACHE_SIZE: usize = 10_000;
+/// Domains whose policy is remembered at once.
+const CACHE_SIZE: usize = 50_000;
+
+/// How long one address of a policy host may take to connect.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// After a fetch fails, how long (seconds) before the next is tried: a
 /// dead policy server does not cost every delivery attempt its timeout.
@@ -210,10 +213,21 @@ impl MtaSts {
                 let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
                 if cache.len() >= CACHE_SIZE && !cache.contains_key(&domain) {
                     cache.retain(|_, c| c.until > now);
+                    // Then what protects nothing (none, testing), then the
+                    // oldest: an enforce policy goes last.
+                    if cache.len() >= CACHE_SIZE {
+                        cache.retain(|_, c| c.policy.mode == Mode::Enforce);
+                    }
+                    if cache.len() >= CACHE_SIZE
+                        && let Some(oldest) = cache
+                            .iter()
+                            .min_by_key(|(_, c)| c.fetched)
+                            .map(|(d, _)| d.clone())
+                    {
+                        cache.remove(&oldest);
+                    }
                 }
-                // Full of live policies: they stay (dropping them could
-                // downgrade their domains); this one is used, not kept.
-                if cache.len() < CACHE_SIZE || cache.contains_key(&domain) {
+                {
                     cache.insert(
                         domain,
                         Cached {
@@ -266,12 +280,16 @@ impl MtaSts {
         let mut tcp = None;
         let mut last = format!("{host} has no usable address");
         for ip in addrs {
-            match tokio::net::TcpStream::connect(SocketAddr::new(ip, self.port)).await {
-                Ok(t) => {
+            let connect = tokio::net::TcpStream::connect(SocketAddr::new(ip, self.port));
+            match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+                Ok(Ok(t)) => {
                     tcp = Some(t);
                     break;
                 }
-                Err(e) => last = format!("cannot connect to {host} [{ip}]: {e}"),
+                Ok(Err(e)) => last = format!("cannot connect to {host} [{ip}]: {e}"),
+                Err(_) => {
+                    last = format!("no connection to {host} [{ip}] within {CONNECT_TIMEOUT:?}")
+                }
             }
         }
         let tcp = tcp.ok_or(last)?;

@@ -146,7 +146,8 @@ impl<S: Store> PostelSession<S> {
                 self.prefetch = None;
                 if let Some(v) = self.inner.authentication.verifier.clone() {
                     let header = head[..from + at + 4].to_vec();
-                    tokio::spawn(async move { v.prefetch(&header).await });
+                    // Ends with the transaction (clear) at the latest.
+                    self.lookahead = Some(tokio::spawn(async move { v.prefetch(&header).await }));
                 }
             }
             None if upto >= SCAN => self.prefetch = None,

@@ -159,6 +159,7 @@ impl<S: Store> Backend for PostelBackend<S> {
             client_ptr: "unknown".to_owned(),
             spf: checks::SpfState::Off,
             prefetch: None,
+            lookahead: None,
         }
     }
 
@@ -214,6 +215,8 @@ pub(crate) struct PostelSession<S> {
     /// Octets of the content's first part scanned for the header's end,
     /// while the lookups it needs are still to start; None: nothing to do.
     prefetch: Option<usize>,
+    /// The lookups started ahead, stopped with the transaction.
+    lookahead: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl<S: Store> PostelSession<S> {
@@ -246,6 +249,9 @@ impl<S: Store> PostelSession<S> {
         }
         self.spf = checks::SpfState::Off;
         self.prefetch = None;
+        if let Some(task) = self.lookahead.take() {
+            task.abort();
+        }
     }
 
     /// The content whole in memory: a message spooled to disk is read

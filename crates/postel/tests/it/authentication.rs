@@ -683,6 +683,20 @@ fn what_a_sender_controls_is_bounded() {
         .into_bytes();
     let id = c.mail("x@pass.test", &["you@here.test"], &both);
     assert_eq!(summary(&s, &id)["checks"]["dmarc"], "pass");
+    // More author domains than are checked one by one fail as under
+    // p=reject: none hides behind five that pass.
+    let six = String::from_utf8(message("a@pass.test", "six"))
+        .expect("utf-8")
+        .replace(
+            "From: Someone <a@pass.test>",
+            "From: a@pass.test, b@mail.pass.test, c@p1.test, d@p2.test, e@p3.test, ceo@in.test",
+        );
+    c.cmd("MAIL FROM:<x@pass.test>", "250 2.1.0 Sender OK");
+    c.cmd("RCPT TO:<you@here.test>", "250 2.1.5 Recipient OK");
+    c.cmd("DATA", "354 End data with <CR><LF>.<CR><LF>");
+    c.send(six.as_bytes());
+    c.send(".\r\n");
+    c.expect("550 5.7.1 Rejected by DMARC policy of pass.test");
     // Content that starts with white space would continue our fields.
     c.cmd("MAIL FROM:<x@pass.test>", "250 2.1.0 Sender OK");
     c.cmd("RCPT TO:<you@here.test>", "250 2.1.5 Recipient OK");
