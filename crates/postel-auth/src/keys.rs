@@ -50,24 +50,13 @@ pub fn ed25519() -> Result<NewKey, GenerateError> {
     let key = mail_auth::common::crypto::Ed25519Key::from_pkcs8_der(&pkcs8).map_err(|e| err(&e))?;
     Ok(NewKey {
         kind: "ed25519",
-        private_pem: pem("PRIVATE KEY", &pkcs8),
+        private_pem: rsa::pkcs8::der::pem::encode_string("PRIVATE KEY", LineEnding::LF, &pkcs8)
+            .map_err(|e| err(&e))?,
         record: format!(
             "v=DKIM1; k=ed25519; p={}",
             STANDARD.encode(key.public_key())
         ),
     })
-}
-
-/// `der` as PEM with `label`, in lines of 64 characters.
-fn pem(label: &str, der: &[u8]) -> String {
-    let b64 = STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(chunk));
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
 }
 
 /// A TXT record's text as a zone file writes it: strings of at most 255

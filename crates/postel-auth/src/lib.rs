@@ -27,4 +27,4 @@ pub mod verify;
 
 pub use sign::{Key, KeyError, Signer};
 pub use strip::{may_hold_forged, strip_forged};
-pub use verify::{Outcome, Policy, Spf, Verifier};
+pub use verify::{Outcome, Policy, Spf, Verifier, domain_chars};

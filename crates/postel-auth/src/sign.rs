@@ -205,11 +205,17 @@ impl Signer {
     /// (or of its nearest parent with keys); empty when there is none, or
     /// not exactly one author domain.
     pub fn sign(&self, message: &[u8]) -> Vec<u8> {
-        let Some(domain) = author_domain(message) else {
-            return Vec::new();
-        };
+        match author_domain(message) {
+            Some(domain) => self.sign_as(message, &domain),
+            None => Vec::new(),
+        }
+    }
+
+    /// [`Signer::sign`], for a caller that has read the author's domain
+    /// already ([`author_domain`]).
+    pub fn sign_as(&self, message: &[u8], domain: &str) -> Vec<u8> {
         let mut fields = Vec::new();
-        for key in self.keys_for(&domain) {
+        for key in self.keys_for(domain) {
             match key.sign(message) {
                 Some(f) => fields.extend_from_slice(f.as_bytes()),
                 None => {

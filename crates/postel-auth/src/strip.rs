@@ -82,10 +82,7 @@ fn field_end(m: &[u8], pos: usize, end: usize) -> usize {
 
 /// The position after the next LF at or after `pos` (or the end).
 fn memchr_nl(m: &[u8], pos: usize) -> usize {
-    m[pos..]
-        .iter()
-        .position(|&b| b == b'\n')
-        .map_or(m.len(), |i| pos + i + 1)
+    memchr::memchr(b'\n', &m[pos..]).map_or(m.len(), |i| pos + i + 1)
 }
 
 /// Whether `field` is an `Authentication-Results:` field for `id`.

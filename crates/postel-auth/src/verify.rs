@@ -87,7 +87,8 @@ pub struct Outcome {
     pub arc: &'static str,
     /// The policy the author's domain publishes.
     pub policy: Policy,
-    /// The author's domain (of `From:`) DMARC looked at; empty: none.
+    /// The author's domain (of `From:`) DMARC looked at, its domain
+    /// characters only ([`domain_chars`]); empty: none.
     pub author_domain: String,
     /// The `Authentication-Results:` field, CRLF-terminated.
     pub header: String,
@@ -339,7 +340,7 @@ impl Verifier {
             (None, true) => (
                 dmarc_word(&dmarc.result()),
                 policy_of(&dmarc),
-                dmarc.domain().to_owned(),
+                domain_chars(dmarc.domain()),
             ),
             (None, false) => strictest(&each),
         };
@@ -425,6 +426,8 @@ fn authors(parsed: &AuthenticatedMessage<'_>) -> Authors {
         .count();
     // Compared as mail-auth compares them (A-labels), so that no two
     // domains it tells apart are taken for one.
+    // One past the limit is enough to know: a header of thousands of
+    // addresses costs no more than six.
     let mut domains: Vec<String> = Vec::new();
     for d in parsed
         .from
@@ -434,6 +437,9 @@ fn authors(parsed: &AuthenticatedMessage<'_>) -> Authors {
     {
         if !domains.contains(&d) {
             domains.push(d);
+            if domains.len() > MAX_AUTHOR_DOMAINS {
+                break;
+            }
         }
     }
     // More author domains than are checked one by one count as several
@@ -447,8 +453,9 @@ fn authors(parsed: &AuthenticatedMessage<'_>) -> Authors {
     }
 }
 
-/// Domain characters only: it goes into a header field.
-fn domain_chars(d: &str) -> String {
+/// A domain with its domain characters only (letters, digits, `.`, `-`,
+/// `_`), at most 255: for a header field, a reply or a log line.
+pub fn domain_chars(d: &str) -> String {
     d.chars()
         .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
         .take(255)
@@ -477,14 +484,18 @@ fn strictest(each: &[mail_auth::DmarcOutput]) -> (&'static str, Policy, String) 
         .filter(|d| matches!(d.result(), DmarcResult::Fail(_)))
         .max_by_key(|d| rank(policy_of(d)));
     if let Some(d) = failing {
-        return ("fail", policy_of(d), d.domain().to_owned());
+        return ("fail", policy_of(d), domain_chars(d.domain()));
     }
     let pick = each
         .iter()
         .find(|d| d.result() == DmarcResult::Pass)
         .or_else(|| each.first());
     pick.map_or(("none", Policy::None, String::new()), |d| {
-        (dmarc_word(&d.result()), policy_of(d), d.domain().to_owned())
+        (
+            dmarc_word(&d.result()),
+            policy_of(d),
+            domain_chars(d.domain()),
+        )
     })
 }
 

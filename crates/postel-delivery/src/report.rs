@@ -181,9 +181,7 @@ async fn notify<S: Store>(
     let mut raw = notice.render();
     // Signed as a whole, last: the notice's own fields are its last word.
     let signatures = s.signer.sign(&raw);
-    if !signatures.is_empty() {
-        raw.splice(0..0, signatures);
-    }
+    raw.splice(0..0, signatures);
     let subject = notice.subject();
     let local = s.is_local(&postel_store::domain_of(&e.mail_from));
     let msg = NewMessage {

@@ -76,6 +76,12 @@ impl Incoming {
         }
     }
 
+    /// Whether the content went to a spool file (then [`Incoming::finish`]
+    /// returns the file; else everything is in memory).
+    pub fn is_spooled(&self) -> bool {
+        self.spool.is_some()
+    }
+
     /// Octets received so far.
     pub fn len(&self) -> u64 {
         self.spool.as_ref().map_or(0, SpoolFile::len) + self.buffer.len() as u64

@@ -386,13 +386,6 @@ async fn webhook_contract<S: Store>(store: S) {
             .expect("claim")
             .is_empty()
     );
-    assert!(
-        store
-            .webhook_claim(1000, 2000, 10)
-            .await
-            .expect("claim")
-            .is_empty()
-    );
 }
 
 #[tokio::test]

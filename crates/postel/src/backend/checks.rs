@@ -176,7 +176,7 @@ impl<S: Store> PostelSession<S> {
         let from = self.from.clone();
         if self.spf().await.is_some_and(Spf::failed) {
             let domain = from.rsplit_once('@').map_or("", |(_, d)| d);
-            let domain = sanitized(domain);
+            let domain = postel_auth::domain_chars(domain);
             warn!(session = self.meta.session_id, client = %self.meta.peer, domain, "RCPT refused: SPF fail");
             return Err(reply::spf_failed(&domain));
         }
@@ -208,10 +208,10 @@ impl<S: Store> PostelSession<S> {
         };
         let settings = &inner.authentication.settings;
         let failed = outcome.dmarc_failed();
-        let domain = sanitized(&outcome.author_domain);
+        let domain = &outcome.author_domain;
         if failed && outcome.policy == Policy::Reject && settings.reject_dmarc {
             warn!(session = self.meta.session_id, client = %self.meta.peer, domain, "message refused: DMARC p=reject");
-            return Err(reply::dmarc_rejected(&domain));
+            return Err(reply::dmarc_rejected(domain));
         }
         let checks = Checks {
             spf: outcome.spf.to_owned(),
@@ -261,19 +261,18 @@ impl<S: Store> PostelSession<S> {
         if signer.is_empty() || !self.trusted() {
             return Vec::new();
         }
-        if self.user.is_some() {
-            let Some(author) = postel_auth::sign::author_domain(raw) else {
-                return Vec::new();
-            };
-            let own = self.addresses.iter().any(|a| {
-                a.rsplit_once('@')
-                    .is_some_and(|(_, d)| d.eq_ignore_ascii_case(&author))
-            });
-            if !own {
-                return Vec::new();
-            }
+        // The author's domain read once, for the user's check and the keys.
+        let Some(author) = postel_auth::sign::author_domain(raw) else {
+            return Vec::new();
+        };
+        let own = self.addresses.iter().any(|a| {
+            a.rsplit_once('@')
+                .is_some_and(|(_, d)| d.eq_ignore_ascii_case(&author))
+        });
+        if self.user.is_some() && !own {
+            return Vec::new();
         }
-        signer.sign(raw)
+        signer.sign_as(raw, &author)
     }
 
     /// Whether this message needs its content whole in memory: to be
@@ -287,13 +286,4 @@ impl<S: Store> PostelSession<S> {
         let checking = !matches!(self.spf, SpfState::Off);
         signing || checking || postel_auth::may_hold_forged(head, &a.settings.authserv_id)
     }
-}
-
-/// A domain for a reply or a log line: its domain characters only.
-fn sanitized(domain: &str) -> String {
-    domain
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
-        .take(255)
-        .collect()
 }

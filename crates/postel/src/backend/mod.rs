@@ -560,8 +560,10 @@ impl<S: Store> BackendSession for PostelSession<S> {
             self.clear();
             return Err(reply::content_starts_with_space());
         }
-        let wants_whole = self.wants_whole(incoming.first_part())
-            || (!self.filters.is_empty() && self.filters.want_content());
+        // Only a spooled message can be wanted whole: one in memory is.
+        let wants_whole = incoming.is_spooled()
+            && (self.wants_whole(incoming.first_part())
+                || (!self.filters.is_empty() && self.filters.want_content()));
         let (content, spooled) = match incoming.finish().await {
             Ok(c) => c,
             Err(e) => {
@@ -659,11 +661,7 @@ impl<S: Store> BackendSession for PostelSession<S> {
         drop(content);
         // Signed last, over every field Postel wrote.
         let signatures = self.signatures(&raw);
-        if !signatures.is_empty() {
-            let mut signed = signatures;
-            signed.extend_from_slice(&raw);
-            raw = signed;
-        }
+        raw.splice(0..0, signatures);
         let count = self.recipients.len();
         let kept = self.local || self.queue.is_empty();
         let webhooks_for = if kept {

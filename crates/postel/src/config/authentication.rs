@@ -98,12 +98,9 @@ pub(super) fn verify(
         .iter()
         .enumerate()
     {
-        match n
-            .parse::<ipnet::IpNet>()
-            .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-        {
-            Ok(net) => ignore.push(net),
-            Err(_) => problems.push(format!(
+        match super::network(n) {
+            Some(net) => ignore.push(net),
+            None => problems.push(format!(
                 "verify.ignore_networks[{i}]: {n:?} is not an address or a network such as \"10.0.0.0/8\""
             )),
         }

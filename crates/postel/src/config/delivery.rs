@@ -2,7 +2,7 @@
 //! checks that make turning it on safe (accepted domains listed, a fully
 //! qualified hostname).
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -110,12 +110,9 @@ pub(super) fn validate(
 ) -> Option<Settings> {
     let mut s = Settings::new(cx.hostname);
     for (i, n) in d.relay_networks.iter().flatten().enumerate() {
-        let parsed = n
-            .parse::<ipnet::IpNet>()
-            .or_else(|_| n.parse::<IpAddr>().map(ipnet::IpNet::from));
-        match parsed {
-            Ok(net) => s.relay_networks.push(net),
-            Err(_) => problems.push(format!(
+        match super::network(n) {
+            Some(net) => s.relay_networks.push(net),
+            None => problems.push(format!(
                 "delivery.relay_networks[{i}]: {n:?} is not a network such as \"127.0.0.0/8\""
             )),
         }

@@ -177,6 +177,13 @@ pub(crate) struct Config {
     pub(crate) dkim: Vec<authentication::DkimEntry>,
 }
 
+/// A network (`10.0.0.0/8`), or one address as a network of one.
+fn network(text: &str) -> Option<ipnet::IpNet> {
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .ok()
+}
+
 /// The host's name, if it is a valid domain; else `localhost`.
 pub(crate) fn system_hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")

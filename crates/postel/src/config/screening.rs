@@ -102,12 +102,9 @@ pub(super) fn dnsbl(entries: &[DnsblEntry], problems: &mut Vec<String>) -> Vec<L
         }
         let mut answers = Vec::new();
         for (j, a) in e.answers.iter().flatten().enumerate() {
-            match a
-                .parse::<ipnet::IpNet>()
-                .or_else(|_| a.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-            {
-                Ok(n) => answers.push(n),
-                Err(_) => problems.push(format!(
+            match super::network(a) {
+                Some(n) => answers.push(n),
+                None => problems.push(format!(
                     "dnsbl[{i}].answers[{j}]: {a:?} is not an address or a network such as \"127.0.0.2/31\""
                 )),
             }
