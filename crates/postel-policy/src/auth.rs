@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use crate::lockout::Lockout;
 use crate::passwords::{PasswordPool, hash_password};
+use crate::scram::ScramKeys;
 
 /// Failed logins from one address before it is locked out...
 pub const MAX_FAILURES: u32 = 10;
@@ -30,6 +31,12 @@ pub trait UserHashes: Send + Sync + 'static {
     /// The PHC hash of `user`'s password, if there is such a user.
     /// Blocking: called on a pool thread.
     fn user_hash(&self, user: &str) -> Option<String>;
+
+    /// `user`'s SCRAM-SHA-256 keys in RFC 5803's form, if there is such a
+    /// user and its password was set since Postel made them. Blocking.
+    fn user_scram(&self, _user: &str) -> Option<String> {
+        None
+    }
 }
 
 /// The verdict on a login attempt.
@@ -53,6 +60,8 @@ pub struct Authenticator {
     /// Checked for unknown users, so that they cost what a wrong password
     /// costs and cannot be told apart by time.
     dummy_hash: Arc<str>,
+    /// Makes the SCRAM keys given for unknown users (see `ScramKeys::decoy`).
+    decoy_secret: [u8; 32],
     failure_delay: Duration,
 }
 
@@ -80,6 +89,8 @@ impl Authenticator {
             pool,
             lockout: Lockout::new(MAX_FAILURES, FAILURE_WINDOW),
             dummy_hash: hash_password("postel-dummy-password-for-unknown-users")?.into(),
+            decoy_secret: ScramKeys::decoy_secret()
+                .map_err(|_| argon2::password_hash::Error::Crypto)?,
             failure_delay: FAILURE_DELAY,
         })
     }
@@ -119,6 +130,42 @@ impl Authenticator {
             .ok()
         })
         .await
+    }
+
+    /// `user`'s SCRAM keys; for a user who does not exist or has none, keys
+    /// that look alike and match no proof, so that the answer and its time
+    /// are those of a wrong password.
+    pub async fn scram_keys(&self, user: &str) -> ScramKeys {
+        let (users, name) = (self.users.clone(), user.to_owned());
+        let stored = tokio::task::spawn_blocking(move || users.user_scram(&name))
+            .await
+            .ok()
+            .flatten();
+        stored
+            .as_deref()
+            .and_then(ScramKeys::from_text)
+            .unwrap_or_else(|| ScramKeys::decoy(&self.decoy_secret, user))
+    }
+
+    /// Checks a SCRAM proof as a login attempt from `ip` (lockout, failure
+    /// slot and delay as for a password). On success, also the server's
+    /// final message.
+    pub async fn check_scram(
+        &self,
+        ip: Option<IpAddr>,
+        now: Instant,
+        keys: &ScramKeys,
+        auth_message: &str,
+        proof: &[u8],
+    ) -> (Checked, Option<String>) {
+        let mut server_final = None;
+        let checked = self
+            .attempt(ip, now, async {
+                server_final = keys.verify(auth_message, proof);
+                Some(server_final.is_some())
+            })
+            .await;
+        (checked, server_final.filter(|_| checked == Checked::Ok))
     }
 
     /// Runs `check` as a login attempt from `ip`: refused outright when the
@@ -225,6 +272,27 @@ mod tests {
         assert_eq!(
             a.check_password(IP, later, "alice", "right").await,
             Checked::Ok
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn scram_proofs_share_the_lockout() {
+        let a = authenticator();
+        let now = Instant::now();
+        // No stored keys (the Users above has none): decoys, stable.
+        let keys = a.scram_keys("alice").await;
+        assert_eq!(keys, a.scram_keys("alice").await);
+        assert_eq!(keys.iterations, crate::scram::ITERATIONS);
+        for _ in 0..3 {
+            let (c, v) = a.check_scram(IP, now, &keys, "n=alice", &[0; 32]).await;
+            assert_eq!((c, v), (Checked::Wrong, None));
+        }
+        // Locked out, for SCRAM and passwords alike.
+        let (c, _) = a.check_scram(IP, now, &keys, "n=alice", &[0; 32]).await;
+        assert_eq!(c, Checked::LockedOut);
+        assert_eq!(
+            a.check_password(IP, now, "alice", "right").await,
+            Checked::LockedOut
         );
     }
 

@@ -10,8 +10,10 @@
 //! - [`passwords`]: Argon2id hashing, and the one bounded pool that runs
 //!   every password check (SMTP AUTH and web logins alike), with a bounded
 //!   queue in front of it;
+//! - [`scram`]: SCRAM-SHA-256's stored keys (RFC 5803), made when a
+//!   password is set, and the proof checked against them;
 //! - [`auth`]: the two joined: a login attempt from an address, checked
-//!   against the lockout, the pool and the users' hashes;
+//!   against the lockout, the pool and the users' hashes or keys;
 //! - [`recipients`]: which recipients are accepted (domains, mailboxes);
 //! - [`relay`]: with delivery on, which recipients are sent on, who may
 //!   relay, and which sender addresses a user may use;
@@ -36,6 +38,7 @@ pub mod passwords;
 pub mod rate;
 pub mod recipients;
 pub mod relay;
+pub mod scram;
 pub mod trace;
 
 pub use auth::{Authenticator, Checked, UserHashes};

@@ -14,6 +14,7 @@
 //! - [`mime`]: the MIME structure check (nesting depth, header sections);
 //! - [`reply`]: every reply, one constructor per row of the reply contract;
 //! - [`sasl`]: AUTH's PLAIN and LOGIN mechanisms;
+//! - [`scram`]: SCRAM-SHA-256's messages (the keys are the driver's);
 //! - [`session`]: the state machine that ties them together (a folder:
 //!   one file per group of verbs);
 //! - [`client`]: the client side, the same discipline (commands in, replies
@@ -31,6 +32,7 @@ pub mod mime;
 pub mod params;
 pub mod reply;
 pub mod sasl;
+pub mod scram;
 pub mod session;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;

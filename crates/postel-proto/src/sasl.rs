@@ -1,5 +1,6 @@
 //! SASL for SMTP AUTH (RFC 4954): the PLAIN (RFC 4616) and LOGIN mechanisms,
-//! decoded from base64 lines into credentials.
+//! decoded from base64 lines into credentials. SCRAM's messages are in
+//! [`crate::scram`].
 //!
 //! Only decoding lives here; the session sequences the exchange and the
 //! backend checks the credentials. A password is held in a [`Secret`], whose
@@ -18,6 +19,8 @@ pub enum Mechanism {
     Plain,
     /// The de-facto LOGIN mechanism (draft-murchison-sasl-login).
     Login,
+    /// RFC 7677 (see [`crate::scram`]).
+    ScramSha256,
 }
 
 impl Mechanism {
@@ -27,6 +30,8 @@ impl Mechanism {
             Some(Mechanism::Plain)
         } else if name.eq_ignore_ascii_case(b"LOGIN") {
             Some(Mechanism::Login)
+        } else if name.eq_ignore_ascii_case(crate::scram::NAME.as_bytes()) {
+            Some(Mechanism::ScramSha256)
         } else {
             None
         }
@@ -37,6 +42,7 @@ impl Mechanism {
         match self {
             Mechanism::Plain => "PLAIN",
             Mechanism::Login => "LOGIN",
+            Mechanism::ScramSha256 => crate::scram::NAME,
         }
     }
 }

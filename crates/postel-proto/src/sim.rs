@@ -2,7 +2,8 @@
 //! the transcript tests and the fuzz targets: the same code checks both.
 //!
 //! It refuses senders containing "refuse" (`554`), recipients containing
-//! "nobody" (`550`), accepts AUTH for alice / secret only, answers STARTTLS
+//! "nobody" (`550`), accepts AUTH for alice / secret only (and SCRAM for
+//! alice when the proof is the octets `proof`: no crypto here), answers STARTTLS
 //! as if the handshake happened at the end of the chunk, and stores every
 //! message. It panics if the session stalls with input left: a session must
 //! always either consume input or raise an event.
@@ -94,6 +95,18 @@ pub fn drive(limits: Limits, conn: ConnInfo, chunks: &[&[u8]]) -> Run {
                             s.resolve(Verdict::Reject(reply::auth_failed()));
                         }
                     }
+                    Event::ScramFirst {
+                        username, nonce, ..
+                    } => s.resolve(if username == "alice" {
+                        Verdict::Challenge(crate::scram::server_first(&nonce, "S", b"salt", 4096))
+                    } else {
+                        Verdict::Reject(reply::auth_failed())
+                    }),
+                    Event::ScramFinal { proof, .. } => s.resolve(if proof == b"proof" {
+                        Verdict::Challenge("v=c2ln".to_owned())
+                    } else {
+                        Verdict::Reject(reply::auth_failed())
+                    }),
                     Event::Close => run.closed = true,
                 }
             }

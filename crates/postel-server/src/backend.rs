@@ -99,4 +99,28 @@ pub trait BackendSession: Send + 'static {
         username: &str,
         password: &str,
     ) -> impl Future<Output = Result<(), Reply>> + Send;
+
+    /// SCRAM-SHA-256's first message: find `username`'s keys and answer
+    /// with the server's first message (`postel_proto::scram::server_first`
+    /// over `client_nonce`), or refuse. Unknown users get keys that match no
+    /// proof, so that they fail as a wrong password does, at the next step.
+    fn scram_first(
+        &mut self,
+        _authzid: &str,
+        _username: &str,
+        _client_nonce: &str,
+    ) -> impl Future<Output = Result<String, Reply>> + Send {
+        async { Err(postel_proto::reply::unknown_mechanism()) }
+    }
+
+    /// SCRAM-SHA-256's final message: check `proof` of `auth_message`
+    /// against the keys of [`BackendSession::scram_first`]; answer with the
+    /// server's final message (`v=...`), or refuse as [`BackendSession::auth`] does.
+    fn scram_final(
+        &mut self,
+        _auth_message: &str,
+        _proof: &[u8],
+    ) -> impl Future<Output = Result<String, Reply>> + Send {
+        async { Err(postel_proto::reply::auth_failed()) }
+    }
 }

@@ -369,6 +369,21 @@ async fn handle_event<B: Backend>(
                 .await;
             session.resolve(verdict(v));
         }
+        Event::ScramFirst {
+            authzid,
+            username,
+            nonce,
+        } => {
+            let v = backend.scram_first(&authzid, &username, &nonce).await;
+            session.resolve(v.map_or_else(Verdict::Reject, Verdict::Challenge));
+        }
+        Event::ScramFinal {
+            auth_message,
+            proof,
+        } => {
+            let v = backend.scram_final(&auth_message, &proof).await;
+            session.resolve(v.map_or_else(Verdict::Reject, Verdict::Challenge));
+        }
         Event::Close => {}
     }
 }

@@ -20,7 +20,7 @@ pub struct MemoryStore {
 #[derive(Default)]
 struct Inner {
     /// Accounts: name to (hash, created).
-    users: Mutex<std::collections::BTreeMap<String, (String, i64)>>,
+    users: Mutex<std::collections::BTreeMap<String, Account>>,
     addresses: Mutex<std::collections::BTreeMap<String, Vec<String>>>,
     /// Oldest first.
     messages: Mutex<Vec<Message>>,
@@ -494,16 +494,26 @@ fn finish_done(q: &mut (Vec<QueueEntry>, std::collections::BTreeMap<String, Mess
     q.1.retain(|id, _| pending.contains(id));
 }
 
+/// A user: password hash, SCRAM keys, creation time.
+type Account = (String, Option<String>, i64);
+
 impl crate::Users for MemoryStore {
     fn user_hash(&self, name: &str) -> Result<Option<String>, StoreError> {
-        Ok(self.accounts().get(name).map(|(h, _)| h.clone()))
+        Ok(self.accounts().get(name).map(|(h, _, _)| h.clone()))
     }
 
-    fn set_user(&self, name: &str, hash: &str) -> Result<bool, StoreError> {
+    fn user_scram(&self, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.accounts().get(name).and_then(|(_, k, _)| k.clone()))
+    }
+
+    fn set_user(&self, name: &str, hash: &str, scram: Option<&str>) -> Result<bool, StoreError> {
         let mut users = self.accounts();
-        let created = users.get(name).map_or(0, |(_, c)| *c);
+        let created = users.get(name).map_or(0, |(_, _, c)| *c);
         Ok(users
-            .insert(name.to_owned(), (hash.to_owned(), created))
+            .insert(
+                name.to_owned(),
+                (hash.to_owned(), scram.map(str::to_owned), created),
+            )
             .is_none())
     }
 
@@ -528,7 +538,7 @@ impl crate::Users for MemoryStore {
         Ok(self
             .accounts()
             .iter()
-            .map(|(n, (_, c))| (n.clone(), *c))
+            .map(|(n, (_, _, c))| (n.clone(), *c))
             .collect())
     }
 }
@@ -543,9 +553,7 @@ impl MemoryStore {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn accounts(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, (String, i64)>> {
+    fn accounts(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, Account>> {
         self.inner
             .users
             .lock()

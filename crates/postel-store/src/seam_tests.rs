@@ -46,14 +46,29 @@ fn message<S: Store>(store: &S, at: i64, from: &str, to: &str, subject: &str) ->
 
 /// Accounts: add, replace, list, remove.
 fn accounts<U: Users>(users: &U) {
-    assert!(users.set_user("bob", "$hash1").expect("add"));
-    assert!(users.set_user("alice", "$hash2").expect("add"));
-    assert!(!users.set_user("bob", "$hash3").expect("replace"));
+    assert!(users.set_user("bob", "$hash1", Some("keys1")).expect("add"));
+    assert!(
+        users
+            .set_user("alice", "$hash2", Some("keys2"))
+            .expect("add")
+    );
+    assert_eq!(
+        users.user_scram("bob").expect("keys").as_deref(),
+        Some("keys1")
+    );
+    // A new password without keys drops the old keys with it.
+    assert!(!users.set_user("bob", "$hash3", None).expect("replace"));
     assert_eq!(
         users.user_hash("bob").expect("hash").as_deref(),
         Some("$hash3")
     );
+    assert_eq!(users.user_scram("bob").expect("keys"), None);
+    assert_eq!(
+        users.user_scram("alice").expect("keys").as_deref(),
+        Some("keys2")
+    );
     assert_eq!(users.user_hash("carol").expect("hash"), None);
+    assert_eq!(users.user_scram("carol").expect("keys"), None);
     let names: Vec<String> = users
         .users()
         .expect("list")

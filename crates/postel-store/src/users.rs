@@ -1,5 +1,5 @@
-//! The accounts that may AUTH: names and Argon2id password hashes (never
-//! passwords). A trait of its own beside [`crate::Store`], so that a store
+//! The accounts that may AUTH: names, Argon2id password hashes and
+//! SCRAM-SHA-256 keys (never passwords). A trait of its own beside [`crate::Store`], so that a store
 //! of messages and a store of accounts can be one database (SQLite,
 //! PostgreSQL) or not.
 //!
@@ -16,12 +16,20 @@ pub trait Users: Send + Sync + 'static {
     /// When the accounts cannot be read.
     fn user_hash(&self, name: &str) -> Result<Option<String>, StoreError>;
 
-    /// Adds a user or replaces its hash. Returns true if and only if the
-    /// user is new.
+    /// The SCRAM-SHA-256 keys of `name` (RFC 5803's text form), if there
+    /// is such a user and its password was set with them.
+    ///
+    /// # Errors
+    /// When the accounts cannot be read.
+    fn user_scram(&self, name: &str) -> Result<Option<String>, StoreError>;
+
+    /// Adds a user or replaces its hash and SCRAM keys (None: it has none,
+    /// and any it had are dropped with the old password). Returns true if
+    /// and only if the user is new.
     ///
     /// # Errors
     /// When the accounts cannot be written.
-    fn set_user(&self, name: &str, hash: &str) -> Result<bool, StoreError>;
+    fn set_user(&self, name: &str, hash: &str, scram: Option<&str>) -> Result<bool, StoreError>;
 
     /// Removes a user. Returns true if and only if it existed.
     ///

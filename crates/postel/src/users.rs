@@ -1,5 +1,6 @@
 //! `postel users ...`: the accounts that may AUTH on submission listeners.
-//! Passwords are stored only as Argon2id hashes.
+//! Passwords are stored only as Argon2id hashes and SCRAM-SHA-256 keys
+//! (RFC 5803), both made when the password is set.
 
 use std::io::{BufRead, IsTerminal};
 use std::path::Path;
@@ -7,7 +8,7 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use postel_store::{SqliteStore, Users as _};
 
-use crate::backend::hash_password;
+use crate::backend::{hash_password, scram_keys_for};
 
 /// Reads the new password: asked twice on a terminal, else one line of stdin
 /// (for scripts: `echo pw | postel users add alice`).
@@ -69,7 +70,8 @@ pub(crate) fn add(
     } else {
         let password = read_password(name)?;
         let hash = hash_password(&password)?;
-        let new = store.set_user(name, &hash)?;
+        let scram = scram_keys_for(&password)?;
+        let new = store.set_user(name, &hash, scram.as_deref())?;
         println!(
             "{} {name}",
             if new {
@@ -78,6 +80,11 @@ pub(crate) fn add(
                 "changed the password of"
             }
         );
+        if scram.is_none() {
+            println!(
+                "{name} can log in with PLAIN and LOGIN, not SCRAM-SHA-256: SASLprep (RFC 4013) forbids a character of this password"
+            );
+        }
     }
     if !addresses.is_empty() {
         store.set_user_addresses(name, addresses)?;
@@ -95,8 +102,15 @@ pub(crate) fn list(data_dir: &Path) -> anyhow::Result<()> {
     let store = SqliteStore::open_existing(data_dir)?;
     for (name, created) in store.users()? {
         let addresses = store.user_addresses(&name)?;
+        // Keys are made when a password is set: users whose password
+        // predates them (or cannot be SASLprepped) have none.
+        let mechanisms = if store.user_scram(&name)?.is_some() {
+            "PLAIN LOGIN SCRAM-SHA-256"
+        } else {
+            "PLAIN LOGIN (no SCRAM-SHA-256 until the password is set again)"
+        };
         println!(
-            "{name}\tadded {}\t{}",
+            "{name}\tadded {}\t{mechanisms}\t{}",
             postel_store::time::rfc3339(created),
             if addresses.is_empty() {
                 "(no sender addresses)".to_owned()

@@ -162,7 +162,7 @@ fn starttls_then_auth_then_bdat() {
     c.ehlo("client.test");
     pump(&mut c, &mut s);
     let caps = c.capabilities().expect("capabilities");
-    assert_eq!(caps.auth, ["PLAIN", "LOGIN"]);
+    assert_eq!(caps.auth, ["PLAIN", "LOGIN", "SCRAM-SHA-256"]);
     assert!(!caps.starttls);
     c.auth_plain("alice", "wrong");
     c.auth_plain("alice", "secret");

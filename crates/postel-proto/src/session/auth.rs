@@ -1,5 +1,7 @@
-//! AUTH (RFC 4954) with PLAIN (RFC 4616) and LOGIN: the exchange of
-//! lines, and the credentials handed to the driver to check.
+//! AUTH (RFC 4954) with PLAIN (RFC 4616), LOGIN and SCRAM-SHA-256 (RFC
+//! 7677): the exchange of lines, and what is handed to the driver to
+//! check. For SCRAM the driver makes the server's messages (it holds the
+//! keys) and checks the proof; the session parses and sequences.
 
 use super::*;
 
@@ -12,6 +14,23 @@ pub(super) enum SaslStep {
     LoginUser,
     /// LOGIN: waiting for the password.
     LoginPassword(String),
+    /// SCRAM without an initial response: waiting for the client's first
+    /// message.
+    ScramFirst,
+    /// SCRAM: the server's first message was sent; waiting for the
+    /// client's final one.
+    ScramFinal,
+    /// SCRAM: the server's signature was sent; waiting for the client's
+    /// empty answer before `235` (RFC 4954 has no data on success).
+    ScramAck,
+}
+
+/// A SCRAM exchange between its messages: what the AuthMessage is made of.
+#[derive(Debug)]
+pub(super) struct ScramExchange {
+    first: scram::ClientFirst,
+    /// The server's first message, once the driver made it.
+    server_first: Option<String>,
 }
 
 impl Session {
@@ -43,17 +62,15 @@ impl Session {
         let Some(mechanism) = Mechanism::parse(mech) else {
             return self.error(reply::unknown_mechanism());
         };
-        match (mechanism, initial) {
-            (Mechanism::Plain, None) => self.challenge(SaslStep::Plain, ""),
-            (Mechanism::Login, None) => self.challenge(SaslStep::LoginUser, "Username:"),
-            (_, Some(line)) => {
-                let step = if mechanism == Mechanism::Plain {
-                    SaslStep::Plain
-                } else {
-                    SaslStep::LoginUser
-                };
-                self.handle_sasl_line(step, line);
-            }
+        let step = match mechanism {
+            Mechanism::Plain => SaslStep::Plain,
+            Mechanism::Login => SaslStep::LoginUser,
+            Mechanism::ScramSha256 => SaslStep::ScramFirst,
+        };
+        match initial {
+            None if mechanism == Mechanism::Login => self.challenge(step, "Username:"),
+            None => self.challenge(step, ""),
+            Some(line) => self.handle_sasl_line(step, line),
         }
     }
 
@@ -69,8 +86,13 @@ impl Session {
         }
         let text = match sasl::decode_line(line) {
             Ok(t) => t,
-            Err(SaslError::Cancelled) => return self.error(reply::auth_cancelled()),
-            Err(SaslError::Decode) => return self.error(reply::cannot_decode()),
+            Err(e) => {
+                self.scram = None;
+                return self.error(match e {
+                    SaslError::Cancelled => reply::auth_cancelled(),
+                    SaslError::Decode => reply::cannot_decode(),
+                });
+            }
         };
         let (mechanism, authzid, username, password) = match step {
             SaslStep::Plain => match sasl::parse_plain(&text) {
@@ -81,6 +103,9 @@ impl Session {
                 return self.challenge(SaslStep::LoginPassword(text), "Password:");
             }
             SaslStep::LoginPassword(user) => (Mechanism::Login, String::new(), user, Secret(text)),
+            SaslStep::ScramFirst => return self.scram_first(&text),
+            SaslStep::ScramFinal => return self.scram_final(&text),
+            SaslStep::ScramAck => return self.scram_ack(&text),
         };
         self.pending_user.clone_from(&username);
         self.pending = Some(Pending::Auth);
@@ -90,5 +115,70 @@ impl Session {
             username,
             password,
         });
+    }
+
+    fn scram_first(&mut self, text: &str) {
+        let Ok(first) = scram::parse_client_first(text) else {
+            return self.error(reply::cannot_decode());
+        };
+        self.pending_user.clone_from(&first.username);
+        self.pending = Some(Pending::Auth);
+        self.events.push_back(Event::ScramFirst {
+            authzid: first.authzid.clone(),
+            username: first.username.clone(),
+            nonce: first.nonce.clone(),
+        });
+        self.scram = Some(Box::new(ScramExchange {
+            first,
+            server_first: None,
+        }));
+    }
+
+    fn scram_final(&mut self, text: &str) {
+        let exchange = self.scram.as_ref().and_then(|x| {
+            let server_first = x.server_first.as_deref()?;
+            let last = scram::parse_client_final(text, &x.first.gs2_header, server_first).ok()?;
+            Some((
+                scram::auth_message(&x.first, server_first, &last),
+                last.proof,
+            ))
+        });
+        let Some((auth_message, proof)) = exchange else {
+            self.scram = None;
+            self.pending_user.clear();
+            return self.error(reply::cannot_decode());
+        };
+        self.pending = Some(Pending::Auth);
+        self.events.push_back(Event::ScramFinal {
+            auth_message,
+            proof,
+        });
+    }
+
+    /// The client's answer to the server's signature: empty, and then it
+    /// is in.
+    fn scram_ack(&mut self, text: &str) {
+        self.scram = None;
+        if !text.is_empty() {
+            self.pending_user.clear();
+            return self.error(reply::cannot_decode());
+        }
+        self.authenticated = Some(std::mem::take(&mut self.pending_user));
+        self.send(reply::auth_ok());
+    }
+
+    /// The driver's challenge for a SCRAM exchange: its first message,
+    /// then its signature.
+    pub(super) fn scram_challenge(&mut self, text: String) {
+        let Some(exchange) = self.scram.as_mut() else {
+            return self.send(reply::local_error());
+        };
+        let step = if exchange.server_first.is_none() {
+            exchange.server_first = Some(text.clone());
+            SaslStep::ScramFinal
+        } else {
+            SaslStep::ScramAck
+        };
+        self.challenge(step, &text);
     }
 }

@@ -55,6 +55,27 @@ pub enum Event {
         /// The password.
         password: Secret,
     },
+    /// SCRAM-SHA-256's first message: look the user's keys up and resolve
+    /// with [`Verdict::Challenge`] carrying the server's first message
+    /// (`scram::server_first`), or a rejection.
+    ScramFirst {
+        /// The identity to act as, if the client gave one.
+        authzid: String,
+        /// The user name.
+        username: String,
+        /// The client's nonce, which the server's message extends.
+        nonce: String,
+    },
+    /// SCRAM-SHA-256's final message: check the proof against the keys
+    /// looked up for [`Event::ScramFirst`], then resolve with
+    /// [`Verdict::Challenge`] carrying `v=` and the server's signature,
+    /// or a rejection (normally [`reply::auth_failed`]).
+    ScramFinal {
+        /// The AuthMessage that both sides sign.
+        auth_message: String,
+        /// The client's proof.
+        proof: Vec<u8>,
+    },
     /// The session is over: flush the output, then close.
     Close,
 }
@@ -68,6 +89,8 @@ pub enum Verdict {
     Queued(String),
     /// Refuse, with this reply.
     Reject(Reply),
+    /// Send this text (not yet base64) as a SASL challenge, and go on.
+    Challenge(String),
 }
 
 /// What a session has seen since its driver last cleared it: commands

@@ -17,7 +17,7 @@ impl Session {
             caps.push("STARTTLS".to_owned());
         }
         if self.auth_advertised() {
-            caps.push("AUTH PLAIN LOGIN".to_owned());
+            caps.push(format!("AUTH PLAIN LOGIN {}", crate::scram::NAME));
         }
         caps.push("DSN".to_owned());
         caps.push("HELP".to_owned());

@@ -38,6 +38,7 @@ use crate::mime::{MimeProblem, MimeScanner};
 use crate::params::ParamError;
 use crate::reply::{self, Reply};
 use crate::sasl::{self, MAX_SASL_LINE, Mechanism, SaslError, Secret};
+use crate::scram;
 
 mod auth;
 mod content;
@@ -47,7 +48,7 @@ mod limits;
 mod mail;
 mod timing;
 
-use auth::SaslStep;
+use auth::{SaslStep, ScramExchange};
 pub use event::{Event, Tally, Verdict};
 pub use limits::{ConnInfo, Limits};
 
@@ -126,6 +127,8 @@ pub struct Session {
     pending_user: String,
     auth_failures: u32,
     sasl: Option<SaslStep>,
+    /// A SCRAM exchange under way.
+    scram: Option<Box<ScramExchange>>,
     tally: Tally,
     /// The structure check of the content being received.
     mime: Option<MimeScanner>,
@@ -172,6 +175,7 @@ impl Session {
             pending_user: String::new(),
             auth_failures: 0,
             sasl: None,
+            scram: None,
             tally,
             mime: None,
             refused_recipients: 0,
@@ -360,6 +364,7 @@ impl Session {
         self.extended = false;
         self.authenticated = None;
         self.sasl = None;
+        self.scram = None;
         self.line.clear();
         self.conn.tls_active = true;
         if matches!(self.input, Input::TlsPending) {
@@ -426,8 +431,10 @@ impl Session {
                 self.authenticated = Some(std::mem::take(&mut self.pending_user));
                 self.send(reply::auth_ok());
             }
+            (Pending::Auth, Verdict::Challenge(text)) => self.scram_challenge(text),
             (Pending::Auth, Verdict::Reject(r)) => {
                 self.pending_user.clear();
+                self.scram = None;
                 // A temporary refusal (454: no room to check) is not a
                 // failed attempt.
                 let failed = r.code >= 500;

@@ -52,7 +52,7 @@ fn starttls_is_advertised_before_tls_and_auth_only_after() {
     let want = format!(
         "{GREETING}{}220 2.0.0 Ready to start TLS\r\n{}",
         ehlo_with(&["STARTTLS"]),
-        ehlo_with(&["AUTH PLAIN LOGIN"])
+        ehlo_with(&["AUTH PLAIN LOGIN SCRAM-SHA-256"])
     );
     assert_eq!(run.output, want);
 }
@@ -66,7 +66,10 @@ fn auth_offered_without_tls_when_not_required() {
     let run = chunks(conn, &[E]);
     assert_eq!(
         run.output,
-        format!("{GREETING}{}", ehlo_with(&["AUTH PLAIN LOGIN"]))
+        format!(
+            "{GREETING}{}",
+            ehlo_with(&["AUTH PLAIN LOGIN SCRAM-SHA-256"])
+        )
     );
 }
 
@@ -255,5 +258,62 @@ fn mail_auth_parameter_is_accepted() {
         tail(&run).ends_with("250 2.1.0 Sender OK\r\n"),
         "{}",
         run.output
+    );
+}
+
+fn b64(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+#[test]
+fn scram_exchange_in_four_lines() {
+    // The sim answers with nonce "S", salt "salt", 4096 rounds, and takes
+    // the octets "proof" as the right proof (it has no crypto).
+    let first = b64("n,,n=alice,r=C1");
+    let server_first = "r=C1S,s=c2FsdA==,i=4096";
+    let last = b64("c=biws,r=C1S,p=cHJvb2Y=");
+    let run = after_tls(&format!(
+        "AUTH SCRAM-SHA-256 {first}\r\n{last}\r\n\r\nMAIL FROM:<a@b.test>\r\n"
+    ));
+    assert_eq!(
+        tail(&run),
+        format!(
+            "334 {}\r\n334 {}\r\n235 2.7.0 Authentication successful\r\n250 2.1.0 Sender OK\r\n",
+            b64(server_first),
+            b64("v=c2ln")
+        )
+    );
+    // Without an initial response: an empty challenge first.
+    let run = after_tls(&format!("AUTH scram-sha-256\r\n{first}\r\n{last}\r\n\r\n"));
+    assert!(
+        tail(&run).starts_with("334 \r\n334 ")
+            && tail(&run).ends_with("235 2.7.0 Authentication successful\r\n"),
+        "{}",
+        run.output
+    );
+}
+
+#[test]
+fn scram_refusals() {
+    let first = b64("n,,n=alice,r=C1");
+    // A wrong proof; another nonce; channel binding asked for; an answer
+    // to the signature that is not empty; cancelled half-way.
+    let wrong = b64("c=biws,r=C1S,p=d3Jvbmc=");
+    let other_nonce = b64("c=biws,r=C2S,p=cHJvb2Y=");
+    let plus = b64("p=tls-unique,,n=alice,r=C1");
+    let right = b64("c=biws,r=C1S,p=cHJvb2Y=");
+    let run = after_tls(&format!(
+        "AUTH SCRAM-SHA-256 {first}\r\n{wrong}\r\nAUTH SCRAM-SHA-256 {first}\r\n{other_nonce}\r\nAUTH SCRAM-SHA-256 {plus}\r\nAUTH SCRAM-SHA-256 {first}\r\n{right}\r\n{}\r\nAUTH SCRAM-SHA-256 {first}\r\n*\r\nMAIL FROM:<a@b.test>\r\n",
+        b64("x")
+    ));
+    let t = tail(&run);
+    let codes: Vec<&str> = t.lines().map(|l| &l[..3]).collect();
+    assert_eq!(
+        codes,
+        [
+            "334", "535", "334", "501", "501", "334", "334", "501", "334", "501", "530"
+        ],
+        "{t}"
     );
 }

@@ -1,7 +1,7 @@
 //! The schema, and the migrations: from version 1 (content apart), from
 //! version 2 (the queue, and messages only passing through), from
-//! version 3 (the webhook outbox: a table of its own), and from version 4
-//! (authentication results).
+//! version 3 (the webhook outbox: a table of its own), from version 4
+//! (authentication results), and from version 5 (SCRAM keys).
 
 use super::*;
 
@@ -60,7 +60,9 @@ CREATE TABLE IF NOT EXISTS user_addresses (
 CREATE TABLE IF NOT EXISTS users (
     name       TEXT PRIMARY KEY,
     hash       TEXT NOT NULL,
-    created_at INTEGER NOT NULL
+    created_at INTEGER NOT NULL,
+    -- SCRAM-SHA-256 keys (RFC 5803); NULL: set before version 6.
+    scram      TEXT
 );
 ";
 
@@ -84,7 +86,7 @@ CREATE INDEX IF NOT EXISTS webhooks_due ON webhooks (next_attempt)
 ";
 
 /// The schema version this code writes; see `migrate`.
-pub(super) const SCHEMA_VERSION: i64 = 5;
+pub(super) const SCHEMA_VERSION: i64 = 6;
 
 /// Brings an older database up to [`SCHEMA_VERSION`], in one transaction
 /// that checks what is there: safe to run twice at once (a server and a
@@ -127,6 +129,13 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
             .exists([])?;
         if !has_checks {
             conn.execute_batch("ALTER TABLE messages ADD COLUMN checks TEXT")?;
+        }
+        // Version 5 kept no SCRAM keys.
+        let has_scram = conn
+            .prepare("SELECT 1 FROM pragma_table_info('users') WHERE name = 'scram'")?
+            .exists([])?;
+        if !has_scram {
+            conn.execute_batch("ALTER TABLE users ADD COLUMN scram TEXT")?;
         }
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(())

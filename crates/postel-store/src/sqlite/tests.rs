@@ -211,18 +211,29 @@ async fn a_version_1_database_is_migrated_and_keeps_its_messages() {
             "raw         BLOB NOT NULL,\n    -- Octets of content after raw, kept in blobs/<id>.\n    apart       INTEGER NOT NULL DEFAULT 0",
             "raw         BLOB NOT NULL",
         );
-        assert!(!v1.contains("apart"));
+        let v1 = v1.replace(
+            ",\n    -- SCRAM-SHA-256 keys (RFC 5803); NULL: set before version 6.\n    scram      TEXT",
+            "",
+        );
+        assert!(!v1.contains("apart") && !v1.contains("scram"));
         conn.execute_batch(&v1).expect("v1 schema");
         conn.execute_batch(
             "PRAGMA user_version = 1;
              INSERT INTO messages (id, received_at, client_addr, helo, protocol, mail_from, mail_params, size, raw)
-             VALUES ('00000000000001', 1, '127.0.0.1:1', 'h', 'ESMTP', 'a@b', '', 3, X'6F6C64');",
+             VALUES ('00000000000001', 1, '127.0.0.1:1', 'h', 'ESMTP', 'a@b', '', 3, X'6F6C64');
+             INSERT INTO users (name, hash, created_at) VALUES ('old', '$h', 1);",
         )
         .expect("v1 row");
     }
     let store = SqliteStore::open(&dir).expect("open v1");
     let old = store.get("00000000000001").expect("get").expect("present");
     assert_eq!(old.raw, b"old");
+    // A user from before SCRAM keys: its hash, and no keys until a new
+    // password brings them.
+    assert_eq!(store.user_hash("old").expect("hash").as_deref(), Some("$h"));
+    assert_eq!(store.user_scram("old").expect("keys"), None);
+    store.set_user("old", "$h2", Some("k")).expect("set");
+    assert_eq!(store.user_scram("old").expect("keys").as_deref(), Some("k"));
     let mut m = msg(&store, b"");
     m.spooled = Some(spooled(&store, b"new\r\n"));
     let id = m.id.clone();
@@ -454,8 +465,8 @@ async fn reopen_keeps_messages_and_ids_keep_increasing() {
 fn users_add_replace_list_remove() {
     let dir = tempdir();
     let store = SqliteStore::open(&dir).expect("open");
-    assert!(store.set_user("alice", "h1").expect("add"));
-    assert!(!store.set_user("alice", "h2").expect("replace"));
+    assert!(store.set_user("alice", "h1", None).expect("add"));
+    assert!(!store.set_user("alice", "h2", None).expect("replace"));
     assert_eq!(
         store.user_hash("alice").expect("get").as_deref(),
         Some("h2")

@@ -1,4 +1,4 @@
-//! The accounts that may AUTH, with their Argon2id hashes.
+//! The accounts that may AUTH, with their Argon2id hashes and SCRAM keys.
 
 use super::*;
 use crate::Users;
@@ -6,7 +6,7 @@ use crate::Users;
 /// Submission users: names and password hashes (never passwords). Kept in
 /// the same database, so `postel users` works while the server runs.
 impl Users for SqliteStore {
-    fn set_user(&self, name: &str, hash: &str) -> Result<bool, StoreError> {
+    fn set_user(&self, name: &str, hash: &str, scram: Option<&str>) -> Result<bool, StoreError> {
         let conn = lock(&self.reader);
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -16,9 +16,9 @@ impl Users for SqliteStore {
                 r.get::<_, i64>(0)
             })? > 0;
         conn.execute(
-            "INSERT INTO users (name, hash, created_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT(name) DO UPDATE SET hash = excluded.hash",
-            params![name, hash, now],
+            "INSERT INTO users (name, hash, created_at, scram) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(name) DO UPDATE SET hash = excluded.hash, scram = excluded.scram",
+            params![name, hash, now, scram],
         )?;
         Ok(!existed)
     }
@@ -70,6 +70,16 @@ impl Users for SqliteStore {
             })
             .optional()?)
     }
+
+    fn user_scram(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let conn = lock(&self.reader);
+        Ok(conn
+            .query_row("SELECT scram FROM users WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()?
+            .flatten())
+    }
 }
 
 /// A shared store keeps the same accounts.
@@ -78,8 +88,12 @@ impl Users for Arc<SqliteStore> {
         SqliteStore::user_hash(self, name)
     }
 
-    fn set_user(&self, name: &str, hash: &str) -> Result<bool, StoreError> {
-        SqliteStore::set_user(self, name, hash)
+    fn user_scram(&self, name: &str) -> Result<Option<String>, StoreError> {
+        SqliteStore::user_scram(self, name)
+    }
+
+    fn set_user(&self, name: &str, hash: &str, scram: Option<&str>) -> Result<bool, StoreError> {
+        SqliteStore::set_user(self, name, hash, scram)
     }
 
     fn remove_user(&self, name: &str) -> Result<bool, StoreError> {

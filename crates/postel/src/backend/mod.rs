@@ -24,7 +24,7 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use postel_policy::{Authenticator, Checked, UserHashes};
+use postel_policy::{Authenticator, UserHashes};
 use postel_proto::sasl::Mechanism;
 
 use postel_policy::RelayPolicy;
@@ -37,6 +37,8 @@ use tracing::{info, warn};
 mod checks;
 mod envelope;
 mod filters;
+mod login;
+pub(crate) use login::scram_keys_for;
 mod metrics;
 mod screening;
 
@@ -64,6 +66,10 @@ pub(crate) struct StoreUsers<U>(pub(crate) U);
 impl<U: Users> UserHashes for StoreUsers<U> {
     fn user_hash(&self, user: &str) -> Option<String> {
         self.0.user_hash(user).ok().flatten()
+    }
+
+    fn user_scram(&self, user: &str) -> Option<String> {
+        self.0.user_scram(user).ok().flatten()
     }
 }
 
@@ -155,6 +161,7 @@ impl<S: Store> Backend for PostelBackend<S> {
             mail_size: 0,
             filters: Filters::new(self.inner.milters.clone()),
             mechanism: None,
+            scram: None,
             client_name: "unknown".to_owned(),
             client_ptr: "unknown".to_owned(),
             spf: checks::SpfState::Off,
@@ -206,6 +213,8 @@ pub(crate) struct PostelSession<S> {
     filters: Filters,
     /// The SASL mechanism of the login.
     mechanism: Option<Mechanism>,
+    /// A SCRAM login between its two steps: the user and its keys.
+    scram: Option<(String, postel_policy::scram::ScramKeys)>,
     /// The client's forward-confirmed name and PTR name (`unknown`: none,
     /// or not looked up).
     client_name: String,
@@ -765,6 +774,7 @@ impl<S: Store> BackendSession for PostelSession<S> {
         self.helo.clear();
         self.user = None;
         self.mechanism = None;
+        self.scram = None;
         self.tls = Some(description.to_owned());
     }
 
@@ -775,52 +785,22 @@ impl<S: Store> BackendSession for PostelSession<S> {
         username: &str,
         password: &str,
     ) -> Result<(), Reply> {
-        let inner = self.inner.clone();
-        let (ip, now) = (self.meta.peer.ip(), Instant::now());
-        // Acting as someone else (a PLAIN authzid) is not allowed: a
-        // failure like any other, with its slot and its delay.
-        let checked = if authzid.is_empty() || authzid == username {
-            inner
-                .auth
-                .check_password(Some(ip), now, username, password)
-                .await
-        } else {
-            inner
-                .auth
-                .attempt(Some(ip), now, async { Some(false) })
-                .await
-        };
-        let (session, client) = (self.meta.session_id, self.meta.peer);
-        match checked {
-            Checked::Ok => {
-                let user = postel_proto::display::visible(username);
-                info!(session, %client, %user, "authenticated");
-                self.user = Some(username.to_owned());
-                self.mechanism = Some(mechanism);
-                let (users, name) = (inner.users.clone(), username.to_owned());
-                self.addresses = tokio::task::spawn_blocking(move || users.user_addresses(&name))
-                    .await
-                    .ok()
-                    .and_then(Result::ok)
-                    .unwrap_or_default();
-                Ok(())
-            }
-            Checked::Wrong => {
-                inner.metrics.auth_failures.inc();
-                let user = postel_proto::display::visible(username);
-                warn!(session, %client, %user, "AUTH failed");
-                Err(reply::auth_failed())
-            }
-            Checked::LockedOut => {
-                inner.metrics.auth_failures.inc();
-                warn!(session, %client, "AUTH refused: too many failures from this address");
-                Err(reply::too_many_auth_failures())
-            }
-            Checked::Busy => {
-                warn!(session, %client, "AUTH refused: every password check is busy");
-                Err(reply::auth_busy())
-            }
-        }
+        self.password_login(mechanism, authzid, username, password)
+            .await
+    }
+
+    async fn scram_first(
+        &mut self,
+        authzid: &str,
+        username: &str,
+        client_nonce: &str,
+    ) -> Result<String, Reply> {
+        self.scram_login_first(authzid, username, client_nonce)
+            .await
+    }
+
+    async fn scram_final(&mut self, auth_message: &str, proof: &[u8]) -> Result<String, Reply> {
+        self.scram_login_final(auth_message, proof).await
     }
 }
 

@@ -21,6 +21,7 @@ mod processes;
 mod release;
 mod rig;
 mod robustness;
+mod scram;
 mod screening;
 mod smtp;
 mod support;

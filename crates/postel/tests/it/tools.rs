@@ -283,14 +283,15 @@ fn probe_postel_listeners() {
     // submission: AUTH only after TLS.
     let t = text(&postel(&["probe", &port(&s, "submission")]));
     assert!(
-        t.contains("[     ok] AUTH PLAIN LOGIN offered over TLS"),
+        t.contains("[     ok] AUTH PLAIN LOGIN SCRAM-SHA-256 offered over TLS"),
         "{t}"
     );
     assert!(!t.contains("offered before TLS"), "{t}");
     // smtps: implicit TLS.
     let t = text(&postel(&["probe", &port(&s, "smtps"), "--tls"]));
     assert!(
-        t.contains("(implicit TLS)") && t.contains("AUTH PLAIN LOGIN offered over TLS"),
+        t.contains("(implicit TLS)")
+            && t.contains("AUTH PLAIN LOGIN SCRAM-SHA-256 offered over TLS"),
         "{t}"
     );
 
@@ -304,7 +305,7 @@ fn probe_postel_listeners() {
     );
     let t = text(&postel(&["probe", &port(&plain, "submission")]));
     assert!(
-        t.contains("[   RISK] AUTH PLAIN LOGIN offered before TLS"),
+        t.contains("[   RISK] AUTH PLAIN LOGIN SCRAM-SHA-256 offered before TLS"),
         "{t}"
     );
 
