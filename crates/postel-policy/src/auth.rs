@@ -103,6 +103,13 @@ impl Authenticator {
         self
     }
 
+    /// The same, with the secret behind unknown users' SCRAM keys (kept
+    /// by the caller, so that it outlives a restart).
+    pub fn with_decoy_secret(mut self, secret: [u8; 32]) -> Authenticator {
+        self.decoy_secret = secret;
+        self
+    }
+
     /// Returns true if and only if `ip` is locked out at `now`.
     pub fn locked_out(&self, ip: IpAddr, now: Instant) -> bool {
         self.lockout.locked_out(ip, now)

@@ -107,6 +107,7 @@ pub fn drive(limits: Limits, conn: ConnInfo, chunks: &[&[u8]]) -> Run {
                     } else {
                         Verdict::Reject(reply::auth_failed())
                     }),
+                    Event::ScramDone => {}
                     Event::Close => run.closed = true,
                 }
             }

@@ -106,21 +106,23 @@ pub trait BackendSession: Send + 'static {
     /// proof, so that they fail as a wrong password does, at the next step.
     fn scram_first(
         &mut self,
-        _authzid: &str,
-        _username: &str,
-        _client_nonce: &str,
-    ) -> impl Future<Output = Result<String, Reply>> + Send {
-        async { Err(postel_proto::reply::unknown_mechanism()) }
-    }
+        authzid: &str,
+        username: &str,
+        client_nonce: &str,
+    ) -> impl Future<Output = Result<String, Reply>> + Send;
 
     /// SCRAM-SHA-256's final message: check `proof` of `auth_message`
     /// against the keys of [`BackendSession::scram_first`]; answer with the
-    /// server's final message (`v=...`), or refuse as [`BackendSession::auth`] does.
+    /// server's final message (`v=...`), or refuse as
+    /// [`BackendSession::auth`] does. Not a login yet: see
+    /// [`BackendSession::scram_done`].
     fn scram_final(
         &mut self,
-        _auth_message: &str,
-        _proof: &[u8],
-    ) -> impl Future<Output = Result<String, Reply>> + Send {
-        async { Err(postel_proto::reply::auth_failed()) }
-    }
+        auth_message: &str,
+        proof: &[u8],
+    ) -> impl Future<Output = Result<String, Reply>> + Send;
+
+    /// The client took the server's signature: the user whose proof
+    /// [`BackendSession::scram_final`] accepted is now logged in.
+    fn scram_done(&mut self) -> impl Future<Output = ()> + Send;
 }

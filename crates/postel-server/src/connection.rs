@@ -384,6 +384,7 @@ async fn handle_event<B: Backend>(
             let v = backend.scram_final(&auth_message, &proof).await;
             session.resolve(v.map_or_else(Verdict::Reject, Verdict::Challenge));
         }
+        Event::ScramDone => backend.scram_done().await,
         Event::Close => {}
     }
 }

@@ -78,6 +78,16 @@ impl BackendSession for Session {
     async fn auth(&mut self, _m: Mechanism, _z: &str, _u: &str, _p: &str) -> Result<(), Reply> {
         Err(reply::auth_failed())
     }
+
+    async fn scram_first(&mut self, _z: &str, _u: &str, _n: &str) -> Result<String, Reply> {
+        Err(reply::auth_failed())
+    }
+
+    async fn scram_final(&mut self, _m: &str, _p: &[u8]) -> Result<String, Reply> {
+        Err(reply::auth_failed())
+    }
+
+    async fn scram_done(&mut self) {}
 }
 
 /// Starts a server with `config`; returns its address and the store.

@@ -88,7 +88,8 @@ pub(crate) fn serve(cfg: Config) -> anyhow::Result<()> {
                 Arc::new(backend::StoreUsers(store.clone())),
                 postel_policy::PasswordPool::for_this_machine(),
             )
-            .map_err(|e| anyhow::anyhow!("cannot prepare password checks: {e}"))?,
+            .map_err(|e| anyhow::anyhow!("cannot prepare password checks: {e}"))?
+            .with_decoy_secret(backend::decoy_secret(&cfg.data_dir)?),
         );
         let wake = Arc::new(tokio::sync::Notify::new());
         let webhook_wake = Arc::new(tokio::sync::Notify::new());

@@ -55,6 +55,7 @@ impl Session {
         if self.tx.is_some() {
             return self.error(reply::auth_in_transaction());
         }
+        self.scram = None;
         let mut words = args.split(|&b| b == b' ').filter(|w| !w.is_empty());
         let (Some(mech), initial, None) = (words.next(), words.next(), words.next()) else {
             return self.error(reply::syntax("AUTH mechanism [initial-response]"));
@@ -122,7 +123,7 @@ impl Session {
             return self.error(reply::cannot_decode());
         };
         self.pending_user.clone_from(&first.username);
-        self.pending = Some(Pending::Auth);
+        self.pending = Some(Pending::ScramFirst);
         self.events.push_back(Event::ScramFirst {
             authzid: first.authzid.clone(),
             username: first.username.clone(),
@@ -148,7 +149,7 @@ impl Session {
             self.pending_user.clear();
             return self.error(reply::cannot_decode());
         };
-        self.pending = Some(Pending::Auth);
+        self.pending = Some(Pending::ScramFinal);
         self.events.push_back(Event::ScramFinal {
             auth_message,
             proof,
@@ -164,16 +165,18 @@ impl Session {
             return self.error(reply::cannot_decode());
         }
         self.authenticated = Some(std::mem::take(&mut self.pending_user));
+        self.events.push_back(Event::ScramDone);
         self.send(reply::auth_ok());
     }
 
-    /// The driver's challenge for a SCRAM exchange: its first message,
-    /// then its signature.
-    pub(super) fn scram_challenge(&mut self, text: String) {
+    /// The driver's challenge for a SCRAM exchange: its first message
+    /// (answering [`Event::ScramFirst`]), then its signature (answering
+    /// [`Event::ScramFinal`]).
+    pub(super) fn scram_challenge(&mut self, after_first: bool, text: String) {
         let Some(exchange) = self.scram.as_mut() else {
             return self.send(reply::local_error());
         };
-        let step = if exchange.server_first.is_none() {
+        let step = if after_first {
             exchange.server_first = Some(text.clone());
             SaslStep::ScramFinal
         } else {

@@ -76,6 +76,10 @@ pub enum Event {
         /// The client's proof.
         proof: Vec<u8>,
     },
+    /// The client took the server's signature: the SCRAM login is
+    /// complete (`235` is sent). Until this, a proof that checked out is
+    /// not a login: the client may still cancel.
+    ScramDone,
     /// The session is over: flush the output, then close.
     Close,
 }

@@ -70,6 +70,8 @@ enum Pending {
     DataEnd,
     Status,
     Auth,
+    ScramFirst,
+    ScramFinal,
 }
 
 #[derive(Debug)]
@@ -281,6 +283,8 @@ impl Session {
         let Some(i) = memchr::memchr(b'\n', rest) else {
             if self.line.len() + rest.len() > cap {
                 self.line.clear();
+                self.sasl = None;
+                self.scram = None;
                 self.input = Input::DiscardLine;
             } else {
                 self.line.extend_from_slice(rest);
@@ -290,6 +294,10 @@ impl Session {
         let seg = &rest[..i];
         if self.line.len() + seg.len() > cap {
             self.line.clear();
+            // An over-long answer ends an AUTH exchange: the next line is
+            // a command again.
+            self.sasl = None;
+            self.scram = None;
             self.error(reply::line_too_long());
         } else if self.line.is_empty() {
             self.handle_line(seg);
@@ -431,8 +439,9 @@ impl Session {
                 self.authenticated = Some(std::mem::take(&mut self.pending_user));
                 self.send(reply::auth_ok());
             }
-            (Pending::Auth, Verdict::Challenge(text)) => self.scram_challenge(text),
-            (Pending::Auth, Verdict::Reject(r)) => {
+            (Pending::ScramFirst, Verdict::Challenge(text)) => self.scram_challenge(true, text),
+            (Pending::ScramFinal, Verdict::Challenge(text)) => self.scram_challenge(false, text),
+            (Pending::Auth | Pending::ScramFirst | Pending::ScramFinal, Verdict::Reject(r)) => {
                 self.pending_user.clear();
                 self.scram = None;
                 // A temporary refusal (454: no room to check) is not a

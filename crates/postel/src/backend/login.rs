@@ -50,6 +50,7 @@ impl<S: Store> PostelSession<S> {
         client_nonce: &str,
     ) -> Result<String, Reply> {
         let inner = self.inner.clone();
+        self.scram_proven = None;
         if inner.auth.locked_out(self.meta.peer.ip(), Instant::now()) {
             return self
                 .logged_in(Checked::LockedOut, Mechanism::ScramSha256, username)
@@ -94,9 +95,29 @@ impl<S: Store> PostelSession<S> {
                 proof,
             )
             .await;
-        self.logged_in(checked, Mechanism::ScramSha256, &username)
-            .await?;
-        server_final.ok_or_else(reply::auth_failed)
+        match (checked, server_final) {
+            // Not a login until the client takes our signature
+            // (`scram_done`): it may still cancel.
+            (Checked::Ok, Some(server_final)) => {
+                self.scram_proven = Some(username);
+                Ok(server_final)
+            }
+            (Checked::Ok, None) => Err(reply::local_error()),
+            (checked, _) => self
+                .logged_in(checked, Mechanism::ScramSha256, &username)
+                .await
+                .and(Err(reply::auth_failed())),
+        }
+    }
+
+    /// SCRAM's end: the client took the server's signature.
+    pub(super) async fn scram_login_done(&mut self) {
+        if let Some(username) = self.scram_proven.take() {
+            // Ok is Ok: nothing to refuse.
+            let _ = self
+                .logged_in(Checked::Ok, Mechanism::ScramSha256, &username)
+                .await;
+        }
     }
 
     /// The verdict on a login, logged and counted; on success the user and
@@ -149,4 +170,43 @@ pub(crate) fn scram_keys_for(password: &str) -> anyhow::Result<Option<String>> {
         Err(scram::ScramError::Prohibited) => Ok(None),
         Err(e) => Err(anyhow::anyhow!("cannot make SCRAM keys: {e}")),
     }
+}
+
+/// The secret behind the decoy SCRAM keys of unknown users, kept in the
+/// data folder (mode 0600) so that their salts stay the same across
+/// restarts, as real users' do: a salt that changed with a restart would
+/// tell who does not exist.
+pub(crate) fn decoy_secret(data_dir: &std::path::Path) -> anyhow::Result<[u8; 32]> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let path = data_dir.join("scram-decoy.key");
+    for _ in 0..2 {
+        if let Ok(bytes) = std::fs::read(&path)
+            && let Ok(secret) = <[u8; 32]>::try_from(bytes.as_slice())
+        {
+            return Ok(secret);
+        }
+        let secret = ScramKeys::decoy_secret().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path);
+        match file {
+            Ok(mut f) => {
+                f.write_all(&secret)?;
+                f.sync_all()?;
+                return Ok(secret);
+            }
+            // Another process made it first (or a torn file): read it, or
+            // replace a torn one.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                if std::fs::metadata(&path).is_ok_and(|m| m.len() != 32) {
+                    std::fs::remove_file(&path)?;
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    anyhow::bail!("cannot make {}", path.display())
 }

@@ -38,7 +38,7 @@ mod checks;
 mod envelope;
 mod filters;
 mod login;
-pub(crate) use login::scram_keys_for;
+pub(crate) use login::{decoy_secret, scram_keys_for};
 mod metrics;
 mod screening;
 
@@ -162,6 +162,7 @@ impl<S: Store> Backend for PostelBackend<S> {
             filters: Filters::new(self.inner.milters.clone()),
             mechanism: None,
             scram: None,
+            scram_proven: None,
             client_name: "unknown".to_owned(),
             client_ptr: "unknown".to_owned(),
             spf: checks::SpfState::Off,
@@ -215,6 +216,9 @@ pub(crate) struct PostelSession<S> {
     mechanism: Option<Mechanism>,
     /// A SCRAM login between its two steps: the user and its keys.
     scram: Option<(String, postel_policy::scram::ScramKeys)>,
+    /// A SCRAM proof that checked out, until the client takes our
+    /// signature.
+    scram_proven: Option<String>,
     /// The client's forward-confirmed name and PTR name (`unknown`: none,
     /// or not looked up).
     client_name: String,
@@ -775,6 +779,7 @@ impl<S: Store> BackendSession for PostelSession<S> {
         self.user = None;
         self.mechanism = None;
         self.scram = None;
+        self.scram_proven = None;
         self.tls = Some(description.to_owned());
     }
 
@@ -801,6 +806,10 @@ impl<S: Store> BackendSession for PostelSession<S> {
 
     async fn scram_final(&mut self, auth_message: &str, proof: &[u8]) -> Result<String, Reply> {
         self.scram_login_final(auth_message, proof).await
+    }
+
+    async fn scram_done(&mut self) {
+        self.scram_login_done().await;
     }
 }
 

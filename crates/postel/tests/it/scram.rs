@@ -14,6 +14,10 @@ const SCRAMP_LOGIN: &str = r#"
 import base64, smtplib, ssl, sys
 from scramp import ScramClient
 port, user, password, starttls = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4] == "1"
+# "full"; "salt": print the salt and stop; "cancel": answer the server's
+# signature with "*" instead of an empty line.
+mode = sys.argv[5] if len(sys.argv) > 5 else "full"
+rcpt = sys.argv[6] if len(sys.argv) > 6 else None
 c = smtplib.SMTP("127.0.0.1", port, timeout=30)
 if starttls:
     ctx = ssl.create_default_context()
@@ -28,23 +32,41 @@ code, text = c.docmd("AUTH", "SCRAM-SHA-256 " + b64(client.get_client_first()))
 print(code)
 if code != 334:
     sys.exit(0)
-client.set_server_first(base64.b64decode(text).decode())
+server_first = base64.b64decode(text).decode()
+if mode == "salt":
+    print(dict(kv.split("=", 1) for kv in server_first.split(","))["s"])
+    sys.exit(0)
+client.set_server_first(server_first)
 code, text = c.docmd(b64(client.get_client_final()))
 print(code)
 if code != 334:
     sys.exit(0)
 client.set_server_final(base64.b64decode(text).decode())
 print("server-verified")
-code, text = c.docmd("")
+code, text = c.docmd("*" if mode == "cancel" else "")
 print(code)
 code, _ = c.mail("alice@example.test")
 print(code)
+if rcpt:
+    code, _ = c.rcpt(rcpt)
+    print(code)
 "#;
 
 fn scramp(port: u16, user: &str, password: &str, starttls: bool) -> Vec<String> {
+    scramp_with(port, user, password, starttls, &["full"])
+}
+
+fn scramp_with(
+    port: u16,
+    user: &str,
+    password: &str,
+    starttls: bool,
+    more: &[&str],
+) -> Vec<String> {
     let out = Command::new("python3")
         .args(["-c", SCRAMP_LOGIN, &port.to_string(), user, password])
         .arg(if starttls { "1" } else { "0" })
+        .args(more)
         .output()
         .expect("python3");
     assert!(
@@ -189,4 +211,60 @@ fn users_from_before_scram_keep_plain_and_are_listed() {
         scramp(port, "bob", "builder2", false),
         ["334", "334", "server-verified", "235", "250"]
     );
+}
+
+#[test]
+fn a_login_cancelled_after_the_proof_is_no_login() {
+    // AUTH offered but not required, and delivery on: only a logged-in
+    // user may relay, so RCPT tells whether the backend thinks so.
+    let config = "hostname = \"mx.example.test\"\n[smtp]\nauth = true\nrequire_tls = false\n[policy]\ndomains = [\"example.test\"]\n[delivery]\nenabled = true\n";
+    let dir = crate::support::temp_dir("scram-cancel");
+    add_user(&dir, "alice", "secret");
+    let out = Command::new(BIN)
+        .args(["users", "add", "alice", "--keep-password", "--address"])
+        .args(["alice@example.test", "--data-dir", arg(&dir)])
+        .output()
+        .expect("users add");
+    assert!(out.status.success());
+    let s = Server::start_in(&dir, config, &[]);
+    let port = s.addrs["smtp"].port();
+    let cancelled = scramp_with(
+        port,
+        "alice",
+        "secret",
+        false,
+        &["cancel", "bob@elsewhere.test"],
+    );
+    assert_eq!(cancelled[..4], ["334", "334", "server-verified", "501"]);
+    assert_eq!(cancelled[4], "250", "MAIL");
+    assert!(cancelled[5].starts_with('5'), "RCPT relayed: {cancelled:?}");
+    let done = scramp_with(
+        port,
+        "alice",
+        "secret",
+        false,
+        &["full", "bob@elsewhere.test"],
+    );
+    assert_eq!(done, ["334", "334", "server-verified", "235", "250", "250"]);
+}
+
+#[test]
+fn unknown_users_keep_their_salt_across_a_restart() {
+    let dir = crate::support::temp_dir("scram-decoy");
+    add_user(&dir, "alice", "secret");
+    let config = "[smtp]\nauth = true\nrequire_tls = false\n";
+    let salts = |s: &Server| {
+        let port = s.addrs["smtp"].port();
+        ["alice", "ghost"].map(|u| scramp_with(port, u, "x", false, &["salt"])[1].clone())
+    };
+    let s = Server::start_in(&dir, config, &[]);
+    let before = salts(&s);
+    drop(s);
+    let s = Server::start_in(&dir, config, &[]);
+    assert_eq!(salts(&s), before);
+    assert_ne!(before[0], before[1]);
+    let mode = std::fs::metadata(dir.join("scram-decoy.key"))
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
+        .expect("decoy key");
+    assert_eq!(mode, 0o600);
 }
