@@ -16,6 +16,7 @@
 //!   addresses;
 //! - `mta_sts`: destinations' MTA-STS policies (RFC 8461): the record,
 //!   the HTTPS fetch, the cache; parsing and matching sans-IO;
+//! - `requiretls`: RFC 8689's REQUIRETLS and `TLS-Required: No`;
 //! - `down`: hosts that did not answer, remembered for a while;
 //! - `handoff`: messages just committed, passed to delivery in memory;
 //! - `connection`: the tokio driver of the sans-IO client (TCP, TLS,
@@ -44,6 +45,7 @@ pub mod mta_sts;
 pub mod mx;
 pub mod outcome;
 mod report;
+mod requiretls;
 pub mod schedule;
 pub mod session;
 pub mod settings;

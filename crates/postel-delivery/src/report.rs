@@ -164,10 +164,12 @@ async fn notify<S: Store>(
         || e.client_addr
             .parse::<std::net::SocketAddr>()
             .is_ok_and(|a| s.is_trusted(a.ip()));
+    // REQUIRETLS mail (RFC 8689 section 5) comes back as headers only:
+    // the notice does not travel under the sender's TLS demand.
     let ret_hdrs = e
         .mail_params
         .iter()
-        .any(|p| p.eq_ignore_ascii_case("RET=HDRS"));
+        .any(|p| p.eq_ignore_ascii_case("RET=HDRS") || p.eq_ignore_ascii_case("REQUIRETLS"));
     let failure = reported.iter().any(|r| r.action == Action::Failed);
     let id = store.next_id();
     let notice = Notice {

@@ -30,6 +30,8 @@ pub struct Job {
 struct Needs {
     eight_bit: bool,
     smtputf8: bool,
+    /// The sender asked for REQUIRETLS (RFC 8689).
+    requiretls: bool,
 }
 
 impl Job {
@@ -37,6 +39,10 @@ impl Job {
         Needs {
             eight_bit: !self.content.is_ascii(),
             smtputf8: self.needs_smtputf8(),
+            requiretls: self
+                .entries
+                .first()
+                .is_some_and(|e| crate::requiretls::requested(&e.mail_params)),
         }
     }
 
@@ -72,6 +78,10 @@ pub struct Session {
     lmtp: bool,
     /// The server's certificate was checked against the roots.
     verified: bool,
+    /// The host's name is authenticated: it matched the destination's
+    /// MTA-STS policy in enforce mode, or the operator named it (a
+    /// smarthost). With `verified`, what REQUIRETLS asks for.
+    authenticated: bool,
 }
 
 /// How to reach the hosts: the settings, and TLS and AUTH for them.
@@ -88,6 +98,10 @@ pub struct Dial<'a> {
     pub port: u16,
     /// Hosts that did not answer lately.
     pub down: &'a DownHosts,
+    /// The hosts' names are authenticated (see [`Session`]): REQUIRETLS
+    /// mail may go to them if their certificate is verified and they
+    /// offer it.
+    pub authenticated: bool,
 }
 
 impl Dial<'_> {
@@ -242,6 +256,7 @@ impl Dial<'_> {
             host: host.name.clone(),
             lmtp: false,
             verified: self.implicit_tls || tls == TlsPolicy::Verify,
+            authenticated: self.authenticated,
         })
     }
 }
@@ -297,6 +312,7 @@ impl Session {
             host,
             lmtp: true,
             verified: false,
+            authenticated: false,
         }
     }
 
@@ -382,6 +398,27 @@ impl Session {
 
     /// What this host cannot take, known before sending anything.
     fn refuse_before_sending(&self, job: &Job, needs: Needs) -> Option<Failure> {
+        // RFC 8689 section 4.2.1; LMTP is the last hop, to the mailbox.
+        if needs.requiretls && !self.lmtp {
+            let missing = if !self.authenticated {
+                Some("its name is not authenticated (no MTA-STS policy in enforce mode)")
+            } else if !self.verified || self.conn.tls.is_none() {
+                Some("its certificate is not verified")
+            } else if !self.caps.requiretls {
+                Some("it does not offer REQUIRETLS")
+            } else {
+                None
+            };
+            if let Some(why) = missing {
+                return Some(Failure::local(
+                    "5.7.30",
+                    format!(
+                        "REQUIRETLS support required: {} cannot take this message: {why}",
+                        self.host
+                    ),
+                ));
+            }
+        }
         let size = job.content.len() as u64;
         if let Some(max) = self.caps.size.filter(|m| *m > 0 && size > *m) {
             return Some(Failure::local(
@@ -434,6 +471,9 @@ impl Session {
         }
         if needs.smtputf8 {
             mail_params.push("SMTPUTF8".into());
+        }
+        if needs.requiretls && !self.lmtp {
+            mail_params.push("REQUIRETLS".into());
         }
         if dsn {
             for key in ["RET", "ENVID"] {

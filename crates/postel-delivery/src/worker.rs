@@ -25,6 +25,7 @@ use crate::metrics::DeliveryMetrics;
 use crate::mx::{self, Dns, Host, Myself};
 use crate::outcome::{Failure, Outcome};
 use crate::report::report;
+use crate::requiretls;
 use crate::session::{Dial, Job, Session};
 use crate::settings::{Settings, TlsPolicy};
 use crate::{lmtp, maildir};
@@ -366,18 +367,52 @@ impl<S: Store + Clone> Worker<S> {
             }
             return;
         }
-        let mut session = match self.open(dest).await {
+        let mut batch: Vec<Vec<QueueEntry>> = messages.to_vec();
+        let mut waived = false;
+        let mut session = match self.open(dest, false).await {
             Ok(session) => Some(session),
-            Err(o) => {
+            Err((o, enforced)) => {
+                // Under the destination's MTA-STS policy nothing works:
+                // mail whose sender waived it (`TLS-Required: No`) goes
+                // on without it, in a session of its own.
+                let mut rest = Vec::new();
                 for rows in messages {
-                    self.handoff.forget(&rows[0].id);
-                    pending.push(self.record(rows, vec![o.clone(); rows.len()]).await);
+                    let waives = enforced
+                        && match self.load(rows).await {
+                            Ok(content) => requiretls::waived(&rows[0].mail_params, &content),
+                            Err(_) => false,
+                        };
+                    if waives {
+                        rest.push(rows.clone());
+                    } else {
+                        self.handoff.forget(&rows[0].id);
+                        pending.push(self.record(rows, vec![o.clone(); rows.len()]).await);
+                    }
                 }
-                return;
+                if rest.is_empty() {
+                    return;
+                }
+                match self.open(dest, true).await {
+                    Ok(session) => {
+                        tracing::info!(
+                            domain = dest,
+                            messages = rest.len(),
+                            "TLS-Required: No: delivered without the destination's MTA-STS policy"
+                        );
+                        (batch, waived) = (rest, true);
+                        Some(session)
+                    }
+                    Err((o, _)) => {
+                        for rows in &rest {
+                            self.handoff.forget(&rows[0].id);
+                            pending.push(self.record(rows, vec![o.clone(); rows.len()]).await);
+                        }
+                        return;
+                    }
+                }
             }
         };
         let started = std::time::Instant::now();
-        let mut batch: Vec<Vec<QueueEntry>> = messages.to_vec();
         loop {
             for rows in &batch {
                 let outcomes = match self.load(rows).await {
@@ -401,8 +436,10 @@ impl<S: Store + Clone> Worker<S> {
             }
             // The next messages for this destination, on the same session
             // (Postfix's connection reuse), for up to five minutes.
+            // A session outside the policy carries only the mail that
+            // waived it.
             let open = session.as_ref().is_some_and(|s| s.is_open());
-            if !open || started.elapsed() > SESSION_REUSE {
+            if !open || waived || started.elapsed() > SESSION_REUSE {
                 break;
             }
             batch = self.more(dest).await;
@@ -416,15 +453,19 @@ impl<S: Store + Clone> Worker<S> {
     }
 
     /// A session for `dest`: its LMTP server, or the first of its hosts
-    /// that answers; or the outcome for every recipient when there is none.
-    async fn open(&self, dest: &str) -> Result<Session, Outcome> {
+    /// that answers; or the outcome for every recipient when there is
+    /// none, and whether the destination's MTA-STS policy was enforced.
+    /// `waived`: without that policy (`TLS-Required: No`).
+    async fn open(&self, dest: &str, waived: bool) -> Result<Session, (Outcome, bool)> {
         if let Some(Target::Lmtp(addr)) = self.settings.local_routes.by_name(dest) {
             return lmtp::open(addr, &self.settings)
                 .await
-                .map_err(Outcome::Deferred);
+                .map_err(|f| (Outcome::Deferred(f), false));
         }
-        let (hosts, dial) = self.route(dest).await?;
-        dial.open(&hosts).await.map_err(Outcome::Deferred)
+        let (hosts, dial) = self.route(dest, waived).await?;
+        dial.open(&hosts)
+            .await
+            .map_err(|f| (Outcome::Deferred(f), dial.authenticated && !waived))
     }
 
     /// More due messages for `dest`, for a session already open: handed
@@ -462,18 +503,25 @@ impl<S: Store + Clone> Worker<S> {
 
     /// The hosts for `dest`, and how to dial them; or the outcome for all
     /// its recipients when there is nowhere to go.
-    async fn route(&self, dest: &str) -> Result<(Vec<Host>, Dial<'_>), Outcome> {
+    async fn route(
+        &self,
+        dest: &str,
+        waived: bool,
+    ) -> Result<(Vec<Host>, Dial<'_>), (Outcome, bool)> {
         let s = &self.settings;
         if let Some(sh) = &s.smarthost {
             let addrs = match self.dns.addresses(&sh.host).await {
                 Ok(a) if !a.is_empty() => a,
                 Ok(_) => {
-                    return Err(Outcome::Deferred(Failure::local(
-                        "4.4.4",
-                        format!("the smarthost {} has no address", sh.host),
-                    )));
+                    return Err((
+                        Outcome::Deferred(Failure::local(
+                            "4.4.4",
+                            format!("the smarthost {} has no address", sh.host),
+                        )),
+                        false,
+                    ));
                 }
-                Err(f) => return Err(Outcome::Deferred(f)),
+                Err(f) => return Err((Outcome::Deferred(f), false)),
             };
             let host = Host {
                 name: sh.host.clone(),
@@ -487,6 +535,8 @@ impl<S: Store + Clone> Worker<S> {
                 implicit_tls: sh.implicit_tls,
                 port: sh.port,
                 down: &self.down,
+                // The operator named it; its certificate is verified.
+                authenticated: true,
             };
             return Ok((vec![host], dial));
         }
@@ -495,13 +545,14 @@ impl<S: Store + Clone> Worker<S> {
             listeners: s.own_addresses.clone(),
             mx_port: s.mx_port,
         };
+        let mut authenticated = false;
         let (mut hosts, mut tls) =
             match mx::route(&self.dns, dest, &myself, s.allow_private_addresses).await {
                 Ok(hosts) => (hosts, s.tls_for(dest)),
-                Err(f) if f.is_permanent() => return Err(Outcome::Failed(f)),
-                Err(f) => return Err(Outcome::Deferred(f)),
+                Err(f) if f.is_permanent() => return Err((Outcome::Failed(f), false)),
+                Err(f) => return Err((Outcome::Deferred(f), false)),
             };
-        if let Some(sts) = &self.mta_sts
+        if let Some(sts) = self.mta_sts.as_ref().filter(|_| !waived)
             && let Some(policy) = sts.policy(dest, unix_now()).await
         {
             let outside: Vec<&str> = hosts
@@ -516,13 +567,15 @@ impl<S: Store + Clone> Worker<S> {
                     }
                     hosts.retain(|h| policy.allows(&h.name));
                     if hosts.is_empty() {
-                        return Err(Outcome::Deferred(Failure::local(
+                        let f = Failure::local(
                             "4.7.5",
                             format!("MTA-STS: no MX host of {dest} matches its policy"),
-                        )));
+                        );
+                        return Err((Outcome::Deferred(f), true));
                     }
                     // Verified TLS for the MX name, never plaintext.
                     tls = TlsPolicy::Verify;
+                    authenticated = true;
                 }
                 crate::mta_sts::Mode::Testing if !outside.is_empty() => {
                     tracing::warn!(domain = dest, hosts = ?outside, "MTA-STS testing: these MX hosts would be skipped under enforce");
@@ -539,6 +592,7 @@ impl<S: Store + Clone> Worker<S> {
                 implicit_tls: false,
                 port: s.mx_port,
                 down: &self.down,
+                authenticated,
             },
         ))
     }

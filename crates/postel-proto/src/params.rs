@@ -1,7 +1,8 @@
 //! ESMTP parameters on MAIL and RCPT (RFC 5321 4.1.2 `Mail-parameters`).
 //!
 //! Known on MAIL: `SIZE` (RFC 1870), `BODY` (RFC 6152), `SMTPUTF8`
-//! (RFC 6531), `AUTH` (RFC 4954), `RET` and `ENVID` (RFC 3461). Known on
+//! (RFC 6531), `AUTH` (RFC 4954), `RET` and `ENVID` (RFC 3461),
+//! `REQUIRETLS` (RFC 8689). Known on
 //! RCPT: `NOTIFY` and `ORCPT` (RFC 3461). An unknown keyword is a `555`, a
 //! known one with a bad value or given twice a `501` (RFC 5321 4.1.1.11).
 //!
@@ -46,6 +47,10 @@ pub struct MailParams {
     pub ret_hdrs: Option<bool>,
     /// `ENVID=`, as sent (xtext, RFC 3461 4.4).
     pub envid: Option<String>,
+    /// `REQUIRETLS` (RFC 8689): deliver only over authenticated TLS.
+    /// Valid only where it was advertised (over TLS): the session refuses
+    /// it elsewhere with `555`.
+    pub requiretls: bool,
     /// Every parameter as sent, `KEYWORD` or `KEYWORD=value`.
     pub raw: Vec<String>,
 }
@@ -160,6 +165,7 @@ pub fn parse_mail_params(s: &[u8]) -> Result<MailParams, ParamError> {
             // A repeated bare flag cannot conflict with itself, and Python's
             // smtplib sends it twice when asked for it and also needing it.
             ("SMTPUTF8", None) => out.smtputf8 = true,
+            ("REQUIRETLS", None) if !out.requiretls => out.requiretls = true,
             // RFC 4954 section 5: the submitter's identity, `<>` or an
             // xtext address. Recorded as sent; policy does not use it.
             ("AUTH", Some(_)) if !out.auth => out.auth = true,
@@ -178,7 +184,9 @@ pub fn parse_mail_params(s: &[u8]) -> Result<MailParams, ParamError> {
                 }
                 out.envid = Some(String::from_utf8_lossy(v).into_owned());
             }
-            ("SIZE" | "BODY" | "SMTPUTF8" | "AUTH" | "RET" | "ENVID", _) => return Err(dup()),
+            ("SIZE" | "BODY" | "SMTPUTF8" | "AUTH" | "RET" | "ENVID" | "REQUIRETLS", _) => {
+                return Err(dup());
+            }
             _ => return Err(ParamError::Unknown(name)),
         }
         out.raw.push(String::from_utf8_lossy(p).into_owned());
@@ -271,6 +279,19 @@ mod tests {
             parse_mail_params(b"AUTH"),
             Err(ParamError::Syntax(_))
         ));
+    }
+
+    #[test]
+    fn requiretls_is_a_bare_flag_given_once() {
+        let p = parse_mail_params(b"requiretls").expect("valid");
+        assert!(p.requiretls);
+        assert_eq!(p.raw, vec!["requiretls"]);
+        for bad in [&b"REQUIRETLS=yes"[..], b"REQUIRETLS REQUIRETLS"] {
+            assert!(
+                matches!(parse_mail_params(bad), Err(ParamError::Syntax(_))),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

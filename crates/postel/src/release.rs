@@ -52,6 +52,8 @@ pub(crate) async fn send_to(
         implicit_tls: port == 465,
         port,
         down: &down,
+        // The operator named the host.
+        authenticated: true,
     };
     let hosts = [Host {
         name: host.to_owned(),

@@ -82,6 +82,8 @@ pub struct Capabilities {
     pub enhanced_status_codes: bool,
     /// RFC 3461.
     pub dsn: bool,
+    /// RFC 8689.
+    pub requiretls: bool,
 }
 
 impl Capabilities {
@@ -104,6 +106,7 @@ impl Capabilities {
                 "8BITMIME" => c.eightbitmime = true,
                 "ENHANCEDSTATUSCODES" => c.enhanced_status_codes = true,
                 "DSN" => c.dsn = true,
+                "REQUIRETLS" => c.requiretls = true,
                 _ => {}
             }
         }

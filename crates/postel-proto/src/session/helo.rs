@@ -20,6 +20,11 @@ impl Session {
             caps.push(format!("AUTH PLAIN LOGIN {}", crate::scram::NAME));
         }
         caps.push("DSN".to_owned());
+        // RFC 8689: only over TLS (a message that asks for it must have come
+        // over TLS itself).
+        if self.conn.tls_active {
+            caps.push("REQUIRETLS".to_owned());
+        }
         caps.push("HELP".to_owned());
         caps
     }

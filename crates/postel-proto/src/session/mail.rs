@@ -20,6 +20,11 @@ impl Session {
                     // RFC 4954 section 5: AUTH= only where AUTH was offered.
                     return self.error(reply::unsupported_parameter("AUTH"));
                 }
+                if params.requiretls && !self.conn.tls_active {
+                    // RFC 8689 section 4: REQUIRETLS is offered only over
+                    // TLS, and a message cannot ask for it without.
+                    return self.error(reply::unsupported_parameter("REQUIRETLS"));
+                }
                 if params
                     .size
                     .is_some_and(|n| n > self.limits.max_message_size)

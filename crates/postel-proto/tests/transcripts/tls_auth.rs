@@ -24,7 +24,12 @@ fn chunks(conn: ConnInfo, parts: &[&str]) -> Run {
 const PLAIN_OK: &str = "AGFsaWNlAHNlY3JldA==";
 const PLAIN_BAD: &str = "AGFsaWNlAHdyb25n";
 
+/// The EHLO reply with `extra` in its place; after TLS, REQUIRETLS too.
 fn ehlo_with(extra: &[&str]) -> String {
+    ehlo_caps(extra, extra.iter().any(|c| c.starts_with("AUTH")))
+}
+
+fn ehlo_caps(extra: &[&str], tls: bool) -> String {
     let mut caps = vec![
         "PIPELINING",
         "SIZE 1000",
@@ -35,6 +40,9 @@ fn ehlo_with(extra: &[&str]) -> String {
     ];
     caps.extend_from_slice(extra);
     caps.push("DSN");
+    if tls {
+        caps.push("REQUIRETLS");
+    }
     caps.push("HELP");
     let mut r = "250-mx.test\r\n".to_owned();
     for (i, c) in caps.iter().enumerate() {
@@ -68,7 +76,7 @@ fn auth_offered_without_tls_when_not_required() {
         run.output,
         format!(
             "{GREETING}{}",
-            ehlo_with(&["AUTH PLAIN LOGIN SCRAM-SHA-256"])
+            ehlo_caps(&["AUTH PLAIN LOGIN SCRAM-SHA-256"], false)
         )
     );
 }
@@ -315,5 +323,46 @@ fn scram_refusals() {
             "334", "535", "334", "501", "501", "334", "334", "501", "334", "501", "530"
         ],
         "{t}"
+    );
+}
+
+#[test]
+fn requiretls_is_offered_and_taken_only_over_tls() {
+    // Before TLS: not in EHLO (the first reply), and MAIL with it is 555.
+    let conn = ConnInfo {
+        starttls_available: true,
+        ..ConnInfo::default()
+    };
+    let run = chunks(conn.clone(), &[E, "MAIL FROM:<a@b.test> REQUIRETLS\r\n"]);
+    assert!(!run.output.contains("REQUIRETLS\r\n250"), "{}", run.output);
+    assert!(
+        run.output
+            .ends_with("555 5.5.4 Unsupported parameter REQUIRETLS\r\n"),
+        "{}",
+        run.output
+    );
+    // After TLS: offered, and taken (twice is a syntax error).
+    let run = chunks(
+        conn,
+        &[
+            E,
+            "STARTTLS\r\n",
+            &format!(
+                "{E}MAIL FROM:<a@b.test> REQUIRETLS\r\nRSET\r\nMAIL FROM:<a@b.test> REQUIRETLS REQUIRETLS\r\n"
+            ),
+        ],
+    );
+    assert!(
+        run.output
+            .contains("250-DSN\r\n250-REQUIRETLS\r\n250 HELP\r\n"),
+        "{}",
+        run.output
+    );
+    let tail = run.output.rsplit_once("250 HELP\r\n").map(|(_, t)| t);
+    assert_eq!(
+        tail,
+        Some(
+            "250 2.1.0 Sender OK\r\n250 2.0.0 Ok\r\n501 5.5.4 Syntax: bad value or repeated parameter REQUIRETLS\r\n"
+        )
     );
 }

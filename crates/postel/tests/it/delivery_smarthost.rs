@@ -8,7 +8,7 @@ use crate::tools::free_port;
 
 /// A test CA and a certificate for `names` signed by it: (CA PEM, cert
 /// PEM, key PEM).
-fn test_pki(names: &[&str]) -> (String, String, String) {
+pub(crate) fn test_pki(names: &[&str]) -> (String, String, String) {
     let ca_key = rcgen::KeyPair::generate().expect("ca key");
     let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
     ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);

@@ -19,6 +19,7 @@ mod policy;
 mod policyd_spf;
 mod processes;
 mod release;
+mod requiretls;
 mod rig;
 mod robustness;
 mod scram;
