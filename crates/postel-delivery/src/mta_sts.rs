@@ -143,6 +143,11 @@ struct Cached {
     until: i64,
 }
 
+/// Whether a domain has an MTA-STS policy cannot be told now: its record
+/// or its policy could not be read, and none is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unknown;
+
 /// Policies by domain: looked up, fetched, kept.
 pub struct MtaSts {
     dns: Dns,
@@ -187,24 +192,37 @@ impl MtaSts {
     /// expired; else a fresh one. A policy that cannot be fetched leaves
     /// the kept one in force (RFC 8461 5.1), or none.
     pub async fn policy(&self, domain: &str, now: i64) -> Option<Arc<Policy>> {
+        self.lookup(domain, now).await.ok().flatten()
+    }
+
+    /// As [`MtaSts::policy`], telling "no policy" (`Ok(None)`: no record)
+    /// from "cannot tell" (`Err`: the record or the policy could not be
+    /// read, and none is kept). REQUIRETLS mail waits on the second.
+    pub async fn lookup(&self, domain: &str, now: i64) -> Result<Option<Arc<Policy>>, Unknown> {
         let domain = domain.trim_end_matches('.').to_ascii_lowercase();
         let cached = self.cached(&domain, now);
+        let kept = |cached: Option<(String, Arc<Policy>, bool)>| match cached {
+            Some((_, p, _)) => Ok(Some(p)),
+            None => Err(Unknown),
+        };
         let id = match self.record_id(&domain).await {
-            Some(id) => id,
-            // No record (or DNS failed): a kept policy still holds.
-            None => return cached.map(|(_, p, _)| p),
+            Ok(Some(id)) => id,
+            // No record: a kept policy still holds.
+            Ok(None) => return Ok(cached.map(|(_, p, _)| p)),
+            // DNS failed: the kept one, or nobody knows.
+            Err(()) => return kept(cached),
         };
         if let Some((kept_id, policy, stale)) = &cached
             && *kept_id == id
             && !stale
         {
-            return Some(policy.clone());
+            return Ok(Some(policy.clone()));
         }
         {
             let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
             failed.retain(|_, until| *until > now);
             if failed.contains_key(&domain) {
-                return cached.map(|(_, p, _)| p);
+                return kept(cached);
             }
         }
         match self.fetch(&domain).await {
@@ -238,7 +256,7 @@ impl MtaSts {
                         },
                     );
                 }
-                Some(policy)
+                Ok(Some(policy))
             }
             Err(e) => {
                 tracing::warn!(domain, error = e, "MTA-STS policy not fetched");
@@ -246,15 +264,20 @@ impl MtaSts {
                 if failed.len() < CACHE_SIZE {
                     failed.insert(domain, now.saturating_add(RETRY_FETCH));
                 }
-                cached.map(|(_, p, _)| p)
+                kept(cached)
             }
         }
     }
 
-    /// The id of `_mta-sts.<domain>`'s STSv1 record, if there is one.
-    async fn record_id(&self, domain: &str) -> Option<String> {
-        let texts = self.dns.txt(&format!("_mta-sts.{domain}")).await.ok()?;
-        record_id(&texts)
+    /// The id of `_mta-sts.<domain>`'s STSv1 record, if there is one;
+    /// `Err` when DNS did not answer.
+    async fn record_id(&self, domain: &str) -> Result<Option<String>, ()> {
+        let texts = self
+            .dns
+            .txt(&format!("_mta-sts.{domain}"))
+            .await
+            .map_err(|_| ())?;
+        Ok(record_id(&texts))
     }
 
     /// GET the policy file over HTTPS, its certificate verified for

@@ -18,17 +18,25 @@ pub(crate) fn waived(mail_params: &[String], content: &[u8]) -> bool {
     if requested(mail_params) {
         return false;
     }
-    // The header section: up to the first empty line.
+    // The header section: up to the first empty line (none at all when
+    // the content starts with one).
+    if content.starts_with(b"\r\n") {
+        return false;
+    }
     let end = memchr::memmem::find(content, b"\r\n\r\n").map_or(content.len(), |i| i + 2);
     let header = &content[..end];
     let mut lines = header.split(|&b| b == b'\n').peekable();
     while let Some(line) = lines.next() {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
+        // A continuation line is part of the field before it.
+        if line.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
+            continue;
+        }
         let Some(colon) = line.iter().position(|&b| b == b':') else {
             continue;
         };
         if !line[..colon]
-            .trim_ascii()
+            .trim_ascii_end()
             .eq_ignore_ascii_case(b"TLS-Required")
         {
             continue;
@@ -61,8 +69,10 @@ mod tests {
         assert!(!waived(&["REQUIRETLS".into()], msg), "REQUIRETLS wins");
         assert!(!waived(&none, b"TLS-Required: Yes\r\n\r\n"));
         assert!(!waived(&none, b"X-TLS-Required: No\r\n\r\n"));
-        // In the body, it is not a header field.
+        // In the body, or folded into another field, it is not a field.
         assert!(!waived(&none, b"Subject: x\r\n\r\nTLS-Required: No\r\n"));
+        assert!(!waived(&none, b"\r\nTLS-Required: No\r\n"));
+        assert!(!waived(&none, b"Subject: x\r\n TLS-Required: No\r\n\r\n"));
     }
 
     #[test]

@@ -39,10 +39,11 @@ impl Job {
         Needs {
             eight_bit: !self.content.is_ascii(),
             smtputf8: self.needs_smtputf8(),
-            requiretls: self
-                .entries
-                .first()
-                .is_some_and(|e| crate::requiretls::requested(&e.mail_params)),
+            // RFC 8689 4.2.1 binds mail with a return path; a notice
+            // (`<>`) passes the parameter on where it can, unrefused.
+            requiretls: self.entries.first().is_some_and(|e| {
+                !e.mail_from.is_empty() && crate::requiretls::requested(&e.mail_params)
+            }),
         }
     }
 
@@ -82,6 +83,8 @@ pub struct Session {
     /// MTA-STS policy in enforce mode, or the operator named it (a
     /// smarthost). With `verified`, what REQUIRETLS asks for.
     authenticated: bool,
+    /// See [`Dial::sts_unknown`].
+    sts_unknown: bool,
 }
 
 /// How to reach the hosts: the settings, and TLS and AUTH for them.
@@ -102,6 +105,9 @@ pub struct Dial<'a> {
     /// mail may go to them if their certificate is verified and they
     /// offer it.
     pub authenticated: bool,
+    /// Whether the destination has an MTA-STS policy could not be told
+    /// (DNS or the policy's server failed): REQUIRETLS mail waits.
+    pub sts_unknown: bool,
 }
 
 impl Dial<'_> {
@@ -257,6 +263,7 @@ impl Dial<'_> {
             lmtp: false,
             verified: self.implicit_tls || tls == TlsPolicy::Verify,
             authenticated: self.authenticated,
+            sts_unknown: self.sts_unknown,
         })
     }
 }
@@ -313,6 +320,7 @@ impl Session {
             lmtp: true,
             verified: false,
             authenticated: false,
+            sts_unknown: false,
         }
     }
 
@@ -410,8 +418,15 @@ impl Session {
                 None
             };
             if let Some(why) = missing {
+                // Not knowing whether the destination has a policy is not
+                // knowing it has none: wait (the lifetime bounds it).
+                let status = if self.sts_unknown && !self.authenticated {
+                    "4.7.30"
+                } else {
+                    "5.7.30"
+                };
                 return Some(Failure::local(
-                    "5.7.30",
+                    status,
                     format!(
                         "REQUIRETLS support required: {} cannot take this message: {why}",
                         self.host

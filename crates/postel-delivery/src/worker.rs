@@ -463,9 +463,11 @@ impl<S: Store + Clone> Worker<S> {
                 .map_err(|f| (Outcome::Deferred(f), false));
         }
         let (hosts, dial) = self.route(dest, waived).await?;
+        // Enforced: by the destination's policy (not a smarthost's name).
+        let enforced = dial.authenticated && !waived && self.settings.smarthost.is_none();
         dial.open(&hosts)
             .await
-            .map_err(|f| (Outcome::Deferred(f), dial.authenticated && !waived))
+            .map_err(|f| (Outcome::Deferred(f), enforced))
     }
 
     /// More due messages for `dest`, for a session already open: handed
@@ -537,6 +539,7 @@ impl<S: Store + Clone> Worker<S> {
                 down: &self.down,
                 // The operator named it; its certificate is verified.
                 authenticated: true,
+                sts_unknown: false,
             };
             return Ok((vec![host], dial));
         }
@@ -552,9 +555,15 @@ impl<S: Store + Clone> Worker<S> {
                 Err(f) if f.is_permanent() => return Err((Outcome::Failed(f), false)),
                 Err(f) => return Err((Outcome::Deferred(f), false)),
             };
-        if let Some(sts) = self.mta_sts.as_ref().filter(|_| !waived)
-            && let Some(policy) = sts.policy(dest, unix_now()).await
-        {
+        let mut sts_unknown = false;
+        let policy = match self.mta_sts.as_ref().filter(|_| !waived) {
+            Some(sts) => sts.lookup(dest, unix_now()).await.unwrap_or_else(|_| {
+                sts_unknown = true;
+                None
+            }),
+            None => None,
+        };
+        if let Some(policy) = policy {
             let outside: Vec<&str> = hosts
                 .iter()
                 .filter(|h| !policy.allows(&h.name))
@@ -593,6 +602,7 @@ impl<S: Store + Clone> Worker<S> {
                 port: s.mx_port,
                 down: &self.down,
                 authenticated,
+                sts_unknown,
             },
         ))
     }

@@ -54,6 +54,7 @@ pub(crate) async fn send_to(
         down: &down,
         // The operator named the host.
         authenticated: true,
+        sts_unknown: false,
     };
     let hosts = [Host {
         name: host.to_owned(),
