@@ -4,6 +4,7 @@
     dkim_tool.py sign DOMAIN SELECTOR KEY.pem < message > signed
     dkim_tool.py verify DNSPORT < message       -> one line per signature: pass/fail
     dkim_tool.py arcsign DOMAIN SELECTOR KEY.pem SRV_ID < message > sealed
+    dkim_tool.py arcverify DNSPORT < message    -> "CV SETS COMMENT" (pass/fail/none)
 
 DNS questions (verify) go to the loopback dnsmasq on 127.0.0.1:DNSPORT.
 """
@@ -57,6 +58,10 @@ def main():
         headers = dkim.arc_sign(message, selector.encode(), domain.encode(), key, srv_id.encode(),
                                 include_headers=HEADERS)
         sys.stdout.buffer.write(b"".join(headers) + message)
+    elif cmd == "arcverify":
+        lookup = txt_via(int(sys.argv[2]))
+        cv, results, comment = dkim.arc_verify(message, dnsfunc=lookup)
+        print(cv.decode(), len(results), comment)
     else:
         sys.exit(f"unknown command {cmd}")
 

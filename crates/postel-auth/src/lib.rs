@@ -12,6 +12,8 @@
 //! - `sign`: outbound DKIM signatures, every key of the author's domain
 //!   (RSA and Ed25519, two selectors during a rotation), over-signing the
 //!   fields that matter;
+//! - `seal`: ARC sets (RFC 8617) on mail Postel forwards, made with the
+//!   checks' own results;
 //! - `keys`: new key pairs and the DNS records to publish.
 //!
 //! Which mail is checked and which is signed, and what a result does to
@@ -21,10 +23,12 @@
 
 pub mod cache;
 pub mod keys;
+pub mod seal;
 pub mod sign;
 pub mod strip;
 pub mod verify;
 
+pub use seal::Sealer;
 pub use sign::{Key, KeyError, Signer};
 pub use strip::{may_hold_forged, strip_forged};
 pub use verify::{Outcome, Policy, Spf, Verifier, domain_chars};

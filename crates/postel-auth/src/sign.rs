@@ -136,8 +136,20 @@ impl Key {
             Kind::Rsa(s) => s.sign(message),
             Kind::Ed25519(s) => s.sign(message),
         };
-        signature.ok().map(|s| s.to_header())
+        signature.ok().map(|s| unfold_last_semicolon(s.to_header()))
     }
+}
+
+/// mail-auth folds the line before the final `;` when the `b=` value
+/// fills the line (`b=...\r\n\t;`). RFC 6376 3.7 deletes the `b=` value
+/// with the whitespace around it, so that is valid, but dkimpy keeps the
+/// fold (it hashes `b= ;` where the signer hashed `b=;`) and the
+/// signature fails there. Joining that last line costs nothing.
+pub(crate) fn unfold_last_semicolon(mut field: String) -> String {
+    while let Some(i) = field.find("\r\n\t;") {
+        field.replace_range(i..i + 3, "");
+    }
+    field
 }
 
 /// A signer with `key`: relaxed/relaxed, no `l=`, [`signed_fields`].
@@ -252,6 +264,17 @@ pub fn author_domain(message: &[u8]) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_folded_final_semicolon_is_joined() {
+        let folded = "DKIM-Signature: v=1; b=abc\r\n\tdef\r\n\t;\r\n".to_owned();
+        assert_eq!(
+            super::unfold_last_semicolon(folded),
+            "DKIM-Signature: v=1; b=abc\r\n\tdef;\r\n"
+        );
+        let plain = "DKIM-Signature: v=1;\r\n\tb=abc;\r\n".to_owned();
+        assert_eq!(super::unfold_last_semicolon(plain.clone()), plain);
+    }
+
     use super::*;
 
     fn key(dir: &Path, domain: &str, selector: &str) -> Key {

@@ -25,6 +25,7 @@ use mail_auth::{
 };
 
 use crate::cache::TxtCache;
+use crate::seal::Sealer;
 
 /// The most DKIM signatures checked on one message; the rest are not
 /// looked at (each costs a DNS lookup).
@@ -92,6 +93,9 @@ pub struct Outcome {
     pub author_domain: String,
     /// The `Authentication-Results:` field, CRLF-terminated.
     pub header: String,
+    /// A new ARC set (three fields, CRLF-terminated) to put on top, when
+    /// a sealer was given and the chain could be sealed.
+    pub seal: Option<String>,
 }
 
 impl Outcome {
@@ -213,8 +217,9 @@ impl Verifier {
     }
 
     /// DKIM, ARC and DMARC of `message` (header and body, CRLF), with
-    /// SPF's results: the outcome and its `Authentication-Results:`.
-    pub async fn message(&self, message: &[u8], spf: &Spf) -> Outcome {
+    /// SPF's results: the outcome and its `Authentication-Results:`; with
+    /// `sealer`, also a new ARC set over these results (mail forwarded).
+    pub async fn message(&self, message: &[u8], spf: &Spf, sealer: Option<&Sealer>) -> Outcome {
         let Some(mut parsed) = AuthenticatedMessage::parse(message) else {
             return self.unparsable(spf);
         };
@@ -335,6 +340,15 @@ impl Verifier {
             }
             header.push_str("\r\n");
         }
+        // Sealed over no chain, or one that passed (see `seal`).
+        let seal = match (sealer, &arc) {
+            (Some(sealer), Some(a))
+                if parsed.ams_headers.is_empty() || a.result() == &DkimResult::Pass =>
+            {
+                sealer.seal(&parsed, &results, a)
+            }
+            _ => None,
+        };
         let (dmarc_result, policy, author_domain) = match (several_fields, each.is_empty()) {
             (Some(domain), _) => ("fail", Policy::Reject, domain),
             (None, true) => (
@@ -352,6 +366,7 @@ impl Verifier {
             policy,
             author_domain,
             header,
+            seal,
         }
     }
 
@@ -392,6 +407,7 @@ impl Verifier {
             policy: Policy::None,
             author_domain: String::new(),
             header,
+            seal: None,
         }
     }
 

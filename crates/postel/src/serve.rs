@@ -110,6 +110,7 @@ pub(crate) fn serve(cfg: Config) -> anyhow::Result<()> {
             settings: cfg.verify.clone(),
             signer: authentication_signer.clone(),
             whole: backend::Authentication::whole_budget(),
+            sealer: crate::config::sealer(cfg.arc.as_ref())?.map(Arc::new),
         };
         let inner = Arc::new(Inner {
             store: store.clone(),
@@ -124,6 +125,7 @@ pub(crate) fn serve(cfg: Config) -> anyhow::Result<()> {
                 wake: wake.clone(),
                 handoff: handoff.clone(),
                 local_routes: d.local_routes.clone(),
+                forward: Arc::new(cfg.forward.clone()),
             }),
             disk: (cfg.min_free_disk > 0).then(|| (cfg.data_dir.clone(), cfg.min_free_disk)),
             policy_services: cfg.policy_services.clone(),

@@ -39,6 +39,8 @@ pub(crate) struct Authentication {
     pub(crate) signer: Arc<Signer>,
     /// KiB of [`WHOLE_BUDGET_KIB`] free.
     pub(crate) whole: Arc<tokio::sync::Semaphore>,
+    /// ARC-seals checked mail that is forwarded (`[arc]`).
+    pub(crate) sealer: Option<Arc<postel_auth::Sealer>>,
 }
 
 impl Authentication {
@@ -82,6 +84,7 @@ impl Authentication {
             },
             signer: Arc::new(Signer::default()),
             whole: Authentication::whole_budget(),
+            sealer: None,
         }
     }
 }
@@ -190,7 +193,7 @@ impl<S: Store> PostelSession<S> {
     pub(super) async fn check_message(
         &mut self,
         content: &mut Vec<u8>,
-    ) -> Result<Option<(String, Checks)>, Reply> {
+    ) -> Result<Option<(String, Checks, Option<String>)>, Reply> {
         let inner = self.inner.clone();
         // Checked as it arrived (the checks do not look at a forged field
         // claiming our id), then cleaned, checked or not (RFC 8601 5).
@@ -220,7 +223,10 @@ impl<S: Store> PostelSession<S> {
             arc: outcome.arc.to_owned(),
             quarantine: failed && outcome.policy != Policy::None,
         };
-        Ok(Some((outcome.header, checks)))
+        if outcome.seal.is_some() {
+            info!(session = self.meta.session_id, "forwarded mail ARC-sealed");
+        }
+        Ok(Some((outcome.header, checks, outcome.seal)))
     }
 
     /// The checks' outcome for `content`, when it is checked; a panic in
@@ -236,8 +242,15 @@ impl<S: Store> PostelSession<S> {
             return Ok(None);
         };
         let message = std::mem::take(content);
+        // Mail forwarded elsewhere is sealed with the results (RFC 8617).
+        let sealer = self
+            .inner
+            .authentication
+            .sealer
+            .clone()
+            .filter(|_| self.forwarded);
         let task = tokio::spawn(async move {
-            let outcome = verifier.message(&message, &spf).await;
+            let outcome = verifier.message(&message, &spf, sealer.as_deref()).await;
             (message, outcome)
         });
         match task.await {

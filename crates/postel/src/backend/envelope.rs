@@ -1,6 +1,7 @@
 //! Where each recipient goes (kept in the store, or queued), for the
-//! client's RCPTs and for the recipients milters add; and the milters'
-//! envelope changes (sender, added and removed recipients).
+//! client's RCPTs, the addresses a forward names and the recipients
+//! milters add; and the milters' envelope changes (sender, added and
+//! removed recipients).
 
 use postel_delivery::local::Target;
 use postel_milter::Edit;
@@ -45,6 +46,73 @@ impl<S: Store> PostelSession<S> {
         }
     }
 
+    /// The addresses `to` is forwarded to (`[delivery.forward]`), if it is
+    /// forwarded.
+    pub(super) fn forward_targets(&self, to: &ForwardPath) -> Option<Vec<ForwardPath>> {
+        let relay = self.inner.relay.as_ref()?;
+        if relay.forward.is_empty() {
+            return None;
+        }
+        let ForwardPath::Mailbox(m) = to else {
+            return None;
+        };
+        let key = format!("{}@{}", m.local, m.domain).to_lowercase();
+        let targets = relay.forward.get(&key)?;
+        Some(
+            targets
+                .iter()
+                .filter_map(|t| parse_mailbox(t.as_bytes(), true).ok())
+                .map(ForwardPath::Mailbox)
+                .collect(),
+        )
+    }
+
+    /// Puts the targets of a forwarded recipient in its place, each routed
+    /// as the operator's own mail (the operator named them), with the
+    /// original address as its `ORCPT` (RFC 3461 4.2) unless the client
+    /// gave one. A target that cannot be routed is left out (and logged);
+    /// if none can, the recipient is refused with the first refusal.
+    pub(super) fn push_forwarded(
+        &mut self,
+        to: &ForwardPath,
+        targets: &[ForwardPath],
+        params: &[String],
+    ) -> Result<(), Reply> {
+        let mut params = params.to_vec();
+        if !params
+            .iter()
+            .any(|p| p.len() > 6 && p[..6].eq_ignore_ascii_case("ORCPT="))
+        {
+            params.push(format!("ORCPT=rfc822;{}", xtext(&to.to_string())));
+        }
+        let mut first_refusal = None;
+        let mut placed = 0;
+        for t in targets {
+            match self.placement(t, true) {
+                Ok(queued) => {
+                    let ForwardPath::Mailbox(m) = t else { continue };
+                    if !self.inner.policy.domains.contains(&m.domain.to_lowercase()) {
+                        self.forwarded = true;
+                    }
+                    self.push_recipient(t, params.clone(), queued);
+                    placed += 1;
+                }
+                Err(r) => {
+                    warn!(
+                        session = self.meta.session_id,
+                        code = r.code,
+                        "a forward's target was refused: left out"
+                    );
+                    first_refusal.get_or_insert(r);
+                }
+            }
+        }
+        match first_refusal {
+            Some(r) if placed == 0 => Err(r),
+            _ => Ok(()),
+        }
+    }
+
     /// Adds a recipient at its place.
     pub(super) fn push_recipient(&mut self, to: &ForwardPath, params: Vec<String>, queued: bool) {
         if queued {
@@ -81,7 +149,19 @@ impl<S: Store> PostelSession<S> {
                     let from = strip(&from);
                     if from.is_empty() || parse_mailbox(from.as_bytes(), true).is_ok() {
                         self.from = from;
+                        // The sender's REQUIRETLS stays with the message
+                        // (RFC 8689 4.1), whatever the milter passes.
+                        let requiretls = self
+                            .mail_params
+                            .iter()
+                            .find(|p| p.eq_ignore_ascii_case("REQUIRETLS"))
+                            .cloned();
                         self.mail_params = clean(args);
+                        if let Some(p) = requiretls
+                            && !self.mail_params.iter().any(|a| a.eq_ignore_ascii_case(&p))
+                        {
+                            self.mail_params.push(p);
+                        }
                     } else {
                         warn!(session, "a milter's new sender is not an address: ignored");
                     }
@@ -137,5 +217,31 @@ impl<S: Store> PostelSession<S> {
                 _ => {}
             }
         }
+    }
+}
+
+/// `s` as xtext (RFC 3461 4): `+`, `=` and octets outside `!`..`~` as
+/// `+XX`.
+fn xtext(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if (b'!'..=b'~').contains(&b) && b != b'+' && b != b'=' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("+{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn xtext_encodes_plus_equals_and_the_rest() {
+        assert_eq!(super::xtext("a+b=c@d.test"), "a+2Bb+3Dc@d.test");
+        assert_eq!(super::xtext("é"), "+C3+A9");
+        assert!(postel_proto::params::is_xtext(
+            super::xtext("x y+z").as_bytes()
+        ));
     }
 }

@@ -118,6 +118,8 @@ pub(crate) struct Relay {
     pub(crate) handoff: Arc<postel_delivery::Handoff>,
     /// Local recipients that go to a Maildir or over LMTP: queued.
     pub(crate) local_routes: postel_delivery::local::LocalRoutes,
+    /// Local addresses (lowercase) whose mail goes to others instead.
+    pub(crate) forward: Arc<std::collections::BTreeMap<String, Vec<String>>>,
 }
 
 /// Free octets for unprivileged users on the file system of `dir`.
@@ -163,6 +165,7 @@ impl<S: Store> Backend for PostelBackend<S> {
             mechanism: None,
             scram: None,
             scram_proven: None,
+            forwarded: false,
             client_name: "unknown".to_owned(),
             client_ptr: "unknown".to_owned(),
             spf: checks::SpfState::Off,
@@ -214,6 +217,9 @@ pub(crate) struct PostelSession<S> {
     filters: Filters,
     /// The SASL mechanism of the login.
     mechanism: Option<Mechanism>,
+    /// Some recipient was forwarded to another domain: the message is
+    /// ARC-sealed when it is checked.
+    forwarded: bool,
     /// A SCRAM login between its two steps: the user and its keys.
     scram: Option<(String, postel_policy::scram::ScramKeys)>,
     /// A SCRAM proof that checked out, until the client takes our
@@ -254,6 +260,7 @@ impl<S: Store> PostelSession<S> {
         self.incoming = None;
         self.queue.clear();
         self.local = false;
+        self.forwarded = false;
         self.prepend.clear();
         self.hold = false;
         self.mail_size = 0;
@@ -515,7 +522,11 @@ impl<S: Store> BackendSession for PostelSession<S> {
                 .relay
                 .as_ref()
                 .is_some_and(|r| r.policy.trusts(self.meta.peer.ip()));
-        let queued = self.placement(to, may_relay)?;
+        let forward = self.forward_targets(to);
+        let queued = match &forward {
+            Some(_) => false,
+            None => self.placement(to, may_relay)?,
+        };
         self.spf_refusal().await?;
         // Asked only once routing took the recipient: a policy server's
         // OK never opens relaying.
@@ -530,7 +541,10 @@ impl<S: Store> BackendSession for PostelSession<S> {
                 .rcpt(self.meta.session_id, &address, &params.raw)
                 .await?;
         }
-        self.push_recipient(to, params.raw.clone(), queued);
+        match forward {
+            Some(targets) => self.push_forwarded(to, &targets, &params.raw)?,
+            None => self.push_recipient(to, params.raw.clone(), queued),
+        }
         Ok(())
     }
 
@@ -656,8 +670,10 @@ impl<S: Store> BackendSession for PostelSession<S> {
             unix_time: now,
         }
         .write_to(&mut raw);
-        let checks = checked.map(|(header, checks)| {
+        let mut seal = None;
+        let checks = checked.map(|(header, checks, arc_set)| {
             raw.extend_from_slice(header.as_bytes());
+            seal = arc_set;
             checks
         });
         if checks.as_ref().is_some_and(|c| c.quarantine) {
@@ -675,6 +691,10 @@ impl<S: Store> BackendSession for PostelSession<S> {
         // Signed last, over every field Postel wrote.
         let signatures = self.signatures(&raw);
         raw.splice(0..0, signatures);
+        // An ARC set goes on top (RFC 8617 5.1).
+        if let Some(seal) = seal {
+            raw.splice(0..0, seal.into_bytes());
+        }
         let count = self.recipients.len();
         let kept = self.local || self.queue.is_empty();
         let webhooks_for = if kept {

@@ -62,6 +62,8 @@ pub(crate) struct DeliverySection {
     pub(crate) data_timeout: Option<String>,
     /// Octets of an original message attached to a notice. Default 50000.
     pub(crate) notice_content_limit: Option<usize>,
+    /// Local addresses whose mail is sent on to others.
+    pub(crate) forward: Option<std::collections::BTreeMap<String, Vec<String>>>,
 }
 
 /// `[dns]`
@@ -376,5 +378,6 @@ pub(super) fn effective(s: Option<&Settings>) -> DeliverySection {
         command_timeout: secs(s.timeouts.command),
         data_timeout: secs(s.timeouts.data),
         notice_content_limit: Some(s.notice_content_limit),
+        forward: None,
     }
 }

@@ -107,7 +107,10 @@ impl Config {
                 max_messages: self.max_messages,
                 max_age_days: self.max_age.map(|d| d.as_secs() / 86_400),
             },
-            delivery: delivery::effective(self.delivery.as_ref()),
+            delivery: delivery::DeliverySection {
+                forward: (!self.forward.is_empty()).then(|| self.forward.clone()),
+                ..delivery::effective(self.delivery.as_ref())
+            },
             dns: delivery::DnsSection {
                 nameservers: Some(self.nameservers.iter().map(ToString::to_string).collect()),
             },
@@ -122,6 +125,7 @@ impl Config {
             webhook: integrations::effective_webhooks(&self.webhooks),
             verify: authentication::effective_verify(&self.verify),
             dkim: self.dkim.clone(),
+            arc: self.arc.clone(),
         }
     }
 }

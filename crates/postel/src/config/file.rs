@@ -66,6 +66,9 @@ pub(crate) struct FileConfig {
     /// DKIM signing keys.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) dkim: Vec<super::authentication::DkimEntry>,
+    /// The key that ARC-seals forwarded mail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) arc: Option<super::authentication::DkimEntry>,
 }
 
 /// `[web]`

@@ -25,10 +25,12 @@ use postel_server::ListenerSettings;
 
 use crate::tls::TlsFiles;
 pub(crate) use authentication::{VerifySettings, signer};
+pub(crate) use forward::sealer;
 mod authentication;
 mod delivery;
 mod effective;
 mod file;
+mod forward;
 mod integrations;
 mod limits;
 mod listeners;
@@ -175,6 +177,10 @@ pub(crate) struct Config {
     pub(crate) verify: VerifySettings,
     /// DKIM signing keys (checked: each loaded once).
     pub(crate) dkim: Vec<authentication::DkimEntry>,
+    /// Local addresses (lowercase) whose mail is sent on to others.
+    pub(crate) forward: BTreeMap<String, Vec<String>>,
+    /// The key that ARC-seals forwarded mail.
+    pub(crate) arc: Option<authentication::DkimEntry>,
 }
 
 /// A network (`10.0.0.0/8`), or one address as a network of one.
@@ -301,6 +307,13 @@ impl Config {
         }
         let verify = authentication::verify(&file.verify, &hostname, &mut problems);
         let dkim = authentication::dkim(&file.dkim, &mut problems);
+        let forward = forward::forward(
+            file.delivery.forward.as_ref(),
+            &domains,
+            delivery.is_some(),
+            &mut problems,
+        );
+        let arc = forward::arc(file.arc.as_ref(), &mut problems);
         let nameservers: Vec<SocketAddr> = file
             .dns
             .nameservers
@@ -346,6 +359,8 @@ impl Config {
             nameservers,
             verify,
             dkim,
+            forward,
+            arc,
         })
     }
 }

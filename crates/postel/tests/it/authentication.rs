@@ -37,9 +37,9 @@ const SPF_TABLE: &[(&str, &str)] = &[
 ];
 
 /// The rig: keys, records and the dnsmasq serving them.
-struct Rig {
-    port: u16,
-    dir: PathBuf,
+pub(crate) struct Rig {
+    pub(crate) port: u16,
+    pub(crate) dir: PathBuf,
     /// dnsmasq options with every record, for a namespace's dnsmasq.
     records: Vec<String>,
     /// The `[[dkim]]` tables for out.test (from `postel dkim generate`).
@@ -66,7 +66,7 @@ fn txt(name: &str, text: &str) -> String {
     format!("--txt-record={name},{}", parts.join(","))
 }
 
-fn rig() -> &'static Rig {
+pub(crate) fn rig() -> &'static Rig {
     static RIG: OnceLock<Rig> = OnceLock::new();
     RIG.get_or_init(|| {
         let dir = temp_dir("auth-rig");
@@ -144,6 +144,9 @@ fn rig() -> &'static Rig {
                 txt("mail.pass.test", "v=spf1 ip4:127.0.0.0/8 -all"),
                 txt("_dmarc.nonep.test", "v=DMARC1; p=none"),
                 txt("_dmarc.tree2.test", "v=DMARC1; p=none; sp=none; np=reject"),
+                // Where forwarded mail goes (tests/it/forward.rs).
+                "--mx-host=away.test,mx.away.test,10".to_owned(),
+                "--host-record=mx.away.test,127.0.11.1".to_owned(),
             ]
             .map(|s| s.to_owned()),
         );
@@ -175,7 +178,7 @@ fn checking_server(extra: &str) -> Server {
 }
 
 /// `tests/peers/dkim_tool.py ARGS < input`, its output.
-fn dkimpy(args: &[&str], input: &[u8]) -> Vec<u8> {
+pub(crate) fn dkimpy(args: &[&str], input: &[u8]) -> Vec<u8> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/peers/dkim_tool.py");
     run_with_input(Command::new("python3").arg(script).args(args), input)
 }
@@ -202,7 +205,7 @@ fn run_with_input(command: &mut Command, input: &[u8]) -> Vec<u8> {
     out.stdout
 }
 
-fn message(from: &str, subject: &str) -> Vec<u8> {
+pub(crate) fn message(from: &str, subject: &str) -> Vec<u8> {
     format!(
         "From: Someone <{from}>\r\nTo: you@here.test\r\nSubject: {subject}\r\n\
          Date: Mon, 30 Nov 2026 06:00:00 +0000\r\nMessage-ID: <{subject}@test>\r\n\r\n\

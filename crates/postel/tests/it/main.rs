@@ -12,6 +12,7 @@ mod delivery_hosts;
 mod delivery_smarthost;
 mod dovecot;
 mod durability;
+mod forward;
 mod interop;
 mod local_delivery;
 mod milter;
