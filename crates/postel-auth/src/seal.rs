@@ -117,7 +117,8 @@ impl Sealer {
                 "{}{rest}",
                 crate::sign::unfold_last_semicolon(seal.to_owned())
             );
-            if !set[ams..aar].contains("\r\n\t;") {
+            // The message signature ends before the results field.
+            if !set[ams..aar].ends_with("\r\n\t;\r\n") {
                 return Some(tidy);
             }
             last = Some(tidy);

@@ -144,12 +144,14 @@ impl Key {
 /// fills the line (`b=...\r\n\t;`). RFC 6376 3.7 deletes the `b=` value
 /// with the whitespace around it, so that is valid, but dkimpy keeps the
 /// fold (it hashes `b= ;` where the signer hashed `b=;`) and the
-/// signature fails there. Joining that last line costs nothing.
-pub(crate) fn unfold_last_semicolon(mut field: String) -> String {
-    while let Some(i) = field.find("\r\n\t;") {
-        field.replace_range(i..i + 3, "");
+/// signature fails there. Joining that last line costs nothing, since
+/// `b=` is the last tag. Only that fold: one elsewhere (after `bh=`) is
+/// inside what was signed.
+pub(crate) fn unfold_last_semicolon(field: String) -> String {
+    match field.strip_suffix("\r\n\t;\r\n") {
+        Some(head) => format!("{head};\r\n"),
+        None => field,
     }
-    field
 }
 
 /// A signer with `key`: relaxed/relaxed, no `l=`, [`signed_fields`].
@@ -273,6 +275,9 @@ mod tests {
         );
         let plain = "DKIM-Signature: v=1;\r\n\tb=abc;\r\n".to_owned();
         assert_eq!(super::unfold_last_semicolon(plain.clone()), plain);
+        // A fold after bh= is signed text: left alone.
+        let inner = "DKIM-Signature: v=1; bh=xyz\r\n\t; b=abc;\r\n".to_owned();
+        assert_eq!(super::unfold_last_semicolon(inner.clone()), inner);
     }
 
     use super::*;

@@ -105,6 +105,15 @@ impl Outcome {
     }
 }
 
+/// Whether a message carries no ARC field at all (and none that failed to
+/// parse): a new chain may start. Stray fields (a seal without its
+/// signature) are not "no chain".
+fn no_arc(m: &AuthenticatedMessage<'_>) -> bool {
+    m.ams_headers.is_empty()
+        && m.as_headers.is_empty()
+        && m.aar_headers.is_empty()
+        && !m.has_arc_errors
+}
 /// Records held parsed at once (see [`TxtCache`]).
 pub const TXT_CACHE_SIZE: usize = 10_000;
 
@@ -342,9 +351,7 @@ impl Verifier {
         }
         // Sealed over no chain, or one that passed (see `seal`).
         let seal = match (sealer, &arc) {
-            (Some(sealer), Some(a))
-                if parsed.ams_headers.is_empty() || a.result() == &DkimResult::Pass =>
-            {
+            (Some(sealer), Some(a)) if no_arc(&parsed) || a.result() == &DkimResult::Pass => {
                 sealer.seal(&parsed, &results, a)
             }
             _ => None,

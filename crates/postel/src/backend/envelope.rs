@@ -83,11 +83,25 @@ impl<S: Store> PostelSession<S> {
             .iter()
             .any(|p| p.len() > 6 && p[..6].eq_ignore_ascii_case("ORCPT="))
         {
-            params.push(format!("ORCPT=rfc822;{}", xtext(&to.to_string())));
+            params.push(format!("ORCPT={}", orcpt(&to.to_string())));
         }
         let mut first_refusal = None;
         let mut placed = 0;
         for t in targets {
+            // Once per message: the same target twice (two forwards, or
+            // the forward given in several RCPTs) is one recipient.
+            let address = t.to_string();
+            if self
+                .recipients
+                .iter()
+                .any(|r| r.address.eq_ignore_ascii_case(&address))
+            {
+                placed += 1;
+                continue;
+            }
+            if self.recipients.len() >= MAX_EXPANDED {
+                return Err(reply::too_many_recipients());
+            }
             match self.placement(t, true) {
                 Ok(queued) => {
                     let ForwardPath::Mailbox(m) = t else { continue };
@@ -220,6 +234,29 @@ impl<S: Store> PostelSession<S> {
     }
 }
 
+/// A message's recipients at most, forwards expanded (a client's RCPTs
+/// are bounded by the session; a forward names up to 50 each).
+const MAX_EXPANDED: usize = 1000;
+
+/// The `ORCPT` value for `address` (without brackets): `rfc822;` and
+/// xtext for ASCII (RFC 3461 4.2), `utf-8;` and utf-8-addr-xtext for the
+/// rest (RFC 6533 3: `\x{HEX}` for `+`, `=`, `\` and what is not
+/// printable ASCII).
+fn orcpt(address: &str) -> String {
+    if address.is_ascii() {
+        return format!("rfc822;{}", xtext(address));
+    }
+    let mut out = String::from("utf-8;");
+    for c in address.chars() {
+        if c.is_ascii_graphic() && !matches!(c, '+' | '=' | '\\') {
+            out.push(c);
+        } else {
+            out.push_str(&format!("\\x{{{:X}}}", u32::from(c)));
+        }
+    }
+    out
+}
+
 /// `s` as xtext (RFC 3461 4): `+`, `=` and octets outside `!`..`~` as
 /// `+XX`.
 fn xtext(s: &str) -> String {
@@ -243,5 +280,7 @@ mod tests {
         assert!(postel_proto::params::is_xtext(
             super::xtext("x y+z").as_bytes()
         ));
+        assert_eq!(super::orcpt("a+b@c.test"), "rfc822;a+2Bb@c.test");
+        assert_eq!(super::orcpt("jö+x@c.test"), "utf-8;j\\x{F6}\\x{2B}x@c.test");
     }
 }

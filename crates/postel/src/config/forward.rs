@@ -58,7 +58,11 @@ pub(super) fn forward(
             ));
             continue;
         }
-        out.insert(from.to_lowercase(), targets.clone());
+        if out.insert(from.to_lowercase(), targets.clone()).is_some() {
+            problems.push(format!(
+                "delivery.forward: {from:?} is listed twice (addresses are compared without case)"
+            ));
+        }
     }
     out
 }
