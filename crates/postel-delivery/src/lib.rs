@@ -17,6 +17,8 @@
 //! - `mta_sts`: destinations' MTA-STS policies (RFC 8461): the record,
 //!   the HTTPS fetch, the cache; parsing and matching sans-IO;
 //! - `requiretls`: RFC 8689's REQUIRETLS and `TLS-Required: No`;
+//! - `dane`: DANE (RFC 7672): TLSA records from DNSSEC-validated
+//!   answers, and the certificate check they make;
 //! - `down`: hosts that did not answer, remembered for a while;
 //! - `handoff`: messages just committed, passed to delivery in memory;
 //! - `connection`: the tokio driver of the sans-IO client (TCP, TLS,
@@ -34,6 +36,7 @@
 #![warn(missing_docs)]
 
 pub mod connection;
+pub mod dane;
 pub mod down;
 pub mod dsn;
 pub mod handoff;

@@ -25,6 +25,8 @@ pub struct Host {
     pub preference: u16,
     /// Where to connect, IPv6 first.
     pub addrs: Vec<IpAddr>,
+    /// Its TLSA records, when DANE applies to it (see `dane`).
+    pub dane: Option<std::sync::Arc<Vec<crate::dane::Tlsa>>>,
 }
 
 /// The resolver, with the configured nameservers or the system's.
@@ -368,6 +370,7 @@ pub async fn route(
                 name,
                 preference,
                 addrs: usable,
+                dane: None,
             });
         }
     }

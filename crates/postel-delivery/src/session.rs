@@ -85,6 +85,8 @@ pub struct Session {
     authenticated: bool,
     /// See [`Dial::sts_unknown`].
     sts_unknown: bool,
+    /// The certificate was checked by the host's TLSA records.
+    dane: bool,
 }
 
 /// How to reach the hosts: the settings, and TLS and AUTH for them.
@@ -201,6 +203,12 @@ impl Dial<'_> {
             .await
             .map_err(|e| (e, false))
             .and_then(|r| r.map_err(|reply| (Failure::remote(&host.name, &reply), false)))?;
+        // DANE: TLS is required, checked by the TLSA records alone.
+        let tls = if host.dane.is_some() {
+            TlsPolicy::Verify
+        } else {
+            tls
+        };
         let required = matches!(tls, TlsPolicy::Encrypt | TlsPolicy::Verify);
         if tls != TlsPolicy::None && conn.tls.is_none() {
             if !caps.starttls {
@@ -221,11 +229,13 @@ impl Dial<'_> {
                     }
                     // `may`: on without TLS, as offered.
                 } else {
-                    let roots = (tls == TlsPolicy::Verify).then(|| self.settings.roots());
-                    if let Err(e) = conn
-                        .handshake(tls_config(roots), &host.name, t.command)
-                        .await
-                    {
+                    let config = match &host.dane {
+                        Some(records) => crate::dane::DaneVerifier::config(records.clone()),
+                        None => {
+                            tls_config((tls == TlsPolicy::Verify).then(|| self.settings.roots()))
+                        }
+                    };
+                    if let Err(e) = conn.handshake(config, &host.name, t.command).await {
                         let f = Failure::local("4.7.5", format!("{}: {e}", host.name));
                         return Err((f, tls == TlsPolicy::May));
                     }
@@ -262,7 +272,9 @@ impl Dial<'_> {
             host: host.name.clone(),
             lmtp: false,
             verified: self.implicit_tls || tls == TlsPolicy::Verify,
-            authenticated: self.authenticated,
+            // A DANE host's name is authenticated by DNSSEC.
+            authenticated: self.authenticated || host.dane.is_some(),
+            dane: host.dane.is_some(),
             sts_unknown: self.sts_unknown,
         })
     }
@@ -321,6 +333,7 @@ impl Session {
             verified: false,
             authenticated: false,
             sts_unknown: false,
+            dane: false,
         }
     }
 
@@ -328,6 +341,7 @@ impl Session {
     /// and cipher, and whether the certificate was verified; or no TLS.
     pub fn tls_note(&self) -> String {
         match &self.conn.tls {
+            Some(t) if self.dane => format!("{t}, certificate verified by DANE"),
             Some(t) if self.verified => format!("{t}, certificate verified"),
             Some(t) => format!("{t}, certificate not verified"),
             None => "no TLS".to_owned(),

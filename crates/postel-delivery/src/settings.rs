@@ -128,6 +128,11 @@ pub struct Settings {
     pub mta_sts: bool,
     /// The port policies are fetched from: 443 (another only in tests).
     pub mta_sts_port: u16,
+    /// DANE (RFC 7672) for destinations whose MX and TLSA records are
+    /// DNSSEC-signed. Off by default.
+    pub dane: bool,
+    /// DNSKEY records to validate from; None: the IANA root keys.
+    pub trust_anchor: Option<std::path::PathBuf>,
     /// DKIM keys: notices (DSNs) from the host's domain are signed with
     /// them, since an unsigned bounce is dropped by the large providers.
     pub signer: std::sync::Arc<postel_auth::Signer>,
@@ -163,6 +168,8 @@ impl Settings {
             signer: std::sync::Arc::new(postel_auth::Signer::default()),
             mta_sts: true,
             mta_sts_port: 443,
+            dane: false,
+            trust_anchor: None,
         }
     }
 

@@ -74,6 +74,8 @@ pub struct Worker<S> {
     connections: Arc<Semaphore>,
     /// Destinations' MTA-STS policies, when on.
     mta_sts: Option<crate::mta_sts::MtaSts>,
+    /// The validating resolver, when DANE is on.
+    dane: Option<crate::dane::Dane>,
 }
 
 impl<S: Store + Clone> Worker<S> {
@@ -100,6 +102,14 @@ impl<S: Store + Clone> Worker<S> {
                 settings.allow_private_addresses,
             )
         });
+        let dane = if settings.dane {
+            Some(crate::dane::Dane::new(
+                &settings.nameservers,
+                settings.trust_anchor.as_deref(),
+            )?)
+        } else {
+            None
+        };
         Ok(Arc::new(Worker {
             store,
             settings: Arc::new(settings),
@@ -112,6 +122,7 @@ impl<S: Store + Clone> Worker<S> {
             last_claim: Mutex::new(None),
             connections,
             mta_sts,
+            dane,
         }))
     }
 
@@ -529,6 +540,7 @@ impl<S: Store + Clone> Worker<S> {
                 name: sh.host.clone(),
                 preference: 0,
                 addrs,
+                dane: None,
             };
             let dial = Dial {
                 settings: s,
@@ -555,8 +567,14 @@ impl<S: Store + Clone> Worker<S> {
                 Err(f) if f.is_permanent() => return Err((Outcome::Failed(f), false)),
                 Err(f) => return Err((Outcome::Deferred(f), false)),
             };
+        // DANE first: where it applies, it takes precedence over MTA-STS
+        // (RFC 8461 2).
+        let dane = match self.dane.as_ref().filter(|_| !waived) {
+            Some(dane) => self.apply_dane(dane, dest, &mut hosts).await?,
+            None => false,
+        };
         let mut sts_unknown = false;
-        let policy = match self.mta_sts.as_ref().filter(|_| !waived) {
+        let policy = match self.mta_sts.as_ref().filter(|_| !waived && !dane) {
             Some(sts) => sts.lookup(dest, unix_now()).await.unwrap_or_else(|_| {
                 sts_unknown = true;
                 None
@@ -605,6 +623,52 @@ impl<S: Store + Clone> Worker<S> {
                 sts_unknown,
             },
         ))
+    }
+
+    /// DANE for `dest`: each host's TLSA records when its MX RRset is
+    /// secure; hosts whose records are bogus are left out. Whether DANE
+    /// applies (some host has records), or the outcome when no host is
+    /// left or the MX RRset is bogus.
+    async fn apply_dane(
+        &self,
+        dane: &crate::dane::Dane,
+        dest: &str,
+        hosts: &mut Vec<Host>,
+    ) -> Result<bool, (Outcome, bool)> {
+        use crate::dane::Lookup;
+        let defer = |why: String| (Outcome::Deferred(Failure::local("4.7.5", why)), false);
+        match dane.mx(dest).await {
+            Lookup::Secure(()) => {}
+            Lookup::Insecure => return Ok(false),
+            Lookup::Bogus(e) => {
+                tracing::warn!(domain = dest, error = %e, "DANE: the MX records are bogus");
+                return Err(defer(format!(
+                    "DANE: the MX records of {dest} are bogus: {e}"
+                )));
+            }
+        }
+        let mut applies = false;
+        let mut kept = Vec::with_capacity(hosts.len());
+        let mut last = String::new();
+        for mut h in std::mem::take(hosts) {
+            match dane.tlsa(&h.name, self.settings.mx_port).await {
+                Lookup::Secure(records) => {
+                    applies = true;
+                    h.dane = Some(Arc::new(records));
+                    kept.push(h);
+                }
+                Lookup::Insecure => kept.push(h),
+                Lookup::Bogus(e) => {
+                    tracing::warn!(domain = dest, host = h.name, error = %e, "DANE: TLSA records bogus: host skipped");
+                    last = format!("DANE: the TLSA records of {} are bogus: {e}", h.name);
+                }
+            }
+        }
+        if kept.is_empty() {
+            return Err(defer(last));
+        }
+        *hosts = kept;
+        Ok(applies)
     }
 
     /// A message's content, just before it is sent (so that a session

@@ -60,6 +60,7 @@ pub(crate) async fn send_to(
         name: host.to_owned(),
         preference: 0,
         addrs: addrs.iter().map(SocketAddr::ip).collect(),
+        dane: None,
     }];
     let mut session = dial.open(&hosts).await.map_err(|f| f.text)?;
     let s = &message.summary;

@@ -62,6 +62,9 @@ pub(crate) struct DeliverySection {
     pub(crate) data_timeout: Option<String>,
     /// Octets of an original message attached to a notice. Default 50000.
     pub(crate) notice_content_limit: Option<usize>,
+    /// DANE (RFC 7672) where MX and TLSA records are DNSSEC-signed.
+    /// Default false.
+    pub(crate) dane: Option<bool>,
     /// Local addresses whose mail is sent on to others.
     pub(crate) forward: Option<std::collections::BTreeMap<String, Vec<String>>>,
 }
@@ -72,6 +75,9 @@ pub(crate) struct DeliverySection {
 pub(crate) struct DnsSection {
     /// Nameservers, `IP:PORT`; absent: the system's.
     pub(crate) nameservers: Option<Vec<String>>,
+    /// DNSKEY records DNSSEC validation starts from (DANE); absent: the
+    /// IANA root keys.
+    pub(crate) trust_anchor: Option<PathBuf>,
 }
 
 /// What delivery needs from the rest of the config.
@@ -206,6 +212,18 @@ pub(super) fn validate(
     s.mx_port = d.mx_port.unwrap_or(25);
     s.mta_sts = d.mta_sts.unwrap_or(true);
     s.mta_sts_port = d.mta_sts_port.unwrap_or(443);
+    s.dane = d.dane.unwrap_or(false);
+    s.trust_anchor = dns.trust_anchor.clone();
+    if let Some(path) = &s.trust_anchor {
+        match std::fs::read_to_string(path) {
+            Ok(text) if text.contains("DNSKEY") => {}
+            Ok(_) => problems.push(format!(
+                "dns.trust_anchor: {} holds no DNSKEY record",
+                path.display()
+            )),
+            Err(e) => problems.push(format!("dns.trust_anchor: {}: {e}", path.display())),
+        }
+    }
     s.allow_private_addresses = d.allow_private_addresses.unwrap_or(false);
     if let Some(v) = &d.tls {
         match TlsPolicy::parse(v) {
@@ -364,6 +382,7 @@ pub(super) fn effective(s: Option<&Settings>) -> DeliverySection {
         mx_port: Some(s.mx_port),
         mta_sts: Some(s.mta_sts),
         mta_sts_port: Some(s.mta_sts_port),
+        dane: Some(s.dane),
         allow_private_addresses: Some(s.allow_private_addresses),
         tls: Some(policy(s.tls)),
         tls_policies: Some(

@@ -113,6 +113,7 @@ impl Config {
             },
             dns: delivery::DnsSection {
                 nameservers: Some(self.nameservers.iter().map(ToString::to_string).collect()),
+                trust_anchor: self.delivery.as_ref().and_then(|d| d.trust_anchor.clone()),
             },
             local_delivery: self
                 .delivery

@@ -7,6 +7,7 @@ mod bench;
 mod cli;
 mod client;
 mod client_names;
+mod dane;
 mod delivery;
 mod delivery_hosts;
 mod delivery_smarthost;
