@@ -128,6 +128,9 @@ impl Dane {
         opts.attempts = 2;
         opts.ndots = 0;
         opts.validate = true;
+        // Most hosts have no TLSA records: their denial is kept a while
+        // (hickory keeps no negative TTL when it validates).
+        opts.negative_min_ttl = Some(std::time::Duration::from_secs(60));
         let resolver = builder
             .with_trust_anchor(Arc::new(anchors))
             .build()
@@ -135,11 +138,28 @@ impl Dane {
         Ok(Dane { resolver })
     }
 
-    /// Whether `domain`'s MX RRset is secure.
-    pub async fn mx(&self, domain: &str) -> Lookup<()> {
+    /// `domain`'s MX host names (lowercase, no final dot), when its MX
+    /// RRset is secure: the hosts DANE may be used with. The plain
+    /// resolver's answer is not trusted for that.
+    pub async fn mx(&self, domain: &str) -> Lookup<Vec<String>> {
         let name = format!("{}.", domain.trim_end_matches('.'));
         match self.resolver.lookup(name.as_str(), RecordType::MX).await {
-            Ok(l) => proof_of(l.answers().iter().map(|r| r.proof), ()),
+            Ok(l) => {
+                let answers = of_type(l.answers(), RecordType::MX);
+                let hosts = answers
+                    .iter()
+                    .filter_map(|r| match &r.data {
+                        RData::MX(mx) => Some(
+                            mx.exchange
+                                .to_ascii()
+                                .trim_end_matches('.')
+                                .to_ascii_lowercase(),
+                        ),
+                        _ => None,
+                    })
+                    .collect();
+                proof_of(answers.iter().map(|r| r.proof), hosts)
+            }
             Err(e) => negative(&e),
         }
     }
@@ -149,8 +169,8 @@ impl Dane {
         let name = format!("_{port}._tcp.{}.", host.trim_end_matches('.'));
         match self.resolver.lookup(name.as_str(), RecordType::TLSA).await {
             Ok(l) => {
-                let records: Vec<Tlsa> = l
-                    .answers()
+                let answers = of_type(l.answers(), RecordType::TLSA);
+                let records: Vec<Tlsa> = answers
                     .iter()
                     .filter_map(|r| match &r.data {
                         RData::TLSA(t) => {
@@ -169,9 +189,10 @@ impl Dane {
                         _ => None,
                     })
                     .collect();
-                match proof_of(l.answers().iter().map(|r| r.proof), ()) {
-                    // RFC 7672 2.2: only unusable records is as none.
-                    Lookup::Secure(()) if records.is_empty() => Lookup::Insecure,
+                match proof_of(answers.iter().map(|r| r.proof), ()) {
+                    // RFC 7672 2.2: only unusable records (PKIX-TA,
+                    // PKIX-EE): TLS is still required, unauthenticated
+                    // (an empty list says so).
                     Lookup::Secure(()) => Lookup::Secure(records),
                     Lookup::Insecure => Lookup::Insecure,
                     Lookup::Bogus(e) => Lookup::Bogus(e),
@@ -180,6 +201,19 @@ impl Dane {
             Err(e) => negative(&e),
         }
     }
+}
+
+/// The answers of `wanted` type (and CNAMEs on the way), without the
+/// RRSIGs: only the signature a validator used carries a proof, so a
+/// second one (a key rollover) would read as bogus.
+fn of_type(
+    answers: &[hickory_resolver::proto::rr::Record],
+    wanted: RecordType,
+) -> Vec<&hickory_resolver::proto::rr::Record> {
+    answers
+        .iter()
+        .filter(|r| r.record_type() == wanted || r.record_type() == RecordType::CNAME)
+        .collect()
 }
 
 /// The proof of an RRset: secure only if every record is.
@@ -197,11 +231,24 @@ fn proof_of<T>(proofs: impl Iterator<Item = Proof>, value: T) -> Lookup<T> {
     }
 }
 
-/// A failed lookup: no records is no DANE; a bogus denial or a failure is
-/// bogus.
+/// A failed lookup: no records is no DANE, if the denial comes from a
+/// zone above the name (its SOA's owner) that is secure or provably
+/// unsigned; a denial that names some other zone (a forged SOA of an
+/// unsigned zone elsewhere would pass hickory), a bogus denial or a
+/// failure is bogus.
 fn negative<T>(e: &NetError) -> Lookup<T> {
     match e {
-        NetError::Dns(DnsError::NoRecordsFound(_)) => Lookup::Insecure,
+        NetError::Dns(DnsError::NoRecordsFound(no)) => {
+            let from_above = no.soa.as_ref().is_some_and(|soa| {
+                soa.name.zone_of(no.query.name())
+                    && matches!(soa.proof, Proof::Secure | Proof::Insecure)
+            });
+            if from_above {
+                Lookup::Insecure
+            } else {
+                Lookup::Bogus("a denial without its zone's SOA".to_owned())
+            }
+        }
         NetError::Dns(DnsError::Nsec { proof, .. }) if *proof == Proof::Insecure => {
             Lookup::Insecure
         }

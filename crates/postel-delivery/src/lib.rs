@@ -20,6 +20,8 @@
 //! - `dane`: DANE (RFC 7672): TLSA records from DNSSEC-validated
 //!   answers, and the certificate check they make;
 //! - `down`: hosts that did not answer, remembered for a while;
+//! - `tls_report`: TLS results per destination, and the daily reports
+//!   (RFC 8460) to those that ask;
 //! - `handoff`: messages just committed, passed to delivery in memory;
 //! - `connection`: the tokio driver of the sans-IO client (TCP, TLS,
 //!   rounds of commands and replies under timeouts);
@@ -31,7 +33,9 @@
 //! - `dsn`: RFC 3464 notices (DKIM-signed, with `settings`' keys);
 //! - `report`: outcomes into queue updates and notices;
 //! - `metrics`: the queue, attempts and latency for `/metrics`;
-//! - `worker`: the loop over the queue: claims, destinations, sessions.
+//! - `worker`: the loop over the queue: claims, destinations, sessions
+//!   (a folder: `route` is where mail for a destination goes, and under
+//!   which TLS policy).
 
 #![warn(missing_docs)]
 
@@ -52,6 +56,7 @@ mod requiretls;
 pub mod schedule;
 pub mod session;
 pub mod settings;
+pub mod tls_report;
 pub mod worker;
 
 pub use handoff::Handoff;

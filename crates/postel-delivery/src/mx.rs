@@ -27,6 +27,9 @@ pub struct Host {
     pub addrs: Vec<IpAddr>,
     /// Its TLSA records, when DANE applies to it (see `dane`).
     pub dane: Option<std::sync::Arc<Vec<crate::dane::Tlsa>>>,
+    /// TLS required without authentication (signed TLSA records that are
+    /// all unusable, RFC 7672 2.2).
+    pub encrypt: bool,
 }
 
 /// The resolver, with the configured nameservers or the system's.
@@ -371,6 +374,7 @@ pub async fn route(
                 preference,
                 addrs: usable,
                 dane: None,
+                encrypt: false,
             });
         }
     }

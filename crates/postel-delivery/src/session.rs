@@ -206,6 +206,8 @@ impl Dial<'_> {
         // DANE: TLS is required, checked by the TLSA records alone.
         let tls = if host.dane.is_some() {
             TlsPolicy::Verify
+        } else if host.encrypt && matches!(tls, TlsPolicy::None | TlsPolicy::May) {
+            TlsPolicy::Encrypt
         } else {
             tls
         };
@@ -335,6 +337,16 @@ impl Session {
             sts_unknown: false,
             dane: false,
         }
+    }
+
+    /// Whether TLS is up.
+    pub fn has_tls(&self) -> bool {
+        self.conn.tls.is_some()
+    }
+
+    /// Whether this is an LMTP session (local delivery).
+    pub fn is_lmtp(&self) -> bool {
+        self.lmtp
     }
 
     /// How the session is protected, for the queue view: the TLS version

@@ -133,6 +133,12 @@ pub struct Settings {
     pub dane: bool,
     /// DNSKEY records to validate from; None: the IANA root keys.
     pub trust_anchor: Option<std::path::PathBuf>,
+    /// TLS reports (RFC 8460) to the destinations that ask for them. On by
+    /// default.
+    pub tls_reports: bool,
+    /// Seconds a report covers: 86,400 (a UTC day; another only in
+    /// tests).
+    pub tls_report_period: i64,
     /// DKIM keys: notices (DSNs) from the host's domain are signed with
     /// them, since an unsigned bounce is dropped by the large providers.
     pub signer: std::sync::Arc<postel_auth::Signer>,
@@ -170,6 +176,8 @@ impl Settings {
             mta_sts_port: 443,
             dane: false,
             trust_anchor: None,
+            tls_reports: true,
+            tls_report_period: 86_400,
         }
     }
 

@@ -61,6 +61,7 @@ pub(crate) async fn send_to(
         preference: 0,
         addrs: addrs.iter().map(SocketAddr::ip).collect(),
         dane: None,
+        encrypt: false,
     }];
     let mut session = dial.open(&hosts).await.map_err(|f| f.text)?;
     let s = &message.summary;

@@ -62,6 +62,11 @@ pub(crate) struct DeliverySection {
     pub(crate) data_timeout: Option<String>,
     /// Octets of an original message attached to a notice. Default 50000.
     pub(crate) notice_content_limit: Option<usize>,
+    /// TLS reports (RFC 8460) to the destinations that publish an
+    /// address for them. Default true.
+    pub(crate) tls_reports: Option<bool>,
+    /// What one report covers. Default `"24h"` (a UTC day).
+    pub(crate) tls_report_period: Option<String>,
     /// DANE (RFC 7672) where MX and TLSA records are DNSSEC-signed.
     /// Default false.
     pub(crate) dane: Option<bool>,
@@ -213,6 +218,17 @@ pub(super) fn validate(
     s.mta_sts = d.mta_sts.unwrap_or(true);
     s.mta_sts_port = d.mta_sts_port.unwrap_or(443);
     s.dane = d.dane.unwrap_or(false);
+    s.tls_reports = d.tls_reports.unwrap_or(true);
+    if let Some(p) = &d.tls_report_period {
+        match parse_duration(p) {
+            Some(t) if t.as_secs() >= 1 && t.as_secs() <= 7 * 86_400 => {
+                s.tls_report_period = t.as_secs() as i64;
+            }
+            _ => problems.push(format!(
+                "delivery.tls_report_period: {p:?} is not a duration from 1s to 7d, such as \"24h\""
+            )),
+        }
+    }
     s.trust_anchor = dns.trust_anchor.clone();
     if let Some(path) = &s.trust_anchor {
         match std::fs::read_to_string(path) {
@@ -383,6 +399,8 @@ pub(super) fn effective(s: Option<&Settings>) -> DeliverySection {
         mta_sts: Some(s.mta_sts),
         mta_sts_port: Some(s.mta_sts_port),
         dane: Some(s.dane),
+        tls_reports: Some(s.tls_reports),
+        tls_report_period: Some(format!("{}s", s.tls_report_period)),
         allow_private_addresses: Some(s.allow_private_addresses),
         tls: Some(policy(s.tls)),
         tls_policies: Some(

@@ -101,6 +101,9 @@ fn rig() -> &'static Rig {
         for zone in ["test.", "bogus.test."] {
             keymgr(&conf, &[zone, "generate", "algorithm=ecdsap256sha256", "ksk=yes", "zsk=yes"]);
         }
+        // A second signing key: every RRset of test. carries two RRSIGs,
+        // as during a key rollover.
+        keymgr(&conf, &["test.", "generate", "algorithm=ecdsap256sha256"]);
         let ds = keymgr(&conf, &["test.", "ds"]);
         let ds = ds
             .lines()
@@ -141,6 +144,11 @@ fn rig() -> &'static Rig {
                  _{p}._tcp.mx.ta.test. 300 IN TLSA 2 0 1 {ta}\n\
                  bad.test. 300 IN MX 10 mx.bad.test.\nmx.bad.test. 300 IN A 127.0.12.3\n\
                  _{p}._tcp.mx.bad.test. 300 IN TLSA 3 1 1 {wrong}\n\
+                 notlsa.test. 300 IN MX 10 mx.notlsa.test.\nmx.notlsa.test. 300 IN A 127.0.12.4\n\
+                 pkix.test. 300 IN MX 10 mx.pkix.test.\nmx.pkix.test. 300 IN A 127.0.12.4\n\
+                 _{p}._tcp.mx.pkix.test. 300 IN TLSA 1 1 1 {wrong}\n\
+                 _smtp._tls.dane.test. 300 IN TXT \"v=TLSRPTv1; rua=mailto:tlsrpt@here.test\"\n\
+                 _smtp._tls.bad.test. 300 IN TXT \"v=TLSRPTv1; rua=mailto:tlsrpt@here.test\"\n\
                  bogus.test. 3600 IN NS ns.test.\n\
                  bogus.test. 3600 IN DS 4242 13 2 {wrong}\n",
                 soa("test.")
@@ -217,7 +225,7 @@ fn dane_delivers_by_tlsa_and_defers_on_mismatch_or_bogus() {
     let mx = Server::start_in(
         &temp_dir("dane-mx"),
         &format!(
-            "[tls]\ncert = \"{}\"\nkey = \"{}\"\n[policy]\ndomains = [\"dane.test\", \"ta.test\", \"bad.test\", \"plain\", \"bogus.test\"]\n",
+            "[tls]\ncert = \"{}\"\nkey = \"{}\"\n[policy]\ndomains = [\"dane.test\", \"ta.test\", \"bad.test\", \"plain\", \"bogus.test\", \"notlsa.test\", \"pkix.test\"]\n",
             arg(&r.dir.join("chain.pem")),
             arg(&r.dir.join("key.pem"))
         ),
@@ -239,7 +247,7 @@ fn dane_delivers_by_tlsa_and_defers_on_mismatch_or_bogus() {
             "[policy]\ndomains = [\"here.test\"]\n\
              [delivery]\nenabled = true\nrelay_networks = [\"127.0.0.0/8\"]\nmx_port = {}\n\
              allow_private_addresses = true\nretry = [\"1h\"]\nconnect_timeout = \"2s\"\n\
-             mta_sts = false\ndane = true\n\
+             mta_sts = false\ndane = true\ntls_report_period = \"4s\"\n\
              [dns]\nnameservers = [\"127.0.0.1:{}\"]\ntrust_anchor = \"{}\"\n",
             r.mx_port,
             r.dns_port,
@@ -257,6 +265,8 @@ fn dane_delivers_by_tlsa_and_defers_on_mismatch_or_bogus() {
             "c@bad.test",
             "d@plain",
             "e@bogus.test",
+            "g@notlsa.test",
+            "h@pkix.test",
         ],
         b"Subject: dane\r\n\r\nhello\r\n",
     );
@@ -280,6 +290,8 @@ fn dane_delivers_by_tlsa_and_defers_on_mismatch_or_bogus() {
             "c@bad.test",
             "d@plain",
             "e@bogus.test",
+            "g@notlsa.test",
+            "h@pkix.test",
         ]
         .iter()
         .all(|to| {
@@ -309,6 +321,19 @@ fn dane_delivers_by_tlsa_and_defers_on_mismatch_or_bogus() {
     );
     let e = reply("e@bogus.test");
     assert!(e.starts_with("deferred") && e.contains("bogus"), "{e}");
+    // Signed, and securely without TLSA records: opportunistic.
+    let g = reply("g@notlsa.test");
+    assert!(
+        g.starts_with("delivered") && g.ends_with("certificate not verified)"),
+        "{g}"
+    );
+    // Only a PKIX-EE record, unusable for SMTP: TLS still required, not
+    // authenticated (RFC 7672 2.2).
+    let h = reply("h@pkix.test");
+    assert!(
+        h.starts_with("delivered") && h.ends_with("certificate not verified)"),
+        "{h}"
+    );
     let got: Vec<String> = mx
         .messages()
         .iter()
@@ -318,6 +343,54 @@ fn dane_delivers_by_tlsa_and_defers_on_mismatch_or_bogus() {
     assert!(
         !got.iter().any(|t| t == "c@bad.test" || t == "e@bogus.test"),
         "{got:?}"
+    );
+
+    // TLS reports (RFC 8460): dane.test and bad.test ask for them (to a
+    // local address here); plain does not. Read back with Python's email,
+    // gzip and json, not with Postel's code.
+    wait_for(30, "two TLS reports", || tls_reports(&sender).len() >= 2);
+    let reports = tls_reports(&sender);
+    let by_domain = |d: &str| {
+        reports
+            .iter()
+            .find(|r| r["policies"][0]["policy"]["policy-domain"] == d)
+            .unwrap_or_else(|| panic!("no report for {d}: {reports:?}"))
+            .clone()
+    };
+    let ok = by_domain("dane.test");
+    let p = &ok["policies"][0];
+    assert_eq!(p["policy"]["policy-type"], "tlsa", "{ok}");
+    assert!(
+        p["policy"]["policy-string"][0]
+            .as_str()
+            .is_some_and(|s| s.starts_with("3 1 1 ")),
+        "{ok}"
+    );
+    assert!(
+        p["summary"]["total-successful-session-count"].as_u64() >= Some(1),
+        "{ok}"
+    );
+    assert_eq!(p["summary"]["total-failure-session-count"], 0, "{ok}");
+    assert_eq!(ok["organization-name"], "mx.test", "{ok}");
+    let bad = by_domain("bad.test");
+    let p = &bad["policies"][0];
+    assert!(
+        p["summary"]["total-failure-session-count"].as_u64() >= Some(1),
+        "{bad}"
+    );
+    assert_eq!(
+        p["failure-details"][0]["result-type"], "validation-failure",
+        "{bad}"
+    );
+    assert_eq!(
+        p["failure-details"][0]["receiving-mx-hostname"], "mx.bad.test",
+        "{bad}"
+    );
+    assert!(
+        reports
+            .iter()
+            .all(|r| r["policies"][0]["policy"]["policy-domain"] != "plain"),
+        "{reports:?}"
     );
 
     // With a trust anchor the root's keys do not match, every answer is
@@ -357,4 +430,47 @@ fn dane_delivers_by_tlsa_and_defers_on_mismatch_or_bogus() {
         "{q:?}"
     );
     assert_eq!(mx.messages().len(), before);
+}
+
+/// The TLS reports in `s`'s inbox, each report's JSON as Python reads it
+/// out of the message (the `application/tlsrpt+gzip` part).
+fn tls_reports(s: &Server) -> Vec<serde_json::Value> {
+    const READ: &str = r#"
+import email, gzip, json, sys
+m = email.message_from_bytes(sys.stdin.buffer.read())
+assert m["TLS-Report-Domain"] and m["TLS-Report-Submitter"], dict(m)
+assert m.get_content_type() == "multipart/report", m.get_content_type()
+assert m.get_param("report-type") == "tlsrpt"
+for part in m.walk():
+    if part.get_content_type() == "application/tlsrpt+gzip":
+        assert part.get_filename().endswith(".json.gz"), part.get_filename()
+        print(json.dumps(json.loads(gzip.decompress(part.get_payload(decode=True)))))
+"#;
+    s.messages()
+        .iter()
+        .filter(|m| {
+            m["subject"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("Report Domain:"))
+        })
+        .map(|m| {
+            use std::io::Write as _;
+            let raw = s.raw(m["id"].as_str().unwrap_or(""));
+            let mut child = Command::new("python3")
+                .args(["-c", READ])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("python3");
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(&raw)
+                .expect("write");
+            let out = child.wait_with_output().expect("python3");
+            assert!(out.status.success());
+            serde_json::from_slice(&out.stdout).expect("report json")
+        })
+        .collect()
 }

@@ -22,13 +22,15 @@ use crate::down::DownHosts;
 use crate::handoff::Handoff;
 use crate::local::Target;
 use crate::metrics::DeliveryMetrics;
-use crate::mx::{self, Dns, Host, Myself};
+use crate::mx::Dns;
 use crate::outcome::{Failure, Outcome};
 use crate::report::report;
 use crate::requiretls;
-use crate::session::{Dial, Job, Session};
-use crate::settings::{Settings, TlsPolicy};
+use crate::session::{Job, Session};
+use crate::settings::Settings;
 use crate::{lmtp, maildir};
+
+mod route;
 
 /// Rows claimed per look at the queue.
 const BATCH: usize = 1024;
@@ -76,6 +78,8 @@ pub struct Worker<S> {
     mta_sts: Option<crate::mta_sts::MtaSts>,
     /// The validating resolver, when DANE is on.
     dane: Option<crate::dane::Dane>,
+    /// TLS results for reports, when on.
+    tls: Option<Arc<crate::tls_report::TlsResults>>,
 }
 
 impl<S: Store + Clone> Worker<S> {
@@ -102,6 +106,12 @@ impl<S: Store + Clone> Worker<S> {
                 settings.allow_private_addresses,
             )
         });
+        let settings_tls = settings.tls_reports.then(|| {
+            Arc::new(crate::tls_report::TlsResults::new(
+                settings.tls_report_period,
+                unix_now(),
+            ))
+        });
         let dane = if settings.dane {
             Some(crate::dane::Dane::new(
                 &settings.nameservers,
@@ -123,6 +133,7 @@ impl<S: Store + Clone> Worker<S> {
             connections,
             mta_sts,
             dane,
+            tls: settings_tls,
         }))
     }
 
@@ -141,6 +152,23 @@ impl<S: Store + Clone> Worker<S> {
             if counted.elapsed() >= Duration::from_secs(5) {
                 counted = std::time::Instant::now();
                 self.count().await;
+            }
+            if let Some(tls) = &self.tls
+                && let Some(reports) = tls.close(unix_now(), &self.settings.hostname)
+                && !reports.is_empty()
+            {
+                let worker = self.clone();
+                tasks.spawn(async move {
+                    crate::tls_report::send(
+                        &worker.store,
+                        &worker.settings,
+                        &worker.dns,
+                        reports,
+                        unix_now(),
+                    )
+                    .await;
+                    worker.wake.notify_one();
+                });
             }
             tokio::select! {
                 () = &mut shutdown => break,
@@ -380,7 +408,18 @@ impl<S: Store + Clone> Worker<S> {
         }
         let mut batch: Vec<Vec<QueueEntry>> = messages.to_vec();
         let mut waived = false;
-        let mut session = match self.open(dest, false).await {
+        let opened = self.open(dest, false).await;
+        // TLS results are the destination's, through its MX hosts.
+        if let Some(tls) = self.tls.as_ref().filter(|_| s.smarthost.is_none()) {
+            match &opened {
+                Ok(session) if !session.is_lmtp() => {
+                    tls.session(dest, session.has_tls(), &session.host);
+                }
+                Err((Outcome::Deferred(f) | Outcome::Failed(f), _)) => tls.failed(dest, f),
+                _ => {}
+            }
+        }
+        let mut session = match opened {
             Ok(session) => Some(session),
             Err((o, enforced)) => {
                 // Under the destination's MTA-STS policy nothing works:
@@ -474,8 +513,11 @@ impl<S: Store + Clone> Worker<S> {
                 .map_err(|f| (Outcome::Deferred(f), false));
         }
         let (hosts, dial) = self.route(dest, waived).await?;
-        // Enforced: by the destination's policy (not a smarthost's name).
-        let enforced = dial.authenticated && !waived && self.settings.smarthost.is_none();
+        // Enforced: by the destination's policy, MTA-STS or DANE (not a
+        // smarthost's name).
+        let enforced = (dial.authenticated || hosts.iter().any(|h| h.dane.is_some() || h.encrypt))
+            && !waived
+            && self.settings.smarthost.is_none();
         dial.open(&hosts)
             .await
             .map_err(|f| (Outcome::Deferred(f), enforced))
@@ -512,163 +554,6 @@ impl<S: Store + Clone> Worker<S> {
         }
         out.extend(by_id.into_values());
         out
-    }
-
-    /// The hosts for `dest`, and how to dial them; or the outcome for all
-    /// its recipients when there is nowhere to go.
-    async fn route(
-        &self,
-        dest: &str,
-        waived: bool,
-    ) -> Result<(Vec<Host>, Dial<'_>), (Outcome, bool)> {
-        let s = &self.settings;
-        if let Some(sh) = &s.smarthost {
-            let addrs = match self.dns.addresses(&sh.host).await {
-                Ok(a) if !a.is_empty() => a,
-                Ok(_) => {
-                    return Err((
-                        Outcome::Deferred(Failure::local(
-                            "4.4.4",
-                            format!("the smarthost {} has no address", sh.host),
-                        )),
-                        false,
-                    ));
-                }
-                Err(f) => return Err((Outcome::Deferred(f), false)),
-            };
-            let host = Host {
-                name: sh.host.clone(),
-                preference: 0,
-                addrs,
-                dane: None,
-            };
-            let dial = Dial {
-                settings: s,
-                tls: TlsPolicy::Verify,
-                auth: sh.auth.as_ref(),
-                implicit_tls: sh.implicit_tls,
-                port: sh.port,
-                down: &self.down,
-                // The operator named it; its certificate is verified.
-                authenticated: true,
-                sts_unknown: false,
-            };
-            return Ok((vec![host], dial));
-        }
-        let myself = Myself {
-            hostname: s.hostname.to_ascii_lowercase(),
-            listeners: s.own_addresses.clone(),
-            mx_port: s.mx_port,
-        };
-        let mut authenticated = false;
-        let (mut hosts, mut tls) =
-            match mx::route(&self.dns, dest, &myself, s.allow_private_addresses).await {
-                Ok(hosts) => (hosts, s.tls_for(dest)),
-                Err(f) if f.is_permanent() => return Err((Outcome::Failed(f), false)),
-                Err(f) => return Err((Outcome::Deferred(f), false)),
-            };
-        // DANE first: where it applies, it takes precedence over MTA-STS
-        // (RFC 8461 2).
-        let dane = match self.dane.as_ref().filter(|_| !waived) {
-            Some(dane) => self.apply_dane(dane, dest, &mut hosts).await?,
-            None => false,
-        };
-        let mut sts_unknown = false;
-        let policy = match self.mta_sts.as_ref().filter(|_| !waived && !dane) {
-            Some(sts) => sts.lookup(dest, unix_now()).await.unwrap_or_else(|_| {
-                sts_unknown = true;
-                None
-            }),
-            None => None,
-        };
-        if let Some(policy) = policy {
-            let outside: Vec<&str> = hosts
-                .iter()
-                .filter(|h| !policy.allows(&h.name))
-                .map(|h| h.name.as_str())
-                .collect();
-            match policy.mode {
-                crate::mta_sts::Mode::Enforce => {
-                    if !outside.is_empty() {
-                        tracing::warn!(domain = dest, hosts = ?outside, "MTA-STS: MX hosts outside the policy skipped");
-                    }
-                    hosts.retain(|h| policy.allows(&h.name));
-                    if hosts.is_empty() {
-                        let f = Failure::local(
-                            "4.7.5",
-                            format!("MTA-STS: no MX host of {dest} matches its policy"),
-                        );
-                        return Err((Outcome::Deferred(f), true));
-                    }
-                    // Verified TLS for the MX name, never plaintext.
-                    tls = TlsPolicy::Verify;
-                    authenticated = true;
-                }
-                crate::mta_sts::Mode::Testing if !outside.is_empty() => {
-                    tracing::warn!(domain = dest, hosts = ?outside, "MTA-STS testing: these MX hosts would be skipped under enforce");
-                }
-                _ => {}
-            }
-        }
-        Ok((
-            hosts,
-            Dial {
-                settings: s,
-                tls,
-                auth: None,
-                implicit_tls: false,
-                port: s.mx_port,
-                down: &self.down,
-                authenticated,
-                sts_unknown,
-            },
-        ))
-    }
-
-    /// DANE for `dest`: each host's TLSA records when its MX RRset is
-    /// secure; hosts whose records are bogus are left out. Whether DANE
-    /// applies (some host has records), or the outcome when no host is
-    /// left or the MX RRset is bogus.
-    async fn apply_dane(
-        &self,
-        dane: &crate::dane::Dane,
-        dest: &str,
-        hosts: &mut Vec<Host>,
-    ) -> Result<bool, (Outcome, bool)> {
-        use crate::dane::Lookup;
-        let defer = |why: String| (Outcome::Deferred(Failure::local("4.7.5", why)), false);
-        match dane.mx(dest).await {
-            Lookup::Secure(()) => {}
-            Lookup::Insecure => return Ok(false),
-            Lookup::Bogus(e) => {
-                tracing::warn!(domain = dest, error = %e, "DANE: the MX records are bogus");
-                return Err(defer(format!(
-                    "DANE: the MX records of {dest} are bogus: {e}"
-                )));
-            }
-        }
-        let mut applies = false;
-        let mut kept = Vec::with_capacity(hosts.len());
-        let mut last = String::new();
-        for mut h in std::mem::take(hosts) {
-            match dane.tlsa(&h.name, self.settings.mx_port).await {
-                Lookup::Secure(records) => {
-                    applies = true;
-                    h.dane = Some(Arc::new(records));
-                    kept.push(h);
-                }
-                Lookup::Insecure => kept.push(h),
-                Lookup::Bogus(e) => {
-                    tracing::warn!(domain = dest, host = h.name, error = %e, "DANE: TLSA records bogus: host skipped");
-                    last = format!("DANE: the TLSA records of {} are bogus: {e}", h.name);
-                }
-            }
-        }
-        if kept.is_empty() {
-            return Err(defer(last));
-        }
-        *hosts = kept;
-        Ok(applies)
     }
 
     /// A message's content, just before it is sent (so that a session
