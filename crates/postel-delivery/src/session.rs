@@ -344,9 +344,10 @@ impl Session {
         self.conn.tls.is_some()
     }
 
-    /// Whether this is an LMTP session (local delivery).
-    pub fn is_lmtp(&self) -> bool {
-        self.lmtp
+    /// Whether the host offered STARTTLS (in its last EHLO; after TLS
+    /// it no longer does, and TLS is up).
+    pub fn offered_starttls(&self) -> bool {
+        self.caps.starttls || self.conn.tls.is_some()
     }
 
     /// How the session is protected, for the queue view: the TLS version

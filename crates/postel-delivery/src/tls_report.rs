@@ -30,6 +30,8 @@ use crate::outcome::Failure;
 
 /// Destinations counted at most per period.
 const MAX_DOMAINS: usize = 10_000;
+/// Policy strings (TLSA records, policy lines) kept per destination.
+const MAX_STRINGS: usize = 20;
 /// Distinct failure details kept per destination.
 const MAX_DETAILS: usize = 100;
 
@@ -88,6 +90,10 @@ fn key_of(r: ResultType) -> ResultKey {
 pub struct TlsResults {
     period: i64,
     inner: Mutex<(i64, BTreeMap<String, Counts>)>,
+    /// The policy last seen per destination, until something is counted
+    /// for it: routing alone makes no entry (a flood of destinations
+    /// that never answer cannot fill the table).
+    seen: Mutex<BTreeMap<String, Applied>>,
 }
 
 /// One destination's report, ready to be addressed.
@@ -107,62 +113,96 @@ impl TlsResults {
         TlsResults {
             period,
             inner: Mutex::new((now - now.rem_euclid(period), BTreeMap::new())),
+            seen: Mutex::new(BTreeMap::new()),
         }
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut BTreeMap<String, Counts>) -> T) -> T {
+    /// `f` on `domain`'s counts, made (with the policy last seen for it)
+    /// if there is room.
+    fn with(&self, domain: &str, f: impl FnOnce(&mut Counts)) {
+        let domain = domain.to_ascii_lowercase();
+        let applied = self
+            .seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&domain)
+            .cloned()
+            .unwrap_or(Applied::None);
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        f(&mut g.1)
-    }
-
-    fn entry<'a>(map: &'a mut BTreeMap<String, Counts>, domain: &str) -> Option<&'a mut Counts> {
-        if !map.contains_key(domain) && map.len() >= MAX_DOMAINS {
-            return None;
+        let map = &mut g.1;
+        if !map.contains_key(&domain) && map.len() >= MAX_DOMAINS {
+            return;
         }
-        Some(
-            map.entry(domain.to_ascii_lowercase())
-                .or_insert_with(|| Counts {
-                    applied: Applied::None,
-                    success: 0,
-                    failure: 0,
-                    details: BTreeMap::new(),
-                }),
-        )
-    }
-
-    /// The policy that applies to `domain` now.
-    pub fn applied(&self, domain: &str, applied: Applied) {
-        self.with(|m| {
-            if let Some(c) = Self::entry(m, domain) {
-                c.applied = applied;
-            }
+        let c = map.entry(domain).or_insert_with(|| Counts {
+            applied: Applied::None,
+            success: 0,
+            failure: 0,
+            details: BTreeMap::new(),
         });
+        c.applied = applied;
+        f(c);
     }
 
-    /// A session to `domain` was opened, with TLS or without.
-    pub fn session(&self, domain: &str, tls: bool, host: &str) {
+    /// The policy that applies to `domain` now (kept for the counts that
+    /// follow; at most [`MAX_DOMAINS`] remembered, the oldest forgotten
+    /// first when full).
+    pub fn applied(&self, domain: &str, applied: Applied) {
+        let applied = match applied {
+            Applied::Tlsa {
+                mut records,
+                mut hosts,
+            } => {
+                records.sort();
+                records.dedup();
+                records.truncate(MAX_STRINGS);
+                hosts.truncate(MAX_STRINGS);
+                Applied::Tlsa { records, hosts }
+            }
+            Applied::Sts { mut lines, mut mx } => {
+                lines.truncate(MAX_STRINGS);
+                mx.truncate(MAX_STRINGS);
+                Applied::Sts { lines, mx }
+            }
+            Applied::None => Applied::None,
+        };
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() >= MAX_DOMAINS && !seen.contains_key(domain) {
+            seen.pop_first();
+        }
+        seen.insert(domain.to_ascii_lowercase(), applied);
+    }
+
+    /// A session to `domain` was opened: with TLS, or without it when its
+    /// host did not offer STARTTLS. (A session without TLS where STARTTLS
+    /// was offered, by the operator's choice or after a failed handshake
+    /// under `may`, is not counted: its failure was.)
+    pub fn session(&self, domain: &str, tls: bool, offered: bool, host: &str) {
         if tls {
-            self.with(|m| {
-                if let Some(c) = Self::entry(m, domain) {
-                    c.success = c.success.saturating_add(1);
-                }
-            });
-        } else {
+            self.with(domain, |c| c.success = c.success.saturating_add(1));
+        } else if !offered {
             self.failure(domain, ResultType::StartTlsNotSupported, host, None);
         }
     }
 
     /// A failure of `result` with `host` (and its address, if known).
     pub fn failure(&self, domain: &str, result: ResultType, host: &str, ip: Option<IpAddr>) {
-        self.with(|m| {
-            if let Some(c) = Self::entry(m, domain) {
-                c.failure = c.failure.saturating_add(1);
-                let k = (key_of(result), host.to_ascii_lowercase(), ip);
-                if c.details.contains_key(&k) || c.details.len() < MAX_DETAILS {
-                    *c.details.entry(k).or_insert(0) += 1;
-                }
-            }
+        self.with(domain, |c| {
+            c.failure = c.failure.saturating_add(1);
+            Self::detail(c, result, host, ip);
         });
+    }
+
+    /// A failure detail that is not a session of its own (the policy
+    /// could not be fetched; the session that follows is counted).
+    pub fn note(&self, domain: &str, result: ResultType) {
+        self.with(domain, |c| Self::detail(c, result, "", None));
+    }
+
+    fn detail(c: &mut Counts, result: ResultType, host: &str, ip: Option<IpAddr>) {
+        let k = (key_of(result), host.to_ascii_lowercase(), ip);
+        if c.details.contains_key(&k) || c.details.len() < MAX_DETAILS {
+            *c.details.entry(k).or_insert(0) += 1;
+        }
     }
 
     /// Records what `failure` (from opening a session to `domain`) says
@@ -231,9 +271,10 @@ fn report(domain: &str, c: &Counts, start: i64, end: i64, submitter: &str) -> Tl
         .collect();
     TlsReport {
         organization_name: Some(submitter.to_owned()),
-        date_range: DateRange::from_timestamps(start, end),
+        // The last second of the period: ranges do not overlap.
+        date_range: DateRange::from_timestamps(start, end - 1),
         contact_info: Some(format!("postmaster@{submitter}")),
-        report_id: format!("{start}.{domain}@{submitter}"),
+        report_id: format!("{start}.{:08x}.{domain}@{submitter}", fastrand::u32(..)),
         policies: vec![Policy {
             policy: details,
             summary: Summary {
@@ -249,6 +290,10 @@ fn report(domain: &str, c: &Counts, start: i64, end: i64, submitter: &str) -> Tl
 /// it names (the text starts `host: ` or `host [ip]: `); None when it was
 /// not about TLS.
 pub fn classify(f: &Failure) -> Option<(ResultType, String)> {
+    // A remote's reply is its own text, not what TLS did.
+    if f.remote.is_some() {
+        return None;
+    }
     let text = f.text.as_str();
     let host = text.split([':', ' ']).next().unwrap_or("").to_owned();
     let result = if text.contains("STARTTLS not offered") {
@@ -259,9 +304,9 @@ pub fn classify(f: &Failure) -> Option<(ResultType, String)> {
         ResultType::DnssecInvalid
     } else if text.starts_with("MTA-STS: no MX host") {
         ResultType::ValidationFailure
-    } else if text.contains("NotValidForName") {
+    } else if text.contains("NotValidForName") || text.contains("not valid for name") {
         ResultType::CertificateHostMismatch
-    } else if text.contains("Expired") {
+    } else if text.contains("Expired") || text.contains("certificate expired") {
         ResultType::CertificateExpired
     } else if text.contains("UnknownIssuer") || text.contains("invalid peer certificate") {
         ResultType::CertificateNotTrusted
@@ -322,6 +367,8 @@ pub(crate) async fn send<S: postel_store::Store>(
         }
         let host = settings.hostname.as_str();
         let from = format!("postmaster@{host}");
+        // TLS-Required: No (RFC 8460 3: reports go despite TLS failures;
+        // the waiver path sends them without the destination's policy).
         let Ok(mut raw) = r
             .report
             .to_rfc5322(
@@ -334,7 +381,16 @@ pub(crate) async fn send<S: postel_store::Store>(
         else {
             continue;
         };
+        raw.splice(0..0, b"TLS-Required: No\r\n".iter().copied());
         let signatures = settings.signer.sign(&raw);
+        // RFC 8460 3: receivers ignore unsigned reports.
+        if signatures.is_empty() {
+            tracing::warn!(
+                domain = r.domain,
+                "TLS report not sent: no DKIM key for the host's domain ([[dkim]])"
+            );
+            continue;
+        }
         raw.splice(0..0, signatures);
         let queue: Vec<u32> = to
             .iter()
@@ -394,8 +450,10 @@ mod tests {
                 mx: vec!["mx.sts.test".into()],
             },
         );
-        r.session("sts.test", true, "mx.sts.test");
-        r.session("sts.test", true, "mx.sts.test");
+        r.session("sts.test", true, true, "mx.sts.test");
+        r.session("sts.test", true, true, "mx.sts.test");
+        // STARTTLS offered but not used (the operator's `none`): no count.
+        r.session("sts.test", false, true, "mx.sts.test");
         r.failed(
             "sts.test",
             &Failure::local(
@@ -427,6 +485,7 @@ mod tests {
             "mx.sts.test"
         );
         assert_eq!(json["date-range"]["start-datetime"], "1970-01-11T00:00:00Z");
+        assert_eq!(json["date-range"]["end-datetime"], "1970-01-11T23:59:59Z");
         assert_eq!(r.ends(), 86_400 * 12, "a new period");
     }
 
@@ -456,5 +515,18 @@ mod tests {
             Some(ResultType::DnssecInvalid)
         );
         assert_eq!(c("mx.a.test [192.0.2.1]: connection refused"), None);
+        assert_eq!(
+            c("mx.a.test: TLS: invalid peer certificate: certificate not valid for name \"x\"")
+                .map(|x| x.0),
+            Some(ResultType::CertificateHostMismatch)
+        );
+        assert_eq!(
+            c("mx.a.test: TLS: invalid peer certificate: certificate expired: at 1").map(|x| x.0),
+            Some(ResultType::CertificateExpired)
+        );
+        // A remote's words are not Postel's finding.
+        let mut remote = Failure::local("4.7.5", "mx.a.test: TLS: certificate expired");
+        remote.remote = Some("mx.a.test".into());
+        assert_eq!(classify(&remote), None);
     }
 }

@@ -409,11 +409,22 @@ impl<S: Store + Clone> Worker<S> {
         let mut batch: Vec<Vec<QueueEntry>> = messages.to_vec();
         let mut waived = false;
         let opened = self.open(dest, false).await;
-        // TLS results are the destination's, through its MX hosts.
-        if let Some(tls) = self.tls.as_ref().filter(|_| s.smarthost.is_none()) {
+        // TLS results are the destination's, through its MX hosts; not
+        // a smarthost's or a local server's, and not those of Postel's own
+        // mail (notices, and the reports themselves: RFC 8460 3).
+        let own = messages
+            .iter()
+            .all(|rows| rows[0].mail_from.is_empty() && rows[0].client_addr == "127.0.0.1:0");
+        let counted = s.smarthost.is_none() && s.local_routes.by_name(dest).is_none() && !own;
+        if let Some(tls) = self.tls.as_ref().filter(|_| counted) {
             match &opened {
-                Ok(session) if !session.is_lmtp() => {
-                    tls.session(dest, session.has_tls(), &session.host);
+                Ok(session) => {
+                    tls.session(
+                        dest,
+                        session.has_tls(),
+                        session.offered_starttls(),
+                        &session.host,
+                    );
                 }
                 Err((Outcome::Deferred(f) | Outcome::Failed(f), _)) => tls.failed(dest, f),
                 _ => {}

@@ -82,13 +82,12 @@ impl<S: Store + Clone> Worker<S> {
             }),
             None => None,
         };
-        if let Some(tls) = &self.tls {
+        // The policy the report names: not the one a waiver set aside.
+        if let Some(tls) = self.tls.as_ref().filter(|_| !waived) {
             if sts_unknown {
-                tls.failure(
+                tls.note(
                     dest,
                     mail_auth::report::tlsrpt::ResultType::StsPolicyFetchError,
-                    "",
-                    None,
                 );
             }
             tls.applied(dest, applied_policy(&hosts, policy.as_deref()));

@@ -172,6 +172,18 @@ fn rig() -> &'static Rig {
             ),
         )
         .expect("plain.zone");
+        // The reports' DKIM key (RFC 8460 3: unsigned reports are not
+        // sent).
+        let out = crate::support::postel(&[
+            "dkim",
+            "generate",
+            "mx.test",
+            "--selector",
+            "rpt",
+            "--dir",
+            arg(&dir.join("keys-dkim")),
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let knot = crate::processes::watched(&[(&format!("knotd -c '{}'", conf.display()), None)]);
         // Ready once every signed zone answers with its signatures.
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -248,10 +260,12 @@ fn dane_delivers_by_tlsa_and_defers_on_mismatch_or_bogus() {
              [delivery]\nenabled = true\nrelay_networks = [\"127.0.0.0/8\"]\nmx_port = {}\n\
              allow_private_addresses = true\nretry = [\"1h\"]\nconnect_timeout = \"2s\"\n\
              mta_sts = false\ndane = true\ntls_report_period = \"4s\"\n\
-             [dns]\nnameservers = [\"127.0.0.1:{}\"]\ntrust_anchor = \"{}\"\n",
+             [dns]\nnameservers = [\"127.0.0.1:{}\"]\ntrust_anchor = \"{}\"\n\
+             [[dkim]]\ndomain = \"mx.test\"\nselector = \"rpt\"\nkey = \"{}\"\n",
             r.mx_port,
             r.dns_port,
-            arg(&r.dir.join("anchor.keys"))
+            arg(&r.dir.join("anchor.keys")),
+            arg(&r.dir.join("keys-dkim/mx.test/rptr.pem"))
         ),
         &[],
     );
@@ -441,6 +455,8 @@ m = email.message_from_bytes(sys.stdin.buffer.read())
 assert m["TLS-Report-Domain"] and m["TLS-Report-Submitter"], dict(m)
 assert m.get_content_type() == "multipart/report", m.get_content_type()
 assert m.get_param("report-type") == "tlsrpt"
+assert m["DKIM-Signature"] and "d=mx.test" in m["DKIM-Signature"], dict(m)
+assert m["TLS-Required"] == "No", dict(m)
 for part in m.walk():
     if part.get_content_type() == "application/tlsrpt+gzip":
         assert part.get_filename().endswith(".json.gz"), part.get_filename()
