@@ -11,7 +11,8 @@ chosen by the recipient's local part, so that one server plays many roles.
 Every accepted message is written to DIR as one JSON file: envelope, EHLO
 name, whether TLS was on, and the content (latin-1, byte for byte).
 
-Options shape the server: --hide KEYWORD drops an EHLO keyword (8BITMIME,
+Options shape the server: --cert FILE --key FILE offers STARTTLS with that
+certificate; --hide KEYWORD drops an EHLO keyword (8BITMIME,
 SMTPUTF8, PIPELINING, SIZE...); --size N advertises SIZE N; --max-rcpt N
 answers 452 4.5.3 past N recipients in one transaction; --mode selects a
 broken server instead: refuse (421 greeting), silent (accepts TCP, never
@@ -129,6 +130,9 @@ def main():
     p.add_argument("--size", type=int, default=0)
     p.add_argument("--max-rcpt", type=int, default=0)
     p.add_argument("--smtputf8", action="store_true")
+    # STARTTLS with this certificate and key (PEM).
+    p.add_argument("--cert")
+    p.add_argument("--key")
     p.add_argument("--mode", default="normal",
                    choices=["normal", "refuse", "silent", "badtls", "inject", "drop"])
     args = p.parse_args()
@@ -141,9 +145,15 @@ def main():
     else:
         handler = Handler(args)
         cls = {"badtls": BadTls, "inject": Inject}.get(args.mode, SMTP)
+        extra = {}
+        if args.cert:
+            import ssl
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.load_cert_chain(args.cert, args.key)
+            extra = {"tls_context": ctx}
         server = loop.run_until_complete(loop.create_server(
             lambda: cls(handler, hostname=f"mx-{host}", enable_SMTPUTF8=args.smtputf8,
-                        data_size_limit=args.size or 33554432),
+                        data_size_limit=args.size or 33554432, **extra),
             host, int(port)))
     print("ready", flush=True)
     loop.run_forever()

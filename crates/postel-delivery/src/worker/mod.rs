@@ -30,7 +30,11 @@ use crate::session::{Job, Session};
 use crate::settings::Settings;
 use crate::{lmtp, maildir};
 
+mod elsewhere;
 mod route;
+
+/// A recording of outcomes under way (the store's group commit).
+type Pending = tokio::task::JoinHandle<Result<(), postel_store::StoreError>>;
 
 /// Rows claimed per look at the queue.
 const BATCH: usize = 1024;
@@ -474,6 +478,8 @@ impl<S: Store + Clone> Worker<S> {
             }
         };
         let started = std::time::Instant::now();
+        // REQUIRETLS mail this host refused for itself: for the others.
+        let mut elsewhere: Vec<Vec<QueueEntry>> = Vec::new();
         loop {
             for rows in &batch {
                 let outcomes = match self.load(rows).await {
@@ -493,6 +499,10 @@ impl<S: Store + Clone> Worker<S> {
                     },
                 };
                 self.handoff.forget(&rows[0].id);
+                if elsewhere::refused_here(&outcomes) {
+                    elsewhere.push(rows.clone());
+                    continue;
+                }
                 pending.push(self.record(rows, outcomes).await);
             }
             // The next messages for this destination, on the same session
@@ -508,8 +518,13 @@ impl<S: Store + Clone> Worker<S> {
                 break;
             }
         }
+        let tried: Vec<String> = session.iter().map(|s| s.host.clone()).collect();
         if let Some(session) = session.take() {
             session.quit().await;
+        }
+        if !elsewhere.is_empty() {
+            self.requiretls_elsewhere(dest, elsewhere, tried, pending)
+                .await;
         }
     }
 

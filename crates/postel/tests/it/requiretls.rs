@@ -51,16 +51,24 @@ fn requiretls_goes_only_over_authenticated_tls_and_tls_required_no_waives_mta_st
     let (port, sts_port) = (free_port(), free_port());
     let dir = temp_dir("rtls");
     let (mx_ca, mx_cert, mx_key) = test_pki(&["mx.tls.test"]);
-    let (sts_ca, sts_cert, sts_key) = test_pki(&["mta-sts.sts.test", "mta-sts.stsbad.test"]);
+    let (sts_ca, sts_cert, sts_key) = test_pki(&[
+        "mta-sts.sts.test",
+        "mta-sts.stsbad.test",
+        "mta-sts.rtls.test",
+    ]);
+    // One certificate (of the MX CA) for both of rtls.test's hosts.
+    let (rtls_ca, rtls_cert, rtls_key) = test_pki(&["mx1.rtls.test", "mx2.rtls.test"]);
     for (name, pem) in [
         ("mx-cert.pem", &mx_cert),
         ("mx-key.pem", &mx_key),
         ("sts-cert.pem", &sts_cert),
         ("sts-key.pem", &sts_key),
+        ("rtls-cert.pem", &rtls_cert),
+        ("rtls-key.pem", &rtls_key),
     ] {
         std::fs::write(dir.join(name), pem).expect("write");
     }
-    std::fs::write(dir.join("both-ca.pem"), format!("{mx_ca}{sts_ca}")).expect("ca");
+    std::fs::write(dir.join("both-ca.pem"), format!("{mx_ca}{sts_ca}{rtls_ca}")).expect("ca");
     let mx = Server::start_in(
         &temp_dir("rtls-mx"),
         &format!(
@@ -79,6 +87,7 @@ fn requiretls_goes_only_over_authenticated_tls_and_tls_required_no_waives_mta_st
         .args(["--key", arg(&dir.join("sts-key.pem"))])
         .args(["--policy", "mta-sts.sts.test=enforce:mx.tls.test"])
         .args(["--policy", "mta-sts.stsbad.test=enforce:mx.elsewhere.test"])
+        .args(["--policy", "mta-sts.rtls.test=enforce:*.rtls.test"])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("mta_sts.py");
@@ -175,4 +184,41 @@ fn requiretls_goes_only_over_authenticated_tls_and_tls_required_no_waives_mta_st
             .any(|e| e["recipient"] == "e@stsbad.test" && e["state"] == "deferred")
     });
     assert!(mx.messages().iter().all(|m| to(m) != "e@stsbad.test"));
+
+    // 5. rtls.test: its first MX (aiosmtpd, verified TLS, no REQUIRETLS)
+    //    refuses the message for itself; the second (a Postel) takes it
+    //    (RFC 8689 4.2.1: each MX host in turn).
+    let mx1 = crate::rig::Mx::start(
+        "127.0.13.1",
+        port,
+        &[
+            "--cert",
+            arg(&dir.join("rtls-cert.pem")),
+            "--key",
+            arg(&dir.join("rtls-key.pem")),
+        ],
+    );
+    let mx2 = Server::start_in(
+        &temp_dir("rtls-mx2"),
+        &format!(
+            "[tls]\ncert = \"{}\"\nkey = \"{}\"\n[policy]\ndomains = [\"rtls.test\"]\n",
+            arg(&dir.join("rtls-cert.pem")),
+            arg(&dir.join("rtls-key.pem"))
+        ),
+        &["--smtp", &format!("127.0.13.2:{port}")],
+    );
+    send(smtp, "f@rtls.test", true, "");
+    wait_for(30, "f@rtls.test delivered by the second MX", || {
+        mx2.messages().iter().any(|m| to(m) == "f@rtls.test")
+    });
+    assert!(
+        mx1.received().is_empty(),
+        "the first MX got it: {:?}",
+        mx1.received()
+    );
+    // Plain mail takes the first MX, as ever.
+    send(smtp, "g@rtls.test", false, "");
+    wait_for(30, "g@rtls.test delivered by the first MX", || {
+        !mx1.received().is_empty()
+    });
 }

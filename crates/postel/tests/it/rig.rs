@@ -22,7 +22,9 @@
 //! - `v6.test`: MX `mx.v6.test`, whose only address is `::1`;
 //! - `sts.test`, `stsbad.test`, `ststest.test`, `stshtml.test`: MX
 //!   `mx.tls.test`, each
-//!   with an MTA-STS record and `mta-sts.<domain>` at 127.0.9.1.
+//!   with an MTA-STS record and `mta-sts.<domain>` at 127.0.9.1;
+//! - `rtls.test`: MX 10 `mx1.rtls.test` (127.0.13.1), MX 20
+//!   `mx2.rtls.test` (127.0.13.2), an MTA-STS record likewise.
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -75,6 +77,14 @@ const ZONE: &[&str] = &[
     "--mx-host=stshtml.test,mx.tls.test,10",
     "--txt-record=_mta-sts.stshtml.test,v=STSv1; id=1",
     "--host-record=mta-sts.stshtml.test,127.0.9.1",
+    // REQUIRETLS over two MX hosts under one MTA-STS policy
+    // (tests/it/requiretls.rs).
+    "--mx-host=rtls.test,mx1.rtls.test,10",
+    "--mx-host=rtls.test,mx2.rtls.test,20",
+    "--host-record=mx1.rtls.test,127.0.13.1",
+    "--host-record=mx2.rtls.test,127.0.13.2",
+    "--txt-record=_mta-sts.rtls.test,v=STSv1; id=1",
+    "--host-record=mta-sts.rtls.test,127.0.9.1",
     "--host-record=mx.v6.test,::1",
     // DNS lists (tests/it/screening.rs): 127.0.0.9 is on the block list,
     // 127.0.0.10 on both lists, 127.0.0.11 gets the list's error code.
