@@ -19,6 +19,7 @@
 //! - `requiretls`: RFC 8689's REQUIRETLS and `TLS-Required: No`;
 //! - `dane`: DANE (RFC 7672): TLSA records from DNSSEC-validated
 //!   answers, and the certificate check they make;
+//! - `policy_file`: MTA-STS policies kept across restarts;
 //! - `down`: hosts that did not answer, remembered for a while;
 //! - `tls_report`: TLS results per destination, and the daily reports
 //!   (RFC 8460) to those that ask;
@@ -51,6 +52,7 @@ pub mod metrics;
 pub mod mta_sts;
 pub mod mx;
 pub mod outcome;
+mod policy_file;
 mod report;
 mod requiretls;
 pub mod schedule;

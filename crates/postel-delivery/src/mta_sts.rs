@@ -157,6 +157,8 @@ pub struct MtaSts {
     cache: Mutex<HashMap<String, Cached>>,
     /// Domains whose last fetch failed, until when it is not tried again.
     failed: Mutex<HashMap<String, i64>>,
+    /// Where the kept policies survive a restart (`policy_file`).
+    file: Option<std::path::PathBuf>,
 }
 
 impl MtaSts {
@@ -175,6 +177,54 @@ impl MtaSts {
             allow_private,
             cache: Mutex::new(HashMap::new()),
             failed: Mutex::new(HashMap::new()),
+            file: None,
+        }
+    }
+
+    /// The same, keeping its policies in `file` across restarts: those
+    /// still valid at `now` are read back now.
+    pub fn kept_in(mut self, file: std::path::PathBuf, now: i64) -> MtaSts {
+        let kept = crate::policy_file::load(&file, now);
+        if !kept.is_empty() {
+            tracing::info!(policies = kept.len(), "MTA-STS policies read back");
+        }
+        {
+            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            for k in kept.into_iter().take(CACHE_SIZE) {
+                cache.insert(
+                    k.domain,
+                    Cached {
+                        id: k.id,
+                        policy: Arc::new(k.policy),
+                        fetched: k.fetched,
+                        until: k.until,
+                    },
+                );
+            }
+        }
+        self.file = Some(file);
+        self
+    }
+
+    /// Writes the kept policies to the file, if there is one.
+    fn save(&self, now: i64) {
+        let Some(file) = &self.file else { return };
+        let kept: Vec<crate::policy_file::Kept> = {
+            let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            cache
+                .iter()
+                .filter(|(_, c)| c.until > now)
+                .map(|(d, c)| crate::policy_file::Kept {
+                    domain: d.clone(),
+                    id: c.id.clone(),
+                    fetched: c.fetched,
+                    until: c.until,
+                    policy: (*c.policy).clone(),
+                })
+                .collect()
+        };
+        if let Err(e) = crate::policy_file::save(file, &kept) {
+            tracing::warn!(file = %file.display(), error = %e, "cannot keep the MTA-STS policies");
         }
     }
 
@@ -256,6 +306,10 @@ impl MtaSts {
                         },
                     );
                 }
+                // The lock is not held while the file is written (save
+                // takes it again).
+                drop(cache);
+                self.save(now);
                 Ok(Some(policy))
             }
             Err(e) => {

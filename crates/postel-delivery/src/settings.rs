@@ -133,6 +133,9 @@ pub struct Settings {
     pub dane: bool,
     /// DNSKEY records to validate from; None: the IANA root keys.
     pub trust_anchor: Option<std::path::PathBuf>,
+    /// Where state kept across restarts goes (MTA-STS policies): the
+    /// data folder. None: kept in memory only.
+    pub state_dir: Option<std::path::PathBuf>,
     /// TLS reports (RFC 8460) to the destinations that ask for them. On by
     /// default.
     pub tls_reports: bool,
@@ -176,6 +179,7 @@ impl Settings {
             mta_sts_port: 443,
             dane: false,
             trust_anchor: None,
+            state_dir: None,
             tls_reports: true,
             tls_report_period: 86_400,
         }

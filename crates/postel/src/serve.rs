@@ -157,6 +157,7 @@ pub(crate) fn serve(cfg: Config) -> anyhow::Result<()> {
             Some(settings) => {
                 let mut settings = settings.clone();
                 settings.signer = authentication_signer.clone();
+                settings.state_dir = Some(cfg.data_dir.clone());
                 // The listeners as bound (a port 0 in the config is now known).
                 settings.own_addresses = listeners.iter().filter_map(|l| l.tcp.local_addr().ok()).collect();
                 let metrics = postel_delivery::DeliveryMetrics::register(&mut registry);

@@ -103,12 +103,16 @@ impl<S: Store + Clone> Worker<S> {
         let dns = Dns::new(&settings.nameservers)?;
         let connections = Arc::new(Semaphore::new(settings.max_connections.max(1)));
         let mta_sts = settings.mta_sts.then(|| {
-            crate::mta_sts::MtaSts::new(
+            let sts = crate::mta_sts::MtaSts::new(
                 dns.clone(),
                 settings.roots(),
                 settings.mta_sts_port,
                 settings.allow_private_addresses,
-            )
+            );
+            match &settings.state_dir {
+                Some(dir) => sts.kept_in(dir.join("mta-sts.policies"), unix_now()),
+                None => sts,
+            }
         });
         let settings_tls = settings.tls_reports.then(|| {
             Arc::new(crate::tls_report::TlsResults::new(

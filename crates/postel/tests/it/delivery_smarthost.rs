@@ -362,4 +362,43 @@ fn mta_sts_policies_are_fetched_and_enforced() {
         before,
         "nothing sent without verified TLS"
     );
+
+    // The policies outlive a restart (RFC 8461 5: trusted for max_age):
+    // with the policy server gone, stsbad.test's still keeps mail away
+    // from the MX it does not name.
+    drop(_policy_server);
+    let data = sender.data_dir.clone();
+    drop(sender);
+    let kept = std::fs::read_to_string(data.join("mta-sts.policies")).expect("kept policies");
+    assert!(
+        kept.contains("stsbad.test ") && kept.contains(" enforce "),
+        "{kept}"
+    );
+    let again = Server::start_in(
+        &data,
+        &config(
+            port,
+            &format!("retry = [\"1h\"]\nmta_sts_port = {sts_port}"),
+            &format!("[tls]\nca_file = \"{}\"\n", arg(&dir.join("both-ca.pem"))),
+        ),
+        &[],
+    );
+    let before = mx.messages().len();
+    let mut c = again.connect();
+    c.greet();
+    c.mail(
+        "me@here.test",
+        &["f@stsbad.test"],
+        &message("after restart"),
+    );
+    wait_for(30, "f@stsbad.test deferred by the kept policy", || {
+        queue(&again).iter().any(|e| {
+            e["recipient"] == "f@stsbad.test"
+                && e["state"] == "deferred"
+                && e["last_reply"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("MTA-STS: no MX host of stsbad.test"))
+        })
+    });
+    assert_eq!(mx.messages().len(), before);
 }
