@@ -20,6 +20,7 @@
 //! - `dane`: DANE (RFC 7672): TLSA records from DNSSEC-validated
 //!   answers, and the certificate check they make;
 //! - `policy_file`: MTA-STS policies kept across restarts;
+//! - `report_post`: TLS reports POSTed over HTTPS;
 //! - `down`: hosts that did not answer, remembered for a while;
 //! - `tls_report`: TLS results per destination, and the daily reports
 //!   (RFC 8460) to those that ask;
@@ -54,6 +55,7 @@ pub mod mx;
 pub mod outcome;
 mod policy_file;
 mod report;
+mod report_post;
 mod requiretls;
 pub mod schedule;
 pub mod session;

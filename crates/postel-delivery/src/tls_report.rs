@@ -323,9 +323,19 @@ pub fn classify(f: &Failure) -> Option<(ResultType, String)> {
     Some((result, host))
 }
 
-/// The `mailto:` addresses of a `_smtp._tls` TXT record set (RFC 8460
-/// 3); none unless exactly one record is a TLSRPTv1 record.
-pub fn rua(texts: &[String]) -> Vec<String> {
+/// Where a destination wants its reports: `mailto:` addresses and
+/// `https:` URLs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rua {
+    /// Addresses to mail the report to.
+    pub mail: Vec<String>,
+    /// URLs to POST it to.
+    pub https: Vec<String>,
+}
+
+/// The `rua` of a `_smtp._tls` TXT record set (RFC 8460 3); none unless
+/// exactly one record is a TLSRPTv1 record. At most 10 of each kind.
+pub fn rua(texts: &[String]) -> Rua {
     use mail_auth::common::parse::TxtRecordParser as _;
     let records: Vec<mail_auth::mta_sts::TlsRpt> = texts
         .iter()
@@ -333,22 +343,31 @@ pub fn rua(texts: &[String]) -> Vec<String> {
         .filter_map(|t| mail_auth::mta_sts::TlsRpt::parse(t.as_bytes()).ok())
         .collect();
     let [record] = records.as_slice() else {
-        return Vec::new();
+        return Rua::default();
     };
-    record
-        .rua
-        .iter()
-        .filter_map(|u| match u {
-            mail_auth::mta_sts::ReportUri::Mail(a) => Some(a.clone()),
-            mail_auth::mta_sts::ReportUri::Http(_) => None,
-        })
-        .filter(|a| postel_proto::address::parse_mailbox(a.as_bytes(), true).is_ok())
-        .take(10)
-        .collect()
+    let mut out = Rua::default();
+    for u in &record.rua {
+        match u {
+            mail_auth::mta_sts::ReportUri::Mail(a)
+                if out.mail.len() < 10
+                    && postel_proto::address::parse_mailbox(a.as_bytes(), true).is_ok() =>
+            {
+                out.mail.push(a.clone());
+            }
+            mail_auth::mta_sts::ReportUri::Http(u)
+                if out.https.len() < 10 && u.starts_with("https://") =>
+            {
+                out.https.push(u.clone());
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
-/// Sends `reports`: each to the `mailto:` addresses its domain publishes
-/// (none: not sent), DKIM-signed, queued from `<>`.
+/// Sends `reports`: each POSTed to the `https:` URLs its domain publishes,
+/// and mailed to its `mailto:` addresses, DKIM-signed, queued from `<>`
+/// (neither: not sent).
 pub(crate) async fn send<S: postel_store::Store>(
     store: &S,
     settings: &crate::Settings,
@@ -358,10 +377,40 @@ pub(crate) async fn send<S: postel_store::Store>(
 ) {
     use postel_store::{Envelope, NewMessage, Recipient};
     for r in reports {
-        let to = match dns.txt(&format!("_smtp._tls.{}", r.domain)).await {
+        let rua = match dns.txt(&format!("_smtp._tls.{}", r.domain)).await {
             Ok(texts) => rua(&texts),
-            Err(_) => Vec::new(),
+            Err(e) => {
+                tracing::info!(
+                    domain = r.domain,
+                    error = e,
+                    "TLS report not sent: its _smtp._tls record cannot be read"
+                );
+                continue;
+            }
         };
+        if !rua.https.is_empty() {
+            match crate::report_post::gzip(&r.report.to_json()) {
+                Ok(body) => {
+                    for url in &rua.https {
+                        match crate::report_post::post(url, body.clone(), settings, dns).await {
+                            Ok(()) => tracing::info!(domain = r.domain, url, "TLS report posted"),
+                            Err(e) => {
+                                tracing::warn!(
+                                    domain = r.domain,
+                                    url,
+                                    error = e,
+                                    "TLS report not posted"
+                                );
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(domain = r.domain, error = %e, "cannot compress a TLS report")
+                }
+            }
+        }
+        let to = rua.mail;
         if to.is_empty() {
             continue;
         }
@@ -491,11 +540,19 @@ mod tests {
 
     #[test]
     fn rua_takes_mailto_of_one_record() {
-        let one = vec!["v=TLSRPTv1; rua=mailto:tls@a.test,https://r.a.test/v1".to_owned()];
-        assert_eq!(rua(&one), ["tls@a.test"]);
+        let one = vec![
+            "v=TLSRPTv1; rua=mailto:tls@a.test,https://r.a.test/v1,http://plain.test/".to_owned(),
+        ];
+        assert_eq!(
+            rua(&one),
+            Rua {
+                mail: vec!["tls@a.test".into()],
+                https: vec!["https://r.a.test/v1".into()],
+            }
+        );
         let two = vec![one[0].clone(), "v=TLSRPTv1; rua=mailto:b@b.test".to_owned()];
-        assert!(rua(&two).is_empty());
-        assert!(rua(&["v=spf1 -all".to_owned()]).is_empty());
+        assert_eq!(rua(&two), Rua::default());
+        assert_eq!(rua(&["v=spf1 -all".to_owned()]), Rua::default());
     }
 
     #[test]

@@ -29,6 +29,8 @@ use crate::tools::free_port;
 struct Rig {
     dns_port: u16,
     mx_port: u16,
+    /// The HTTPS receiver of TLS reports, `reports.test` (127.0.9.3).
+    sink_port: u16,
     dir: PathBuf,
     _knot: Mutex<std::process::Child>,
 }
@@ -65,7 +67,11 @@ fn rig() -> &'static Rig {
     static RIG: OnceLock<Rig> = OnceLock::new();
     RIG.get_or_init(|| {
         let dir = temp_dir("dane-rig");
-        let (dns_port, mx_port) = (free_port(), free_port());
+        let (dns_port, mx_port, sink_port) = (free_port(), free_port(), free_port());
+        let (sink_ca, sink_cert, sink_key) = test_pki(&["reports.test"]);
+        std::fs::write(dir.join("sink-ca.pem"), &sink_ca).expect("sink ca");
+        std::fs::write(dir.join("sink-cert.pem"), &sink_cert).expect("sink cert");
+        std::fs::write(dir.join("sink-key.pem"), &sink_key).expect("sink key");
         let (ca, cert, key) = test_pki(&["mx.dane.test", "mx.ta.test", "mx.bad.test", "mx.plain"]);
         std::fs::write(dir.join("ca.pem"), &ca).expect("ca");
         // The chain: the CA goes along, for DANE-TA.
@@ -147,6 +153,8 @@ fn rig() -> &'static Rig {
                  notlsa.test. 300 IN MX 10 mx.notlsa.test.\nmx.notlsa.test. 300 IN A 127.0.12.4\n\
                  pkix.test. 300 IN MX 10 mx.pkix.test.\nmx.pkix.test. 300 IN A 127.0.12.4\n\
                  _{p}._tcp.mx.pkix.test. 300 IN TLSA 1 1 1 {wrong}\n\
+                 _smtp._tls.ta.test. 300 IN TXT \"v=TLSRPTv1; rua=https://reports.test:{sink_port}/v1/tlsrpt\"\n\
+                 reports.test. 300 IN A 127.0.9.3\n\
                  _smtp._tls.dane.test. 300 IN TXT \"v=TLSRPTv1; rua=mailto:tlsrpt@here.test\"\n\
                  _smtp._tls.bad.test. 300 IN TXT \"v=TLSRPTv1; rua=mailto:tlsrpt@here.test\"\n\
                  bogus.test. 3600 IN NS ns.test.\n\
@@ -200,6 +208,7 @@ fn rig() -> &'static Rig {
         Rig {
             dns_port,
             mx_port,
+            sink_port,
             dir,
             _knot: knot,
         }
@@ -254,6 +263,27 @@ fn dane_delivers_by_tlsa_and_defers_on_mismatch_or_bogus() {
             &format!("127.0.12.5:{}", r.mx_port),
         ],
     );
+    // The HTTPS receiver of ta.test's reports.
+    let sink_dir = temp_dir("tlsrpt-sink");
+    let mut sink = Command::new("python3")
+        .arg(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../tests/peers/tlsrpt_sink.py"),
+        )
+        .args(["--listen", &format!("127.0.9.3:{}", r.sink_port)])
+        .args(["--cert", arg(&r.dir.join("sink-cert.pem"))])
+        .args(["--key", arg(&r.dir.join("sink-key.pem"))])
+        .args(["--dir", arg(&sink_dir)])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("tlsrpt_sink.py");
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(sink.stdout.take().expect("stdout")),
+        &mut ready,
+    )
+    .expect("ready");
+    let _sink = crate::processes::Killed(sink);
     let sender = Server::start(
         &format!(
             "[policy]\ndomains = [\"here.test\"]\n\
@@ -261,10 +291,12 @@ fn dane_delivers_by_tlsa_and_defers_on_mismatch_or_bogus() {
              allow_private_addresses = true\nretry = [\"1h\"]\nconnect_timeout = \"2s\"\n\
              mta_sts = false\ndane = true\ntls_report_period = \"4s\"\n\
              [dns]\nnameservers = [\"127.0.0.1:{}\"]\ntrust_anchor = \"{}\"\n\
+             [tls]\nca_file = \"{}\"\n\
              [[dkim]]\ndomain = \"mx.test\"\nselector = \"rpt\"\nkey = \"{}\"\n",
             r.mx_port,
             r.dns_port,
             arg(&r.dir.join("anchor.keys")),
+            arg(&r.dir.join("sink-ca.pem")),
             arg(&r.dir.join("keys-dkim/mx.test/rptr.pem"))
         ),
         &[],
@@ -405,6 +437,19 @@ fn dane_delivers_by_tlsa_and_defers_on_mismatch_or_bogus() {
             .iter()
             .all(|r| r["policies"][0]["policy"]["policy-domain"] != "plain"),
         "{reports:?}"
+    );
+    // ta.test asks for its reports over HTTPS.
+    wait_for(30, "ta.test's report posted", || {
+        !crate::processes::json_files(&sink_dir).is_empty()
+    });
+    let posted = &crate::processes::json_files(&sink_dir)[0];
+    assert_eq!(posted["path"], "/v1/tlsrpt", "{posted}");
+    let p = &posted["report"]["policies"][0];
+    assert_eq!(p["policy"]["policy-domain"], "ta.test", "{posted}");
+    assert_eq!(p["policy"]["policy-type"], "tlsa", "{posted}");
+    assert!(
+        p["summary"]["total-successful-session-count"].as_u64() >= Some(1),
+        "{posted}"
     );
 
     // With a trust anchor the root's keys do not match, every answer is
