@@ -21,6 +21,7 @@
 //!   answers, and the certificate check they make;
 //! - `policy_file`: MTA-STS policies kept across restarts;
 //! - `report_post`: TLS reports POSTed over HTTPS;
+//! - `report_file`: the day's TLS-report counts kept across restarts;
 //! - `down`: hosts that did not answer, remembered for a while;
 //! - `tls_report`: TLS results per destination, and the daily reports
 //!   (RFC 8460) to those that ask;
@@ -55,6 +56,7 @@ pub mod mx;
 pub mod outcome;
 mod policy_file;
 mod report;
+mod report_file;
 mod report_post;
 mod requiretls;
 pub mod schedule;

@@ -56,16 +56,16 @@ pub enum Applied {
     None,
 }
 
-#[derive(Debug, Clone)]
-struct Counts {
-    applied: Applied,
-    success: u32,
-    failure: u32,
-    details: BTreeMap<(ResultKey, String, Option<IpAddr>), u32>,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Counts {
+    pub(crate) applied: Applied,
+    pub(crate) success: u32,
+    pub(crate) failure: u32,
+    pub(crate) details: BTreeMap<(ResultKey, String, Option<IpAddr>), u32>,
 }
 
 /// [`ResultType`] is not `Ord`: its index in [`RESULTS`] stands in.
-type ResultKey = u8;
+pub(crate) type ResultKey = u8;
 
 const RESULTS: [ResultType; 11] = [
     ResultType::StartTlsNotSupported,
@@ -210,6 +210,31 @@ impl TlsResults {
     pub fn failed(&self, domain: &str, failure: &Failure) {
         if let Some((result, host)) = classify(failure) {
             self.failure(domain, result, &host, None);
+        }
+    }
+
+    /// Keeps the period under way in `file` across restarts: what the
+    /// file holds is read back now (a period that ended meanwhile is
+    /// reported at the next look), and [`TlsResults::save`] writes it.
+    pub(crate) fn kept_in(self, file: std::path::PathBuf) -> (TlsResults, std::path::PathBuf) {
+        if let Some((start, counts)) = crate::report_file::load(&file) {
+            let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            if start <= g.0 {
+                tracing::info!(destinations = counts.len(), "TLS report counts read back");
+                *g = (start, counts);
+            }
+        }
+        (self, file)
+    }
+
+    /// Writes the period under way to `file`.
+    pub(crate) fn save(&self, file: &std::path::Path) {
+        let (start, counts) = {
+            let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            (g.0, g.1.clone())
+        };
+        if let Err(e) = crate::report_file::save(file, start, &counts) {
+            tracing::warn!(file = %file.display(), error = %e, "cannot keep the TLS report counts");
         }
     }
 

@@ -84,6 +84,8 @@ pub struct Worker<S> {
     dane: Option<crate::dane::Dane>,
     /// TLS results for reports, when on.
     tls: Option<Arc<crate::tls_report::TlsResults>>,
+    /// Where the TLS-report counts are kept across restarts.
+    tls_file: Option<std::path::PathBuf>,
 }
 
 impl<S: Store + Clone> Worker<S> {
@@ -114,11 +116,18 @@ impl<S: Store + Clone> Worker<S> {
                 None => sts,
             }
         });
+        let mut tls_file = None;
         let settings_tls = settings.tls_reports.then(|| {
-            Arc::new(crate::tls_report::TlsResults::new(
-                settings.tls_report_period,
-                unix_now(),
-            ))
+            let results =
+                crate::tls_report::TlsResults::new(settings.tls_report_period, unix_now());
+            match &settings.state_dir {
+                Some(dir) => {
+                    let (results, file) = results.kept_in(dir.join("tls-report.json"));
+                    tls_file = Some(file);
+                    Arc::new(results)
+                }
+                None => Arc::new(results),
+            }
         });
         let dane = if settings.dane {
             Some(crate::dane::Dane::new(
@@ -142,6 +151,7 @@ impl<S: Store + Clone> Worker<S> {
             mta_sts,
             dane,
             tls: settings_tls,
+            tls_file,
         }))
     }
 
@@ -155,11 +165,16 @@ impl<S: Store + Clone> Worker<S> {
         let mut shutdown = std::pin::pin!(shutdown);
         let mut tasks = tokio::task::JoinSet::new();
         let mut counted = std::time::Instant::now() - Duration::from_secs(60);
+        let mut saved = std::time::Instant::now();
         loop {
             self.dispatch(&mut tasks).await;
             if counted.elapsed() >= Duration::from_secs(5) {
                 counted = std::time::Instant::now();
                 self.count().await;
+            }
+            if saved.elapsed() >= Duration::from_secs(300) {
+                saved = std::time::Instant::now();
+                self.save_tls_counts();
             }
             if let Some(tls) = &self.tls
                 && let Some(reports) = tls.close(unix_now(), &self.settings.hostname)
@@ -188,6 +203,15 @@ impl<S: Store + Clone> Worker<S> {
         let _ =
             tokio::time::timeout(GRACE, async { while tasks.join_next().await.is_some() {} }).await;
         tasks.abort_all();
+        self.save_tls_counts();
+    }
+
+    /// Writes the day's TLS-report counts to their file (off the runtime's
+    /// threads would be nicer; it is a small file every five minutes).
+    fn save_tls_counts(&self) {
+        if let (Some(tls), Some(file)) = (&self.tls, &self.tls_file) {
+            tls.save(file);
+        }
     }
 
     fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

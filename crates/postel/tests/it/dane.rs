@@ -452,6 +452,44 @@ fn dane_delivers_by_tlsa_and_defers_on_mismatch_or_bogus() {
         "{posted}"
     );
 
+    // The day's counts outlive the process: written at a graceful stop
+    // (and every five minutes), read back at start. A sender whose period
+    // is a day, so that no report closes it meanwhile.
+    let mut keeper = Server::start(
+        &format!(
+            "[policy]\ndomains = [\"here.test\"]\n\
+             [delivery]\nenabled = true\nrelay_networks = [\"127.0.0.0/8\"]\nmx_port = {}\n\
+             allow_private_addresses = true\nretry = [\"1h\"]\nconnect_timeout = \"2s\"\n\
+             mta_sts = false\ndane = true\n\
+             [dns]\nnameservers = [\"127.0.0.1:{}\"]\ntrust_anchor = \"{}\"\n",
+            r.mx_port,
+            r.dns_port,
+            arg(&r.dir.join("anchor.keys")),
+        ),
+        &[],
+    );
+    let mut c = keeper.connect();
+    c.greet();
+    c.mail(
+        "me@here.test",
+        &["i@dane.test"],
+        b"Subject: kept\r\n\r\nhello\r\n",
+    );
+    wait_for(30, "i@dane.test delivered", || {
+        mx.messages().iter().any(|m| m["to"][0] == "i@dane.test")
+    });
+    let data = keeper.data_dir.clone();
+    keeper.signal("TERM");
+    assert_eq!(keeper.wait_exit(30), Some(true));
+    let kept: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(data.join("tls-report.json")).expect("tls-report.json"),
+    )
+    .expect("json");
+    assert!(
+        kept["domains"]["dane.test"]["success"].as_u64() >= Some(1),
+        "{kept}"
+    );
+
     // With a trust anchor the root's keys do not match, every answer is
     // bogus: DANE mail waits. (A key of `test.` alone would do as an
     // anchor: hickory takes anchors below the root.)
