@@ -162,18 +162,24 @@ impl<S: Store + Clone> Worker<S> {
         let mut applies = false;
         let mut kept = Vec::with_capacity(hosts.len());
         let mut last = format!("DANE: no MX host of {dest} is in its signed MX records");
-        for mut h in std::mem::take(hosts) {
-            // Only the hosts the signed MX records name: the plain
-            // resolver's answer could be forged.
-            if !secure_hosts.iter().any(|n| n.eq_ignore_ascii_case(&h.name)) {
-                tracing::warn!(
-                    domain = dest,
-                    host = h.name,
-                    "DANE: MX host not in the signed MX records: skipped"
-                );
-                continue;
-            }
-            match dane.tlsa(&h.name, self.settings.mx_port).await {
+        // Only the hosts the signed MX records name: the plain resolver's
+        // answer could be forged.
+        let (named, unnamed): (Vec<Host>, Vec<Host>) = std::mem::take(hosts)
+            .into_iter()
+            .partition(|h| secure_hosts.iter().any(|n| n.eq_ignore_ascii_case(&h.name)));
+        for h in &unnamed {
+            tracing::warn!(
+                domain = dest,
+                host = h.name,
+                "DANE: MX host not in the signed MX records: skipped"
+            );
+        }
+        // The hosts' TLSA lookups at once, not one after another.
+        let port = self.settings.mx_port;
+        let lookups =
+            futures_util::future::join_all(named.iter().map(|h| dane.tlsa(&h.name, port))).await;
+        for (mut h, lookup) in named.into_iter().zip(lookups) {
+            match lookup {
                 // Only unusable records: TLS required, unauthenticated.
                 Lookup::Secure(records) if records.is_empty() => {
                     h.encrypt = true;
