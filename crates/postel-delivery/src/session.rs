@@ -127,6 +127,20 @@ impl Dial<'_> {
     /// # Errors
     /// The last host's failure (temporary), or `4.4.1` when none answered.
     pub async fn open(&self, hosts: &[Host]) -> Result<Session, Failure> {
+        self.open_noting(hosts, &mut Vec::new()).await
+    }
+
+    /// [`Dial::open`], noting each attempt's failure on the way, the last
+    /// one (the error) included: for the TLS reports, which count every
+    /// host's TLS failure, not just the last.
+    ///
+    /// # Errors
+    /// As [`Dial::open`].
+    pub async fn open_noting(
+        &self,
+        hosts: &[Host],
+        noted: &mut Vec<Failure>,
+    ) -> Result<Session, Failure> {
         let mut last = Failure::local("4.4.1", "no mail host answered");
         let targets: Vec<(&Host, SocketAddr)> = hosts
             .iter()
@@ -149,12 +163,16 @@ impl Dial<'_> {
             match self.try_host(host, addr, self.tls).await {
                 Ok(s) => return Ok(s),
                 Err((f, plaintext_retry)) => {
+                    noted.push(f.clone());
                     if plaintext_retry {
                         // RFC 3207 4.1 and Postfix's `may`: a broken TLS
                         // handshake is tried again at once in plaintext.
                         match self.try_host(host, addr, TlsPolicy::None).await {
                             Ok(s) => return Ok(s),
-                            Err((f, _)) => last = f,
+                            Err((f, _)) => {
+                                noted.push(f.clone());
+                                last = f;
+                            }
                         }
                     } else {
                         last = f;

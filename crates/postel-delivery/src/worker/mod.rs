@@ -567,14 +567,30 @@ impl<S: Store + Clone> Worker<S> {
                 .map_err(|f| (Outcome::Deferred(f), false));
         }
         let (hosts, dial) = self.route(dest, waived).await?;
+        let mut noted = Vec::new();
+        let opened = dial.open_noting(&hosts, &mut noted).await;
+        // Every host's TLS failure counts in the report; the last one of a
+        // failed open is the outcome, which `send` records.
+        if let Some(tls) = self
+            .tls
+            .as_ref()
+            .filter(|_| self.settings.smarthost.is_none())
+        {
+            let earlier = if opened.is_err() {
+                noted.len().saturating_sub(1)
+            } else {
+                noted.len()
+            };
+            for f in &noted[..earlier] {
+                tls.failed(dest, f);
+            }
+        }
         // Enforced: by the destination's policy, MTA-STS or DANE (not a
         // smarthost's name).
         let enforced = (dial.authenticated || hosts.iter().any(|h| h.dane.is_some() || h.encrypt))
             && !waived
             && self.settings.smarthost.is_none();
-        dial.open(&hosts)
-            .await
-            .map_err(|f| (Outcome::Deferred(f), enforced))
+        opened.map_err(|f| (Outcome::Deferred(f), enforced))
     }
 
     /// More due messages for `dest`, for a session already open: handed

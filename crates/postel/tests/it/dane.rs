@@ -531,7 +531,7 @@ fn dane_delivers_by_tlsa_and_defers_on_mismatch_or_bogus() {
 
 /// The TLS reports in `s`'s inbox, each report's JSON as Python reads it
 /// out of the message (the `application/tlsrpt+gzip` part).
-fn tls_reports(s: &Server) -> Vec<serde_json::Value> {
+pub(crate) fn tls_reports(s: &Server) -> Vec<serde_json::Value> {
     const READ: &str = r#"
 import email, gzip, json, sys
 m = email.message_from_bytes(sys.stdin.buffer.read())

@@ -4,7 +4,7 @@
 //! about notices, and a `kill -9` in the middle of a delivery.
 
 use crate::rig::{Mx, config, message, notices, queue, relay, wait_for};
-use crate::support::{Server, temp_dir};
+use crate::support::{Server, arg, postel, temp_dir};
 use crate::tools::free_port;
 
 /// The status of each notice's recipients, sorted.
@@ -113,12 +113,60 @@ fn a_dropped_connection_and_a_silent_server_are_deferred() {
 fn a_broken_starttls_falls_back_to_plaintext_under_may_and_defers_under_verify() {
     let port = free_port();
     let mx = Mx::start("127.0.5.1", port, &["--mode", "badtls"]);
-    let may = relay(port, "");
+    // The sender reports TLS results (tls.test asks, to a local address
+    // here) every few seconds, signed with a key of its host's domain.
+    let keys = temp_dir("badtls-keys");
+    let out = postel(&[
+        "dkim",
+        "generate",
+        "mx.test",
+        "--selector",
+        "t",
+        "--dir",
+        arg(&keys),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let may = Server::start(
+        &config(
+            port,
+            "tls_report_period = \"3s\"",
+            &format!(
+                "[[dkim]]\ndomain = \"mx.test\"\nselector = \"tr\"\nkey = \"{}\"\n",
+                arg(&keys.join("mx.test/tr.pem"))
+            ),
+        ),
+        &[],
+    );
     let mut c = may.connect();
     c.greet();
     c.mail("me@here.test", &["bob@tls.test"], &message("plain"));
     wait_for(20, "plaintext delivery", || mx.received().len() == 1);
     assert_eq!(mx.received()[0]["tls"], false);
+    // The broken handshake before the plaintext retry is in the report;
+    // the plaintext session (STARTTLS was offered) is no success.
+    wait_for(20, "a TLS report", || {
+        !crate::dane::tls_reports(&may).is_empty()
+    });
+    let report = &crate::dane::tls_reports(&may)[0];
+    let p = &report["policies"][0];
+    assert_eq!(p["policy"]["policy-domain"], "tls.test", "{report}");
+    assert_eq!(p["policy"]["policy-type"], "no-policy-found", "{report}");
+    assert_eq!(
+        p["summary"]["total-successful-session-count"], 0,
+        "{report}"
+    );
+    assert_eq!(
+        p["failure-details"][0]["receiving-mx-hostname"], "mx.tls.test",
+        "{report}"
+    );
+    assert!(
+        p["summary"]["total-failure-session-count"].as_u64() >= Some(1),
+        "{report}"
+    );
 
     let verify = relay(
         port,

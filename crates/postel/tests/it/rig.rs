@@ -13,7 +13,8 @@
 //! - `servfail.test`: forwarded to a server that does not answer;
 //! - `small.test`: MX `mx.small.test` (127.0.4.1);
 //! - `loop.test`: MX `mx.test`, Postel's own hostname in these tests;
-//! - `tls.test`: MX `mx.tls.test` (127.0.5.1);
+//! - `tls.test`: MX `mx.tls.test` (127.0.5.1), TLS reports asked for by
+//!   mail to `tlsrpt@here.test`;
 //! - `flaky.test`: MX `mx.flaky.test` (127.0.6.1);
 //! - `dual.test`: MX 10 `mx1.dual.test` (127.0.7.1), MX 20 `mx2.dual.test`
 //!   (127.0.7.2);
@@ -53,6 +54,7 @@ const ZONE: &[&str] = &[
     "--mx-host=loop.test,mx.test,10",
     "--mx-host=tls.test,mx.tls.test,10",
     "--host-record=mx.tls.test,127.0.5.1",
+    "--txt-record=_smtp._tls.tls.test,v=TLSRPTv1; rua=mailto:tlsrpt@here.test",
     "--mx-host=flaky.test,mx.flaky.test,10",
     "--host-record=mx.flaky.test,127.0.6.1",
     "--mx-host=dual.test,mx1.dual.test,10",
