@@ -335,7 +335,9 @@ pub fn classify(f: &Failure) -> Option<(ResultType, String)> {
         ResultType::CertificateExpired
     } else if text.contains("UnknownIssuer") || text.contains("invalid peer certificate") {
         ResultType::CertificateNotTrusted
-    } else if text.contains(": TLS") {
+    } else if text.contains(": TLS") || text.contains("STARTTLS") {
+        // A handshake that failed, or STARTTLS broken otherwise (bytes
+        // smuggled after its reply).
         ResultType::ValidationFailure
     } else {
         return None;
@@ -597,6 +599,10 @@ mod tests {
             Some(ResultType::DnssecInvalid)
         );
         assert_eq!(c("mx.a.test [192.0.2.1]: connection refused"), None);
+        assert_eq!(
+            c("mx.a.test: protocol error: bytes after the reply to STARTTLS, before TLS"),
+            Some((ResultType::ValidationFailure, "mx.a.test".into()))
+        );
         assert_eq!(
             c("mx.a.test: TLS: invalid peer certificate: certificate not valid for name \"x\"")
                 .map(|x| x.0),
