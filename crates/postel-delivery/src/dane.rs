@@ -21,8 +21,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use hickory_resolver::TokioResolver;
-use hickory_resolver::config::{NameServerConfig, ResolverConfig};
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::dnssec::{Proof, TrustAnchors};
 use hickory_resolver::proto::rr::{RData, RecordType};
@@ -105,28 +103,8 @@ impl Dane {
             }
             None => TrustAnchors::default(),
         };
-        let mut builder = if nameservers.is_empty() {
-            TokioResolver::builder_tokio().map_err(|e| e.to_string())?
-        } else {
-            let servers = nameservers
-                .iter()
-                .map(|addr| {
-                    let mut ns = NameServerConfig::udp_and_tcp(addr.ip());
-                    for c in &mut ns.connections {
-                        c.port = addr.port();
-                    }
-                    ns
-                })
-                .collect();
-            TokioResolver::builder_with_config(
-                ResolverConfig::from_name_servers(servers),
-                TokioRuntimeProvider::default(),
-            )
-        };
+        let mut builder = crate::mx::resolver_builder(nameservers)?;
         let opts = builder.options_mut();
-        opts.timeout = std::time::Duration::from_secs(5);
-        opts.attempts = 2;
-        opts.ndots = 0;
         opts.validate = true;
         // Most hosts have no TLSA records: their denial is kept a while
         // (hickory keeps no negative TTL when it validates).

@@ -22,6 +22,7 @@
 //! - `policy_file`: MTA-STS policies kept across restarts;
 //! - `report_post`: TLS reports POSTed over HTTPS;
 //! - `report_file`: the day's TLS-report counts kept across restarts;
+//! - `state_file`: how those files are written (whole, private, renamed);
 //! - `down`: hosts that did not answer, remembered for a while;
 //! - `tls_report`: TLS results per destination, and the daily reports
 //!   (RFC 8460) to those that ask;
@@ -62,6 +63,7 @@ mod requiretls;
 pub mod schedule;
 pub mod session;
 pub mod settings;
+mod state_file;
 pub mod tls_report;
 pub mod worker;
 

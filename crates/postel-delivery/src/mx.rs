@@ -44,6 +44,41 @@ impl std::fmt::Debug for Dns {
     }
 }
 
+/// A resolver's builder asking `nameservers` (`IP:PORT`), or the system's
+/// when the list is empty, with delivery's options: 5 s a query, two
+/// attempts, names taken as absolute. Shared by [`Dns`] and DANE's
+/// validating resolver.
+///
+/// # Errors
+/// When the system's configuration cannot be read.
+pub(crate) fn resolver_builder(
+    nameservers: &[SocketAddr],
+) -> Result<hickory_resolver::ResolverBuilder<TokioRuntimeProvider>, String> {
+    let mut builder = if nameservers.is_empty() {
+        TokioResolver::builder_tokio().map_err(|e| e.to_string())?
+    } else {
+        let servers = nameservers
+            .iter()
+            .map(|addr| {
+                let mut ns = NameServerConfig::udp_and_tcp(addr.ip());
+                for c in &mut ns.connections {
+                    c.port = addr.port();
+                }
+                ns
+            })
+            .collect();
+        TokioResolver::builder_with_config(
+            ResolverConfig::from_name_servers(servers),
+            TokioRuntimeProvider::default(),
+        )
+    };
+    let opts = builder.options_mut();
+    opts.timeout = std::time::Duration::from_secs(5);
+    opts.attempts = 2;
+    opts.ndots = 0;
+    Ok(builder)
+}
+
 impl Dns {
     /// A resolver asking `nameservers` (`IP:PORT`), or the system's when
     /// the list is empty.
@@ -51,32 +86,11 @@ impl Dns {
     /// # Errors
     /// When the system's configuration cannot be read.
     pub fn new(nameservers: &[SocketAddr]) -> Result<Dns, String> {
-        let mut builder = if nameservers.is_empty() {
-            TokioResolver::builder_tokio().map_err(|e| e.to_string())?
-        } else {
-            let servers = nameservers
-                .iter()
-                .map(|addr| {
-                    let mut ns = NameServerConfig::udp_and_tcp(addr.ip());
-                    for c in &mut ns.connections {
-                        c.port = addr.port();
-                    }
-                    ns
-                })
-                .collect();
-            TokioResolver::builder_with_config(
-                ResolverConfig::from_name_servers(servers),
-                TokioRuntimeProvider::default(),
-            )
-        };
-        let opts = builder.options_mut();
-        opts.timeout = std::time::Duration::from_secs(5);
-        opts.attempts = 2;
+        let mut builder = resolver_builder(nameservers)?;
         // A name that does not exist is asked again after 30 s at the
         // earliest, even from a server that gives no negative TTL (SOA):
         // the HELO names of mail from outside are checked on every message.
-        opts.negative_min_ttl = Some(std::time::Duration::from_secs(30));
-        opts.ndots = 0;
+        builder.options_mut().negative_min_ttl = Some(std::time::Duration::from_secs(30));
         let resolver = builder.build().map_err(|e| e.to_string())?;
         Ok(Dns { resolver })
     }

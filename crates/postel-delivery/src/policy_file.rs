@@ -4,11 +4,9 @@
 //! be withheld by whoever can block the next fetch.
 //!
 //! One line per domain, fields separated by spaces:
-//! `domain id fetched until mode max_age mx,mx,...`. Written whole to a
-//! temporary file (mode 0600), synced, then renamed over the old one.
+//! `domain id fetched until mode max_age mx,mx,...`, written by
+//! `state_file`.
 
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 
 use crate::mta_sts::{Mode, Policy};
@@ -90,18 +88,7 @@ pub(crate) fn save(path: &Path, kept: &[Kept]) -> std::io::Result<()> {
             k.policy.mx.join(",")
         ));
     }
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)
+    crate::state_file::replace(path, text.as_bytes())
 }
 
 #[cfg(test)]

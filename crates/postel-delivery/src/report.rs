@@ -185,38 +185,72 @@ async fn notify<S: Store>(
     let signatures = s.signer.sign(&raw);
     raw.splice(0..0, signatures);
     let subject = notice.subject();
-    let local = s.is_local(&postel_store::domain_of(&e.mail_from));
-    let msg = NewMessage {
-        id: id.clone(),
-        received_at: now,
-        envelope: Envelope {
-            mail_from: String::new(),
-            mail_params: Vec::new(),
-            recipients: vec![Recipient {
-                address: e.mail_from.clone(),
-                params: vec!["NOTIFY=NEVER".into()],
-            }],
-            client_addr: "127.0.0.1:0".into(),
-            helo: s.hostname.clone(),
-            protocol: "local".into(),
-            tls: None,
-            auth_user: None,
-            checks: None,
-        },
-        subject: Some(subject.into()),
+    let msg = own_message(
+        s,
+        id.clone(),
+        now,
+        std::slice::from_ref(&e.mail_from),
+        subject.into(),
         raw,
-        spooled: None,
-        queue: if local { Vec::new() } else { vec![0] },
-        local,
-        claimed_until: None,
-        hold: false,
-        webhooks: Vec::new(),
-    };
+    );
     match store.insert(msg).await {
         Ok(()) => {
             metrics.notices.inc();
             info!(id, about = e.id, to = e.mail_from, "notice sent");
         }
         Err(err) => error!(about = e.id, error = %err, "cannot store a delivery notice"),
+    }
+}
+
+/// The client address Postel's own mail (notices, TLS reports) is stored
+/// with: how delivery tells it from mail that came in.
+pub(crate) const OWN_CLIENT: &str = "127.0.0.1:0";
+
+/// A message of Postel's own (`raw`, already signed) from `<>` to `to`:
+/// kept for the local recipients, queued for the others, and never the
+/// cause of a notice of its own (`NOTIFY=NEVER`).
+pub(crate) fn own_message(
+    s: &Settings,
+    id: String,
+    now: i64,
+    to: &[String],
+    subject: String,
+    raw: Vec<u8>,
+) -> NewMessage {
+    let queue: Vec<u32> = to
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| !s.is_local(&postel_store::domain_of(a)))
+        .map(|(i, _)| i as u32)
+        .collect();
+    let local = queue.len() < to.len();
+    NewMessage {
+        id,
+        received_at: now,
+        envelope: Envelope {
+            mail_from: String::new(),
+            mail_params: Vec::new(),
+            recipients: to
+                .iter()
+                .map(|a| Recipient {
+                    address: a.clone(),
+                    params: vec!["NOTIFY=NEVER".into()],
+                })
+                .collect(),
+            client_addr: OWN_CLIENT.into(),
+            helo: s.hostname.clone(),
+            protocol: "local".into(),
+            tls: None,
+            auth_user: None,
+            checks: None,
+        },
+        subject: Some(subject),
+        raw,
+        spooled: None,
+        queue,
+        local,
+        claimed_until: None,
+        hold: false,
+        webhooks: Vec::new(),
     }
 }

@@ -1,11 +1,8 @@
 //! The day's TLS-report counts kept on disk (`tls-report.json` in the data
 //! folder), so that a restart does not lose them: written every few
-//! minutes and at shutdown, read back at start. JSON, written whole to a
-//! temporary file (mode 0600), synced, then renamed.
+//! minutes and at shutdown, read back at start. JSON, written by `state_file`.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 
 use serde_json::{Value, json};
@@ -75,18 +72,7 @@ pub(crate) fn save(
         })
         .collect();
     let text = json!({"start": start, "domains": domains}).to_string();
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)
+    crate::state_file::replace(path, text.as_bytes())
 }
 
 /// The period and counts in `path`, if it holds them.

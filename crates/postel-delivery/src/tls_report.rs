@@ -144,8 +144,8 @@ impl TlsResults {
     }
 
     /// The policy that applies to `domain` now (kept for the counts that
-    /// follow; at most [`MAX_DOMAINS`] remembered, the oldest forgotten
-    /// first when full).
+    /// follow; at most [`MAX_DOMAINS`] remembered: when full, one is
+    /// forgotten (the first by name) to make room.
     pub fn applied(&self, domain: &str, applied: Applied) {
         let applied = match applied {
             Applied::Tlsa {
@@ -402,7 +402,6 @@ pub(crate) async fn send<S: postel_store::Store>(
     reports: Vec<DomainReport>,
     now: i64,
 ) {
-    use postel_store::{Envelope, NewMessage, Recipient};
     for r in reports {
         let rua = match dns.txt(&format!("_smtp._tls.{}", r.domain)).await {
             Ok(texts) => rua(&texts),
@@ -468,43 +467,9 @@ pub(crate) async fn send<S: postel_store::Store>(
             continue;
         }
         raw.splice(0..0, signatures);
-        let queue: Vec<u32> = to
-            .iter()
-            .enumerate()
-            .filter(|(_, a)| !settings.is_local(&postel_store::domain_of(a)))
-            .map(|(i, _)| i as u32)
-            .collect();
-        let local = queue.len() < to.len();
         let id = store.next_id();
-        let msg = NewMessage {
-            id: id.clone(),
-            received_at: now,
-            envelope: Envelope {
-                mail_from: String::new(),
-                mail_params: Vec::new(),
-                recipients: to
-                    .iter()
-                    .map(|a| Recipient {
-                        address: a.clone(),
-                        params: vec!["NOTIFY=NEVER".into()],
-                    })
-                    .collect(),
-                client_addr: "127.0.0.1:0".into(),
-                helo: settings.hostname.clone(),
-                protocol: "local".into(),
-                tls: None,
-                auth_user: None,
-                checks: None,
-            },
-            subject: Some(format!("Report Domain: {} Submitter: {host}", r.domain)),
-            raw,
-            spooled: None,
-            queue,
-            local,
-            claimed_until: None,
-            hold: false,
-            webhooks: Vec::new(),
-        };
+        let subject = format!("Report Domain: {} Submitter: {host}", r.domain);
+        let msg = crate::report::own_message(settings, id.clone(), now, &to, subject, raw);
         match store.insert(msg).await {
             Ok(()) => tracing::info!(id, domain = r.domain, to = to.join(","), "TLS report sent"),
             Err(e) => tracing::error!(domain = r.domain, error = %e, "cannot queue a TLS report"),

@@ -444,9 +444,9 @@ impl<S: Store + Clone> Worker<S> {
         // TLS results are the destination's, through its MX hosts; not
         // a smarthost's or a local server's, and not those of Postel's own
         // mail (notices, and the reports themselves: RFC 8460 3).
-        let own = messages
-            .iter()
-            .all(|rows| rows[0].mail_from.is_empty() && rows[0].client_addr == "127.0.0.1:0");
+        let own = messages.iter().all(|rows| {
+            rows[0].mail_from.is_empty() && rows[0].client_addr == crate::report::OWN_CLIENT
+        });
         let counted = s.smarthost.is_none() && s.local_routes.by_name(dest).is_none() && !own;
         if let Some(tls) = self.tls.as_ref().filter(|_| counted) {
             match &opened {

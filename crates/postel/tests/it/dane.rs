@@ -215,6 +215,22 @@ fn rig() -> &'static Rig {
     })
 }
 
+/// A sender relaying for loopback into the rig with DANE on, validating
+/// from the rig's file `anchor`; `delivery_extra` goes in `[delivery]`,
+/// `extra` after `[dns]`.
+fn sender_config(r: &Rig, anchor: &str, delivery_extra: &str, extra: &str) -> String {
+    format!(
+        "[policy]\ndomains = [\"here.test\"]\n\
+         [delivery]\nenabled = true\nrelay_networks = [\"127.0.0.0/8\"]\nmx_port = {}\n\
+         allow_private_addresses = true\nretry = [\"1h\"]\nconnect_timeout = \"2s\"\n\
+         mta_sts = false\ndane = true\n{delivery_extra}\
+         [dns]\nnameservers = [\"127.0.0.1:{}\"]\ntrust_anchor = \"{}\"\n{extra}",
+        r.mx_port,
+        r.dns_port,
+        arg(&r.dir.join(anchor)),
+    )
+}
+
 fn kdig(port: u16, args: &[&str]) -> String {
     let out = Command::new("kdig")
         .arg("@127.0.0.1")
@@ -285,19 +301,15 @@ fn dane_delivers_by_tlsa_and_defers_on_mismatch_or_bogus() {
     .expect("ready");
     let _sink = crate::processes::Killed(sink);
     let sender = Server::start(
-        &format!(
-            "[policy]\ndomains = [\"here.test\"]\n\
-             [delivery]\nenabled = true\nrelay_networks = [\"127.0.0.0/8\"]\nmx_port = {}\n\
-             allow_private_addresses = true\nretry = [\"1h\"]\nconnect_timeout = \"2s\"\n\
-             mta_sts = false\ndane = true\ntls_report_period = \"4s\"\n\
-             [dns]\nnameservers = [\"127.0.0.1:{}\"]\ntrust_anchor = \"{}\"\n\
-             [tls]\nca_file = \"{}\"\n\
-             [[dkim]]\ndomain = \"mx.test\"\nselector = \"rpt\"\nkey = \"{}\"\n",
-            r.mx_port,
-            r.dns_port,
-            arg(&r.dir.join("anchor.keys")),
-            arg(&r.dir.join("sink-ca.pem")),
-            arg(&r.dir.join("keys-dkim/mx.test/rptr.pem"))
+        &sender_config(
+            r,
+            "anchor.keys",
+            "tls_report_period = \"4s\"\n",
+            &format!(
+                "[tls]\nca_file = \"{}\"\n[[dkim]]\ndomain = \"mx.test\"\nselector = \"rpt\"\nkey = \"{}\"\n",
+                arg(&r.dir.join("sink-ca.pem")),
+                arg(&r.dir.join("keys-dkim/mx.test/rptr.pem"))
+            ),
         ),
         &[],
     );
@@ -455,19 +467,7 @@ fn dane_delivers_by_tlsa_and_defers_on_mismatch_or_bogus() {
     // The day's counts outlive the process: written at a graceful stop
     // (and every five minutes), read back at start. A sender whose period
     // is a day, so that no report closes it meanwhile.
-    let mut keeper = Server::start(
-        &format!(
-            "[policy]\ndomains = [\"here.test\"]\n\
-             [delivery]\nenabled = true\nrelay_networks = [\"127.0.0.0/8\"]\nmx_port = {}\n\
-             allow_private_addresses = true\nretry = [\"1h\"]\nconnect_timeout = \"2s\"\n\
-             mta_sts = false\ndane = true\n\
-             [dns]\nnameservers = [\"127.0.0.1:{}\"]\ntrust_anchor = \"{}\"\n",
-            r.mx_port,
-            r.dns_port,
-            arg(&r.dir.join("anchor.keys")),
-        ),
-        &[],
-    );
+    let mut keeper = Server::start(&sender_config(r, "anchor.keys", "", ""), &[]);
     let mut c = keeper.connect();
     c.greet();
     c.mail(
@@ -493,19 +493,7 @@ fn dane_delivers_by_tlsa_and_defers_on_mismatch_or_bogus() {
     // With a trust anchor the root's keys do not match, every answer is
     // bogus: DANE mail waits. (A key of `test.` alone would do as an
     // anchor: hickory takes anchors below the root.)
-    let wrong_anchor = Server::start(
-        &format!(
-            "[policy]\ndomains = [\"here.test\"]\n\
-             [delivery]\nenabled = true\nrelay_networks = [\"127.0.0.0/8\"]\nmx_port = {}\n\
-             allow_private_addresses = true\nretry = [\"1h\"]\nconnect_timeout = \"2s\"\n\
-             mta_sts = false\ndane = true\n\
-             [dns]\nnameservers = [\"127.0.0.1:{}\"]\ntrust_anchor = \"{}\"\n",
-            r.mx_port,
-            r.dns_port,
-            arg(&r.dir.join("wrong.keys"))
-        ),
-        &[],
-    );
+    let wrong_anchor = Server::start(&sender_config(r, "wrong.keys", "", ""), &[]);
     let before = mx.messages().len();
     let mut c = wrong_anchor.connect();
     c.greet();

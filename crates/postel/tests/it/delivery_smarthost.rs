@@ -23,6 +23,42 @@ pub(crate) fn test_pki(names: &[&str]) -> (String, String, String) {
     (ca_cert.pem(), cert.pem(), key.serialize_pem())
 }
 
+/// tests/peers/mta_sts.py on `listen`, with `sts-cert.pem` and
+/// `sts-key.pem` of `dir`, serving `policies` (`host=mode:mx,...`), those
+/// of `html` as text/html; stopped when dropped.
+pub(crate) fn policy_server(
+    listen: &str,
+    dir: &std::path::Path,
+    policies: &[&str],
+    html: &[&str],
+) -> crate::processes::Killed {
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/peers/mta_sts.py");
+    let mut command = std::process::Command::new("python3");
+    command
+        .arg(script)
+        .args(["--listen", listen])
+        .args(["--cert", arg(&dir.join("sts-cert.pem"))])
+        .args(["--key", arg(&dir.join("sts-key.pem"))]);
+    for p in policies {
+        command.args(["--policy", p]);
+    }
+    for h in html {
+        command.args(["--html", h]);
+    }
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("mta_sts.py");
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+        &mut ready,
+    )
+    .expect("ready");
+    crate::processes::Killed(child)
+}
+
 #[test]
 fn a_smarthost_with_verified_tls_and_auth_gets_every_remote_message() {
     let port = free_port();
@@ -248,39 +284,18 @@ fn mta_sts_policies_are_fetched_and_enforced() {
         ),
         &["--smtp", &format!("127.0.5.1:{port}")],
     );
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/peers/mta_sts.py");
-    let mut child = std::process::Command::new("python3")
-        .arg(script)
-        .args([
-            "--listen",
-            &format!("127.0.9.1:{sts_port}"),
-            "--cert",
-            arg(&dir.join("sts-cert.pem")),
-            "--key",
-            arg(&dir.join("sts-key.pem")),
-            "--policy",
+    let _policy_server = policy_server(
+        &format!("127.0.9.1:{sts_port}"),
+        &dir,
+        &[
             "mta-sts.sts.test=enforce:mx.tls.test",
-            "--policy",
             "mta-sts.stsbad.test=enforce:mx.elsewhere.test",
-            "--policy",
             "mta-sts.ststest.test=testing:mx.elsewhere.test",
             // Served as text/html: not a policy (RFC 8461 3.2), so none.
-            "--policy",
             "mta-sts.stshtml.test=enforce:mx.elsewhere.test",
-            "--html",
-            "mta-sts.stshtml.test",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("mta_sts.py");
-    let mut ready = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
-        &mut ready,
-    )
-    .expect("ready");
-    let _policy_server = crate::processes::Killed(child);
+        ],
+        &["mta-sts.stshtml.test"],
+    );
 
     let sender = Server::start(
         &config(

@@ -78,26 +78,16 @@ fn requiretls_goes_only_over_authenticated_tls_and_tls_required_no_waives_mta_st
         ),
         &["--smtp", &format!("127.0.5.1:{port}")],
     );
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/peers/mta_sts.py");
-    let mut child = Command::new("python3")
-        .arg(script)
-        .args(["--listen", &format!("127.0.9.1:{sts_port}")])
-        .args(["--cert", arg(&dir.join("sts-cert.pem"))])
-        .args(["--key", arg(&dir.join("sts-key.pem"))])
-        .args(["--policy", "mta-sts.sts.test=enforce:mx.tls.test"])
-        .args(["--policy", "mta-sts.stsbad.test=enforce:mx.elsewhere.test"])
-        .args(["--policy", "mta-sts.rtls.test=enforce:*.rtls.test"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("mta_sts.py");
-    let mut ready = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
-        &mut ready,
-    )
-    .expect("ready");
-    let _policy_server = crate::processes::Killed(child);
+    let _policy_server = crate::delivery_smarthost::policy_server(
+        &format!("127.0.9.1:{sts_port}"),
+        &dir,
+        &[
+            "mta-sts.sts.test=enforce:mx.tls.test",
+            "mta-sts.stsbad.test=enforce:mx.elsewhere.test",
+            "mta-sts.rtls.test=enforce:*.rtls.test",
+        ],
+        &[],
+    );
 
     // The sender takes mail over STARTTLS (self-signed) and trusts the test
     // CAs on the way out.
