@@ -302,6 +302,7 @@ mod tests {
             warned: 0,
             leased_until: None,
             bounce: false,
+            lease_token: 0,
         }
     }
 

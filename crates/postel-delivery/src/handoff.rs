@@ -224,6 +224,7 @@ mod tests {
                 warned: 0,
                 leased_until: Some(100),
                 bounce: false,
+                lease_token: 0,
             })
             .collect()
     }

@@ -77,6 +77,7 @@ mod tests {
             warned: 0,
             leased_until: None,
             bounce: false,
+            lease_token: 0,
         }
     }
 

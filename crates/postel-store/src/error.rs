@@ -8,6 +8,16 @@ pub enum StoreError {
     /// SQLite refused or failed (disk full, I/O error, corruption...).
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL refused or failed, or the connection to it broke.
+    #[error("database error: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// No connection to the database could be had (it is down or out of
+    /// reach, or every connection is busy).
+    #[error("cannot reach the database: {0}")]
+    Unreachable(String),
+    /// The database holds a schema this postel cannot use (a newer one).
+    #[error("{0}")]
+    Schema(String),
     /// The writer thread is gone (the store is shutting down).
     #[error("the store is closed")]
     Closed,
@@ -51,6 +61,13 @@ impl StoreError {
                     && e.code != rusqlite::ErrorCode::TooBig
             }
             StoreError::Commit { transient, .. } => *transient,
+            // A broken connection (no SQLSTATE) may come back; a row
+            // that the database refuses for its data or its constraints
+            // would be refused again.
+            StoreError::Postgres(e) => e
+                .code()
+                .is_none_or(|c| !matches!(&c.code()[..2], "22" | "23")),
+            StoreError::Schema(_) => false,
             StoreError::ContentLost { .. } => false,
             _ => true,
         }

@@ -19,9 +19,11 @@
 //! waiting at that moment and commits them in one transaction, so many
 //! concurrent sessions share one fsync, and no insert waits for a timer.
 //!
+//! [`PgStore`] keeps the same promise on PostgreSQL, for several nodes that
+//! share one store and one queue.
+//!
 //! Not here: parsing messages (the caller passes the subject), policy, or
-//! anything network-facing. A PostgreSQL backend for several nodes can
-//! implement the same trait.
+//! anything network-facing.
 //!
 //! # Layout
 //! - `error`: [`StoreError`], transient or not;
@@ -35,6 +37,8 @@
 //! - `memory`: [`MemoryStore`], the trait in memory (tests; the seam's proof);
 //! - `sqlite`: [`SqliteStore`] (schema, folder lock and sweep, group-commit
 //!   writer, reads, the trait, users);
+//! - `pg`: [`PgStore`], the store on PostgreSQL that several nodes share
+//!   (schema and migrations, group commit, blobs, leases, LISTEN/NOTIFY);
 //! - `private`: the data folder's permissions;
 //! - [`time`]: Unix seconds as RFC 3339 and RFC 5322 (the `time` crate).
 
@@ -44,6 +48,7 @@ mod error;
 mod incoming;
 mod memory;
 mod message;
+mod pg;
 mod private;
 mod queue;
 #[cfg(test)]
@@ -51,6 +56,8 @@ mod seam_tests;
 mod spool;
 mod sqlite;
 mod store;
+#[cfg(any(test, feature = "pg-rig"))]
+pub mod testing;
 pub mod time;
 mod users;
 mod webhook;
@@ -62,6 +69,7 @@ pub use message::{
     Change, Checks, Envelope, Message, NewMessage, Page, Query, RawMessage, Recipient, Stats,
     Summary,
 };
+pub use pg::{PG_SCHEMA_VERSION, PgOptions, PgStore, pg_config};
 pub use queue::{QueueAction, QueueClaim, QueueEntry, QueueState, QueueUpdate, domain_of};
 pub use spool::SpoolFile;
 pub use sqlite::{SPILL_AT, SqliteStore};

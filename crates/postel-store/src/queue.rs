@@ -96,6 +96,10 @@ pub struct QueueEntry {
     pub leased_until: Option<i64>,
     /// The operator asked for it to be returned to its sender.
     pub bounce: bool,
+    /// Which claim holds it: a store that several nodes share writes an
+    /// outcome only under the claim it was made with (0 for rows committed
+    /// claimed, and for stores that one node owns).
+    pub lease_token: i64,
 }
 
 /// The outcome of an attempt for one queued recipient.
@@ -115,6 +119,8 @@ pub struct QueueUpdate {
     pub last_reply: Option<String>,
     /// Delay notices sent so far.
     pub warned: u32,
+    /// The claim it was made under ([`QueueEntry::lease_token`]).
+    pub lease_token: i64,
 }
 
 impl QueueEntry {
@@ -153,6 +159,7 @@ impl QueueEntry {
             warned: 0,
             leased_until: claimed_until,
             bounce: false,
+            lease_token: 0,
         })
     }
 
@@ -166,6 +173,7 @@ impl QueueEntry {
             next_attempt: self.next_attempt,
             last_reply: self.last_reply.clone(),
             warned: self.warned,
+            lease_token: self.lease_token,
         }
     }
 }

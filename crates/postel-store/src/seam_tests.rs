@@ -1,6 +1,7 @@
-//! One contract, two stores: the same calls against SQLite and memory must
-//! give the same answers. What passes here is what the server and the web
-//! side may rely on from any store, PostgreSQL's next.
+//! One contract, three stores: the same calls against SQLite, PostgreSQL
+//! (a real server, see [`crate::testing`]) and memory must give the same
+//! answers. What passes here is what the server and the web side may rely
+//! on from any store.
 
 use std::sync::Arc;
 
@@ -438,4 +439,46 @@ async fn the_sqlite_store_keeps_the_contract() {
     contract(store.clone()).await;
     store.close();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A spool folder of this test binary's own (the store makes it private).
+pub(crate) fn spool_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("postel-pg-spool-{}", std::process::id()))
+}
+
+/// A PostgreSQL store on a new database of the test binary's server.
+pub(crate) async fn pg_store(db: &str, node: &str) -> Arc<crate::PgStore> {
+    let server = crate::testing::shared();
+    let url = server.url(db);
+    // The database may exist already (a second node on it).
+    let _ = server.psql("postgres", &format!("CREATE DATABASE \"{db}\""));
+    let spool_dir = spool_dir();
+    Arc::new(
+        crate::PgStore::connect(crate::PgOptions {
+            url,
+            node: node.to_owned(),
+            pool_size: 4,
+            spool_dir,
+            lease: 60,
+        })
+        .await
+        .expect("connect"),
+    )
+}
+
+// Multi-threaded: the Users calls block their thread while the store's
+// runtime answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_postgres_store_keeps_the_contract() {
+    contract(pg_store("seam", "n1").await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_postgres_store_keeps_the_queue_contract() {
+    queue_contract(pg_store("seam_q", "n1").await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_postgres_store_keeps_the_webhook_contract() {
+    webhook_contract(pg_store("seam_w", "n1").await).await;
 }

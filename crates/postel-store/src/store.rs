@@ -1,7 +1,7 @@
 //! The store seam: what the server and the web side ask of whatever keeps
 //! the messages. SQLite implements it ([`crate::SqliteStore`], shared as an
-//! `Arc`), and so does [`crate::MemoryStore`] (for tests, and to show the
-//! seam holds); a PostgreSQL store will next.
+//! `Arc`), and so do [`crate::PgStore`] (several nodes, one database) and
+//! [`crate::MemoryStore`] (for tests, and to show the seam holds).
 //!
 //! Every call that may wait (on a disk, or on a network for PostgreSQL) is
 //! async: a caller never blocks a runtime thread on the store, and never
@@ -113,7 +113,33 @@ pub trait Store: Send + Sync + 'static {
         c: &QueueClaim,
     ) -> impl Future<Output = Result<Vec<QueueEntry>, StoreError>> + Send;
 
-    /// Ends every claim: at start, when this node owns every delivery.
+    /// How long a claim lasts unless it is renewed (seconds), for a store
+    /// that several nodes share; None for a store that one node owns,
+    /// whose claims all end when that node starts again. With a lease,
+    /// the delivery worker renews its claims while it works on them, and
+    /// no content is handed to it in memory (another node may take the
+    /// row once the lease ends).
+    fn lease(&self) -> Option<i64> {
+        None
+    }
+
+    /// Extends the claims on these rows to `until`, for those still held
+    /// under the claim they were made with. Returns how many were.
+    ///
+    /// # Errors
+    /// When the database cannot be written.
+    fn queue_renew(
+        &self,
+        rows: &[QueueUpdate],
+        until: i64,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        let _ = until;
+        let n = rows.len() as u64;
+        async move { Ok(n) }
+    }
+
+    /// Ends every claim this node made: at start, before it claims again.
+    /// (A store that one node owns ends every claim.)
     ///
     /// # Errors
     /// When the database cannot be written.

@@ -86,6 +86,7 @@ pub(crate) async fn send_to(
             warned: 0,
             leased_until: None,
             bounce: false,
+            lease_token: 0,
         })
         .collect();
     let job = Job {

@@ -32,6 +32,7 @@ fn read_entry(row: &rusqlite::Row<'_>) -> Result<QueueEntry, rusqlite::Error> {
         warned: row.get(14)?,
         leased_until: row.get(15)?,
         bounce: row.get(16)?,
+        lease_token: 0,
     })
 }
 

@@ -1,0 +1,173 @@
+//! The schema and its migrations. Each migration has a version, and the
+//! oldest version of this code that can still work on a database after it
+//! (`compatible`): a migration that only adds (a table, a nullable column,
+//! an index) keeps `compatible` where it was, so that during a rolling
+//! upgrade the nodes not yet upgraded go on taking mail. A node refuses a
+//! database whose `compatible` is newer than the version it knows.
+//!
+//! Migrations run at start, in one transaction, under an advisory lock:
+//! nodes starting together take turns, and the second finds the work done.
+
+use super::*;
+
+/// The schema version this code writes.
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// The advisory lock key that migrations hold ("postel" in ASCII, plus 1).
+const MIGRATE_LOCK: i64 = 0x706f_7374_656c_0001;
+
+/// Version, the oldest version that can use the schema after it, and SQL.
+const MIGRATIONS: &[(i32, i32, &str)] = &[(
+    1,
+    1,
+    "
+CREATE SEQUENCE postel_nodes;
+CREATE SEQUENCE postel_leases;
+CREATE TABLE messages (
+    seq         bigserial PRIMARY KEY,
+    id          text NOT NULL UNIQUE,
+    received_at bigint NOT NULL,
+    client_addr text NOT NULL,
+    helo        text NOT NULL,
+    protocol    text NOT NULL,
+    tls         text,
+    auth_user   text,
+    mail_from   text NOT NULL,
+    mail_params text NOT NULL,
+    subject     text,
+    size        bigint NOT NULL,
+    -- The whole message; or, with apart > 0, its first part.
+    raw         bytea NOT NULL,
+    -- Octets of content after raw, in blobs under the message's id.
+    apart       bigint NOT NULL DEFAULT 0,
+    -- Shown in the inbox; false: only passing through the queue.
+    local       boolean NOT NULL DEFAULT true,
+    -- SPF, DKIM, DMARC and ARC results; NULL: unchecked.
+    checks      text,
+    -- The node that took it.
+    node        text NOT NULL DEFAULT ''
+);
+CREATE INDEX messages_inbox ON messages (seq) WHERE local;
+CREATE INDEX messages_received ON messages (received_at) WHERE local;
+CREATE TABLE blobs (
+    id        text NOT NULL,
+    chunk     integer NOT NULL,
+    data      bytea NOT NULL,
+    stored_at bigint NOT NULL,
+    PRIMARY KEY (id, chunk)
+);
+CREATE TABLE recipients (
+    message_seq bigint NOT NULL REFERENCES messages (seq) ON DELETE CASCADE,
+    position    integer NOT NULL,
+    address     text NOT NULL,
+    params      text NOT NULL,
+    PRIMARY KEY (message_seq, position)
+);
+CREATE TABLE queue (
+    message_seq  bigint NOT NULL REFERENCES messages (seq) ON DELETE CASCADE,
+    position     integer NOT NULL,
+    state        text NOT NULL,
+    attempts     integer NOT NULL DEFAULT 0,
+    next_attempt bigint NOT NULL,
+    last_reply   text,
+    warned       integer NOT NULL DEFAULT 0,
+    -- The lease: until when, whose, and which claim.
+    leased_until bigint,
+    lease_owner  text,
+    lease_token  bigint NOT NULL DEFAULT 0,
+    bounce       boolean NOT NULL DEFAULT false,
+    domain       text NOT NULL DEFAULT '',
+    PRIMARY KEY (message_seq, position)
+);
+-- Partial: finished rows (until they are deleted) never slow a claim.
+CREATE INDEX queue_due ON queue (next_attempt, message_seq, position)
+    WHERE state IN ('queued', 'deferred');
+CREATE INDEX queue_leases ON queue (lease_owner) WHERE lease_owner IS NOT NULL;
+CREATE TABLE webhooks (
+    message_seq  bigint NOT NULL REFERENCES messages (seq) ON DELETE CASCADE,
+    hook         text NOT NULL,
+    state        text NOT NULL,
+    attempts     integer NOT NULL DEFAULT 0,
+    next_attempt bigint NOT NULL,
+    last_status  text,
+    PRIMARY KEY (message_seq, hook)
+);
+CREATE INDEX webhooks_due ON webhooks (next_attempt) WHERE state = 'pending';
+CREATE TABLE users (
+    name       text PRIMARY KEY,
+    hash       text NOT NULL,
+    created_at bigint NOT NULL,
+    scram      text
+);
+CREATE TABLE user_addresses (
+    name    text NOT NULL,
+    address text NOT NULL,
+    PRIMARY KEY (name, address)
+);
+",
+)];
+
+/// Brings the database up to [`SCHEMA_VERSION`], or refuses it.
+pub(super) async fn migrate(client: &mut deadpool_postgres::Object) -> Result<(), StoreError> {
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATE_LOCK])
+        .await?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS postel_schema (
+             one        boolean PRIMARY KEY DEFAULT true CHECK (one),
+             version    integer NOT NULL,
+             compatible integer NOT NULL
+         )",
+    )
+    .await?;
+    let row = tx
+        .query_opt("SELECT version, compatible FROM postel_schema", &[])
+        .await?;
+    let (version, compatible) = row.map_or((0, 0), |r| (r.get::<_, i32>(0), r.get::<_, i32>(1)));
+    check(version, compatible)?;
+    for (v, c, sql) in MIGRATIONS.iter().filter(|(v, _, _)| *v > version) {
+        tx.batch_execute(sql).await?;
+        tx.execute(
+            "INSERT INTO postel_schema (version, compatible) VALUES ($1, $2)
+             ON CONFLICT (one) DO UPDATE SET version = $1, compatible = $2",
+            &[v, c],
+        )
+        .await?;
+        tracing::info!(version = v, "database schema migrated");
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Whether this code may use a database at `version`, usable from
+/// `compatible` on.
+fn check(version: i32, compatible: i32) -> Result<(), StoreError> {
+    if compatible > SCHEMA_VERSION {
+        return Err(StoreError::Schema(format!(
+            "the database's schema is version {version}, which needs a postel that knows version {compatible} or later; this one knows {SCHEMA_VERSION}: upgrade postel"
+        )));
+    }
+    if version > SCHEMA_VERSION {
+        tracing::info!(
+            version,
+            known = SCHEMA_VERSION,
+            "the database's schema is newer than this postel, and still compatible with it"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    #[test]
+    fn a_newer_schema_is_used_only_while_it_stays_compatible() {
+        assert!(check(SCHEMA_VERSION + 1, SCHEMA_VERSION).is_ok());
+        assert!(check(SCHEMA_VERSION, SCHEMA_VERSION).is_ok());
+        assert!(check(0, 0).is_ok());
+        let e = check(SCHEMA_VERSION + 1, SCHEMA_VERSION + 1).expect_err("newer");
+        assert!(!e.is_transient(), "{e}");
+        assert!(e.to_string().contains("upgrade postel"), "{e}");
+    }
+}
