@@ -26,6 +26,7 @@
 //! anything network-facing.
 //!
 //! # Layout
+//! - `any`: [`AnyStore`], the store a config chose;
 //! - `error`: [`StoreError`], transient or not;
 //! - `message`: envelopes, messages, summaries, queries, changes;
 //! - `incoming`: [`Incoming`], content as it arrives (memory or spool:
@@ -44,6 +45,7 @@
 
 #![warn(missing_docs)]
 
+mod any;
 mod error;
 mod incoming;
 mod memory;
@@ -62,6 +64,7 @@ pub mod time;
 mod users;
 mod webhook;
 
+pub use any::AnyStore;
 pub use error::StoreError;
 pub use incoming::Incoming;
 pub use memory::MemoryStore;
@@ -69,7 +72,8 @@ pub use message::{
     Change, Checks, Envelope, Message, NewMessage, Page, Query, RawMessage, Recipient, Stats,
     Summary,
 };
-pub use pg::{PG_SCHEMA_VERSION, PgOptions, PgStore, pg_config};
+pub use pg::{PG_SCHEMA_VERSION, PgOptions, PgStore, inspect as inspect_pg, pg_config};
+pub use private::private_folder;
 pub use queue::{QueueAction, QueueClaim, QueueEntry, QueueState, QueueUpdate, domain_of};
 pub use spool::SpoolFile;
 pub use sqlite::{SPILL_AT, SqliteStore};

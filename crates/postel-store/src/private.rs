@@ -15,6 +15,16 @@ const FOLDER: u32 = 0o700;
 /// Mode of every file in them.
 const FILE: u32 = 0o600;
 
+/// Creates `dir` private (`0700`), or makes it so: one folder, nothing
+/// in it (the data folder of a node whose store is elsewhere, a spool).
+///
+/// # Errors
+/// When the folder cannot be created or its mode set.
+pub fn private_folder(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    tighten(dir, FOLDER)
+}
+
 /// Creates `dir` (and `spool/`, `blobs/`) private, or makes them so, with
 /// `messages.db` created private before SQLite opens it.
 ///

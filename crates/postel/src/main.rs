@@ -16,6 +16,7 @@
 //! - `client`, `send`, `probe`, `explain`: the client-side tools;
 //! - `release`: a stored message sent on (CLI, and the web's targets).
 
+mod admin;
 mod backend;
 mod cli;
 mod client;
@@ -97,13 +98,13 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         }
         Command::Messages { command } => match command {
             MessagesCommand::List { store, json } => {
-                messages::list(&store.dir()?, json).map(|()| ExitCode::SUCCESS)
+                messages::list(&store, json).map(|()| ExitCode::SUCCESS)
             }
             MessagesCommand::Show { id, store, raw } => {
-                messages::show(&store.dir()?, &id, raw).map(|()| ExitCode::SUCCESS)
+                messages::show(&store, &id, raw).map(|()| ExitCode::SUCCESS)
             }
             MessagesCommand::Delete { id, store } => {
-                messages::delete(&store.dir()?, &id).map(|()| ExitCode::SUCCESS)
+                messages::delete(&store, &id).map(|()| ExitCode::SUCCESS)
             }
             MessagesCommand::Release {
                 id,
@@ -112,7 +113,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 from,
                 tls,
                 store,
-            } => release::cli(&store.dir()?, &id, &server, &to, from.as_deref(), &tls).map(status),
+            } => release::cli(&store, &id, &server, &to, from.as_deref(), &tls).map(status),
         },
         Command::Users { command } => match command {
             UsersCommand::Add {
@@ -120,9 +121,9 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 store,
                 addresses,
                 keep_password,
-            } => users::add(&store.dir()?, &name, &addresses, keep_password),
-            UsersCommand::List { store } => users::list(&store.dir()?),
-            UsersCommand::Remove { name, store } => users::remove(&store.dir()?, &name),
+            } => users::add(&store, &name, &addresses, keep_password),
+            UsersCommand::List { store } => users::list(&store),
+            UsersCommand::Remove { name, store } => users::remove(&store, &name),
         }
         .map(|()| ExitCode::SUCCESS),
         Command::Queue { command } => queue::run(command).map(|()| ExitCode::SUCCESS),
@@ -147,7 +148,39 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             )?;
             println!("# configuration is valid; effective settings:");
             print!("{}", toml::to_string(&cfg.to_file())?);
-            Ok(ExitCode::SUCCESS)
+            match &cfg.store {
+                Some(pg) => check_store(pg),
+                None => Ok(ExitCode::SUCCESS),
+            }
+        }
+    }
+}
+
+/// `config check` with `[store] url`: connects (changing nothing) and
+/// says what the database is, and whether this postel can use it.
+fn check_store(pg: &config::PgSettings) -> anyhow::Result<std::process::ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let shown = config::masked_url(&pg.url);
+    match rt.block_on(postel_store::inspect_pg(&pg.url)) {
+        Err(e) => {
+            println!("# store: cannot reach {shown}: {e}");
+            Ok(std::process::ExitCode::FAILURE)
+        }
+        Ok((version, schema)) => {
+            let known = postel_store::PG_SCHEMA_VERSION;
+            println!("# store: PostgreSQL {version} at {shown}");
+            match schema {
+                None => println!("# schema: none yet (made at the first `postel serve`, version {known})"),
+                Some((v, c)) if c > known => {
+                    println!("# schema: version {v}, which needs a postel that knows version {c}; this one knows {known}: upgrade postel");
+                    return Ok(std::process::ExitCode::FAILURE);
+                }
+                Some((v, _)) if v < known => println!("# schema: version {v} (migrated to {known} at the next `postel serve`)"),
+                Some((v, _)) => println!("# schema: version {v} (this postel knows {known})"),
+            }
+            Ok(std::process::ExitCode::SUCCESS)
         }
     }
 }

@@ -3,23 +3,13 @@
 //! server's writer work side by side).
 
 use std::io::Write;
-use std::path::Path;
 
-use anyhow::{Context, bail};
-use postel_store::SqliteStore;
-
+use anyhow::bail;
+use postel_store::Store as _;
 use postel_store::time::rfc3339;
 
-pub(crate) fn open(data_dir: &Path) -> anyhow::Result<SqliteStore> {
-    if !data_dir.join("messages.db").exists() {
-        bail!(
-            "no message store in {}: start `postel serve` there first, or pass --data-dir",
-            data_dir.display()
-        );
-    }
-    SqliteStore::open_existing(data_dir)
-        .with_context(|| format!("cannot open the message store in {}", data_dir.display()))
-}
+use crate::admin::Admin;
+use crate::cli::StoreArgs;
 
 /// Cuts `s` to at most `n` characters, marking the cut.
 fn cut(s: &str, n: usize) -> String {
@@ -33,9 +23,9 @@ fn cut(s: &str, n: usize) -> String {
 }
 
 /// `postel messages list`
-pub(crate) fn list(data_dir: &Path, as_json: bool) -> anyhow::Result<()> {
-    let store = open(data_dir)?;
-    let all = store.list()?;
+pub(crate) fn list(args: &StoreArgs, as_json: bool) -> anyhow::Result<()> {
+    let admin = Admin::open(args, false)?;
+    let all = admin.run(admin.store.list())?;
     let mut out = std::io::stdout().lock();
     if as_json {
         let v: Vec<_> = all.iter().map(postel_web::json::summary).collect();
@@ -44,12 +34,12 @@ pub(crate) fn list(data_dir: &Path, as_json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     if all.is_empty() {
-        writeln!(out, "no messages in {}", data_dir.display())?;
+        writeln!(out, "no messages {}", admin.place)?;
         return Ok(());
     }
     writeln!(
         out,
-        "{:<14}  {:<20}  {:<28}  {:<28}  {:>9}  SUBJECT",
+        "{:<18}  {:<20}  {:<28}  {:<28}  {:>9}  SUBJECT",
         "ID", "RECEIVED", "FROM", "TO", "SIZE"
     )?;
     for s in &all {
@@ -79,12 +69,12 @@ pub(crate) fn list(data_dir: &Path, as_json: bool) -> anyhow::Result<()> {
 }
 
 /// `postel messages show ID [--raw]`
-pub(crate) fn show(data_dir: &Path, id: &str, raw: bool) -> anyhow::Result<()> {
-    let store = open(data_dir)?;
-    let Some(m) = store.get(id)? else {
+pub(crate) fn show(args: &StoreArgs, id: &str, raw: bool) -> anyhow::Result<()> {
+    let admin = Admin::open(args, false)?;
+    let Some(m) = admin.run(admin.store.get(id))? else {
         bail!(
-            "no message with id {id} in {} (see `postel messages list`)",
-            data_dir.display()
+            "no message with id {id} {} (see `postel messages list`)",
+            admin.place
         );
     };
     let mut out = std::io::stdout().lock();
@@ -127,10 +117,10 @@ pub(crate) fn show(data_dir: &Path, id: &str, raw: bool) -> anyhow::Result<()> {
 }
 
 /// `postel messages delete ID`
-pub(crate) fn delete(data_dir: &Path, id: &str) -> anyhow::Result<()> {
-    let store = open(data_dir)?;
-    if !store.delete(id)? {
-        bail!("no message with id {id} in {}", data_dir.display());
+pub(crate) fn delete(args: &StoreArgs, id: &str) -> anyhow::Result<()> {
+    let admin = Admin::open(args, false)?;
+    if !admin.run(admin.store.delete(id))? {
+        bail!("no message with id {id} {}", admin.place);
     }
     println!("deleted {id}");
     Ok(())

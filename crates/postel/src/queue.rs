@@ -7,8 +7,10 @@ use std::io::Write;
 use postel_store::time::rfc3339;
 use postel_store::{QueueAction, QueueEntry};
 
+use postel_store::Store as _;
+
+use crate::admin::Admin;
 use crate::cli::{QueueCommand, QueueTarget};
-use crate::messages::open;
 
 fn now() -> i64 {
     std::time::SystemTime::now()
@@ -22,10 +24,14 @@ fn now() -> i64 {
 /// When the store cannot be opened, read or written, or the id is unknown.
 pub(crate) fn run(command: QueueCommand) -> anyhow::Result<()> {
     match command {
-        QueueCommand::List { store, json } => list(&open(&store.dir()?)?.queue_list()?, json),
+        QueueCommand::List { store, json } => {
+            let admin = Admin::open(&store, false)?;
+            list(&admin.run(admin.store.queue_list())?, json)
+        }
         QueueCommand::Show { id, store } => {
-            let rows: Vec<QueueEntry> = open(&store.dir()?)?
-                .queue_list()?
+            let admin = Admin::open(&store, false)?;
+            let rows: Vec<QueueEntry> = admin
+                .run(admin.store.queue_list())?
                 .into_iter()
                 .filter(|e| e.id == id)
                 .collect();
@@ -43,9 +49,9 @@ pub(crate) fn run(command: QueueCommand) -> anyhow::Result<()> {
 }
 
 fn act(t: &QueueTarget, action: QueueAction, done: &str) -> anyhow::Result<()> {
-    let store = open(&t.store.dir()?)?;
+    let admin = Admin::open(&t.store, false)?;
     let id = if t.all { None } else { t.id.as_deref() };
-    let n = store.queue_act(id, action, now())?;
+    let n = admin.run(admin.store.queue_act(id, action, now()))?;
     if n == 0 && id.is_some() {
         anyhow::bail!(
             "message {} has no queued recipient that this applies to",

@@ -107,7 +107,7 @@ pub(crate) async fn send_to(
 
 /// `postel messages release ID --server HOST:PORT [--to ADDR]...`
 pub(crate) fn cli(
-    data_dir: &std::path::Path,
+    args: &crate::cli::StoreArgs,
     id: &str,
     server: &str,
     to: &[String],
@@ -116,9 +116,13 @@ pub(crate) fn cli(
 ) -> anyhow::Result<bool> {
     let tls = TlsPolicy::parse(tls)
         .with_context(|| format!("--tls {tls:?}: none, may, encrypt or verify"))?;
-    let store = crate::messages::open(data_dir)?;
-    let Some(message) = store.get(id)? else {
-        bail!("no message {id} in {}", data_dir.display());
+    let message = {
+        use postel_store::Store as _;
+        let admin = crate::admin::Admin::open(args, false)?;
+        match admin.run(admin.store.get(id))? {
+            Some(m) => m,
+            None => bail!("no message {id} {}", admin.place),
+        }
     };
     let to: Vec<String> = if to.is_empty() {
         message.summary.envelope.addresses()

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use postel_server::ServerConfig;
-use postel_store::{SqliteStore, Users as _};
+use postel_store::{AnyStore, SqliteStore, Users as _};
 use tracing::info;
 
 use crate::backend::{self, Inner, PostelBackend};
@@ -50,17 +50,11 @@ pub(crate) fn serve(cfg: Config) -> anyhow::Result<()> {
             cfg.max_connections = room;
         }
     }
-    let store = SqliteStore::open(&cfg.data_dir).with_context(|| {
-        format!(
-            "cannot open the message store in {}: check that the folder is writable",
-            cfg.data_dir.display()
-        )
-    })?;
-    let store = Arc::new(store);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
+    let store = runtime.block_on(open_store(&cfg))?;
     let result = runtime.block_on(async {
         let mut listeners = Vec::new();
         for (addr, settings) in &cfg.listeners {
@@ -146,6 +140,17 @@ pub(crate) fn serve(cfg: Config) -> anyhow::Result<()> {
         // Claims of an earlier run are this run's to make again: released
         // before intake starts, since rows committed claimed from now on
         // belong to this run's worker.
+        if let AnyStore::Postgres(pg) = &store {
+            // Mail queued by any node, or an operator's action anywhere,
+            // wakes this node's worker (which polls besides).
+            let (from, to) = (pg.queue_wake(), wake.clone());
+            tokio::spawn(async move {
+                loop {
+                    from.notified().await;
+                    to.notify_one();
+                }
+            });
+        }
         if cfg.delivery.is_some() {
             use postel_store::Store as _;
             store
@@ -235,9 +240,41 @@ pub(crate) fn serve(cfg: Config) -> anyhow::Result<()> {
         anyhow::Ok(())
     });
     // Every session has ended: commit what the writer holds, then exit.
-    store.close();
+    runtime.block_on(store.close());
     info!("stopped");
     result
+}
+
+/// Opens the store the config names: SQLite in the data folder, or
+/// PostgreSQL (connected, its schema brought up to date).
+async fn open_store(cfg: &Config) -> anyhow::Result<AnyStore> {
+    let Some(pg) = &cfg.store else {
+        let store = SqliteStore::open(&cfg.data_dir).with_context(|| {
+            format!(
+                "cannot open the message store in {}: check that the folder is writable",
+                cfg.data_dir.display()
+            )
+        })?;
+        return Ok(AnyStore::Sqlite(Arc::new(store)));
+    };
+    // What stays per node (the spool, a self-signed certificate, keys).
+    postel_store::private_folder(&cfg.data_dir)
+        .with_context(|| format!("cannot prepare {}", cfg.data_dir.display()))?;
+    let opts = postel_store::PgOptions {
+        url: pg.url.clone(),
+        node: pg.node.clone(),
+        pool_size: pg.connections,
+        spool_dir: cfg.data_dir.join("spool"),
+        lease: i64::try_from(pg.lease).unwrap_or(60),
+    };
+    let store = postel_store::PgStore::connect(opts).await.with_context(|| {
+        format!(
+            "cannot open the store at {}",
+            crate::config::masked_url(&pg.url)
+        )
+    })?;
+    info!(node = %pg.node, "the store is PostgreSQL, shared with every node that names it");
+    Ok(AnyStore::Postgres(Arc::new(store)))
 }
 
 /// Binds the web side and starts serving it. A listener off loopback needs
@@ -246,14 +283,15 @@ pub(crate) fn serve(cfg: Config) -> anyhow::Result<()> {
 fn start_web(
     w: &WebSettings,
     cfg: &Config,
-    store: &Arc<SqliteStore>,
-    inner: &Arc<Inner<Arc<SqliteStore>>>,
+    store: &AnyStore,
+    inner: &Arc<Inner<AnyStore>>,
     (server_metrics, registry): (&Arc<postel_server::Metrics>, Arc<Registry>),
     tls: Option<tokio_rustls::TlsAcceptor>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
     let login = if w.needs_login() {
-        let users = store.users().context("cannot read the users")?;
+        // Blocking (PostgreSQL answers on this runtime's other threads).
+        let users = tokio::task::block_in_place(|| store.users()).context("cannot read the users")?;
         if w.token.is_none() && users.is_empty() {
             // Only reached off loopback: a token alone also turns login on.
             anyhow::bail!(
@@ -302,7 +340,7 @@ fn start_web(
 /// second) and every minute, the oldest messages over the limits are
 /// deleted, a small batch per transaction, off the async threads.
 async fn retention(
-    store: Arc<SqliteStore>,
+    store: AnyStore,
     keep: Option<u64>,
     max_age: Option<std::time::Duration>,
 ) {

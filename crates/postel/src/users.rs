@@ -3,10 +3,12 @@
 //! (RFC 5803), both made when the password is set.
 
 use std::io::{BufRead, IsTerminal};
-use std::path::Path;
 
 use anyhow::{Context, bail};
-use postel_store::{SqliteStore, Users as _};
+use postel_store::Users as _;
+
+use crate::admin::Admin;
+use crate::cli::StoreArgs;
 
 use crate::backend::{hash_password, scram_keys_for};
 
@@ -46,7 +48,7 @@ fn valid_address(a: &str) -> bool {
 
 /// `postel users add NAME [--address ADDR]...`
 pub(crate) fn add(
-    data_dir: &Path,
+    args: &StoreArgs,
     name: &str,
     addresses: &[String],
     keep_password: bool,
@@ -58,13 +60,13 @@ pub(crate) fn add(
         bail!("{bad:?} is not an address such as alice@example.test or *@example.test");
     }
     // Beside a running server: no lock, no writer thread of its own.
-    let store = SqliteStore::open_beside(data_dir)
-        .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
+    let admin = Admin::open(args, true)?;
+    let store = &admin.store;
     if keep_password {
         if store.user_hash(name)?.is_none() {
             bail!(
-                "no user {name} in {}: add it with a password first",
-                data_dir.display()
+                "no user {name} {}: add it with a password first",
+                admin.place
             );
         }
     } else {
@@ -94,12 +96,16 @@ pub(crate) fn add(
 }
 
 /// `postel users list`
-pub(crate) fn list(data_dir: &Path) -> anyhow::Result<()> {
-    if !data_dir.join("messages.db").exists() {
-        println!("no users in {}", data_dir.display());
-        return Ok(());
+pub(crate) fn list(args: &StoreArgs) -> anyhow::Result<()> {
+    if args.config.is_none() || args.data_dir.is_some() {
+        let dir = args.dir()?;
+        if !dir.join("messages.db").exists() {
+            println!("no users in {}", dir.display());
+            return Ok(());
+        }
     }
-    let store = SqliteStore::open_existing(data_dir)?;
+    let admin = Admin::open(args, false)?;
+    let store = &admin.store;
     for (name, created) in store.users()? {
         let addresses = store.user_addresses(&name)?;
         // Keys are made when a password is set: users whose password
@@ -123,11 +129,10 @@ pub(crate) fn list(data_dir: &Path) -> anyhow::Result<()> {
 }
 
 /// `postel users remove NAME`
-pub(crate) fn remove(data_dir: &Path, name: &str) -> anyhow::Result<()> {
-    let store = SqliteStore::open_existing(data_dir)
-        .with_context(|| format!("no store in {}", data_dir.display()))?;
-    if !store.remove_user(name)? {
-        bail!("no user {name} in {}", data_dir.display());
+pub(crate) fn remove(args: &StoreArgs, name: &str) -> anyhow::Result<()> {
+    let admin = Admin::open(args, false)?;
+    if !admin.store.remove_user(name)? {
+        bail!("no user {name} {}", admin.place);
     }
     println!("removed {name}");
     Ok(())

@@ -31,6 +31,7 @@ use crate::settings::Settings;
 use crate::{lmtp, maildir};
 
 mod elsewhere;
+mod leases;
 mod route;
 
 /// A recording of outcomes under way (the store's group commit).
@@ -86,6 +87,10 @@ pub struct Worker<S> {
     tls: Option<Arc<crate::tls_report::TlsResults>>,
     /// Where the TLS-report counts are kept across restarts.
     tls_file: Option<std::path::PathBuf>,
+    /// Rows claimed and not yet recorded, with when they were claimed:
+    /// their leases are renewed while they are worked on (a store that
+    /// several nodes share).
+    held: Mutex<HashMap<(String, u32), (QueueUpdate, std::time::Instant)>>,
 }
 
 impl<S: Store + Clone> Worker<S> {
@@ -147,6 +152,7 @@ impl<S: Store + Clone> Worker<S> {
             handoff,
             per_destination: Mutex::new(HashMap::new()),
             last_claim: Mutex::new(None),
+            held: Mutex::new(HashMap::new()),
             connections,
             mta_sts,
             dane,
@@ -166,6 +172,10 @@ impl<S: Store + Clone> Worker<S> {
         let mut tasks = tokio::task::JoinSet::new();
         let mut counted = std::time::Instant::now() - Duration::from_secs(60);
         let mut saved = std::time::Instant::now();
+        let renewing = self.store.lease().map(|lease| {
+            let worker = self.clone();
+            tokio::spawn(async move { worker.renew(lease).await })
+        });
         loop {
             self.dispatch(&mut tasks).await;
             if counted.elapsed() >= Duration::from_secs(5) {
@@ -203,6 +213,9 @@ impl<S: Store + Clone> Worker<S> {
         let _ =
             tokio::time::timeout(GRACE, async { while tasks.join_next().await.is_some() {} }).await;
         tasks.abort_all();
+        if let Some(r) = renewing {
+            r.abort();
+        }
         self.save_tls_counts();
     }
 
@@ -214,7 +227,7 @@ impl<S: Store + Clone> Worker<S> {
         }
     }
 
-    fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
@@ -298,14 +311,17 @@ impl<S: Store + Clone> Worker<S> {
         if self.time_to_ask(handed.is_empty()) {
             let claim = QueueClaim {
                 now,
-                until: now + CLAIM,
+                until: now + self.claim_for(),
                 limit: BATCH,
                 per_domain: PER_DOMAIN,
                 skip,
                 only: None,
             };
             match self.store.queue_claim(&claim).await {
-                Ok(r) => rows = r,
+                Ok(r) => {
+                    self.hold(&r);
+                    rows = r;
+                }
                 Err(e) => error!(error = %e, "cannot read the queue"),
             }
         }
@@ -343,7 +359,9 @@ impl<S: Store + Clone> Worker<S> {
                         dest: dest.clone(),
                     };
                     let permit = worker.connections.clone().acquire_owned().await;
+                    let rows: Vec<QueueEntry> = share.iter().flatten().cloned().collect();
                     worker.deliver(&dest, share).await;
+                    worker.let_go(&rows);
                     drop(permit);
                 });
             }
@@ -406,6 +424,7 @@ impl<S: Store + Clone> Worker<S> {
             unix_now(),
         )
         .await;
+        self.let_go(rows);
         let store = self.store.clone();
         tokio::spawn(async move { store.queue_record(updates).await })
     }
@@ -611,13 +630,14 @@ impl<S: Store + Clone> Worker<S> {
         let now = unix_now();
         let claim = QueueClaim {
             now,
-            until: now + CLAIM,
+            until: now + self.claim_for(),
             limit: PER_DOMAIN,
             per_domain: PER_DOMAIN,
             skip: Vec::new(),
             only: (dest != SMARTHOST).then(|| dest.to_owned()),
         };
         let rows = self.store.queue_claim(&claim).await.unwrap_or_default();
+        self.hold(&rows);
         let mut by_id: BTreeMap<String, Vec<QueueEntry>> = BTreeMap::new();
         for e in rows {
             by_id.entry(e.id.clone()).or_default().push(e);

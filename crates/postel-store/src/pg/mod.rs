@@ -49,7 +49,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::sync::{Notify, broadcast, mpsc};
 
 use crate::{Change, Incoming, StoreError};
-pub use schema::SCHEMA_VERSION as PG_SCHEMA_VERSION;
+pub use schema::{SCHEMA_VERSION as PG_SCHEMA_VERSION, inspect};
 use writer::Job;
 
 /// How a [`PgStore`] connects, and who it is.
@@ -158,7 +158,7 @@ impl PgStore {
                 .get(0);
             (n.rem_euclid(0x1_0000)) as u16
         };
-        crate::private::prepare(&opts.spool_dir)?;
+        crate::private::private_folder(&opts.spool_dir)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let (changes, _) = broadcast::channel(CHANGES_BUFFER);
         let queue_wake = Arc::new(Notify::new());

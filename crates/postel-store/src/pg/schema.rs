@@ -139,6 +139,34 @@ pub(super) async fn migrate(client: &mut deadpool_postgres::Object) -> Result<()
     Ok(())
 }
 
+/// What a database is, read without changing it (`postel config check`):
+/// the server's version, and the schema's version and compatibility, if
+/// Postel made one there.
+///
+/// # Errors
+/// When the database cannot be reached or read.
+pub async fn inspect(url: &str) -> Result<(String, Option<(i32, i32)>), StoreError> {
+    let cfg = pg_config(url, "check")?;
+    let (client, conn) = cfg.connect(tokio_postgres::NoTls).await?;
+    let driver = tokio::spawn(conn);
+    let version: String = client.query_one("SHOW server_version", &[]).await?.get(0);
+    let made: bool = client
+        .query_one("SELECT to_regclass('postel_schema') IS NOT NULL", &[])
+        .await?
+        .get(0);
+    let schema = if made {
+        client
+            .query_opt("SELECT version, compatible FROM postel_schema", &[])
+            .await?
+            .map(|r| (r.get(0), r.get(1)))
+    } else {
+        None
+    };
+    drop(client);
+    let _ = driver.await;
+    Ok((version, schema))
+}
+
 /// Whether this code may use a database at `version`, usable from
 /// `compatible` on.
 fn check(version: i32, compatible: i32) -> Result<(), StoreError> {

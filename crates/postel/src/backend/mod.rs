@@ -726,13 +726,16 @@ impl<S: Store> BackendSession for PostelSession<S> {
             webhooks: webhooks_for,
         };
         let queued = !msg.queue.is_empty();
-        // A small message to send on goes to delivery in memory: its rows
+        // A small message to send on goes to delivery in memory (unless
+        // other nodes share the queue: the rows are theirs to take too,
+        // and a lease held in memory would not be renewed): its rows
         // are committed claimed, and handed over with its content after
         // the commit, so that delivery neither claims nor reads them back.
         let mut msg = msg;
         let handoff = match &inner.relay {
             Some(relay)
                 if queued
+                    && inner.store.lease().is_none()
                     && !msg.hold
                     && msg.spooled.is_none()
                     && relay.handoff.accepts(msg.raw.len()) =>

@@ -103,6 +103,7 @@ impl Config {
                 release_targets: self.web.as_ref().map(|w| w.release_targets.clone()),
                 tls: self.web.as_ref().map(|w| w.tls),
             },
+            store: super::store::effective(self.store.as_ref()),
             retention: RetentionSection {
                 max_messages: self.max_messages,
                 max_age_days: self.max_age.map(|d| d.as_secs() / 86_400),

@@ -39,6 +39,9 @@ pub(crate) struct FileConfig {
     /// How long messages are kept.
     #[serde(default)]
     pub(crate) retention: RetentionSection,
+    /// Where messages, users and the queue are kept (PostgreSQL).
+    #[serde(default)]
+    pub(crate) store: super::store::StoreSection,
     /// Sending mail on to other domains.
     #[serde(default)]
     pub(crate) delivery: super::delivery::DeliverySection,

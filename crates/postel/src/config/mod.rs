@@ -11,6 +11,7 @@
 //! - `file`: the TOML sections as written;
 //! - `listeners`, `limits`, `policy`, `web`, `delivery`, `integrations`,
 //!   `screening`, `authentication` (`[verify]`, `[[dkim]]`): the validators;
+//! - `store`: `[store]`, SQLite or PostgreSQL;
 //! - `effective`: the config written back (`postel config check`).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -26,6 +27,7 @@ use postel_server::ListenerSettings;
 use crate::tls::TlsFiles;
 pub(crate) use authentication::{VerifySettings, signer};
 pub(crate) use forward::sealer;
+pub(crate) use store::{PgSettings, masked as masked_url};
 mod authentication;
 mod delivery;
 mod effective;
@@ -36,6 +38,7 @@ mod limits;
 mod listeners;
 mod policy;
 mod screening;
+mod store;
 #[cfg(test)]
 mod tests;
 mod web;
@@ -181,6 +184,8 @@ pub(crate) struct Config {
     pub(crate) forward: BTreeMap<String, Vec<String>>,
     /// The key that ARC-seals forwarded mail.
     pub(crate) arc: Option<authentication::DkimEntry>,
+    /// PostgreSQL, when `[store] url` names it; None: SQLite.
+    pub(crate) store: Option<store::PgSettings>,
 }
 
 /// A network (`10.0.0.0/8`), or one address as a network of one.
@@ -198,6 +203,15 @@ pub(crate) fn system_hostname() -> String {
         .ok()
         .filter(|h| is_domain(h.as_bytes(), false))
         .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// The `[store]` of a file: PostgreSQL settings, or None for SQLite.
+pub(crate) fn store_settings(
+    file: &FileConfig,
+    hostname: &str,
+    problems: &mut Vec<String>,
+) -> Option<PgSettings> {
+    store::validate(&file.store, hostname, problems)
 }
 
 impl Config {
@@ -314,6 +328,7 @@ impl Config {
             &mut problems,
         );
         let arc = forward::arc(file.arc.as_ref(), &mut problems);
+        let store = store::validate(&file.store, &hostname, &mut problems);
         let nameservers: Vec<SocketAddr> = file
             .dns
             .nameservers
@@ -361,6 +376,7 @@ impl Config {
             dkim,
             forward,
             arc,
+            store,
         })
     }
 }

@@ -1,0 +1,69 @@
+//! Leases on claimed rows, for a store that several nodes share: a claim
+//! lasts the store's lease, and is renewed while its rows are worked on,
+//! so that another node takes them only once this one stopped (it died, or
+//! hangs). A store that one node owns has no lease: its claims last
+//! [`CLAIM`], and end when the node starts again.
+
+use std::time::Duration;
+
+use postel_store::{QueueEntry, QueueUpdate, Store};
+use tracing::{error, warn};
+
+use super::{CLAIM, Worker, unix_now};
+
+impl<S: Store + Clone> Worker<S> {
+    /// How long a claim lasts: the store's lease, renewed while the rows
+    /// are worked on; else long enough for any session.
+    pub(super) fn claim_for(&self) -> i64 {
+        self.store.lease().unwrap_or(CLAIM)
+    }
+
+    /// Rows now claimed: held (and renewed) until recorded.
+    pub(super) fn hold(&self, rows: &[QueueEntry]) {
+        if self.store.lease().is_none() {
+            return;
+        }
+        let now = std::time::Instant::now();
+        let mut held = Self::lock(&self.held);
+        for e in rows {
+            held.insert((e.id.clone(), e.position), (e.update(), now));
+        }
+    }
+
+    /// Rows whose work is over (recorded, or given up): no more renewals.
+    pub(super) fn let_go(&self, rows: &[QueueEntry]) {
+        if self.store.lease().is_none() {
+            return;
+        }
+        let mut held = Self::lock(&self.held);
+        for e in rows {
+            held.remove(&(e.id.clone(), e.position));
+        }
+    }
+
+    /// Renews the leases of the rows being worked on, three times a lease,
+    /// so that no other node takes them while this one delivers. A row
+    /// held longer than any session can last is let go.
+    pub(super) async fn renew(&self, lease: i64) {
+        let every = Duration::from_secs(u64::try_from(lease / 3).unwrap_or(1).max(1));
+        let longest = Duration::from_secs(u64::try_from(CLAIM).unwrap_or(u64::MAX));
+        loop {
+            tokio::time::sleep(every).await;
+            let rows: Vec<QueueUpdate> = {
+                let mut held = Self::lock(&self.held);
+                held.retain(|_, (_, since)| since.elapsed() < longest);
+                held.values().map(|(u, _)| u.clone()).collect()
+            };
+            if rows.is_empty() {
+                continue;
+            }
+            match self.store.queue_renew(&rows, unix_now() + lease).await {
+                Ok(n) if (n as usize) < rows.len() => {
+                    warn!(held = rows.len(), renewed = n, "some delivery claims were lost (taken over after they ran out)");
+                }
+                Ok(_) => {}
+                Err(e) => error!(error = %e, "cannot renew delivery claims"),
+            }
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! The store an admin command (`postel messages|users|queue ...`) works on:
+//! the data folder's SQLite, or the PostgreSQL that a `--config` file's
+//! `[store] url` names, from any machine that can reach it. Either runs
+//! beside a running server.
+
+
+use anyhow::{Context, bail};
+use postel_store::{AnyStore, SqliteStore};
+
+use crate::cli::StoreArgs;
+use crate::config;
+
+/// An open store, and a runtime to call it with.
+pub(crate) struct Admin {
+    rt: tokio::runtime::Runtime,
+    /// The store.
+    pub(crate) store: AnyStore,
+    /// Where it is, for messages: `in DIR` or `in the database`.
+    pub(crate) place: String,
+}
+
+impl Admin {
+    /// Opens the store `args` names. With `create`, an SQLite store that
+    /// does not exist yet is made (`postel users add` before the first
+    /// `serve`); else its absence is an error.
+    ///
+    /// # Errors
+    /// When the config cannot be read, or the store cannot be opened.
+    pub(crate) fn open(args: &StoreArgs, create: bool) -> anyhow::Result<Admin> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .context("cannot start the runtime")?;
+        if let Some(pg) = postgres(args)? {
+            let opts = postel_store::PgOptions {
+                url: pg.url.clone(),
+                node: format!("{} (admin)", pg.node),
+                pool_size: 2,
+                spool_dir: std::env::temp_dir().join(format!("postel-admin-{}", std::process::id())),
+                lease: i64::try_from(pg.lease).unwrap_or(60),
+            };
+            let store = rt
+                .block_on(postel_store::PgStore::connect(opts))
+                .with_context(|| {
+                    format!(
+                        "cannot open the store at {}",
+                        config::masked_url(&pg.url)
+                    )
+                })?;
+            return Ok(Admin {
+                rt,
+                store: AnyStore::Postgres(std::sync::Arc::new(store)),
+                place: "in the database".to_owned(),
+            });
+        }
+        let dir = args.dir()?;
+        let store = if create {
+            SqliteStore::open_beside(&dir)
+                .with_context(|| format!("cannot open the store in {}", dir.display()))?
+        } else {
+            if !dir.join("messages.db").exists() {
+                bail!(
+                    "no message store in {}: start `postel serve` there first, or pass --data-dir",
+                    dir.display()
+                );
+            }
+            SqliteStore::open_existing(&dir)
+                .with_context(|| format!("cannot open the message store in {}", dir.display()))?
+        };
+        Ok(Admin {
+            rt,
+            store: AnyStore::Sqlite(std::sync::Arc::new(store)),
+            place: format!("in {}", dir.display()),
+        })
+    }
+
+    /// Runs a store call to its end.
+    pub(crate) fn run<F: Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+}
+
+impl Drop for Admin {
+    fn drop(&mut self) {
+        if let AnyStore::Postgres(s) = &self.store {
+            let s = s.clone();
+            self.rt.block_on(async move { s.close().await });
+        }
+    }
+}
+
+/// The PostgreSQL store the config file names, if any.
+fn postgres(args: &StoreArgs) -> anyhow::Result<Option<config::PgSettings>> {
+    let Some(path) = &args.config else {
+        return Ok(None);
+    };
+    if args.data_dir.is_some() {
+        return Ok(None);
+    }
+    let file = config::FileConfig::load(path)?;
+    let hostname = file
+        .hostname
+        .clone()
+        .unwrap_or_else(config::system_hostname);
+    let mut problems = Vec::new();
+    let pg = config::store_settings(&file, &hostname, &mut problems);
+    if !problems.is_empty() {
+        bail!("invalid configuration:\n  {}", problems.join("\n  "));
+    }
+    Ok(pg)
+}
+
