@@ -88,6 +88,10 @@ class Handler:
         with open(name + ".tmp", "w") as f:
             json.dump(record, f)
         os.rename(name + ".tmp", name)
+        # Stored, not yet acknowledged: a sender that dies now has sent it
+        # without knowing (it sends it again: a duplicate, never a loss).
+        if self.args.delay:
+            await asyncio.sleep(self.args.delay)
         return "250 2.0.0 Ok: stored"
 
 
@@ -130,6 +134,8 @@ def main():
     p.add_argument("--size", type=int, default=0)
     p.add_argument("--max-rcpt", type=int, default=0)
     p.add_argument("--smtputf8", action="store_true")
+    # Seconds between storing a message and acknowledging it.
+    p.add_argument("--delay", type=float, default=0)
     # STARTTLS with this certificate and key (PEM).
     p.add_argument("--cert")
     p.add_argument("--key")

@@ -3,7 +3,6 @@
 //! `[store] url` names, from any machine that can reach it. Either runs
 //! beside a running server.
 
-
 use anyhow::{Context, bail};
 use postel_store::{AnyStore, SqliteStore};
 
@@ -37,16 +36,14 @@ impl Admin {
                 url: pg.url.clone(),
                 node: format!("{} (admin)", pg.node),
                 pool_size: 2,
-                spool_dir: std::env::temp_dir().join(format!("postel-admin-{}", std::process::id())),
+                spool_dir: std::env::temp_dir()
+                    .join(format!("postel-admin-{}", std::process::id())),
                 lease: i64::try_from(pg.lease).unwrap_or(60),
             };
             let store = rt
                 .block_on(postel_store::PgStore::connect(opts))
                 .with_context(|| {
-                    format!(
-                        "cannot open the store at {}",
-                        config::masked_url(&pg.url)
-                    )
+                    format!("cannot open the store at {}", config::masked_url(&pg.url))
                 })?;
             return Ok(Admin {
                 rt,
@@ -110,4 +107,3 @@ fn postgres(args: &StoreArgs) -> anyhow::Result<Option<config::PgSettings>> {
     }
     Ok(pg)
 }
-

@@ -172,12 +172,18 @@ fn check_store(pg: &config::PgSettings) -> anyhow::Result<std::process::ExitCode
             let known = postel_store::PG_SCHEMA_VERSION;
             println!("# store: PostgreSQL {version} at {shown}");
             match schema {
-                None => println!("# schema: none yet (made at the first `postel serve`, version {known})"),
+                None => println!(
+                    "# schema: none yet (made at the first `postel serve`, version {known})"
+                ),
                 Some((v, c)) if c > known => {
-                    println!("# schema: version {v}, which needs a postel that knows version {c}; this one knows {known}: upgrade postel");
+                    println!(
+                        "# schema: version {v}, which needs a postel that knows version {c}; this one knows {known}: upgrade postel"
+                    );
                     return Ok(std::process::ExitCode::FAILURE);
                 }
-                Some((v, _)) if v < known => println!("# schema: version {v} (migrated to {known} at the next `postel serve`)"),
+                Some((v, _)) if v < known => println!(
+                    "# schema: version {v} (migrated to {known} at the next `postel serve`)"
+                ),
                 Some((v, _)) => println!("# schema: version {v} (this postel knows {known})"),
             }
             Ok(std::process::ExitCode::SUCCESS)

@@ -267,12 +267,14 @@ async fn open_store(cfg: &Config) -> anyhow::Result<AnyStore> {
         spool_dir: cfg.data_dir.join("spool"),
         lease: i64::try_from(pg.lease).unwrap_or(60),
     };
-    let store = postel_store::PgStore::connect(opts).await.with_context(|| {
-        format!(
-            "cannot open the store at {}",
-            crate::config::masked_url(&pg.url)
-        )
-    })?;
+    let store = postel_store::PgStore::connect(opts)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the store at {}",
+                crate::config::masked_url(&pg.url)
+            )
+        })?;
     info!(node = %pg.node, "the store is PostgreSQL, shared with every node that names it");
     Ok(AnyStore::Postgres(Arc::new(store)))
 }
@@ -291,7 +293,8 @@ fn start_web(
 ) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
     let login = if w.needs_login() {
         // Blocking (PostgreSQL answers on this runtime's other threads).
-        let users = tokio::task::block_in_place(|| store.users()).context("cannot read the users")?;
+        let users =
+            tokio::task::block_in_place(|| store.users()).context("cannot read the users")?;
         if w.token.is_none() && users.is_empty() {
             // Only reached off loopback: a token alone also turns login on.
             anyhow::bail!(
@@ -339,11 +342,7 @@ fn start_web(
 /// Keeps the store within `[retention]`: after new mail (at most once a
 /// second) and every minute, the oldest messages over the limits are
 /// deleted, a small batch per transaction, off the async threads.
-async fn retention(
-    store: AnyStore,
-    keep: Option<u64>,
-    max_age: Option<std::time::Duration>,
-) {
+async fn retention(store: AnyStore, keep: Option<u64>, max_age: Option<std::time::Duration>) {
     use postel_store::Store as _;
     let mut changes = keep.map(|_| store.subscribe());
     loop {

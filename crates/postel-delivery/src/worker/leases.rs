@@ -59,7 +59,11 @@ impl<S: Store + Clone> Worker<S> {
             }
             match self.store.queue_renew(&rows, unix_now() + lease).await {
                 Ok(n) if (n as usize) < rows.len() => {
-                    warn!(held = rows.len(), renewed = n, "some delivery claims were lost (taken over after they ran out)");
+                    warn!(
+                        held = rows.len(),
+                        renewed = n,
+                        "some delivery claims were lost (taken over after they ran out)"
+                    );
                 }
                 Ok(_) => {}
                 Err(e) => error!(error = %e, "cannot renew delivery claims"),

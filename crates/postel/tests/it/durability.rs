@@ -17,7 +17,7 @@ use crate::support::{Server, strip_trace, temp_dir};
 /// copy can be checked for completeness without knowing its id. Every
 /// fourth is about 300 KiB: large enough to be spooled and kept apart in
 /// its own file, so the crashes also land between its rename and its commit.
-fn content(t: usize, n: usize) -> Vec<u8> {
+pub(crate) fn content(t: usize, n: usize) -> Vec<u8> {
     let mut v = format!("Subject: t{t} n{n}\r\n\r\n").into_bytes();
     let lines = if n % 4 == 3 { 3_600 } else { 50 };
     for i in 0..lines {
@@ -31,7 +31,7 @@ fn content(t: usize, n: usize) -> Vec<u8> {
 
 /// Sends messages until the connection breaks; records (id, content) for
 /// every 250 received.
-fn load(addr: SocketAddr, t: usize, acked: Arc<Mutex<HashMap<String, Vec<u8>>>>) {
+pub(crate) fn load(addr: SocketAddr, t: usize, acked: Arc<Mutex<HashMap<String, Vec<u8>>>>) {
     let Ok(stream) = TcpStream::connect(addr) else {
         return;
     };

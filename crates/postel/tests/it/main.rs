@@ -7,6 +7,7 @@ mod bench;
 mod cli;
 mod client;
 mod client_names;
+mod cluster;
 mod dane;
 mod delivery;
 mod delivery_hosts;

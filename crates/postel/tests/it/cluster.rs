@@ -1,0 +1,259 @@
+//! Several Postel nodes on one PostgreSQL (a real server, made once for
+//! this test binary by `postel_store::testing`): they take mail at once,
+//! share one queue, take over a dead node's deliveries, and ride out a
+//! database that goes away.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use postel_store::{PgOptions, PgStore, Store, testing};
+
+use crate::durability::{content, load};
+use crate::rig::{Mx, config, message, wait_for};
+use crate::support::{Server, postel, strip_trace, temp_dir};
+use crate::tools::free_port;
+
+/// A new database on the test binary's PostgreSQL; its URL.
+fn database(name: &str) -> String {
+    testing::shared().database(name)
+}
+
+/// The `[store]` section of node `node` on `url`.
+fn store_section(url: &str, node: &str) -> String {
+    format!("\n[store]\nurl = \"{url}\"\nnode = \"{node}\"\nlease = 10\n")
+}
+
+/// Every acknowledged message is in the database, byte for byte; and
+/// every stored message is whole. Returns how many are stored.
+fn verify(url: &str, acked: &HashMap<String, Vec<u8>>) -> usize {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let store = Arc::new(
+            PgStore::connect(PgOptions {
+                url: url.to_owned(),
+                node: "check".into(),
+                pool_size: 2,
+                spool_dir: temp_dir("pg-check"),
+                lease: 60,
+            })
+            .await
+            .expect("connect"),
+        );
+        for (id, body) in acked {
+            let m = store
+                .get(id)
+                .await
+                .expect("get")
+                .unwrap_or_else(|| panic!("acknowledged message {id} lost"));
+            assert_eq!(strip_trace(&m.raw), body.as_slice(), "{id} damaged");
+        }
+        let all = store.list().await.expect("list");
+        for s in &all {
+            let raw = store.get(&s.id).await.expect("get").expect("there").raw;
+            assert!(strip_trace(&raw).ends_with(b"END\r\n"), "{} partial", s.id);
+        }
+        store.close().await;
+        all.len()
+    })
+}
+
+#[test]
+fn three_nodes_take_mail_at_once_and_a_kill_9_loses_nothing_acknowledged() {
+    let url = database("intake");
+    let nodes: Vec<Server> = ["a", "b", "c"]
+        .iter()
+        .map(|n| Server::start(&store_section(&url, n), &[]))
+        .collect();
+    let acked: Arc<Mutex<HashMap<String, Vec<u8>>>> = Arc::default();
+    let mut clients = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        for j in 0..4 {
+            let (addr, acked) = (node.addr, acked.clone());
+            clients.push(std::thread::spawn(move || load(addr, i * 100 + j, acked)));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    nodes[0].signal("KILL");
+    std::thread::sleep(Duration::from_millis(1500));
+    nodes[1].signal("KILL");
+    nodes[2].signal("KILL");
+    for c in clients {
+        c.join().expect("client");
+    }
+    let acked = acked.lock().expect("lock").clone();
+    // Each node took its share (the subjects say which client sent it).
+    for node in 0..3 {
+        let from_node = acked
+            .values()
+            .filter(|b| b.starts_with(format!("Subject: t{node}").as_bytes()))
+            .count();
+        assert!(from_node > 0, "node {node} acknowledged nothing");
+    }
+    let stored = verify(&url, &acked);
+    println!("{} acknowledged, {stored} stored", acked.len());
+    assert!(
+        stored >= acked.len(),
+        "{stored} stored, {} acked",
+        acked.len()
+    );
+    // Ids are unique across the nodes: as many distinct ids as acks.
+    assert_eq!(
+        acked.len(),
+        acked.keys().collect::<std::collections::HashSet<_>>().len()
+    );
+}
+
+#[test]
+fn a_dead_nodes_deliveries_are_taken_over_when_its_leases_run_out() {
+    let port = free_port();
+    // Stores each message, then waits before acknowledging it: a node
+    // killed in that wait has delivered without knowing.
+    let mx = Mx::start("127.0.2.1", port, &["--delay", "0.4"]);
+    let url = database("takeover");
+    let a = Server::start(&(config(port, "", "") + &store_section(&url, "a")), &[]);
+    let mut c = a.connect();
+    c.greet();
+    let total = 30;
+    for i in 0..total {
+        c.mail("me@here.test", &["bob@ok.test"], &message(&format!("m{i}")));
+    }
+    wait_for(30, "the first deliveries", || mx.received().len() >= 3);
+    a.signal("KILL");
+    drop(c);
+    // Another node, started after: it finds the dead node's rows claimed,
+    // and takes them when their leases run out.
+    let b = Server::start(&(config(port, "", "") + &store_section(&url, "b")), &[]);
+    let subjects = || -> HashMap<String, usize> {
+        let mut n = HashMap::new();
+        for m in mx.received() {
+            let content = m["content"].as_str().unwrap_or("").to_owned();
+            if let Some(s) = content.lines().find_map(|l| l.strip_prefix("Subject: ")) {
+                *n.entry(s.trim().to_owned()).or_default() += 1;
+            }
+        }
+        n
+    };
+    wait_for(90, "every message delivered", || subjects().len() == total);
+    let cfg = b.data_dir.join("test-config.toml");
+    wait_for(30, "the queue to empty", || {
+        let out = postel(&[
+            "queue",
+            "list",
+            "--json",
+            "--config",
+            cfg.to_str().expect("path"),
+        ]);
+        out.status.success() && out.stdout.starts_with(b"[]")
+    });
+    let seen = subjects();
+    let duplicates: usize = seen.values().map(|n| n - 1).sum();
+    println!("{total} messages, {duplicates} duplicates");
+    // Only what the dead node had in flight can come twice: at most one
+    // message per session it had open (10 per destination).
+    assert!(duplicates <= 10, "{duplicates} duplicates: {seen:?}");
+    assert!(seen.values().all(|n| *n >= 1));
+}
+
+/// Sends messages until `stop`, reconnecting as needed; records the
+/// acknowledged ones, and counts the `451`s.
+fn steady_load(
+    addr: SocketAddr,
+    t: usize,
+    acked: Arc<Mutex<HashMap<String, Vec<u8>>>>,
+    refused: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut n = 0;
+    while !stop.load(Ordering::SeqCst) {
+        let Ok(stream) = TcpStream::connect(addr) else {
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
+        let mut w = stream.try_clone().expect("clone");
+        let mut r = BufReader::new(stream);
+        let mut reply = || -> Option<String> {
+            let mut line = String::new();
+            loop {
+                line.clear();
+                if r.read_line(&mut line).ok()? == 0 {
+                    return None;
+                }
+                if line.as_bytes().get(3) != Some(&b'-') {
+                    return Some(line.clone());
+                }
+            }
+        };
+        if reply().is_none() || w.write_all(b"EHLO load.test\r\n").is_err() || reply().is_none() {
+            continue;
+        }
+        while !stop.load(Ordering::SeqCst) {
+            let body = content(t, n);
+            n += 1;
+            let mut burst =
+                format!("MAIL FROM:<t{t}@load.test>\r\nRCPT TO:<sink@d.test>\r\nDATA\r\n")
+                    .into_bytes();
+            burst.extend_from_slice(&body);
+            burst.extend_from_slice(b".\r\n");
+            if w.write_all(&burst).is_err() {
+                break;
+            }
+            let replies: Option<Vec<String>> = (0..4).map(|_| reply()).collect();
+            let Some(replies) = replies else { break };
+            let last = &replies[3];
+            if let Some(id) = last.trim_end().strip_prefix("250 2.0.0 Ok: queued as ") {
+                acked.lock().expect("lock").insert(id.to_owned(), body);
+            } else if last.starts_with("451") {
+                refused.fetch_add(1, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(50));
+            } else {
+                break;
+            }
+        }
+    }
+}
+
+#[test]
+fn a_database_outage_gets_451_loses_nothing_and_mail_flows_after() {
+    let server = testing::PgServer::start();
+    let url = server.database("outage");
+    let node = Server::start(&store_section(&url, "a"), &[]);
+    let acked: Arc<Mutex<HashMap<String, Vec<u8>>>> = Arc::default();
+    let refused = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..6)
+        .map(|t| {
+            let (addr, acked, refused, stop) =
+                (node.addr, acked.clone(), refused.clone(), stop.clone());
+            std::thread::spawn(move || steady_load(addr, t, acked, refused, stop))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    server.halt();
+    std::thread::sleep(Duration::from_secs(10));
+    let during = refused.load(Ordering::SeqCst);
+    server.resume();
+    let before = acked.lock().expect("lock").len();
+    wait_for(60, "mail to flow again", || {
+        acked.lock().expect("lock").len() > before + 20
+    });
+    stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        c.join().expect("client");
+    }
+    println!(
+        "{during} refused with 451 while down; {} acknowledged in all",
+        acked.lock().expect("lock").len()
+    );
+    assert!(during > 0, "no 451 while the database was down");
+    let mut n = node;
+    n.signal("TERM");
+    assert_eq!(n.wait_exit(20), Some(true), "the node did not stop cleanly");
+    let acked = acked.lock().expect("lock").clone();
+    verify(&url, &acked);
+    server.halt();
+}
