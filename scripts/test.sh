@@ -24,7 +24,9 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 # rspamd, OpenDKIM (dkimpy checks its signatures) and clamav-milter.
 # gsasl (GNU SASL) and scramp (PyPI) are SCRAM-SHA-256 clients. Knot
 # (knotd, keymgr, kdig) signs the fake root zone the DANE tests validate.
-APT_PACKAGES=(curl swaks python3 procps openssl libio-socket-ssl-perl libauthen-sasl-perl chromium postfix dnsmasq-base postgrey dovecot-lmtpd dovecot-imapd python3-milter rspamd opendkim opendkim-tools clamav-daemon clamav-milter postfix-policyd-spf-python iproute2 gsasl knot knot-dnsutils)
+# PostgreSQL: the store several nodes share (the tests run their own
+# server, as the postgres user, in a temp folder).
+APT_PACKAGES=(curl swaks python3 procps openssl libio-socket-ssl-perl libauthen-sasl-perl chromium postfix dnsmasq-base postgrey dovecot-lmtpd dovecot-imapd python3-milter rspamd opendkim opendkim-tools clamav-daemon clamav-milter postfix-policyd-spf-python iproute2 gsasl knot knot-dnsutils postgresql)
 # Each is module=package: the module imported to tell whether it is there.
 PIP_PACKAGES=(aiosmtpd=aiosmtpd==1.4.6 dkim=dkimpy==1.1.8 nacl=pynacl authres=authres authheaders=authheaders==0.16.3 scramp=scramp==1.5.0)
 

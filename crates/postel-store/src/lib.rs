@@ -40,6 +40,7 @@
 //!   writer, reads, the trait, users);
 //! - `pg`: [`PgStore`], the store on PostgreSQL that several nodes share
 //!   (schema and migrations, group commit, blobs, leases, LISTEN/NOTIFY);
+//! - [`migrate`]: an SQLite folder moved into PostgreSQL, checked;
 //! - `private`: the data folder's permissions;
 //! - [`time`]: Unix seconds as RFC 3339 and RFC 5322 (the `time` crate).
 
@@ -50,6 +51,7 @@ mod error;
 mod incoming;
 mod memory;
 mod message;
+pub mod migrate;
 mod pg;
 mod private;
 mod queue;

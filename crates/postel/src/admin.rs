@@ -107,3 +107,53 @@ fn postgres(args: &StoreArgs) -> anyhow::Result<Option<config::PgSettings>> {
     }
     Ok(pg)
 }
+
+/// `postel store migrate --from DIR --config FILE`.
+///
+/// # Errors
+/// When either store cannot be opened, the copy fails, or the check finds
+/// a difference.
+pub(crate) fn migrate(from: &std::path::Path, config: &std::path::Path) -> anyhow::Result<()> {
+    let args = StoreArgs {
+        data_dir: None,
+        config: Some(config.to_owned()),
+    };
+    if postgres(&args)?.is_none() {
+        bail!(
+            "{} has no [store] url: name the PostgreSQL to copy into",
+            config.display()
+        );
+    }
+    if !from.join("messages.db").exists() {
+        bail!("no message store in {}", from.display());
+    }
+    let src = std::sync::Arc::new(
+        SqliteStore::open_existing(from)
+            .with_context(|| format!("cannot open the store in {}", from.display()))?,
+    );
+    let admin = Admin::open(&args, false)?;
+    let AnyStore::Postgres(dst) = &admin.store else {
+        bail!("the config names no PostgreSQL store");
+    };
+    let started = std::time::Instant::now();
+    let report = admin.run(postel_store::migrate::sqlite_to_pg(src, dst, |n| {
+        if n % 1000 == 0 {
+            eprintln!("{n} messages copied");
+        }
+    }))?;
+    println!(
+        "{} messages ({} copied now, {} there already), {} queue rows, {} webhook rows, {} users",
+        report.messages,
+        report.copied,
+        report.messages - report.copied,
+        report.queue_rows,
+        report.webhook_rows,
+        report.users
+    );
+    println!(
+        "checked: the same counts and digest on both sides (SHA-256 {}), in {:.1} s",
+        report.digest,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

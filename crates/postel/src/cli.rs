@@ -47,6 +47,11 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: QueueCommand,
     },
+    /// The store itself: move an SQLite data folder into PostgreSQL.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
     /// DKIM signing keys.
     Dkim {
         #[command(subcommand)]
@@ -87,6 +92,22 @@ pub(crate) enum Command {
         /// The language of the explanations.
         #[arg(long, value_enum, default_value = "en")]
         lang: explain::Lang,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum StoreCommand {
+    /// Copy every message, queue row, webhook row and user of an SQLite
+    /// data folder into the PostgreSQL store that a config file names, then
+    /// check the copy by count and digest. Run it with the servers stopped;
+    /// a second run copies only what is missing.
+    Migrate {
+        /// The SQLite data folder to copy from.
+        #[arg(long, value_name = "DIR")]
+        from: PathBuf,
+        /// The config file whose `[store] url` names the database.
+        #[arg(long)]
+        config: PathBuf,
     },
 }
 

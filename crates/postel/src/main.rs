@@ -127,6 +127,9 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         }
         .map(|()| ExitCode::SUCCESS),
         Command::Queue { command } => queue::run(command).map(|()| ExitCode::SUCCESS),
+        Command::Store {
+            command: cli::StoreCommand::Migrate { from, config },
+        } => admin::migrate(&from, &config).map(|()| ExitCode::SUCCESS),
         Command::Dkim {
             command:
                 DkimCommand::Generate {

@@ -51,6 +51,25 @@ pub(super) async fn put(pool: &Pool, id: &str, spool: SpoolFile) -> Result<u64, 
     Ok(len)
 }
 
+/// Stores `data` as blob `id`, in the caller's transaction (a migration:
+/// the content is in memory already). Nothing for empty data.
+pub(super) async fn put_bytes(
+    tx: &impl deadpool_postgres::GenericClient,
+    id: &str,
+    data: &[u8],
+    now: i64,
+) -> Result<(), StoreError> {
+    for (i, chunk) in data.chunks(CHUNK).enumerate() {
+        let n = i32::try_from(i).unwrap_or(i32::MAX);
+        tx.execute(
+            "INSERT INTO blobs (id, chunk, data, stored_at) VALUES ($1, $2, $3, $4)",
+            &[&id, &n, &chunk, &now],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// Blob `id` whole, checked against the length its message recorded.
 pub(super) async fn read_all(
     client: &impl deadpool_postgres::GenericClient,

@@ -27,7 +27,8 @@
 //! - `queue`: claims, leases and outcomes;
 //! - `webhooks`: the webhook outbox;
 //! - `users`: accounts for AUTH (blocking calls, as the trait wants);
-//! - `events`: LISTEN: changes and wake-ups from every node.
+//! - `events`: LISTEN: changes and wake-ups from every node;
+//! - `transfer`: whole messages in and out (`postel store migrate`).
 
 mod blobs;
 mod events;
@@ -37,6 +38,7 @@ mod schema;
 mod store_impl;
 #[cfg(test)]
 mod tests;
+mod transfer;
 mod users;
 mod webhooks;
 mod writer;

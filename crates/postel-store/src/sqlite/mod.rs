@@ -10,8 +10,10 @@
 //! - `read`: rows back into summaries, search patterns;
 //! - `queue`: the delivery queue's rows;
 //! - `store_impl`: the `Store` trait over it all;
-//! - `users`: accounts for AUTH.
+//! - `users`: accounts for AUTH;
+//! - `export`: everything read out, for `postel store migrate`.
 
+mod export;
 mod folder;
 mod queue;
 mod read;

@@ -257,3 +257,108 @@ fn a_database_outage_gets_451_loses_nothing_and_mail_flows_after() {
     verify(&url, &acked);
     server.halt();
 }
+
+#[test]
+fn store_migrate_moves_an_sqlite_folder_of_10000_messages_and_checks_it() {
+    // An SQLite folder: 10,000 messages, two more that wait in the queue
+    // (no MX answers), one large one, and a user.
+    let started = std::time::Instant::now();
+    let dir = temp_dir("migrate-src");
+    crate::tls::add_user(&dir, "alice", "secret");
+    let dead = free_port();
+    let s = Server::start_in(&dir, &config(dead, "retry = [\"1h\"]", ""), &[]);
+    // Many sessions at once: they share each commit's fsync.
+    let threads: Vec<_> = (0..100)
+        .map(|t| {
+            let addr = s.addr;
+            std::thread::spawn(move || {
+                let mut c = crate::support::Client::connect(addr);
+                c.greet();
+                for n in 0..100 {
+                    let to = format!("u{t}@here.test");
+                    c.mail("a@x.test", &[&to], &message(&format!("t{t} n{n}")));
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("client");
+    }
+    let mut c = s.connect();
+    c.greet();
+    c.mail(
+        "me@here.test",
+        &["bob@ok.test", "kept@here.test"],
+        &message("queued one"),
+    );
+    c.mail("me@here.test", &["carol@ok.test"], &message("queued two"));
+    let mut large = message("large").to_vec();
+    large.extend(
+        std::iter::repeat_n(b"0123456789abcdef0123456789abcdef\r\n".as_slice(), 40_000).flatten(),
+    );
+    let large_id = c.mail("me@here.test", &["big@here.test"], &large);
+    drop(c);
+    let mut s = s;
+    s.signal("TERM");
+    assert_eq!(s.wait_exit(20), Some(true));
+    println!("source made in {:?}", started.elapsed());
+    // Into PostgreSQL.
+    let url = database("migrated");
+    let cfg = temp_dir("migrate-cfg").join("pg.toml");
+    std::fs::write(&cfg, store_section(&url, "m")).expect("config");
+    let cfg_arg = cfg.to_str().expect("path");
+    let out = postel(&[
+        "store",
+        "migrate",
+        "--from",
+        crate::support::arg(&dir),
+        "--config",
+        cfg_arg,
+    ]);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("10003 messages (10003 copied now, 0 there already), 2 queue rows"),
+        "{said}"
+    );
+    println!("{said}");
+    assert!(
+        said.contains("1 users") && said.contains("checked: the same counts and digest"),
+        "{said}"
+    );
+    // Again: nothing more to copy, and the check still holds.
+    let out = postel(&[
+        "store",
+        "migrate",
+        "--from",
+        crate::support::arg(&dir),
+        "--config",
+        cfg_arg,
+    ]);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        said.contains("(0 copied now, 10003 there already)"),
+        "{said}"
+    );
+    // What the tools see on PostgreSQL: the inbox (not the message only
+    // passing through), the queue, the user, a large message whole.
+    let out = postel(&["messages", "list", "--json", "--config", cfg_arg]);
+    let listed: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(listed.len(), 10_002);
+    let out = postel(&["queue", "list", "--json", "--config", cfg_arg]);
+    let queue: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(queue.len(), 2, "{queue:?}");
+    assert!(
+        queue
+            .iter()
+            .all(|e| e["state"] == "deferred" || e["state"] == "queued")
+    );
+    let out = postel(&["users", "list", "--config", cfg_arg]);
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("alice\t"));
+    let out = postel(&["messages", "show", "--raw", &large_id, "--config", cfg_arg]);
+    assert_eq!(strip_trace(&out.stdout), large.as_slice());
+}
