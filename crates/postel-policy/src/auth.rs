@@ -32,6 +32,16 @@ pub trait UserHashes: Send + Sync + 'static {
     /// Blocking: called on a pool thread.
     fn user_hash(&self, user: &str) -> Option<String>;
 
+    /// As [`UserHashes::user_hash`], telling a failure to read the
+    /// accounts (a database that is down) from an unknown user: the login
+    /// is then not checked, and not counted against the client.
+    ///
+    /// # Errors
+    /// When the accounts cannot be read.
+    fn try_user_hash(&self, user: &str) -> Result<Option<String>, String> {
+        Ok(self.user_hash(user))
+    }
+
     /// `user`'s SCRAM-SHA-256 keys in RFC 5803's form, if there is such a
     /// user and its password was set since Postel made them. Blocking.
     fn user_scram(&self, _user: &str) -> Option<String> {
@@ -95,6 +105,11 @@ impl Authenticator {
         })
     }
 
+    /// The lockout (to share its counts with other nodes).
+    pub fn lockout(&self) -> &Lockout {
+        &self.lockout
+    }
+
     /// The same, with another lockout and failure delay (tests, and
     /// operators who want others).
     pub fn with_limits(mut self, lockout: Lockout, failure_delay: Duration) -> Authenticator {
@@ -129,12 +144,14 @@ impl Authenticator {
         let pool = self.pool.clone();
         self.attempt(ip, now, async move {
             pool.run(move |scratch| {
-                let hash = users.user_hash(&user);
+                // Unreadable accounts: not checked (busy), not a failure.
+                let hash = users.try_user_hash(&user).ok()?;
                 let matches = scratch.verify(hash.as_deref().unwrap_or(&dummy), &password);
-                matches && hash.is_some()
+                Some(matches && hash.is_some())
             })
             .await
             .ok()
+            .flatten()
         })
         .await
     }
@@ -240,6 +257,34 @@ mod tests {
     }
 
     const IP: Option<IpAddr> = Some(IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 7)));
+
+    /// Accounts that cannot be read (a database that is down).
+    struct Down;
+
+    impl UserHashes for Down {
+        fn user_hash(&self, _: &str) -> Option<String> {
+            None
+        }
+
+        fn try_user_hash(&self, _: &str) -> Result<Option<String>, String> {
+            Err("the database is down".into())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unreadable_accounts_are_busy_not_a_failure() {
+        let a = Authenticator::new(Arc::new(Down), PasswordPool::new(1, 4))
+            .expect("dummy hash")
+            .with_limits(Lockout::new(2, FAILURE_WINDOW), Duration::from_secs(1));
+        let now = Instant::now();
+        for _ in 0..5 {
+            assert_eq!(
+                a.check_password(IP, now, "alice", "right").await,
+                Checked::Busy
+            );
+        }
+        assert!(!a.locked_out(IP.expect("ip"), now), "no strikes");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn right_wrong_unknown_and_locked_out() {

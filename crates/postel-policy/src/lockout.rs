@@ -3,6 +3,12 @@
 //! lockout serves SMTP AUTH and the web login, so that guesses on one side
 //! count on the other. In memory: a restart clears it.
 //!
+//! Several nodes share one count: each node's own failures are counted
+//! here, and what the other nodes counted (within their windows) is set
+//! from outside ([`Lockout::set_remote`], from a shared store, every
+//! second or so), and counts toward the same `max`. A client spreading
+//! guesses over the nodes gets at most what the last sync missed.
+//!
 //! The invariant: no more than `max` checks per address and window can
 //! fail, however many run at once. A check takes its failure slot *before*
 //! it runs ([`Lockout::begin`]) and gives it back only if it succeeds
@@ -31,6 +37,8 @@ pub struct Lockout {
     /// The size past which the next `begin` sweeps expired entries: twice
     /// what the last sweep left, so sweeping costs O(1) per call on average.
     sweep_at: Mutex<usize>,
+    /// Failures the other nodes counted, per key, as last synced.
+    remote: Mutex<HashMap<IpAddr, u32>>,
 }
 
 /// The key an address is counted under: an IPv4 address, or an IPv6
@@ -54,7 +62,43 @@ impl Lockout {
             window,
             failures: Mutex::new(HashMap::new()),
             sweep_at: Mutex::new(SWEEP_AT),
+            remote: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The failure window.
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+
+    /// This node's counts within the window: key, failures (checks in
+    /// flight included), and how long ago the first was. For sharing.
+    pub fn snapshot(&self, now: Instant) -> Vec<(IpAddr, u32, Duration)> {
+        self.map()
+            .iter()
+            .filter(|(_, (n, since))| {
+                *n > 0 && now.saturating_duration_since(*since) <= self.window
+            })
+            .map(|(ip, (n, since))| (*ip, *n, now.saturating_duration_since(*since)))
+            .collect()
+    }
+
+    /// What the other nodes counted, per key (as [`Lockout::snapshot`]
+    /// gives them): replaces the last set.
+    pub fn set_remote(&self, remote: HashMap<IpAddr, u32>) {
+        *self
+            .remote
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = remote;
+    }
+
+    fn remote(&self, ip: IpAddr) -> u32 {
+        self.remote
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&ip)
+            .copied()
+            .unwrap_or(0)
     }
 
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, (u32, Instant)>> {
@@ -66,14 +110,15 @@ impl Lockout {
     /// Returns true if and only if `ip` is locked out at `now`.
     pub fn locked_out(&self, ip: IpAddr, now: Instant) -> bool {
         let ip = key(ip);
+        let remote = self.remote(ip);
         let mut map = self.map();
         match map.get(&ip) {
             Some((_, since)) if now.saturating_duration_since(*since) > self.window => {
                 map.remove(&ip);
-                false
+                remote >= self.max
             }
-            Some((n, _)) => *n >= self.max,
-            None => false,
+            Some((n, _)) => n.saturating_add(remote) >= self.max,
+            None => remote >= self.max,
         }
     }
 
@@ -82,6 +127,7 @@ impl Lockout {
     /// checks still running).
     pub fn begin(&self, ip: IpAddr, now: Instant) -> Option<Attempt<'_>> {
         let ip = key(ip);
+        let remote = self.remote(ip);
         let mut map = self.map();
         let mut sweep_at = self
             .sweep_at
@@ -100,7 +146,7 @@ impl Lockout {
         if now.saturating_duration_since(entry.1) > self.window {
             *entry = (0, now);
         }
-        if entry.0 >= self.max {
+        if entry.0.saturating_add(remote) >= self.max {
             return None;
         }
         entry.0 += 1;
@@ -197,6 +243,32 @@ mod tests {
         l.begin(ip("::ffff:192.0.2.5"), now).expect("room").failed();
         l.begin(ip("192.0.2.5"), now).expect("room").failed();
         assert!(l.locked_out(ip("192.0.2.5"), now));
+    }
+
+    #[test]
+    fn the_other_nodes_failures_count_toward_the_same_max() {
+        let a = Lockout::new(5, Duration::from_secs(900));
+        let b = Lockout::new(5, Duration::from_secs(900));
+        let now = Instant::now();
+        for _ in 0..3 {
+            a.begin(ip("2001:db8::1"), now).expect("room").failed();
+        }
+        let shared: HashMap<IpAddr, u32> = a
+            .snapshot(now)
+            .into_iter()
+            .map(|(k, n, _)| (k, n))
+            .collect();
+        assert_eq!(shared.get(&ip("2001:db8::")), Some(&3), "counted by /64");
+        b.set_remote(shared);
+        b.begin(ip("2001:db8::7"), now).expect("room").failed();
+        b.begin(ip("2001:db8::8"), now).expect("room").failed();
+        assert!(
+            b.begin(ip("2001:db8::9"), now).is_none(),
+            "3 there + 2 here"
+        );
+        assert!(b.locked_out(ip("2001:db8::9"), now));
+        b.set_remote(HashMap::new());
+        assert!(!b.locked_out(ip("2001:db8::9"), now));
     }
 
     #[test]

@@ -65,6 +65,10 @@ pub struct Report {
 /// Messages per batch: each batch is one transaction.
 const BATCH: usize = 200;
 
+/// Octets of content per batch, at most (but one message, whatever its
+/// size): a batch is held in memory whole.
+pub(crate) const BATCH_BYTES: u64 = 64 * 1024 * 1024;
+
 /// Appends one field to a digest's text, length first, so that no field
 /// can run into the next; PostgreSQL keeps no NUL in text (it stores
 /// U+FFFD instead), so neither does the digest.

@@ -460,6 +460,7 @@ pub(crate) async fn pg_store(db: &str, node: &str) -> Arc<crate::PgStore> {
             pool_size: 4,
             spool_dir,
             lease: 60,
+            migrate: true,
         })
         .await
         .expect("connect"),

@@ -26,6 +26,13 @@ impl Admin {
     /// # Errors
     /// When the config cannot be read, or the store cannot be opened.
     pub(crate) fn open(args: &StoreArgs, create: bool) -> anyhow::Result<Admin> {
+        Admin::open_with(args, create, false)
+    }
+
+    /// As [`Admin::open`]; with `migrate`, a PostgreSQL schema is brought
+    /// up to date (`store migrate`), else only checked: a tool must not
+    /// upgrade the servers' database.
+    fn open_with(args: &StoreArgs, create: bool, migrate: bool) -> anyhow::Result<Admin> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -36,9 +43,10 @@ impl Admin {
                 url: pg.url.clone(),
                 node: format!("{} (admin)", pg.node),
                 pool_size: 2,
-                spool_dir: std::env::temp_dir()
-                    .join(format!("postel-admin-{}", std::process::id())),
+                // A tool receives nothing: one shared, empty folder.
+                spool_dir: std::env::temp_dir().join("postel-admin-spool"),
                 lease: i64::try_from(pg.lease).unwrap_or(60),
+                migrate,
             };
             let store = rt
                 .block_on(postel_store::PgStore::connect(opts))
@@ -131,7 +139,7 @@ pub(crate) fn migrate(from: &std::path::Path, config: &std::path::Path) -> anyho
         SqliteStore::open_existing(from)
             .with_context(|| format!("cannot open the store in {}", from.display()))?,
     );
-    let admin = Admin::open(&args, false)?;
+    let admin = Admin::open_with(&args, false, true)?;
     let AnyStore::Postgres(dst) = &admin.store else {
         bail!("the config names no PostgreSQL store");
     };

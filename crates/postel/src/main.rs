@@ -9,6 +9,9 @@
 //! - this file: `main`, and each command sent to its module;
 //! - `cli`: the command line;
 //! - `serve`: `postel serve` (wiring store, policy, server, web, delivery);
+//! - `cluster`: what a node on PostgreSQL shares beyond the store;
+//! - `admin`: the store an admin command works on (SQLite or PostgreSQL),
+//!   and `postel store migrate`;
 //! - `config`: the TOML file, overrides, validation;
 //! - `backend`: the Backend that joins policy to the store;
 //! - `tls`: certificates (files, self-signed, reload);
@@ -20,6 +23,7 @@ mod admin;
 mod backend;
 mod cli;
 mod client;
+mod cluster;
 mod config;
 mod dkim;
 mod explain;

@@ -142,14 +142,9 @@ pub(crate) fn serve(cfg: Config) -> anyhow::Result<()> {
         // belong to this run's worker.
         if let AnyStore::Postgres(pg) = &store {
             // Mail queued by any node, or an operator's action anywhere,
-            // wakes this node's worker (which polls besides).
-            let (from, to) = (pg.queue_wake(), wake.clone());
-            tokio::spawn(async move {
-                loop {
-                    from.notified().await;
-                    to.notify_one();
-                }
-            });
+            // wakes this node's worker (which polls besides); failed logins
+            // on any node count toward this node's lockout.
+            crate::cluster::start(pg, wake.clone(), auth.clone());
         }
         if cfg.delivery.is_some() {
             use postel_store::Store as _;
@@ -266,6 +261,7 @@ async fn open_store(cfg: &Config) -> anyhow::Result<AnyStore> {
         pool_size: pg.connections,
         spool_dir: cfg.data_dir.join("spool"),
         lease: i64::try_from(pg.lease).unwrap_or(60),
+        migrate: true,
     };
     let store = postel_store::PgStore::connect(opts)
         .await
@@ -292,9 +288,7 @@ fn start_web(
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
     let login = if w.needs_login() {
-        // Blocking (PostgreSQL answers on this runtime's other threads).
-        let users =
-            tokio::task::block_in_place(|| store.users()).context("cannot read the users")?;
+        let users = store.users().context("cannot read the users")?;
         if w.token.is_none() && users.is_empty() {
             // Only reached off loopback: a token alone also turns login on.
             anyhow::bail!(

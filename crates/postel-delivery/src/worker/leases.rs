@@ -4,12 +4,39 @@
 //! hangs). A store that one node owns has no lease: its claims last
 //! [`CLAIM`], and end when the node starts again.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use postel_store::{QueueEntry, QueueUpdate, Store};
 use tracing::{error, warn};
 
 use super::{CLAIM, Worker, unix_now};
+
+/// Rows claimed and not yet recorded, with when they were claimed.
+#[derive(Debug, Default)]
+pub(super) struct Held(Mutex<HashMap<(String, u32), (QueueUpdate, Instant)>>);
+
+impl Held {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u32), (QueueUpdate, Instant)>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// No more renewals for these rows (recorded, or given up).
+    pub(super) fn release(&self, keys: &[(String, u32)]) {
+        let mut map = self.map();
+        for k in keys {
+            map.remove(k);
+        }
+    }
+}
+
+/// The keys of these rows.
+pub(super) fn keys(rows: &[QueueEntry]) -> Vec<(String, u32)> {
+    rows.iter().map(|e| (e.id.clone(), e.position)).collect()
+}
 
 impl<S: Store + Clone> Worker<S> {
     /// How long a claim lasts: the store's lease, renewed while the rows
@@ -23,8 +50,8 @@ impl<S: Store + Clone> Worker<S> {
         if self.store.lease().is_none() {
             return;
         }
-        let now = std::time::Instant::now();
-        let mut held = Self::lock(&self.held);
+        let now = Instant::now();
+        let mut held = self.held.map();
         for e in rows {
             held.insert((e.id.clone(), e.position), (e.update(), now));
         }
@@ -35,10 +62,7 @@ impl<S: Store + Clone> Worker<S> {
         if self.store.lease().is_none() {
             return;
         }
-        let mut held = Self::lock(&self.held);
-        for e in rows {
-            held.remove(&(e.id.clone(), e.position));
-        }
+        self.held.release(&keys(rows));
     }
 
     /// Renews the leases of the rows being worked on, three times a lease,
@@ -50,7 +74,7 @@ impl<S: Store + Clone> Worker<S> {
         loop {
             tokio::time::sleep(every).await;
             let rows: Vec<QueueUpdate> = {
-                let mut held = Self::lock(&self.held);
+                let mut held = self.held.map();
                 held.retain(|_, (_, since)| since.elapsed() < longest);
                 held.values().map(|(u, _)| u.clone()).collect()
             };

@@ -90,7 +90,7 @@ pub struct Worker<S> {
     /// Rows claimed and not yet recorded, with when they were claimed:
     /// their leases are renewed while they are worked on (a store that
     /// several nodes share).
-    held: Mutex<HashMap<(String, u32), (QueueUpdate, std::time::Instant)>>,
+    held: Arc<leases::Held>,
 }
 
 impl<S: Store + Clone> Worker<S> {
@@ -152,7 +152,7 @@ impl<S: Store + Clone> Worker<S> {
             handoff,
             per_destination: Mutex::new(HashMap::new()),
             last_claim: Mutex::new(None),
-            held: Mutex::new(HashMap::new()),
+            held: Arc::default(),
             connections,
             mta_sts,
             dane,
@@ -424,9 +424,15 @@ impl<S: Store + Clone> Worker<S> {
             unix_now(),
         )
         .await;
-        self.let_go(rows);
         let store = self.store.clone();
-        tokio::spawn(async move { store.queue_record(updates).await })
+        let (held, keys) = (self.held.clone(), leases::keys(rows));
+        tokio::spawn(async move {
+            // Renewed until recorded: a record that outlasts the lease
+            // must not find the rows taken over.
+            let recorded = store.queue_record(updates).await;
+            held.release(&keys);
+            recorded
+        })
     }
 
     /// Resolves, opens a session and sends every message, recording each

@@ -159,6 +159,38 @@ pub(super) async fn forget(pool: &Pool, id: &str) {
     }
 }
 
+/// The advisory lock the sweep holds (for its transaction): one node at a
+/// time.
+const SWEEP_LOCK: i64 = 0x706f_7374_656c_0003;
+
+/// How often a node looks for blobs that no message names.
+const SWEEP_EVERY: Duration = Duration::from_secs(600);
+
+/// Sweeps now and then, on one node at a time, for as long as the store
+/// is open.
+pub(super) async fn sweeper(pool: Pool) {
+    loop {
+        let swept = async {
+            let mut client = get(&pool).await?;
+            let tx = client.transaction().await?;
+            let mine: bool = tx
+                .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&SWEEP_LOCK])
+                .await?
+                .get(0);
+            let n = if mine { sweep(&tx).await? } else { 0 };
+            tx.commit().await?;
+            Ok::<_, StoreError>(n)
+        }
+        .await;
+        match swept {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(chunks = n, "removed content that no message names"),
+            Err(e) => tracing::debug!(error = %e, "cannot sweep content"),
+        }
+        tokio::time::sleep(SWEEP_EVERY).await;
+    }
+}
+
 /// Removes blobs that no message names and that are older than
 /// [`ORPHAN_AGE`]. Returns how many chunks went.
 pub(super) async fn sweep(tx: &impl deadpool_postgres::GenericClient) -> Result<u64, StoreError> {

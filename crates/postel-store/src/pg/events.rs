@@ -1,7 +1,8 @@
-//! LISTEN: what every node commits reaches every node. `postel_queue`
-//! wakes the delivery worker (which polls besides, so a lost notification
-//! costs a second); `postel_changes` carries the inbox's changes for live
-//! views: `S seq...` (stored), `D id...` (deleted), `A` (all deleted).
+//! LISTEN: what every node commits reaches every node, on one channel,
+//! `postel_events`, in parts separated by `;`: `Q` wakes the delivery
+//! worker (which polls besides, so a lost notification costs a second);
+//! the others are the inbox's changes for live views: `S seq...` (stored),
+//! `D id...` (deleted), `A` (all deleted).
 //!
 //! The connection is its own, outside the pool; when it breaks, it is made
 //! again after a pause, and what was said meanwhile is missed (a live view
@@ -12,6 +13,9 @@ use tokio_postgres::AsyncMessage;
 
 use super::read::{SUMMARY, summary};
 use super::*;
+
+/// Notifications waiting to be read before newer ones are dropped.
+const BACKLOG: usize = 1024;
 
 /// The pause before listening again after the connection broke.
 const AGAIN: Duration = Duration::from_secs(1);
@@ -42,37 +46,35 @@ async fn listen_once(
     ready: &mut Option<tokio::sync::oneshot::Sender<()>>,
 ) -> Result<(), StoreError> {
     let (client, mut conn) = cfg.connect(tokio_postgres::NoTls).await?;
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    // Bounded: a node that falls behind drops changes (its live views
+    // miss them, as when a subscriber lags), never grows without bound.
+    let (tx, mut rx) = mpsc::channel::<String>(BACKLOG);
     let mut messages = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
     let driver = tokio::spawn(async move {
         while let Some(m) = messages.next().await {
             match m {
-                Ok(AsyncMessage::Notification(n)) => {
-                    if tx
-                        .send((n.channel().to_owned(), n.payload().to_owned()))
-                        .is_err()
-                    {
-                        break;
-                    }
-                }
+                Ok(AsyncMessage::Notification(n)) => match tx.try_send(n.payload().to_owned()) {
+                    Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
+                    Err(mpsc::error::TrySendError::Closed(_)) => break,
+                },
                 Ok(_) => {}
                 Err(e) => return Err(e),
             }
         }
         Ok(())
     });
-    client
-        .batch_execute("LISTEN postel_queue; LISTEN postel_changes")
-        .await?;
+    client.batch_execute("LISTEN postel_events").await?;
     if let Some(r) = ready.take() {
         let _ = r.send(());
     }
-    while let Some((channel, payload)) = rx.recv().await {
-        if channel == "postel_queue" {
-            queue.notify_one();
-        } else if changes.receiver_count() > 0 {
-            for change in read_change(pool, &payload).await {
-                let _ = changes.send(change);
+    while let Some(payload) = rx.recv().await {
+        for part in payload.split(';') {
+            if part == "Q" {
+                queue.notify_one();
+            } else if changes.receiver_count() > 0 {
+                for change in read_change(pool, part).await {
+                    let _ = changes.send(change);
+                }
             }
         }
     }
@@ -86,7 +88,7 @@ async fn listen_once(
     }
 }
 
-/// The changes a `postel_changes` payload announces.
+/// The changes one part of a payload announces.
 async fn read_change(pool: &Pool, payload: &str) -> Vec<Change> {
     let mut words = payload.split(' ');
     match words.next() {

@@ -27,11 +27,13 @@
 //! - `queue`: claims, leases and outcomes;
 //! - `webhooks`: the webhook outbox;
 //! - `users`: accounts for AUTH (blocking calls, as the trait wants);
+//! - `lockout`: failed logins shared by the nodes;
 //! - `events`: LISTEN: changes and wake-ups from every node;
 //! - `transfer`: whole messages in and out (`postel store migrate`).
 
 mod blobs;
 mod events;
+mod lockout;
 mod queue;
 mod read;
 mod schema;
@@ -63,13 +65,16 @@ pub struct PgOptions {
     /// This node's name: it owns the queue claims it makes, and takes
     /// them back when it starts again. Each node needs its own.
     pub node: String,
-    /// Connections in the pool (the writer and the listener have their
-    /// own besides).
+    /// Connections in the pool (the writer and the listener have one of
+    /// their own besides).
     pub pool_size: usize,
     /// Where a message being received is spooled past [`crate::SPILL_AT`].
     pub spool_dir: PathBuf,
     /// How long a queue claim lasts unless renewed (seconds).
     pub lease: i64,
+    /// Bring the schema up to date (a server); false for a tool, which
+    /// only checks that it can use the schema as it is.
+    pub migrate: bool,
 }
 
 /// The store on PostgreSQL.
@@ -83,6 +88,7 @@ pub struct PgStore {
     jobs: Mutex<Option<mpsc::UnboundedSender<Job>>>,
     writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
     listener: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    sweeper: Mutex<Option<tokio::task::JoinHandle<()>>>,
     last_id: Mutex<u64>,
     changes: broadcast::Sender<Change>,
     queue_wake: Arc<Notify>,
@@ -115,11 +121,22 @@ pub fn pg_config(url: &str, node: &str) -> Result<tokio_postgres::Config, StoreE
     let mut cfg: tokio_postgres::Config = url
         .parse()
         .map_err(|e: tokio_postgres::Error| StoreError::Unreachable(format!("bad url: {e}")))?;
-    cfg.options("-c synchronous_commit=on");
+    // Added to whatever options the URL gives (a search_path, say). A
+    // statement that takes a minute is a server that stopped answering.
+    let options = format!(
+        "{} -c synchronous_commit=on -c statement_timeout=60000",
+        cfg.get_options().unwrap_or("")
+    );
+    cfg.options(options.trim_start());
     cfg.application_name(format!("postel {node}"));
     cfg.connect_timeout(CONNECT_WAIT);
+    // A peer that vanished without a reset (a partition) is noticed in
+    // about half a minute, not the system's default of many minutes.
     cfg.keepalives(true);
-    cfg.keepalives_idle(Duration::from_secs(30));
+    cfg.keepalives_idle(Duration::from_secs(10));
+    cfg.keepalives_interval(Duration::from_secs(5));
+    cfg.keepalives_retries(3);
+    cfg.tcp_user_timeout(Duration::from_secs(30));
     Ok(cfg)
 }
 
@@ -140,31 +157,45 @@ impl PgStore {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
-        let pool = Pool::builder(manager)
-            .max_size(opts.pool_size.max(2))
-            .wait_timeout(Some(CONNECT_WAIT))
-            .create_timeout(Some(CONNECT_WAIT))
-            .recycle_timeout(Some(CONNECT_WAIT))
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .build()
-            .map_err(|e| StoreError::Unreachable(e.to_string()))?;
-        {
-            let mut client = get(&pool).await?;
-            schema::migrate(&mut client).await?;
-        }
+        let pool = new_pool(manager, opts.pool_size.max(2))?;
+        // The writer's own: intake never waits behind readers for one.
+        let writer_pool = new_pool(
+            Manager::from_config(
+                cfg.clone(),
+                tokio_postgres::NoTls,
+                ManagerConfig {
+                    recycling_method: RecyclingMethod::Fast,
+                },
+            ),
+            1,
+        )?;
         let tag = {
-            let client = get(&pool).await?;
-            let n: i64 = client
-                .query_one("SELECT nextval('postel_nodes')", &[])
-                .await?
-                .get(0);
-            (n.rem_euclid(0x1_0000)) as u16
+            let mut client = get(&pool).await?;
+            schema::check_encoding(&client).await?;
+            if opts.migrate {
+                schema::migrate(&mut client).await?;
+            } else {
+                schema::usable(&client).await?;
+            }
+            if opts.migrate {
+                let n: i64 = client
+                    .query_one("SELECT nextval('postel_nodes')", &[])
+                    .await?
+                    .get(0);
+                (n.rem_euclid(0x1_0000)) as u16
+            } else {
+                // A tool mints no ids.
+                0
+            }
         };
         crate::private::private_folder(&opts.spool_dir)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let (changes, _) = broadcast::channel(CHANGES_BUFFER);
         let queue_wake = Arc::new(Notify::new());
-        let writer = tokio::spawn(writer::run(pool.clone(), opts.node.clone(), rx));
+        let writer = tokio::spawn(writer::run(writer_pool, opts.node.clone(), rx));
+        let sweeper = opts
+            .migrate
+            .then(|| tokio::spawn(blobs::sweeper(pool.clone())));
         let (ready, listening) = tokio::sync::oneshot::channel();
         let listener = tokio::spawn(events::listen(
             cfg,
@@ -185,6 +216,7 @@ impl PgStore {
             jobs: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
             listener: Mutex::new(Some(listener)),
+            sweeper: Mutex::new(sweeper),
             last_id: Mutex::new(0),
             changes,
             queue_wake,
@@ -234,8 +266,14 @@ impl PgStore {
         if let Some(h) = writer {
             let _ = h.await;
         }
-        if let Some(h) = lock(&self.listener).take() {
-            h.abort();
+        self.stop_tasks();
+    }
+
+    fn stop_tasks(&self) {
+        for task in [&self.listener, &self.sweeper] {
+            if let Some(h) = lock(task).take() {
+                h.abort();
+            }
         }
     }
 }
@@ -243,10 +281,20 @@ impl PgStore {
 impl Drop for PgStore {
     fn drop(&mut self) {
         lock(&self.jobs).take();
-        if let Some(h) = lock(&self.listener).take() {
-            h.abort();
-        }
+        self.stop_tasks();
     }
+}
+
+/// A pool of up to `size` connections.
+fn new_pool(manager: Manager, size: usize) -> Result<Pool, StoreError> {
+    Pool::builder(manager)
+        .max_size(size)
+        .wait_timeout(Some(CONNECT_WAIT))
+        .create_timeout(Some(CONNECT_WAIT))
+        .recycle_timeout(Some(CONNECT_WAIT))
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .build()
+        .map_err(|e| StoreError::Unreachable(e.to_string()))
 }
 
 /// A connection from the pool; failing to get one is transient.

@@ -8,6 +8,12 @@
 //! a sequence); an outcome is written only where both still match, so a
 //! node whose lease ran out and was taken over cannot overwrite the new
 //! owner's work.
+//!
+//! Whatever changes a message's queue rows and may then finish it (an
+//! outcome, an operator's action, a delete) first locks the message's row:
+//! two such transactions on one message take turns, so the second sees
+//! the first's rows and finishes the message if it is done. Message rows
+//! are locked before queue rows, in `seq` order, everywhere.
 
 use deadpool_postgres::GenericClient;
 use futures_util::future::try_join_all;
@@ -23,60 +29,53 @@ impl PgStore {
     pub(super) async fn queue_claim(&self, c: &QueueClaim) -> Result<Vec<QueueEntry>, StoreError> {
         let mut client = get(&self.pool).await?;
         let tx = client.transaction().await?;
-        // Look at more than the limit: some domains may be at theirs.
-        let scan = i64::try_from(c.limit.saturating_mul(4).min(8192)).unwrap_or(8192);
-        let due = tx
+        // Due rows numbered within their domain, as SQLite does, so that no
+        // domain's backlog hides the others; domains whose rows in flight
+        // (on every node) fill their share are left out in the query.
+        let limit = i64::try_from(c.limit).unwrap_or(i64::MAX);
+        let per = i64::try_from(c.per_domain).unwrap_or(i64::MAX);
+        let candidates = tx
             .query(
                 &format!(
-                    "SELECT message_seq, position, domain FROM queue
-                     WHERE state IN {WAITING} AND next_attempt <= $1
-                       AND (leased_until IS NULL OR leased_until <= $1)
-                       AND ($2::text IS NULL OR domain = $2) AND NOT (domain = ANY($3))
-                     ORDER BY next_attempt, message_seq, position LIMIT $4
-                     FOR UPDATE SKIP LOCKED"
+                    "WITH busy AS (
+                         SELECT domain, count(*) AS n FROM queue
+                         WHERE leased_until > $1 AND state IN {WAITING} GROUP BY domain
+                     ), due AS (
+                         SELECT q.message_seq, q.position, q.domain, q.next_attempt,
+                                row_number() OVER (PARTITION BY q.domain
+                                    ORDER BY q.next_attempt, q.message_seq, q.position) AS rn,
+                                coalesce(b.n, 0) AS busy
+                         FROM queue q LEFT JOIN busy b ON b.domain = q.domain
+                         WHERE q.state IN {WAITING} AND q.next_attempt <= $1
+                           AND (q.leased_until IS NULL OR q.leased_until <= $1)
+                           AND ($2::text IS NULL OR q.domain = $2)
+                           AND NOT (q.domain = ANY($3))
+                     )
+                     SELECT message_seq, position FROM due WHERE rn + busy <= $4
+                     ORDER BY next_attempt, message_seq, position LIMIT $5"
                 ),
-                &[&c.now, &c.only, &c.skip, &scan],
+                &[&c.now, &c.only, &c.skip, &per, &limit],
             )
             .await?;
-        if due.is_empty() {
-            tx.commit().await?;
-            return Ok(Vec::new());
-        }
-        // What every node has in flight for these domains counts against
-        // the per-domain share.
-        let mut domains: Vec<String> = due.iter().map(|r| r.get::<_, String>(2)).collect();
-        domains.sort();
-        domains.dedup();
-        let mut room: std::collections::HashMap<String, usize> =
-            domains.iter().map(|d| (d.clone(), c.per_domain)).collect();
-        for r in tx
+        let seqs: Vec<i64> = candidates.iter().map(|r| r.get(0)).collect();
+        let positions: Vec<i32> = candidates.iter().map(|r| r.get(1)).collect();
+        // Locked now, skipping what another node is claiming this instant,
+        // and still due (it may have been claimed since the look above).
+        let locked = tx
             .query(
                 &format!(
-                    "SELECT domain, count(*) FROM queue WHERE domain = ANY($1)
-                       AND leased_until > $2 AND state IN {WAITING} GROUP BY domain"
+                    "SELECT q.message_seq, q.position FROM queue q
+                     JOIN unnest($1::int8[], $2::int4[]) AS k (s, p)
+                       ON q.message_seq = k.s AND q.position = k.p
+                     WHERE q.state IN {WAITING} AND q.next_attempt <= $3
+                       AND (q.leased_until IS NULL OR q.leased_until <= $3)
+                     FOR UPDATE OF q SKIP LOCKED"
                 ),
-                &[&domains, &c.now],
+                &[&seqs, &positions, &c.now],
             )
-            .await?
-        {
-            let d: String = r.get(0);
-            let busy = usize::try_from(r.get::<_, i64>(1)).unwrap_or(usize::MAX);
-            if let Some(n) = room.get_mut(&d) {
-                *n = n.saturating_sub(busy);
-            }
-        }
-        let (mut seqs, mut positions) = (Vec::new(), Vec::new());
-        for r in &due {
-            if seqs.len() >= c.limit {
-                break;
-            }
-            let d: String = r.get(2);
-            if let Some(n) = room.get_mut(&d).filter(|n| **n > 0) {
-                *n -= 1;
-                seqs.push(r.get::<_, i64>(0));
-                positions.push(r.get::<_, i32>(1));
-            }
-        }
+            .await?;
+        let seqs: Vec<i64> = locked.iter().map(|r| r.get(0)).collect();
+        let positions: Vec<i32> = locked.iter().map(|r| r.get(1)).collect();
         if seqs.is_empty() {
             tx.commit().await?;
             return Ok(Vec::new());
@@ -176,6 +175,12 @@ impl PgStore {
         let mut client = get(&self.pool).await?;
         let txn = client.transaction().await?;
         let tx = &txn;
+        let ids: Vec<&str> = updates.iter().map(|u| u.id.as_str()).collect();
+        tx.execute(
+            "SELECT 1 FROM messages WHERE id = ANY($1) ORDER BY seq FOR UPDATE",
+            &[&ids],
+        )
+        .await?;
         // A deferral only where no operator changed the row meanwhile; a
         // delivery or a failure whatever happened (it did happen). Either
         // only under this node's claim.
@@ -257,6 +262,13 @@ impl PgStore {
         let mut client = get(&self.pool).await?;
         let tx = client.transaction().await?;
         let scope = "($1::text IS NULL OR message_seq = (SELECT seq FROM messages WHERE id = $1))";
+        tx.execute(
+            "SELECT 1 FROM messages m WHERE ($1::text IS NULL OR m.id = $1)
+               AND EXISTS (SELECT 1 FROM queue q WHERE q.message_seq = m.seq)
+             ORDER BY m.seq FOR UPDATE",
+            &[&id],
+        )
+        .await?;
         let sql = match action {
             QueueAction::Retry => format!(
                 "UPDATE queue SET state = CASE state WHEN 'held' THEN 'queued' ELSE state END,
@@ -295,13 +307,24 @@ impl PgStore {
         tx.commit().await?;
         if action != QueueAction::Hold
             && let Err(e) = client
-                .execute("SELECT pg_notify('postel_queue', '')", &[])
+                .execute("SELECT pg_notify('postel_events', 'Q')", &[])
                 .await
         {
             tracing::debug!(error = %e, "cannot NOTIFY the queue");
         }
         Ok(n)
     }
+}
+
+/// Locks these messages' rows, in `seq` order (the callers' transaction
+/// may hold them already).
+pub(super) async fn lock_messages(tx: &impl GenericClient, seqs: &[i64]) -> Result<(), StoreError> {
+    tx.execute(
+        "SELECT 1 FROM messages WHERE seq = ANY($1) ORDER BY seq FOR UPDATE",
+        &[&seqs],
+    )
+    .await?;
+    Ok(())
 }
 
 fn pos(position: u32) -> i32 {
@@ -314,6 +337,7 @@ async fn finish_done(tx: &impl GenericClient, seqs: &[i64]) -> Result<(), StoreE
     if seqs.is_empty() {
         return Ok(());
     }
+    lock_messages(tx, seqs).await?;
     tx.execute(
         "DELETE FROM queue q WHERE q.message_seq = ANY($1)
            AND NOT EXISTS (SELECT 1 FROM queue p WHERE p.message_seq = q.message_seq

@@ -11,16 +11,17 @@
 use super::*;
 
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// The advisory lock key that migrations hold ("postel" in ASCII, plus 1).
 const MIGRATE_LOCK: i64 = 0x706f_7374_656c_0001;
 
 /// Version, the oldest version that can use the schema after it, and SQL.
-const MIGRATIONS: &[(i32, i32, &str)] = &[(
-    1,
-    1,
-    "
+const MIGRATIONS: &[(i32, i32, &str)] = &[
+    (
+        1,
+        1,
+        "
 CREATE SEQUENCE postel_nodes;
 CREATE SEQUENCE postel_leases;
 CREATE TABLE messages (
@@ -105,26 +106,48 @@ CREATE TABLE user_addresses (
     PRIMARY KEY (name, address)
 );
 ",
-)];
+    ),
+    // Failed logins per node, so that every node's lockout counts them all;
+    // two indexes. Only added: a node of version 1 goes on without them.
+    (
+        2,
+        1,
+        "
+CREATE TABLE auth_failures (
+    -- The client's address (an IPv6 address's /64).
+    key      text NOT NULL,
+    node     text NOT NULL,
+    failures integer NOT NULL,
+    -- When the first of them was (Unix seconds).
+    since    bigint NOT NULL,
+    PRIMARY KEY (key, node)
+);
+-- What every node has in flight, per domain, is counted at each claim.
+CREATE INDEX queue_leased ON queue (domain, leased_until) WHERE leased_until IS NOT NULL;
+-- store migrate reads and compares in bytewise id order.
+CREATE INDEX messages_id_bytes ON messages (id COLLATE \"C\");
+",
+    ),
+];
 
 /// Brings the database up to [`SCHEMA_VERSION`], or refuses it.
 pub(super) async fn migrate(client: &mut deadpool_postgres::Object) -> Result<(), StoreError> {
     let tx = client.transaction().await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATE_LOCK])
         .await?;
-    tx.batch_execute(
-        "CREATE TABLE IF NOT EXISTS postel_schema (
-             one        boolean PRIMARY KEY DEFAULT true CHECK (one),
-             version    integer NOT NULL,
-             compatible integer NOT NULL
-         )",
-    )
-    .await?;
-    let row = tx
-        .query_opt("SELECT version, compatible FROM postel_schema", &[])
-        .await?;
-    let (version, compatible) = row.map_or((0, 0), |r| (r.get::<_, i32>(0), r.get::<_, i32>(1)));
+    let (version, compatible) = read_version(&tx).await?;
     check(version, compatible)?;
+    if version == 0 {
+        // Only when missing: a role without CREATE can run a current schema.
+        tx.batch_execute(
+            "CREATE TABLE postel_schema (
+                 one        boolean PRIMARY KEY DEFAULT true CHECK (one),
+                 version    integer NOT NULL,
+                 compatible integer NOT NULL
+             )",
+        )
+        .await?;
+    }
     for (v, c, sql) in MIGRATIONS.iter().filter(|(v, _, _)| *v > version) {
         tx.batch_execute(sql).await?;
         tx.execute(
@@ -137,6 +160,56 @@ pub(super) async fn migrate(client: &mut deadpool_postgres::Object) -> Result<()
     }
     tx.commit().await?;
     Ok(())
+}
+
+/// The schema's version and compatibility; (0, 0) when there is none.
+async fn read_version(
+    client: &impl deadpool_postgres::GenericClient,
+) -> Result<(i32, i32), StoreError> {
+    let made: bool = client
+        .query_one("SELECT to_regclass('postel_schema') IS NOT NULL", &[])
+        .await?
+        .get(0);
+    if !made {
+        return Ok((0, 0));
+    }
+    let row = client
+        .query_opt("SELECT version, compatible FROM postel_schema", &[])
+        .await?;
+    Ok(row.map_or((0, 0), |r| (r.get(0), r.get(1))))
+}
+
+/// For a tool: the schema is there and this code can use it (nothing is
+/// changed: a newer tool must not upgrade the servers' database).
+pub(super) async fn usable(client: &deadpool_postgres::Object) -> Result<(), StoreError> {
+    let (version, compatible) = read_version(client).await?;
+    if version == 0 {
+        return Err(StoreError::Schema(
+            "the database has no Postel schema yet: start `postel serve` on it first".into(),
+        ));
+    }
+    check(version, compatible)?;
+    if version < SCHEMA_VERSION {
+        tracing::info!(
+            version,
+            known = SCHEMA_VERSION,
+            "the database's schema is older than this postel: `postel serve` brings it up to date"
+        );
+    }
+    Ok(())
+}
+
+/// The database keeps text as UTF-8 (else some subjects could not be
+/// stored, and their messages would be refused).
+pub(super) async fn check_encoding(client: &deadpool_postgres::Object) -> Result<(), StoreError> {
+    let encoding: String = client.query_one("SHOW server_encoding", &[]).await?.get(0);
+    if encoding.eq_ignore_ascii_case("UTF8") {
+        Ok(())
+    } else {
+        Err(StoreError::Schema(format!(
+            "the database's encoding is {encoding}: Postel needs UTF8 (CREATE DATABASE ... ENCODING 'UTF8' TEMPLATE template0)"
+        )))
+    }
 }
 
 /// What a database is, read without changing it (`postel config check`):

@@ -53,7 +53,10 @@ impl PgStore {
         } else {
             Err(StoreError::Closed)
         };
-        if result.is_err() && apart > 0 {
+        // Content stays when the commit failed: its outcome may be unknown
+        // (the connection broke during COMMIT), and a message committed
+        // after all needs it. The sweep removes it if no message names it.
+        if !sent && apart > 0 {
             blobs::forget(&self.pool, &id).await;
         }
         result
@@ -165,7 +168,7 @@ impl PgStore {
         };
         for p in payloads {
             if let Err(e) = client
-                .execute("SELECT pg_notify('postel_changes', $1)", &[&p])
+                .execute("SELECT pg_notify('postel_events', $1)", &[&p])
                 .await
             {
                 tracing::debug!(error = %e, "cannot NOTIFY a change");
@@ -302,9 +305,6 @@ impl PgStore {
             if !mine {
                 break;
             }
-            if deleted.is_empty() {
-                blobs::sweep(&tx).await?;
-            }
             let excess = match keep {
                 Some(keep) => {
                     let n: i64 = tx
@@ -349,6 +349,9 @@ async fn take_out(tx: &impl GenericClient, seqs: &[i64]) -> Result<(), StoreErro
     if seqs.is_empty() {
         return Ok(());
     }
+    // As an outcome does (queue.rs): the message first, so that a
+    // delivery finishing it meanwhile is seen.
+    super::queue::lock_messages(tx, seqs).await?;
     let hidden: Vec<i64> = tx
         .query(
             "UPDATE messages m SET local = false WHERE m.seq = ANY($1)

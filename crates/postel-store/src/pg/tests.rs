@@ -240,6 +240,7 @@ async fn nodes_starting_together_migrate_once_and_a_newer_schema_is_refused() {
         pool_size: 2,
         spool_dir: crate::seam_tests::spool_dir(),
         lease: 60,
+        migrate: true,
     })
     .await
     .expect_err("refused");
@@ -269,6 +270,7 @@ async fn a_database_that_goes_away_gives_transient_errors_and_comes_back() {
             pool_size: 2,
             spool_dir: crate::seam_tests::spool_dir(),
             lease: 60,
+            migrate: true,
         })
         .await
         .expect("connect"),
@@ -305,4 +307,31 @@ async fn a_database_that_goes_away_gives_transient_errors_and_comes_back() {
         "the first and the last"
     );
     server.halt();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_are_shared_and_each_node_replaces_its_own() {
+    let a = pg_store("failures", "a").await;
+    let b = pg_store("failures", "b").await;
+    a.share_failures(
+        &[("192.0.2.1".into(), 3, 5), ("192.0.2.2".into(), 1, 5000)],
+        900,
+    )
+    .await
+    .expect("a");
+    let seen = b
+        .share_failures(&[("192.0.2.1".into(), 2, 1)], 900)
+        .await
+        .expect("b");
+    // The old one is outside the window; b does not see its own.
+    assert_eq!(seen.get("192.0.2.1"), Some(&3));
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let seen = a.share_failures(&[], 900).await.expect("a again");
+    assert_eq!(
+        seen.get("192.0.2.1"),
+        Some(&2),
+        "b's count, not a's old one"
+    );
+    let seen = b.share_failures(&[], 900).await.expect("b again");
+    assert!(seen.is_empty(), "a replaced its counts with none: {seen:?}");
 }

@@ -87,6 +87,17 @@ impl PgStore {
                 &[&after, &limit],
             )
             .await?;
+        // No more than a batch's worth of content (but one message).
+        let mut bytes = 0u64;
+        let n = rows
+            .iter()
+            .take_while(|r| {
+                bytes += u64::try_from(r.get::<_, i64>("size")).unwrap_or(0);
+                bytes <= crate::migrate::BATCH_BYTES
+            })
+            .count()
+            .max(1);
+        let rows = &rows[..n.min(rows.len())];
         // Each message's rows asked for at once (pipelined).
         let client = &client;
         try_join_all(rows.iter().map(|row| complete(client, row))).await

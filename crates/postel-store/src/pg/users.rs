@@ -6,8 +6,10 @@ use super::*;
 use crate::Users;
 
 impl PgStore {
-    /// Runs `f` with a connection on the store's runtime, and waits.
-    /// Called from a thread that is not one of the runtime's own.
+    /// Runs `f` with a connection on the store's runtime, and waits. From
+    /// one of a multi-threaded runtime's own threads, the wait tells the
+    /// runtime first (`block_in_place`), so that the task can run; a
+    /// current-thread runtime must not call this (it would wait forever).
     fn block<T, F>(
         &self,
         f: impl FnOnce(deadpool_postgres::Object) -> F + Send + 'static,
@@ -25,7 +27,11 @@ impl PgStore {
             };
             let _ = tx.send(r);
         });
-        rx.recv().map_err(|_| StoreError::Closed)?
+        let wait = || rx.recv().map_err(|_| StoreError::Closed);
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait)?,
+            _ => wait()?,
+        }
     }
 }
 

@@ -1,8 +1,9 @@
 //! Group commit: one task takes every message waiting at that moment and
 //! commits them in one transaction, a few statements for the whole batch
 //! (arrays unnested), one WAL flush for all. After the commit, one NOTIFY
-//! tells the other nodes; it is sent apart from the commit, so that a full
-//! notification queue can never fail an acceptance.
+//! tells the other nodes; it is sent apart from the commit (and not waited
+//! for), so that a full notification queue, or a server slow to answer it,
+//! can never fail or hold up an acceptance.
 
 use deadpool_postgres::Object;
 
@@ -81,7 +82,8 @@ async fn commit_batch(pool: &Pool, node: &str, jobs: &[&Job]) -> Result<(), Stor
     let mut client = get(pool).await?;
     match tokio::time::timeout(COMMIT_WAIT, insert_all(&mut client, node, jobs)).await {
         Ok(Ok(seqs)) => {
-            notify(&client, jobs, &seqs).await;
+            let queued = jobs.iter().any(|j| !j.msg.queue.is_empty() && !j.msg.hold);
+            notify(client, queued, &seqs);
             Ok(())
         }
         Ok(Err(e)) => Err(e),
@@ -260,27 +262,42 @@ async fn insert_all(
     Ok(shown)
 }
 
-/// After a commit: one NOTIFY for the queue (if the batch queued mail),
-/// and the new inbox messages for live views. Best effort: the commit
-/// stands whatever happens here, and the other nodes poll besides.
-async fn notify(client: &Object, jobs: &[&Job], shown: &[i64]) {
-    let queued = jobs.iter().any(|j| !j.msg.queue.is_empty() && !j.msg.hold);
-    if queued
-        && let Err(e) = client
-            .execute("SELECT pg_notify('postel_queue', '')", &[])
-            .await
-    {
-        tracing::debug!(error = %e, "cannot NOTIFY the queue");
-    }
-    for payload in payloads('S', shown.iter().map(ToString::to_string)) {
-        if let Err(e) = client
-            .execute("SELECT pg_notify('postel_changes', $1)", &[&payload])
-            .await
-        {
-            tracing::debug!(error = %e, "cannot NOTIFY a change");
+/// After a commit: one NOTIFY, saying whether the batch queued mail
+/// (`Q`) and which new messages are in the inbox (`S seq...`), on its own
+/// task. Best effort: the commit stands whatever happens here, and every
+/// node polls besides. (More than a few hundred new messages would take a
+/// second payload.)
+fn notify(client: Object, queued: bool, shown: &[i64]) {
+    let mut all = payloads('S', shown.iter().map(ToString::to_string));
+    if queued {
+        match all.first_mut() {
+            Some(first) => first.insert_str(0, "Q;"),
+            None => all.push("Q".to_owned()),
         }
     }
+    if all.is_empty() {
+        return;
+    }
+    tokio::spawn(async move {
+        let sent = tokio::time::timeout(NOTIFY_WAIT, async {
+            for p in &all {
+                client
+                    .execute("SELECT pg_notify('postel_events', $1)", &[p])
+                    .await?;
+            }
+            Ok::<_, tokio_postgres::Error>(())
+        })
+        .await;
+        match sent {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "cannot NOTIFY"),
+            Err(_) => drop(Object::take(client)),
+        }
+    });
 }
+
+/// How long a NOTIFY may take before its connection is given up.
+const NOTIFY_WAIT: Duration = Duration::from_secs(10);
 
 /// `kind` and the words, as few payloads as fit under [`PAYLOAD`].
 pub(super) fn payloads(kind: char, words: impl Iterator<Item = String>) -> Vec<String> {

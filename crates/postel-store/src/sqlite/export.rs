@@ -6,7 +6,8 @@ use crate::{Users, WebhookEntry, WebhookState};
 
 impl SqliteStore {
     /// Up to `limit` messages whose ids sort after `after`, in id order,
-    /// each whole, with its queue and webhook rows. Blocking.
+    /// each whole, with its queue and webhook rows, and no more than
+    /// [`crate::migrate::BATCH_BYTES`] of content (but one). Blocking.
     ///
     /// # Errors
     /// When the database or a content file cannot be read.
@@ -36,7 +37,12 @@ impl SqliteStore {
              FROM webhooks WHERE message_seq = ?1 ORDER BY hook",
         )?;
         let mut out = Vec::with_capacity(rows.len());
+        let mut bytes = 0;
         for (seq, summary, mut raw, apart, local) in rows {
+            bytes += raw.len() as u64 + apart;
+            if !out.is_empty() && bytes > crate::migrate::BATCH_BYTES {
+                break;
+            }
             if apart > 0 {
                 let rest = std::fs::read(self.blob_path(&summary.id))?;
                 if rest.len() as u64 != apart {

@@ -155,7 +155,7 @@ impl<S: Store> PostelSession<S> {
                 Err(reply::too_many_auth_failures())
             }
             Checked::Busy => {
-                warn!(session, %client, "AUTH refused: every password check is busy");
+                warn!(session, %client, "AUTH not checked: every password check is busy, or the accounts cannot be read");
                 Err(reply::auth_busy())
             }
         }

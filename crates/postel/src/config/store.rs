@@ -66,17 +66,35 @@ pub(crate) fn validate(
     })
 }
 
-/// The URL with its password hidden, for printing.
+/// The URL with its password hidden (in the user part, and a `password=`
+/// parameter), for printing.
 pub(crate) fn masked(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    match rest.split_once('@') {
+    let (main, query) = match rest.split_once('?') {
+        Some((m, q)) => (m, Some(q)),
+        None => (rest, None),
+    };
+    let main = match main.split_once('@') {
         Some((userinfo, host)) if userinfo.contains(':') => {
             let user = userinfo.split(':').next().unwrap_or("");
-            format!("{scheme}://{user}:(set)@{host}")
+            format!("{user}:(set)@{host}")
         }
-        _ => url.to_owned(),
+        _ => main.to_owned(),
+    };
+    let query = query.map(|q| {
+        q.split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=(set)"),
+                _ => kv.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("&")
+    });
+    match query {
+        Some(q) => format!("{scheme}://{main}?{q}"),
+        None => format!("{scheme}://{main}"),
     }
 }
 
@@ -109,6 +127,10 @@ mod tests {
         assert_eq!((pg.node.as_str(), pg.lease), ("mx1.example", 60));
         let shown = effective(Some(&pg)).url.expect("url");
         assert_eq!(shown, "postgres://postel:(set)@db.example:5432/mail");
+        assert_eq!(
+            masked("postgres://postel@db/mail?sslmode=disable&password=x1"),
+            "postgres://postel@db/mail?sslmode=disable&password=(set)"
+        );
         assert!(validate(&StoreSection::default(), "h", &mut problems).is_none());
         let bad = StoreSection {
             url: Some("mysql://x".into()),

@@ -39,6 +39,7 @@ fn verify(url: &str, acked: &HashMap<String, Vec<u8>>) -> usize {
                 pool_size: 2,
                 spool_dir: temp_dir("pg-check"),
                 lease: 60,
+                migrate: false,
             })
             .await
             .expect("connect"),
@@ -361,4 +362,65 @@ fn store_migrate_moves_an_sqlite_folder_of_10000_messages_and_checks_it() {
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("alice\t"));
     let out = postel(&["messages", "show", "--raw", &large_id, "--config", cfg_arg]);
     assert_eq!(strip_trace(&out.stdout), large.as_slice());
+}
+
+#[test]
+fn password_guesses_on_one_node_count_on_the_others() {
+    let url = database("lockout");
+    let config = |node: &str| {
+        format!(
+            "[smtp]\nauth = true\nrequire_tls = false\n{}",
+            store_section(&url, node)
+        )
+    };
+    let a = Server::start(&config("a"), &[]);
+    let b = Server::start(&config("b"), &[]);
+    // The user is in the database, for both nodes.
+    let cfg = a.data_dir.join("test-config.toml");
+    let mut add = std::process::Command::new(crate::support::BIN)
+        .args([
+            "users",
+            "add",
+            "alice",
+            "--config",
+            cfg.to_str().expect("path"),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("users add");
+    add.stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"right\n")
+        .expect("password");
+    assert!(add.wait().expect("wait").success());
+    let try_login = |node: &Server, password: &str| -> String {
+        use base64::Engine as _;
+        let mut c = node.connect();
+        c.greet();
+        let creds =
+            base64::engine::general_purpose::STANDARD.encode(format!("\0alice\0{password}"));
+        c.send(format!("AUTH PLAIN {creds}\r\n"));
+        c.reply()
+    };
+    assert!(
+        try_login(&b, "right").starts_with("235"),
+        "the user works on b"
+    );
+    // Six wrong guesses on a (of the ten allowed per address)...
+    for _ in 0..6 {
+        assert!(try_login(&a, "wrong").starts_with("535"));
+    }
+    // ...reach b within a couple of seconds: four more, then none.
+    std::thread::sleep(Duration::from_millis(2500));
+    for i in 0..4 {
+        let r = try_login(&b, "wrong");
+        assert!(r.starts_with("535"), "guess {i} on b: {r}");
+    }
+    let r = try_login(&b, "right");
+    assert!(
+        r.starts_with("421 4.7.0"),
+        "locked out on b after 10 in all: {r}"
+    );
 }

@@ -1,0 +1,64 @@
+//! Failed logins shared by the nodes: each node writes its own counts
+//! (replacing what it wrote last), and reads the others'. The lockout
+//! itself stays in each node's memory (postel-policy); this is how the
+//! nodes' lockouts hear of each other, every second or so.
+
+use super::*;
+
+/// The most keys read back: a flood of addresses cannot grow a node's
+/// memory past this (the busiest are kept).
+const MAX_KEYS: i64 = 100_000;
+
+impl PgStore {
+    /// Replaces this node's failure counts with `mine` (key, failures, and
+    /// how many seconds ago the first was), and returns the other nodes'
+    /// counts within `window` seconds, summed per key.
+    ///
+    /// # Errors
+    /// When the database cannot be reached.
+    pub async fn share_failures(
+        &self,
+        mine: &[(String, u32, i64)],
+        window: i64,
+    ) -> Result<std::collections::HashMap<String, u32>, StoreError> {
+        let now = unix_now();
+        let keys: Vec<&str> = mine.iter().map(|(k, _, _)| k.as_str()).collect();
+        let counts: Vec<i32> = mine
+            .iter()
+            .map(|(_, n, _)| i32::try_from(*n).unwrap_or(i32::MAX))
+            .collect();
+        let since: Vec<i64> = mine.iter().map(|(_, _, age)| now - age).collect();
+        let mut client = get(&self.pool).await?;
+        let tx = client.transaction().await?;
+        tx.execute(
+            "DELETE FROM auth_failures WHERE node = $1 OR since < $2",
+            &[&self.node, &(now - window)],
+        )
+        .await?;
+        if !keys.is_empty() {
+            tx.execute(
+                "INSERT INTO auth_failures (key, node, failures, since)
+                 SELECT k, $1, n, s FROM unnest($2::text[], $3::int4[], $4::int8[]) AS t (k, n, s)",
+                &[&self.node, &keys, &counts, &since],
+            )
+            .await?;
+        }
+        let rows = tx
+            .query(
+                "SELECT key, sum(failures)::int8 FROM auth_failures
+                 WHERE node <> $1 AND since >= $2 GROUP BY key ORDER BY 2 DESC LIMIT $3",
+                &[&self.node, &(now - window), &MAX_KEYS],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    r.get::<_, String>(0),
+                    u32::try_from(r.get::<_, i64>(1)).unwrap_or(u32::MAX),
+                )
+            })
+            .collect())
+    }
+}
