@@ -123,6 +123,13 @@ impl Store for AnyStore {
         each!(self, s => Store::queue_renew(s, rows, until).await)
     }
 
+    async fn share_sessions(
+        &self,
+        mine: &[(String, u32)],
+    ) -> Result<std::collections::HashMap<String, u32>, StoreError> {
+        each!(self, s => Store::share_sessions(s, mine).await)
+    }
+
     async fn queue_release_claims(&self) -> Result<(), StoreError> {
         each!(self, s => Store::queue_release_claims(s).await)
     }

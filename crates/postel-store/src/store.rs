@@ -138,6 +138,22 @@ pub trait Store: Send + Sync + 'static {
         async move { Ok(n) }
     }
 
+    /// Tells the other nodes how many delivery sessions this node has
+    /// open per destination, and returns how many they have (summed), so
+    /// that the limit per destination holds across the nodes. A store
+    /// that one node owns has no others: none.
+    ///
+    /// # Errors
+    /// When the database cannot be reached.
+    fn share_sessions(
+        &self,
+        mine: &[(String, u32)],
+    ) -> impl Future<Output = Result<std::collections::HashMap<String, u32>, StoreError>> + Send
+    {
+        let _ = mine;
+        async { Ok(std::collections::HashMap::new()) }
+    }
+
     /// Ends every claim this node made: at start, before it claims again.
     /// (A store that one node owns ends every claim.)
     ///

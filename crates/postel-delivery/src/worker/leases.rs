@@ -1,8 +1,11 @@
-//! Leases on claimed rows, for a store that several nodes share: a claim
-//! lasts the store's lease, and is renewed while its rows are worked on,
-//! so that another node takes them only once this one stopped (it died, or
-//! hangs). A store that one node owns has no lease: its claims last
-//! [`CLAIM`], and end when the node starts again.
+//! What the worker does with other nodes, for a store that several nodes
+//! share. Leases on claimed rows: a claim lasts the store's lease, and is
+//! renewed while its rows are worked on, so that another node takes them
+//! only once this one stopped (it died, or hangs). Sessions: each node
+//! says how many it has open per destination, so that the limit per
+//! destination holds across them. A store that one node owns has no
+//! lease (its claims last [`CLAIM`], and end when the node starts again)
+//! and no other nodes.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -43,6 +46,37 @@ impl<S: Store + Clone> Worker<S> {
     /// are worked on; else long enough for any session.
     pub(super) fn claim_for(&self) -> i64 {
         self.store.lease().unwrap_or(CLAIM)
+    }
+
+    /// Sessions open to `dest`: this node's and, with a shared store, the
+    /// other nodes' (as they last said).
+    pub(super) fn open_sessions(&self, dest: &str) -> usize {
+        let here = Self::lock(&self.per_destination)
+            .get(dest)
+            .copied()
+            .unwrap_or(0);
+        let there = Self::lock(&self.elsewhere).get(dest).copied().unwrap_or(0);
+        here + there
+    }
+
+    /// Every second, tells the other nodes how many sessions this one has
+    /// open per destination, and hears theirs: the limit per destination
+    /// then holds across the nodes (give or take what a second changes).
+    pub(super) async fn share_sessions(&self) {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let mine: Vec<(String, u32)> = Self::lock(&self.per_destination)
+                .iter()
+                .map(|(d, n)| (d.clone(), u32::try_from(*n).unwrap_or(u32::MAX)))
+                .collect();
+            match self.store.share_sessions(&mine).await {
+                Ok(theirs) => {
+                    *Self::lock(&self.elsewhere) =
+                        theirs.into_iter().map(|(d, n)| (d, n as usize)).collect();
+                }
+                Err(e) => tracing::debug!(error = %e, "cannot share delivery sessions"),
+            }
+        }
     }
 
     /// Rows now claimed: held (and renewed) until recorded.

@@ -76,6 +76,9 @@ pub struct Worker<S> {
     handoff: Arc<Handoff>,
     /// Sessions open per destination.
     per_destination: Mutex<HashMap<String, usize>>,
+    /// Sessions the other nodes have open per destination (a store that
+    /// several nodes share), as they last said.
+    elsewhere: Mutex<HashMap<String, usize>>,
     /// When the store was last asked for due rows.
     last_claim: Mutex<Option<std::time::Instant>>,
     connections: Arc<Semaphore>,
@@ -151,6 +154,7 @@ impl<S: Store + Clone> Worker<S> {
             metrics,
             handoff,
             per_destination: Mutex::new(HashMap::new()),
+            elsewhere: Mutex::new(HashMap::new()),
             last_claim: Mutex::new(None),
             held: Arc::default(),
             connections,
@@ -173,8 +177,11 @@ impl<S: Store + Clone> Worker<S> {
         let mut counted = std::time::Instant::now() - Duration::from_secs(60);
         let mut saved = std::time::Instant::now();
         let renewing = self.store.lease().map(|lease| {
-            let worker = self.clone();
-            tokio::spawn(async move { worker.renew(lease).await })
+            let (renewer, sharer) = (self.clone(), self.clone());
+            (
+                tokio::spawn(async move { renewer.renew(lease).await }),
+                tokio::spawn(async move { sharer.share_sessions().await }),
+            )
         });
         loop {
             self.dispatch(&mut tasks).await;
@@ -213,8 +220,9 @@ impl<S: Store + Clone> Worker<S> {
         let _ =
             tokio::time::timeout(GRACE, async { while tasks.join_next().await.is_some() {} }).await;
         tasks.abort_all();
-        if let Some(r) = renewing {
-            r.abort();
+        if let Some((renew, share)) = renewing {
+            renew.abort();
+            share.abort();
         }
         self.save_tls_counts();
     }
@@ -262,11 +270,14 @@ impl<S: Store + Clone> Worker<S> {
     async fn dispatch(self: &Arc<Self>, tasks: &mut tokio::task::JoinSet<()>) {
         let now = unix_now();
         let max = self.settings.max_connections_per_destination;
-        let skip: Vec<String> = Self::lock(&self.per_destination)
-            .iter()
-            .filter(|(_, n)| **n >= max)
-            .map(|(d, _)| d.clone())
+        let mut skip: Vec<String> = Self::lock(&self.per_destination)
+            .keys()
+            .chain(Self::lock(&self.elsewhere).keys())
+            .filter(|d| self.open_sessions(d) >= max)
+            .cloned()
             .collect();
+        skip.sort();
+        skip.dedup();
         // Rows whose content left the handoff before they were taken:
         // their claims go, and the store's claims below find them. If the
         // release fails, they are kept to try again at the next look.
@@ -278,20 +289,14 @@ impl<S: Store + Clone> Worker<S> {
                 self.handoff.set_aside(evicted);
             }
         }
-        let smarthost_busy = self.settings.smarthost.is_some()
-            && Self::lock(&self.per_destination)
-                .get(SMARTHOST)
-                .is_some_and(|n| *n >= max);
+        let smarthost_busy =
+            self.settings.smarthost.is_some() && self.open_sessions(SMARTHOST) >= max;
         if smarthost_busy {
             return;
         }
         let mut handed: Vec<QueueEntry> = Vec::new();
         {
-            let busy = |dest: &str| {
-                Self::lock(&self.per_destination)
-                    .get(dest)
-                    .is_some_and(|n| *n >= max)
-            };
+            let busy = |dest: &str| self.open_sessions(dest) >= max;
             for domain in self.handoff.domains() {
                 if !busy(&self.destination(&format!("x@{domain}"))) {
                     handed.extend(
@@ -337,7 +342,7 @@ impl<S: Store + Clone> Worker<S> {
                 .push(e);
         }
         for (dest, messages) in groups {
-            let active = *Self::lock(&self.per_destination).get(&dest).unwrap_or(&0);
+            let active = self.open_sessions(&dest);
             // At least one: what was claimed is delivered now, not left
             // claimed and idle (a destination at its limit was skipped).
             let sessions = max.saturating_sub(active).max(1).min(messages.len());

@@ -1,7 +1,8 @@
-//! Failed logins shared by the nodes: each node writes its own counts
-//! (replacing what it wrote last), and reads the others'. The lockout
-//! itself stays in each node's memory (postel-policy); this is how the
-//! nodes' lockouts hear of each other, every second or so.
+//! Counts the nodes share, every second or so: failed logins (for the
+//! lockout) and delivery sessions per destination (for its limit). Each
+//! node writes its own counts (replacing what it wrote last), and reads
+//! the others'. The lockout and the limit stay in each node's memory;
+//! this is how the nodes hear of each other.
 
 use super::*;
 
@@ -48,6 +49,61 @@ impl PgStore {
                 "SELECT key, sum(failures)::int8 FROM auth_failures
                  WHERE node <> $1 AND since >= $2 GROUP BY key ORDER BY 2 DESC LIMIT $3",
                 &[&self.node, &(now - window), &MAX_KEYS],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    r.get::<_, String>(0),
+                    u32::try_from(r.get::<_, i64>(1)).unwrap_or(u32::MAX),
+                )
+            })
+            .collect())
+    }
+}
+
+/// How long a node's word on its sessions holds: a node that stopped
+/// saying (it died) stops counting after this.
+const SESSIONS_FRESH: i64 = 10;
+
+impl PgStore {
+    /// As [`crate::Store::share_sessions`]: replaces this node's counts
+    /// and returns the other nodes' fresh ones, summed per destination.
+    ///
+    /// # Errors
+    /// When the database cannot be reached.
+    pub async fn share_sessions(
+        &self,
+        mine: &[(String, u32)],
+    ) -> Result<std::collections::HashMap<String, u32>, StoreError> {
+        let now = unix_now();
+        let dests: Vec<&str> = mine.iter().map(|(d, _)| d.as_str()).collect();
+        let counts: Vec<i32> = mine
+            .iter()
+            .map(|(_, n)| i32::try_from(*n).unwrap_or(i32::MAX))
+            .collect();
+        let mut client = get(&self.pool).await?;
+        let tx = client.transaction().await?;
+        tx.execute(
+            "DELETE FROM delivery_sessions WHERE node = $1 OR at < $2",
+            &[&self.node, &(now - 10 * SESSIONS_FRESH)],
+        )
+        .await?;
+        if !dests.is_empty() {
+            tx.execute(
+                "INSERT INTO delivery_sessions (destination, node, sessions, at)
+                 SELECT d, $1, n, $2 FROM unnest($3::text[], $4::int4[]) AS t (d, n)",
+                &[&self.node, &now, &dests, &counts],
+            )
+            .await?;
+        }
+        let rows = tx
+            .query(
+                "SELECT destination, sum(sessions)::int8 FROM delivery_sessions
+                 WHERE node <> $1 AND at >= $2 GROUP BY destination LIMIT $3",
+                &[&self.node, &(now - SESSIONS_FRESH), &MAX_KEYS],
             )
             .await?;
         tx.commit().await?;

@@ -27,7 +27,7 @@
 //! - `queue`: claims, leases and outcomes;
 //! - `webhooks`: the webhook outbox;
 //! - `users`: accounts for AUTH (blocking calls, as the trait wants);
-//! - `lockout`: failed logins shared by the nodes;
+//! - `lockout`: counts the nodes share (failed logins, delivery sessions);
 //! - `events`: LISTEN: changes and wake-ups from every node;
 //! - `transfer`: whole messages in and out (`postel store migrate`).
 

@@ -107,8 +107,9 @@ CREATE TABLE user_addresses (
 );
 ",
     ),
-    // Failed logins per node, so that every node's lockout counts them all;
-    // two indexes. Only added: a node of version 1 goes on without them.
+    // Failed logins and delivery sessions per node, so that every node's
+    // lockout and limits count them all; two indexes. Only added: a node
+    // of version 1 goes on without them.
     (
         2,
         1,
@@ -121,6 +122,16 @@ CREATE TABLE auth_failures (
     -- When the first of them was (Unix seconds).
     since    bigint NOT NULL,
     PRIMARY KEY (key, node)
+);
+-- Delivery sessions open per destination and node, so that the limit
+-- per destination holds across the nodes.
+CREATE TABLE delivery_sessions (
+    destination text NOT NULL,
+    node        text NOT NULL,
+    sessions    integer NOT NULL,
+    -- When the node last said so (Unix seconds): a dead node's go stale.
+    at          bigint NOT NULL,
+    PRIMARY KEY (destination, node)
 );
 -- What every node has in flight, per domain, is counted at each claim.
 CREATE INDEX queue_leased ON queue (domain, leased_until) WHERE leased_until IS NOT NULL;

@@ -452,6 +452,13 @@ impl Store for Arc<PgStore> {
         PgStore::queue_renew(self, rows, until).await
     }
 
+    async fn share_sessions(
+        &self,
+        mine: &[(String, u32)],
+    ) -> Result<std::collections::HashMap<String, u32>, StoreError> {
+        PgStore::share_sessions(self, mine).await
+    }
+
     async fn queue_release_claims(&self) -> Result<(), StoreError> {
         PgStore::queue_release_claims(self).await
     }

@@ -335,3 +335,24 @@ async fn failed_logins_are_shared_and_each_node_replaces_its_own() {
     let seen = b.share_failures(&[], 900).await.expect("b again");
     assert!(seen.is_empty(), "a replaced its counts with none: {seen:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_sessions_are_shared_and_each_node_replaces_its_own() {
+    let a = pg_store("sessions", "a").await;
+    let b = pg_store("sessions", "b").await;
+    let c = pg_store("sessions", "c").await;
+    a.share_sessions(&[("ok.test".into(), 2), ("far.test".into(), 1)])
+        .await
+        .expect("a");
+    b.share_sessions(&[("ok.test".into(), 3)]).await.expect("b");
+    let seen = c.share_sessions(&[]).await.expect("c");
+    assert_eq!(seen.get("ok.test"), Some(&5), "summed over the others");
+    assert_eq!(seen.get("far.test"), Some(&1));
+    let seen = a.share_sessions(&[]).await.expect("a again");
+    assert_eq!(
+        seen.get("ok.test"),
+        Some(&3),
+        "only b's: a replaced its own"
+    );
+    assert!(!seen.contains_key("far.test"));
+}
