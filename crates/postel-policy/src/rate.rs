@@ -11,6 +11,11 @@
 //! it is full, counters that have refilled (and so say nothing) go first;
 //! past that, an old counter makes room, so a new key is always counted.
 //!
+//! Several nodes share their counts: each says what it used of each
+//! counter ([`RateLimiter::snapshot`], every second or so, through a shared
+//! store), and what the others used is set from outside
+//! ([`RateLimiter::set_remote`]) and taken off every counter's level.
+//!
 //! Sans-IO: every decision takes `now`.
 
 use std::collections::HashMap;
@@ -109,6 +114,13 @@ impl Bucket {
 struct Table {
     buckets: HashMap<(Scope, What, String), Bucket>,
     pruned: Option<Instant>,
+    /// What the other nodes used, per counter (see [`shared_key`]).
+    remote: HashMap<String, f64>,
+}
+
+/// A counter's name between nodes.
+fn shared_key(scope: Scope, what: What, key: &str) -> String {
+    format!("{scope:?} {what:?} {key}")
 }
 
 /// The counters.
@@ -202,13 +214,22 @@ impl RateLimiter {
             .table
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Table { buckets, pruned } = &mut *table;
-        // Every scope must have room before any is counted.
+        let Table {
+            buckets,
+            pruned,
+            remote,
+        } = &mut *table;
+        // Every scope must have room before any is counted: what this node
+        // left, less what the others used.
         for (scope, n, window, key) in &counted {
             let level = buckets
                 .get(&(*scope, what, key.clone()))
                 .map_or(f64::from(*n), |b| b.level(*n, *window, now));
-            if level < 1.0 {
+            let elsewhere = remote
+                .get(&shared_key(*scope, what, key))
+                .copied()
+                .unwrap_or(0.0);
+            if level - elsewhere < 1.0 {
                 return Err(*scope);
             }
         }
@@ -261,6 +282,47 @@ impl RateLimiter {
         }
         Ok(())
     }
+
+    /// What this node used of each counter now (its limit less its
+    /// level), for the other nodes: counters that have refilled say
+    /// nothing.
+    pub fn snapshot(&self, now: Instant) -> Vec<(String, f64)> {
+        let limits = self.limits;
+        let table = self
+            .table
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        table
+            .buckets
+            .iter()
+            .filter_map(|((scope, what, key), b)| {
+                let limit = match scope {
+                    Scope::Client => limits.client,
+                    Scope::User => limits.user,
+                    Scope::SenderDomain => limits.sender_domain,
+                }?;
+                let n = match what {
+                    What::Messages => limit.messages,
+                    What::Recipients => limit.recipients,
+                }?;
+                let used = f64::from(n) - b.level(n, limit.window, now);
+                (used > 0.0).then(|| (shared_key(*scope, *what, key), used))
+            })
+            .collect()
+    }
+
+    /// What the other nodes used, per counter (summed over them, as their
+    /// [`RateLimiter::snapshot`]s give it): replaces the last set. At most
+    /// as many counters as this node keeps itself.
+    pub fn set_remote(&self, mut remote: HashMap<String, f64>) {
+        if remote.len() > MAX_KEYS {
+            remote = remote.into_iter().take(MAX_KEYS).collect();
+        }
+        self.table
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remote = remote;
+    }
 }
 
 #[cfg(test)]
@@ -281,6 +343,32 @@ mod tests {
             user: None,
             sender_domain: domain,
         }
+    }
+
+    #[test]
+    fn what_other_nodes_used_is_taken_off() {
+        let limit = Limit {
+            messages: Some(5),
+            recipients: None,
+            window: Duration::from_secs(3600),
+        };
+        let (a, b) = (limiter(Some(limit), None), limiter(Some(limit), None));
+        let t = Instant::now();
+        let s = sender("192.0.2.1", None);
+        for _ in 0..3 {
+            assert_eq!(a.message(&s, t), Ok(()));
+        }
+        let used: HashMap<String, f64> = a.snapshot(t).into_iter().collect();
+        assert_eq!(used.values().copied().map(f64::round).sum::<f64>(), 3.0);
+        b.set_remote(used);
+        assert_eq!(b.message(&s, t), Ok(()));
+        assert_eq!(b.message(&s, t), Ok(()));
+        assert_eq!(b.message(&s, t), Err(Scope::Client), "3 there, 2 here");
+        assert_eq!(
+            b.message(&sender("192.0.2.2", None), t),
+            Ok(()),
+            "others apart"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! What a node on PostgreSQL does with the other nodes beyond sharing the
-//! store: its delivery worker wakes when any node queued mail, and its
-//! lockout hears of the failed logins the others counted (every second).
+//! store: its delivery worker wakes when any node queued mail, and, every
+//! second, its lockout hears of the failed logins the others counted and
+//! its rate limits of what the others' senders used.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,6 +16,7 @@ pub(crate) fn start(
     pg: &Arc<PgStore>,
     wake: Arc<tokio::sync::Notify>,
     auth: Arc<postel_policy::Authenticator>,
+    rate: Arc<postel_policy::rate::RateLimiter>,
 ) {
     let from = pg.queue_wake();
     tokio::spawn(async move {
@@ -23,6 +25,19 @@ pub(crate) fn start(
             wake.notify_one();
         }
     });
+    if !rate.is_empty() {
+        let pg = pg.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(SHARE_EVERY).await;
+                let mine = rate.snapshot(Instant::now());
+                match pg.share_usage(&mine).await {
+                    Ok(theirs) => rate.set_remote(theirs),
+                    Err(e) => tracing::debug!(error = %e, "cannot share rate counters"),
+                }
+            }
+        });
+    }
     let pg = pg.clone();
     tokio::spawn(async move {
         let window = i64::try_from(auth.lockout().window().as_secs()).unwrap_or(i64::MAX);

@@ -129,7 +129,7 @@ pub(crate) fn serve(cfg: Config) -> anyhow::Result<()> {
             dns: dns.clone(),
             authentication,
             screening: backend::Screening {
-                rate: postel_policy::rate::RateLimiter::new(cfg.rate_limits),
+                rate: Arc::new(postel_policy::rate::RateLimiter::new(cfg.rate_limits)),
                 lists: cfg.dnsbl.clone(),
                 threshold: cfg.dnsbl_threshold,
                 dns: (!cfg.dnsbl.is_empty()).then(|| dns.clone()).flatten(),
@@ -144,7 +144,7 @@ pub(crate) fn serve(cfg: Config) -> anyhow::Result<()> {
             // Mail queued by any node, or an operator's action anywhere,
             // wakes this node's worker (which polls besides); failed logins
             // on any node count toward this node's lockout.
-            crate::cluster::start(pg, wake.clone(), auth.clone());
+            crate::cluster::start(pg, wake.clone(), auth.clone(), inner.screening.rate.clone());
         }
         if cfg.delivery.is_some() {
             use postel_store::Store as _;

@@ -1,5 +1,6 @@
 //! Counts the nodes share, every second or so: failed logins (for the
-//! lockout) and delivery sessions per destination (for its limit). Each
+//! lockout), delivery sessions per destination (for its limit) and rate
+//! counters' usage (for the rate limits). Each
 //! node writes its own counts (replacing what it wrote last), and reads
 //! the others'. The lockout and the limit stay in each node's memory;
 //! this is how the nodes hear of each other.
@@ -115,6 +116,50 @@ impl PgStore {
                     u32::try_from(r.get::<_, i64>(1)).unwrap_or(u32::MAX),
                 )
             })
+            .collect())
+    }
+}
+
+impl PgStore {
+    /// Replaces this node's rate-counter usage with `mine` (a counter's
+    /// name, and what was used of it), and returns the other nodes' fresh
+    /// usage, summed per counter.
+    ///
+    /// # Errors
+    /// When the database cannot be reached.
+    pub async fn share_usage(
+        &self,
+        mine: &[(String, f64)],
+    ) -> Result<std::collections::HashMap<String, f64>, StoreError> {
+        let now = unix_now();
+        let keys: Vec<String> = mine.iter().map(|(k, _)| text(k).into_owned()).collect();
+        let used: Vec<f64> = mine.iter().map(|(_, u)| *u).collect();
+        let mut client = get(&self.pool).await?;
+        let tx = client.transaction().await?;
+        tx.execute(
+            "DELETE FROM rate_usage WHERE node = $1 OR at < $2",
+            &[&self.node, &(now - 10 * SESSIONS_FRESH)],
+        )
+        .await?;
+        if !keys.is_empty() {
+            tx.execute(
+                "INSERT INTO rate_usage (key, node, used, at)
+                 SELECT k, $1, u, $2 FROM unnest($3::text[], $4::float8[]) AS t (k, u)",
+                &[&self.node, &now, &keys, &used],
+            )
+            .await?;
+        }
+        let rows = tx
+            .query(
+                "SELECT key, sum(used) FROM rate_usage WHERE node <> $1 AND at >= $2
+                 GROUP BY key ORDER BY 2 DESC LIMIT $3",
+                &[&self.node, &(now - SESSIONS_FRESH), &MAX_KEYS],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get::<_, String>(0), r.get::<_, f64>(1)))
             .collect())
     }
 }

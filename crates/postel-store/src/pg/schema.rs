@@ -133,6 +133,15 @@ CREATE TABLE delivery_sessions (
     at          bigint NOT NULL,
     PRIMARY KEY (destination, node)
 );
+-- What each node's senders used of each rate counter (a counter's
+-- limit less its level), so that the limits hold across the nodes.
+CREATE TABLE rate_usage (
+    key  text NOT NULL,
+    node text NOT NULL,
+    used double precision NOT NULL,
+    at   bigint NOT NULL,
+    PRIMARY KEY (key, node)
+);
 -- What every node has in flight, per domain, is counted at each claim.
 CREATE INDEX queue_leased ON queue (domain, leased_until) WHERE leased_until IS NOT NULL;
 -- store migrate reads and compares in bytewise id order.

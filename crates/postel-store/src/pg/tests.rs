@@ -356,3 +356,19 @@ async fn delivery_sessions_are_shared_and_each_node_replaces_its_own() {
     );
     assert!(!seen.contains_key("far.test"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_usage_is_shared_and_each_node_replaces_its_own() {
+    let a = pg_store("usage", "a").await;
+    let b = pg_store("usage", "b").await;
+    a.share_usage(&[("Client Messages 192.0.2.1".into(), 3.5)])
+        .await
+        .expect("a");
+    let seen = b
+        .share_usage(&[("Client Messages 192.0.2.1".into(), 1.0)])
+        .await
+        .expect("b");
+    assert_eq!(seen.get("Client Messages 192.0.2.1"), Some(&3.5));
+    let seen = a.share_usage(&[]).await.expect("a again");
+    assert_eq!(seen.get("Client Messages 192.0.2.1"), Some(&1.0));
+}

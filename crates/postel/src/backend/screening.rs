@@ -18,7 +18,7 @@ const DNSBL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the backend checks of a client and its counts.
 pub(crate) struct Screening {
-    pub(crate) rate: RateLimiter,
+    pub(crate) rate: Arc<RateLimiter>,
     pub(crate) lists: Vec<List>,
     pub(crate) threshold: i32,
     /// The resolver for the lists (None when there are none).
@@ -32,7 +32,7 @@ impl Screening {
     #[cfg(test)]
     pub(crate) fn none() -> Screening {
         Screening {
-            rate: RateLimiter::default(),
+            rate: Arc::default(),
             lists: Vec::new(),
             threshold: 1,
             dns: None,

@@ -424,3 +424,31 @@ fn password_guesses_on_one_node_count_on_the_others() {
         "locked out on b after 10 in all: {r}"
     );
 }
+
+#[test]
+fn a_rate_limit_holds_across_the_nodes() {
+    let url = database("rates");
+    let config = |node: &str| {
+        format!(
+            "[limits.rate.client]\nmessages = 5\nwindow = \"1h\"\n{}",
+            store_section(&url, node)
+        )
+    };
+    let a = Server::start(&config("a"), &[]);
+    let b = Server::start(&config("b"), &[]);
+    let mut c = a.connect();
+    c.greet();
+    for i in 0..3 {
+        c.mail("s@x.test", &["r@y.test"], &message(&format!("a{i}")));
+    }
+    // Within a couple of seconds b knows: two more, then 450.
+    std::thread::sleep(Duration::from_millis(2500));
+    let mut c = b.connect();
+    c.greet();
+    for i in 0..2 {
+        c.mail("s@x.test", &["r@y.test"], &message(&format!("b{i}")));
+    }
+    c.send("MAIL FROM:<s@x.test>\r\n");
+    let r = c.reply();
+    assert!(r.starts_with("450 4.7.1"), "the sixth message in all: {r}");
+}
