@@ -84,8 +84,23 @@ impl Key {
             path: path.to_owned(),
             source,
         })?;
+        Key::from_pem(domain, selector, &pem, path)
+    }
+
+    /// The private key `pem` for `domain` and `selector`; `origin` names
+    /// where it came from, in errors (a file, or a database row).
+    ///
+    /// # Errors
+    /// When it holds no usable key.
+    pub fn from_pem(
+        domain: &str,
+        selector: &str,
+        pem: &[u8],
+        origin: &Path,
+    ) -> Result<Key, KeyError> {
+        let path = origin;
         let bad = || KeyError::Format(path.to_owned());
-        let der = PrivateKeyDer::from_pem_slice(&pem).map_err(|_| bad())?;
+        let der = PrivateKeyDer::from_pem_slice(pem).map_err(|_| bad())?;
         let domain = domain.to_ascii_lowercase();
         let ed25519 = match &der {
             PrivateKeyDer::Pkcs8(p8) => {

@@ -126,6 +126,10 @@ pub(crate) enum DkimCommand {
         /// Where the keys go (in a folder named after the domain).
         #[arg(long, default_value = "postel-data/dkim")]
         dir: PathBuf,
+        /// A config file whose `[store] url` names a PostgreSQL database:
+        /// the keys go there instead, and every node signs with them.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
 }
 

@@ -9,14 +9,9 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use postel_auth::keys;
 
-/// Writes the two keys of `domain` under `dir/<domain>/`, named by their
-/// selectors (`<prefix>r` for RSA, `<prefix>e` for Ed25519), and prints
-/// what to publish and configure. Never over an existing key.
-///
-/// # Errors
-/// When the domain or selector is not valid, a key exists, or a file
-/// cannot be written.
-pub(crate) fn generate(domain: &str, prefix: Option<&str>, dir: &Path) -> anyhow::Result<()> {
+/// The domain (lowercase, no final dot) and the selectors' prefix
+/// (default sYYYYMM), checked.
+fn names(domain: &str, prefix: Option<&str>) -> anyhow::Result<(String, String)> {
     let domain = domain.trim_end_matches('.').to_ascii_lowercase();
     if !postel_proto::address::is_domain(domain.as_bytes(), false) {
         bail!("{domain:?} is not a domain name");
@@ -35,6 +30,75 @@ pub(crate) fn generate(domain: &str, prefix: Option<&str>, dir: &Path) -> anyhow
     {
         bail!("selector {prefix:?}: letters, digits and hyphens only");
     }
+    Ok((domain, prefix))
+}
+
+/// `postel dkim generate DOMAIN --config FILE`: the two keys go into the
+/// PostgreSQL store the config names, where every node finds them at its
+/// next start; prints the TXT records to publish.
+///
+/// # Errors
+/// When the config names no PostgreSQL store, the database cannot be
+/// written, or a key of that name is there already.
+pub(crate) fn generate_into_store(
+    domain: &str,
+    prefix: Option<&str>,
+    config: &Path,
+) -> anyhow::Result<()> {
+    let (domain, prefix) = names(domain, prefix)?;
+    let args = crate::cli::StoreArgs {
+        data_dir: None,
+        config: Some(config.to_owned()),
+    };
+    let admin = crate::admin::Admin::open(&args, false)?;
+    let postel_store::AnyStore::Postgres(pg) = &admin.store else {
+        bail!(
+            "{} names no PostgreSQL store ([store] url): without one, keys are files (leave out --config)",
+            config.display()
+        );
+    };
+    let made = [
+        (format!("{prefix}r"), keys::rsa_2048()?),
+        (format!("{prefix}e"), keys::ed25519()?),
+    ];
+    let existing = admin.run(pg.dkim_keys())?;
+    for (selector, _) in &made {
+        if existing
+            .iter()
+            .any(|(d, s, _)| *d == domain && s == selector)
+        {
+            bail!("{domain} has a key {selector} in the database: pick another --selector");
+        }
+    }
+    let mut out =
+        format!("# DKIM keys for {domain}, in the database\n# 1. Publish these TXT records:\n");
+    for (selector, key) in &made {
+        out.push_str(&format!(
+            "{selector}._domainkey.{domain}. IN TXT {}\n",
+            keys::zone_text(&key.record)
+        ));
+    }
+    for (selector, key) in &made {
+        if !admin.run(pg.add_dkim_key(&domain, selector, &key.private_pem))? {
+            bail!("{domain} has a key {selector} in the database already");
+        }
+    }
+    out.push_str(
+        "# 2. Every node signs with them from its next start (no [[dkim]] table needed).\n",
+    );
+    print!("{out}");
+    Ok(())
+}
+
+/// Writes the two keys of `domain` under `dir/<domain>/`, named by their
+/// selectors (`<prefix>r` for RSA, `<prefix>e` for Ed25519), and prints
+/// what to publish and configure. Never over an existing key.
+///
+/// # Errors
+/// When the domain or selector is not valid, a key exists, or a file
+/// cannot be written.
+pub(crate) fn generate(domain: &str, prefix: Option<&str>, dir: &Path) -> anyhow::Result<()> {
+    let (domain, prefix) = names(domain, prefix)?;
     let folder = dir.join(&domain);
     std::fs::DirBuilder::new()
         .recursive(true)

@@ -140,8 +140,13 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                     domain,
                     selector,
                     dir,
+                    config,
                 },
-        } => dkim::generate(&domain, selector.as_deref(), &dir).map(|()| ExitCode::SUCCESS),
+        } => match config {
+            Some(config) => dkim::generate_into_store(&domain, selector.as_deref(), &config),
+            None => dkim::generate(&domain, selector.as_deref(), &dir),
+        }
+        .map(|()| ExitCode::SUCCESS),
         Command::Config {
             command: ConfigCommand::Check { config },
         } => {

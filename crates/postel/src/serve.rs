@@ -98,7 +98,11 @@ pub(crate) fn serve(cfg: Config) -> anyhow::Result<()> {
             ))
         };
         let handoff = Arc::new(postel_delivery::Handoff::default());
-        let authentication_signer = Arc::new(crate::config::signer(&cfg.dkim)?);
+        let stored_keys = match &store {
+            AnyStore::Postgres(pg) => pg.dkim_keys().await.context("cannot read the DKIM keys")?,
+            AnyStore::Sqlite(_) => Vec::new(),
+        };
+        let authentication_signer = Arc::new(crate::config::signer(&cfg.dkim, &stored_keys)?);
         let authentication = backend::Authentication {
             verifier: verifier(&cfg),
             settings: cfg.verify.clone(),

@@ -26,7 +26,8 @@
 //! - `store_impl`: the `Store` trait over it all;
 //! - `queue`: claims, leases and outcomes;
 //! - `webhooks`: the webhook outbox;
-//! - `users`: accounts for AUTH (blocking calls, as the trait wants);
+//! - `users`: accounts for AUTH (blocking calls, as the trait wants), and
+//!   DKIM keys;
 //! - `lockout`: counts the nodes share (failed logins, delivery sessions);
 //! - `events`: LISTEN: changes and wake-ups from every node;
 //! - `transfer`: whole messages in and out (`postel store migrate`).

@@ -142,6 +142,15 @@ CREATE TABLE rate_usage (
     at   bigint NOT NULL,
     PRIMARY KEY (key, node)
 );
+-- DKIM signing keys every node signs with (postel dkim generate).
+CREATE TABLE dkim_keys (
+    domain     text NOT NULL,
+    selector   text NOT NULL,
+    -- The private key, PEM.
+    pem        text NOT NULL,
+    created_at bigint NOT NULL,
+    PRIMARY KEY (domain, selector)
+);
 -- What every node has in flight, per domain, is counted at each claim.
 CREATE INDEX queue_leased ON queue (domain, leased_until) WHERE leased_until IS NOT NULL;
 -- store migrate reads and compares in bytewise id order.

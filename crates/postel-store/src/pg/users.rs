@@ -1,4 +1,4 @@
-//! Accounts for AUTH, shared by every node. The [`Users`] calls are
+//! Accounts for AUTH, and DKIM signing keys, shared by every node. The [`Users`] calls are
 //! blocking (password checks run on a pool of threads of their own): each
 //! runs on the store's runtime and waits for its answer.
 
@@ -164,5 +164,46 @@ impl Users for Arc<PgStore> {
 
     fn set_user_addresses(&self, name: &str, addresses: &[String]) -> Result<(), StoreError> {
         PgStore::set_user_addresses(self, name, addresses)
+    }
+}
+
+impl PgStore {
+    /// Every DKIM key in the database: domain, selector, private key (PEM).
+    ///
+    /// # Errors
+    /// When the database cannot be read.
+    pub async fn dkim_keys(&self) -> Result<Vec<(String, String, String)>, StoreError> {
+        let client = get(&self.pool).await?;
+        Ok(client
+            .query(
+                "SELECT domain, selector, pem FROM dkim_keys ORDER BY domain, selector",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
+
+    /// Adds a DKIM key, never over one of the same domain and selector.
+    /// Returns false if there is one.
+    ///
+    /// # Errors
+    /// When the database cannot be written.
+    pub async fn add_dkim_key(
+        &self,
+        domain: &str,
+        selector: &str,
+        pem: &str,
+    ) -> Result<bool, StoreError> {
+        let client = get(&self.pool).await?;
+        Ok(client
+            .execute(
+                "INSERT INTO dkim_keys (domain, selector, pem, created_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT DO NOTHING",
+                &[&domain, &selector, &pem, &unix_now()],
+            )
+            .await?
+            == 1)
     }
 }

@@ -173,10 +173,24 @@ pub(super) fn dkim(entries: &[DkimEntry], problems: &mut Vec<String>) -> Vec<Dki
 ///
 /// # Errors
 /// When a key file changed since the config was checked.
-pub(crate) fn signer(entries: &[DkimEntry]) -> anyhow::Result<postel_auth::Signer> {
+pub(crate) fn signer(
+    entries: &[DkimEntry],
+    stored: &[(String, String, String)],
+) -> anyhow::Result<postel_auth::Signer> {
     let mut keys = Vec::new();
     for e in entries {
         keys.push(postel_auth::Key::load(&e.domain, &e.selector, &e.key)?);
+    }
+    // Keys in a shared store (domain, selector, PEM): every node's.
+    for (domain, selector, pem) in stored {
+        let origin =
+            std::path::PathBuf::from(format!("the database's key {selector}._domainkey.{domain}"));
+        keys.push(postel_auth::Key::from_pem(
+            domain,
+            selector,
+            pem.as_bytes(),
+            &origin,
+        )?);
     }
     Ok(postel_auth::Signer::new(keys))
 }

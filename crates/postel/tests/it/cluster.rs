@@ -452,3 +452,63 @@ fn a_rate_limit_holds_across_the_nodes() {
     let r = c.reply();
     assert!(r.starts_with("450 4.7.1"), "the sixth message in all: {r}");
 }
+
+#[test]
+fn dkim_keys_in_the_database_sign_on_every_node() {
+    let url = database("dkim");
+    let port = free_port();
+    let config = |node: &str| config(port, "", "") + &store_section(&url, node);
+    // The schema comes with the first node; the keys go in with the tool.
+    let a = Server::start(&config("a"), &[]);
+    let cfg = a.data_dir.join("test-config.toml");
+    let cfg = cfg.to_str().expect("path");
+    let out = postel(&[
+        "dkim",
+        "generate",
+        "out.test",
+        "--selector",
+        "db",
+        "--config",
+        cfg,
+    ]);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("dbr._domainkey.out.test. IN TXT") && said.contains("dbe._domainkey"),
+        "{said}"
+    );
+    // Not twice under one name.
+    let again = postel(&[
+        "dkim",
+        "generate",
+        "out.test",
+        "--selector",
+        "db",
+        "--config",
+        cfg,
+    ]);
+    assert!(!again.status.success());
+    drop(a);
+    // Nodes started after sign with them, with no [[dkim]] table.
+    for node in ["a", "b"] {
+        let s = Server::start(&config(node), &[]);
+        let mut c = s.connect();
+        c.greet();
+        let id = c.mail(
+            "alice@out.test",
+            &["you@here.test"],
+            b"From: alice@out.test\r\nSubject: signed\r\n\r\nHello.\r\n",
+        );
+        let raw = postel(&["messages", "show", "--raw", &id, "--config", cfg]).stdout;
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        assert!(text.starts_with("DKIM-Signature: "), "node {node}: {text}");
+        assert!(
+            text.contains("d=out.test") && text.contains("s=dbr") && text.contains("s=dbe"),
+            "{text}"
+        );
+    }
+}
