@@ -223,3 +223,18 @@ pub struct Stats {
     /// Their total size in octets.
     pub bytes: u64,
 }
+
+/// A LIKE (or ILIKE) pattern matching `s` anywhere, with `%`, `_` and `\`
+/// escaped (for `ESCAPE '\'`, PostgreSQL's default).
+pub(crate) fn contains_pattern(s: &str) -> String {
+    let mut p = String::with_capacity(s.len() + 2);
+    p.push('%');
+    for c in s.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('%');
+    p
+}

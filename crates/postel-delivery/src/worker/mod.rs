@@ -270,14 +270,12 @@ impl<S: Store + Clone> Worker<S> {
     async fn dispatch(self: &Arc<Self>, tasks: &mut tokio::task::JoinSet<()>) {
         let now = unix_now();
         let max = self.settings.max_connections_per_destination;
-        let mut skip: Vec<String> = Self::lock(&self.per_destination)
-            .keys()
-            .chain(Self::lock(&self.elsewhere).keys())
-            .filter(|d| self.open_sessions(d) >= max)
-            .cloned()
-            .collect();
+        // The names first, each lock let go: open_sessions takes both.
+        let mut skip: Vec<String> = Self::lock(&self.per_destination).keys().cloned().collect();
+        skip.extend(Self::lock(&self.elsewhere).keys().cloned());
         skip.sort();
         skip.dedup();
+        skip.retain(|d| self.open_sessions(d) >= max);
         // Rows whose content left the handoff before they were taken:
         // their claims go, and the store's claims below find them. If the
         // release fails, they are kept to try again at the next look.

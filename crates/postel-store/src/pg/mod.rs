@@ -193,7 +193,12 @@ impl PgStore {
         let (tx, rx) = mpsc::unbounded_channel();
         let (changes, _) = broadcast::channel(CHANGES_BUFFER);
         let queue_wake = Arc::new(Notify::new());
-        let writer = tokio::spawn(writer::run(writer_pool, opts.node.clone(), rx));
+        let writer = tokio::spawn(writer::run(
+            writer_pool,
+            pool.clone(),
+            opts.node.clone(),
+            rx,
+        ));
         let sweeper = opts
             .migrate
             .then(|| tokio::spawn(blobs::sweeper(pool.clone())));

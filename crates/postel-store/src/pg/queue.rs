@@ -305,12 +305,8 @@ impl PgStore {
             finish_done(&tx, &seqs).await?;
         }
         tx.commit().await?;
-        if action != QueueAction::Hold
-            && let Err(e) = client
-                .execute("SELECT pg_notify('postel_events', 'Q')", &[])
-                .await
-        {
-            tracing::debug!(error = %e, "cannot NOTIFY the queue");
+        if action != QueueAction::Hold {
+            self.announce(&client, 'Q', Vec::new()).await;
         }
         Ok(n)
     }

@@ -87,17 +87,3 @@ pub(super) fn entry(row: &Row) -> QueueEntry {
         lease_token: row.get(17),
     }
 }
-
-/// An ILIKE pattern matching `s` anywhere, with `%`, `_` and `\` escaped.
-pub(super) fn contains_pattern(s: &str) -> String {
-    let mut p = String::with_capacity(s.len() + 2);
-    p.push('%');
-    for c in s.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            p.push('\\');
-        }
-        p.push(c);
-    }
-    p.push('%');
-    p
-}

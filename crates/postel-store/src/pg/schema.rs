@@ -116,30 +116,34 @@ CREATE TABLE user_addresses (
         "
 CREATE TABLE auth_failures (
     -- The client's address (an IPv6 address's /64).
-    key      text NOT NULL,
-    node     text NOT NULL,
-    failures integer NOT NULL,
+    key   text NOT NULL,
+    node  text NOT NULL,
+    -- Failures (and checks in flight).
+    value integer NOT NULL,
     -- When the first of them was (Unix seconds).
-    since    bigint NOT NULL,
+    at    bigint NOT NULL,
     PRIMARY KEY (key, node)
 );
 -- Delivery sessions open per destination and node, so that the limit
 -- per destination holds across the nodes.
 CREATE TABLE delivery_sessions (
-    destination text NOT NULL,
-    node        text NOT NULL,
-    sessions    integer NOT NULL,
+    -- The destination (a domain, or the smarthost).
+    key   text NOT NULL,
+    node  text NOT NULL,
+    -- Sessions open.
+    value integer NOT NULL,
     -- When the node last said so (Unix seconds): a dead node's go stale.
-    at          bigint NOT NULL,
-    PRIMARY KEY (destination, node)
+    at    bigint NOT NULL,
+    PRIMARY KEY (key, node)
 );
 -- What each node's senders used of each rate counter (a counter's
 -- limit less its level), so that the limits hold across the nodes.
 CREATE TABLE rate_usage (
-    key  text NOT NULL,
-    node text NOT NULL,
-    used double precision NOT NULL,
-    at   bigint NOT NULL,
+    key   text NOT NULL,
+    node  text NOT NULL,
+    -- What was used of the counter.
+    value double precision NOT NULL,
+    at    bigint NOT NULL,
     PRIMARY KEY (key, node)
 );
 -- DKIM signing keys every node signs with (postel dkim generate).

@@ -3,8 +3,9 @@
 
 use deadpool_postgres::GenericClient;
 
-use super::read::{RAW, SUMMARY, contains_pattern, summary};
+use super::read::{RAW, SUMMARY, summary};
 use super::*;
+use crate::message::contains_pattern;
 use crate::{
     Message, NewMessage, Page, Query, QueueAction, QueueClaim, QueueEntry, QueueState, QueueUpdate,
     RawMessage, Stats, Store, Summary,

@@ -29,7 +29,15 @@ pub(super) struct Job {
     pub(super) done: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
 }
 
-pub(super) async fn run(pool: Pool, node: String, mut rx: mpsc::UnboundedReceiver<Job>) {
+/// Commits what comes in on `rx`, on `pool` (the writer's own); the
+/// NOTIFY after each commit goes out on `others` (the store's pool), so
+/// that it never holds up the next commit.
+pub(super) async fn run(
+    pool: Pool,
+    others: Pool,
+    node: String,
+    mut rx: mpsc::UnboundedReceiver<Job>,
+) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
         batch.push(first);
@@ -39,7 +47,7 @@ pub(super) async fn run(pool: Pool, node: String, mut rx: mpsc::UnboundedReceive
                 Err(_) => break,
             }
         }
-        let results = commit_or_split(&pool, &node, &batch).await;
+        let results = commit_or_split(&pool, &others, &node, &batch).await;
         for (job, result) in batch.drain(..).zip(results) {
             let _ = job.done.send(result);
         }
@@ -49,14 +57,19 @@ pub(super) async fn run(pool: Pool, node: String, mut rx: mpsc::UnboundedReceive
 /// Commits the batch; when the database refuses it for what one message
 /// holds (not for being out of reach), each message alone, so that one bad
 /// message does not sink the others.
-async fn commit_or_split(pool: &Pool, node: &str, batch: &[Job]) -> Vec<Result<(), StoreError>> {
+async fn commit_or_split(
+    pool: &Pool,
+    others: &Pool,
+    node: &str,
+    batch: &[Job],
+) -> Vec<Result<(), StoreError>> {
     let all: Vec<&Job> = batch.iter().collect();
-    match commit_batch(pool, node, &all).await {
+    match commit_batch(pool, others, node, &all).await {
         Ok(()) => batch.iter().map(|_| Ok(())).collect(),
         Err(e) if !e.is_transient() && batch.len() > 1 => {
             let mut results = Vec::with_capacity(batch.len());
             for job in batch {
-                results.push(commit_batch(pool, node, &[job]).await);
+                results.push(commit_batch(pool, others, node, &[job]).await);
             }
             results
         }
@@ -78,12 +91,18 @@ async fn commit_or_split(pool: &Pool, node: &str, batch: &[Job]) -> Vec<Result<(
 
 /// One transaction for `jobs`, then the NOTIFY. An error from COMMIT (or
 /// a timeout) leaves the outcome unknown: it is an error all the same.
-async fn commit_batch(pool: &Pool, node: &str, jobs: &[&Job]) -> Result<(), StoreError> {
+async fn commit_batch(
+    pool: &Pool,
+    others: &Pool,
+    node: &str,
+    jobs: &[&Job],
+) -> Result<(), StoreError> {
     let mut client = get(pool).await?;
     match tokio::time::timeout(COMMIT_WAIT, insert_all(&mut client, node, jobs)).await {
         Ok(Ok(seqs)) => {
             let queued = jobs.iter().any(|j| !j.msg.queue.is_empty() && !j.msg.hold);
-            notify(client, queued, &seqs);
+            drop(client);
+            notify(others.clone(), queued, &seqs);
             Ok(())
         }
         Ok(Err(e)) => Err(e),
@@ -267,7 +286,7 @@ async fn insert_all(
 /// task. Best effort: the commit stands whatever happens here, and every
 /// node polls besides. (More than a few hundred new messages would take a
 /// second payload.)
-fn notify(client: Object, queued: bool, shown: &[i64]) {
+fn notify(pool: Pool, queued: bool, shown: &[i64]) {
     let mut all = payloads('S', shown.iter().map(ToString::to_string));
     if queued {
         match all.first_mut() {
@@ -279,6 +298,9 @@ fn notify(client: Object, queued: bool, shown: &[i64]) {
         return;
     }
     tokio::spawn(async move {
+        let Ok(client) = get(&pool).await else {
+            return;
+        };
         let sent = tokio::time::timeout(NOTIFY_WAIT, async {
             for p in &all {
                 client

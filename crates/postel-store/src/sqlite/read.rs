@@ -3,19 +3,7 @@
 
 use super::*;
 
-/// A LIKE pattern matching `s` anywhere, with `%`, `_` and `\` escaped.
-pub(super) fn contains_pattern(s: &str) -> String {
-    let mut p = String::with_capacity(s.len() + 2);
-    p.push('%');
-    for c in s.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            p.push('\\');
-        }
-        p.push(c);
-    }
-    p.push('%');
-    p
-}
+pub(super) use crate::message::contains_pattern;
 
 /// Takes the messages with these sequence numbers out of the inbox: a
 /// message that still has recipients to send on keeps its body (and leaves

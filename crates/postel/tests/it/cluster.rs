@@ -27,6 +27,14 @@ fn store_section(url: &str, node: &str) -> String {
     format!("\n[store]\nurl = \"{url}\"\nnode = \"{node}\"\nlease = 10\n")
 }
 
+/// Two nodes, `a` and `b`, on a new database `db`, each with `extra` in
+/// its config.
+fn two_nodes(db: &str, extra: &str) -> (Server, Server) {
+    let url = database(db);
+    let start = |node: &str| Server::start(&format!("{extra}{}", store_section(&url, node)), &[]);
+    (start("a"), start("b"))
+}
+
 /// Every acknowledged message is in the database, byte for byte; and
 /// every stored message is whole. Returns how many are stored.
 fn verify(url: &str, acked: &HashMap<String, Vec<u8>>) -> usize {
@@ -366,15 +374,7 @@ fn store_migrate_moves_an_sqlite_folder_of_10000_messages_and_checks_it() {
 
 #[test]
 fn password_guesses_on_one_node_count_on_the_others() {
-    let url = database("lockout");
-    let config = |node: &str| {
-        format!(
-            "[smtp]\nauth = true\nrequire_tls = false\n{}",
-            store_section(&url, node)
-        )
-    };
-    let a = Server::start(&config("a"), &[]);
-    let b = Server::start(&config("b"), &[]);
+    let (a, b) = two_nodes("lockout", "[smtp]\nauth = true\nrequire_tls = false\n");
     // The user is in the database, for both nodes.
     let cfg = a.data_dir.join("test-config.toml");
     let mut add = std::process::Command::new(crate::support::BIN)
@@ -427,15 +427,10 @@ fn password_guesses_on_one_node_count_on_the_others() {
 
 #[test]
 fn a_rate_limit_holds_across_the_nodes() {
-    let url = database("rates");
-    let config = |node: &str| {
-        format!(
-            "[limits.rate.client]\nmessages = 5\nwindow = \"1h\"\n{}",
-            store_section(&url, node)
-        )
-    };
-    let a = Server::start(&config("a"), &[]);
-    let b = Server::start(&config("b"), &[]);
+    let (a, b) = two_nodes(
+        "rates",
+        "[limits.rate.client]\nmessages = 5\nwindow = \"1h\"\n",
+    );
     let mut c = a.connect();
     c.greet();
     for i in 0..3 {
