@@ -47,6 +47,15 @@ pub trait UserHashes: Send + Sync + 'static {
     fn user_scram(&self, _user: &str) -> Option<String> {
         None
     }
+
+    /// As [`UserHashes::user_scram`], telling a failure to read the
+    /// accounts from a user without keys.
+    ///
+    /// # Errors
+    /// When the accounts cannot be read.
+    fn try_user_scram(&self, user: &str) -> Result<Option<String>, String> {
+        Ok(self.user_scram(user))
+    }
 }
 
 /// The verdict on a login attempt.
@@ -159,16 +168,21 @@ impl Authenticator {
     /// `user`'s SCRAM keys; for a user who does not exist or has none, keys
     /// that look alike and match no proof, so that the answer and its time
     /// are those of a wrong password.
-    pub async fn scram_keys(&self, user: &str) -> ScramKeys {
+    ///
+    /// None when the accounts cannot be read (a database that is down):
+    /// the login is then not tried, and not counted against the client.
+    pub async fn scram_keys(&self, user: &str) -> Option<ScramKeys> {
         let (users, name) = (self.users.clone(), user.to_owned());
-        let stored = tokio::task::spawn_blocking(move || users.user_scram(&name))
+        let stored = tokio::task::spawn_blocking(move || users.try_user_scram(&name))
             .await
-            .ok()
-            .flatten();
-        stored
-            .as_deref()
-            .and_then(ScramKeys::from_text)
-            .unwrap_or_else(|| ScramKeys::decoy(&self.decoy_secret, user))
+            .ok()?
+            .ok()?;
+        Some(
+            stored
+                .as_deref()
+                .and_then(ScramKeys::from_text)
+                .unwrap_or_else(|| ScramKeys::decoy(&self.decoy_secret, user)),
+        )
     }
 
     /// Checks a SCRAM proof as a login attempt from `ip` (lockout, failure
@@ -269,6 +283,10 @@ mod tests {
         fn try_user_hash(&self, _: &str) -> Result<Option<String>, String> {
             Err("the database is down".into())
         }
+
+        fn try_user_scram(&self, _: &str) -> Result<Option<String>, String> {
+            Err("the database is down".into())
+        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -284,6 +302,7 @@ mod tests {
             );
         }
         assert!(!a.locked_out(IP.expect("ip"), now), "no strikes");
+        assert!(a.scram_keys("alice").await.is_none(), "SCRAM: not tried");
     }
 
     #[tokio::test(start_paused = true)]
@@ -332,8 +351,8 @@ mod tests {
         let a = authenticator();
         let now = Instant::now();
         // No stored keys (the Users above has none): decoys, stable.
-        let keys = a.scram_keys("alice").await;
-        assert_eq!(keys, a.scram_keys("alice").await);
+        let keys = a.scram_keys("alice").await.expect("readable");
+        assert_eq!(Some(&keys), a.scram_keys("alice").await.as_ref());
         assert_eq!(keys.iterations, crate::scram::ITERATIONS);
         for _ in 0..3 {
             let (c, v) = a.check_scram(IP, now, &keys, "n=alice", &[0; 32]).await;

@@ -27,6 +27,9 @@ const SWEEP_AT: usize = 10_000;
 /// better than forgetting failures.
 const MAX_TRACKED: usize = 1_000_000;
 
+/// The most addresses one node tells the others about each time.
+pub const SHARED: usize = 100_000;
+
 /// Failed logins per client address.
 #[derive(Debug)]
 pub struct Lockout {
@@ -73,14 +76,21 @@ impl Lockout {
 
     /// This node's counts within the window: key, failures (checks in
     /// flight included), and how long ago the first was. For sharing.
+    /// At most [`SHARED`] of them, the most failed first.
     pub fn snapshot(&self, now: Instant) -> Vec<(IpAddr, u32, Duration)> {
-        self.map()
+        let mut all: Vec<(IpAddr, u32, Duration)> = self
+            .map()
             .iter()
             .filter(|(_, (n, since))| {
                 *n > 0 && now.saturating_duration_since(*since) <= self.window
             })
             .map(|(ip, (n, since))| (*ip, *n, now.saturating_duration_since(*since)))
-            .collect()
+            .collect();
+        if all.len() > SHARED {
+            all.select_nth_unstable_by(SHARED, |a, b| b.1.cmp(&a.1));
+            all.truncate(SHARED);
+        }
+        all
     }
 
     /// What the other nodes counted, per key (as [`Lockout::snapshot`]

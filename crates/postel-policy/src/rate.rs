@@ -11,10 +11,15 @@
 //! it is full, counters that have refilled (and so say nothing) go first;
 //! past that, an old counter makes room, so a new key is always counted.
 //!
-//! Several nodes share their counts: each says what it used of each
-//! counter ([`RateLimiter::snapshot`], every second or so, through a shared
-//! store), and what the others used is set from outside
-//! ([`RateLimiter::set_remote`]) and taken off every counter's level.
+//! Several nodes share their counts: each says how much its senders took
+//! of each counter in the current slot of time (one window long, counted
+//! from the Unix epoch, so that every node's slots line up)
+//! ([`RateLimiter::snapshot`], every second or so, through a shared store),
+//! and what the others took since the last time
+//! ([`RateLimiter::set_remote`]) is taken off this node's counters too: all
+//! of it, the first time a slot is heard of. Every node's counter then
+//! drains by what all of them took, and refills at the limit's rate once:
+//! the limit holds for the nodes together, give or take a second's worth.
 //!
 //! Sans-IO: every decision takes `now`.
 
@@ -99,6 +104,11 @@ pub struct Sender<'a> {
 struct Bucket {
     tokens: f64,
     at: Instant,
+    /// Taken by this node's own senders since the counter was made.
+    taken: f64,
+    /// The slot it was last reported in, and `taken` when it began.
+    slot: u64,
+    slot_base: f64,
 }
 
 impl Bucket {
@@ -114,13 +124,33 @@ impl Bucket {
 struct Table {
     buckets: HashMap<(Scope, What, String), Bucket>,
     pruned: Option<Instant>,
-    /// What the other nodes used, per counter (see [`shared_key`]).
-    remote: HashMap<String, f64>,
+    /// What the other nodes had taken, per counter (see [`shared_key`]),
+    /// when they last said.
+    seen: HashMap<String, f64>,
 }
 
-/// A counter's name between nodes.
-fn shared_key(scope: Scope, what: What, key: &str) -> String {
-    format!("{scope:?} {what:?} {key}")
+/// A counter's name between nodes, in one slot of time.
+fn shared_key(scope: Scope, what: What, slot: u64, key: &str) -> String {
+    format!("{scope:?} {what:?} {slot} {key}")
+}
+
+/// A counter's name read back; None for one this version does not know.
+fn parse_shared_key(s: &str) -> Option<(Scope, What, String)> {
+    let (scope, rest) = s.split_once(' ')?;
+    let (what, rest) = rest.split_once(' ')?;
+    let (_slot, key) = rest.split_once(' ')?;
+    let scope = match scope {
+        "Client" => Scope::Client,
+        "User" => Scope::User,
+        "SenderDomain" => Scope::SenderDomain,
+        _ => return None,
+    };
+    let what = match what {
+        "Messages" => What::Messages,
+        "Recipients" => What::Recipients,
+        _ => return None,
+    };
+    Some((scope, what, key.to_owned()))
 }
 
 /// The counters.
@@ -215,21 +245,14 @@ impl RateLimiter {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let Table {
-            buckets,
-            pruned,
-            remote,
+            buckets, pruned, ..
         } = &mut *table;
-        // Every scope must have room before any is counted: what this node
-        // left, less what the others used.
+        // Every scope must have room before any is counted.
         for (scope, n, window, key) in &counted {
             let level = buckets
                 .get(&(*scope, what, key.clone()))
                 .map_or(f64::from(*n), |b| b.level(*n, *window, now));
-            let elsewhere = remote
-                .get(&shared_key(*scope, what, key))
-                .copied()
-                .unwrap_or(0.0);
-            if level - elsewhere < 1.0 {
+            if level < 1.0 {
                 return Err(*scope);
             }
         }
@@ -258,6 +281,7 @@ impl RateLimiter {
             let level = buckets
                 .get(&k)
                 .map_or(f64::from(n), |b| b.level(n, window, now));
+            let old = buckets.get(&k).copied();
             // Still full: a counter goes to make room, one of the same
             // scope if one comes soon, so that a new key is always counted
             // (a flood of made-up keys can reset counters, never stop them).
@@ -277,51 +301,103 @@ impl RateLimiter {
                 Bucket {
                     tokens: level - 1.0,
                     at: now,
+                    taken: old.map_or(0.0, |b| b.taken) + 1.0,
+                    slot: old.map_or(0, |b| b.slot),
+                    slot_base: old.map_or(0.0, |b| b.slot_base),
                 },
             );
         }
         Ok(())
     }
 
-    /// What this node used of each counter now (its limit less its
-    /// level), for the other nodes: counters that have refilled say
-    /// nothing.
-    pub fn snapshot(&self, now: Instant) -> Vec<(String, f64)> {
+    /// How much this node's senders took of each counter in the current
+    /// slot (`unix`: seconds since the epoch), for the other nodes;
+    /// counters nobody took from in the slot say nothing.
+    pub fn snapshot(&self, unix: u64) -> Vec<(String, f64)> {
         let limits = self.limits;
-        let table = self
+        let mut table = self
             .table
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        table
-            .buckets
-            .iter()
-            .filter_map(|((scope, what, key), b)| {
-                let limit = match scope {
-                    Scope::Client => limits.client,
-                    Scope::User => limits.user,
-                    Scope::SenderDomain => limits.sender_domain,
-                }?;
-                let n = match what {
-                    What::Messages => limit.messages,
-                    What::Recipients => limit.recipients,
-                }?;
-                let used = f64::from(n) - b.level(n, limit.window, now);
-                (used > 0.0).then(|| (shared_key(*scope, *what, key), used))
-            })
-            .collect()
+        let mut out = Vec::new();
+        for ((scope, what, key), b) in &mut table.buckets {
+            let Some(limit) = (match scope {
+                Scope::Client => limits.client,
+                Scope::User => limits.user,
+                Scope::SenderDomain => limits.sender_domain,
+            }) else {
+                continue;
+            };
+            let slot = unix / limit.window.as_secs().max(1);
+            if b.slot != slot {
+                // A new slot starts from what was taken by then; a counter
+                // never reported yet (slot 0) counts all it took.
+                if b.slot != 0 {
+                    b.slot_base = b.taken;
+                }
+                b.slot = slot;
+            }
+            let in_slot = b.taken - b.slot_base;
+            if in_slot > 0.0 {
+                out.push((shared_key(*scope, *what, slot, key), in_slot));
+            }
+        }
+        out
     }
 
-    /// What the other nodes used, per counter (summed over them, as their
-    /// [`RateLimiter::snapshot`]s give it): replaces the last set. At most
-    /// as many counters as this node keeps itself.
-    pub fn set_remote(&self, mut remote: HashMap<String, f64>) {
+    /// What the other nodes have taken of each counter in its slot (summed
+    /// over them, as their [`RateLimiter::snapshot`]s give it): what they
+    /// took since the last call is taken off this node's counters, and the
+    /// whole of a slot heard of for the first time.
+    pub fn set_remote(&self, remote: HashMap<String, f64>, now: Instant) {
+        let limits = self.limits;
+        let mut table = self
+            .table
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Table { buckets, seen, .. } = &mut *table;
+        for (name, total) in &remote {
+            let delta = total - seen.get(name).copied().unwrap_or(0.0);
+            if delta <= 0.0 {
+                continue;
+            }
+            let Some((scope, what, key)) = parse_shared_key(name) else {
+                continue;
+            };
+            let limit = match scope {
+                Scope::Client => limits.client,
+                Scope::User => limits.user,
+                Scope::SenderDomain => limits.sender_domain,
+            };
+            let Some(limit) = limit else { continue };
+            let Some(n) = (match what {
+                What::Messages => limit.messages,
+                What::Recipients => limit.recipients,
+            }) else {
+                continue;
+            };
+            let k = (scope, what, key);
+            if !buckets.contains_key(&k) && buckets.len() >= MAX_KEYS {
+                continue;
+            }
+            let old = buckets.get(&k).copied();
+            let level = old.map_or(f64::from(n), |b| b.level(n, limit.window, now));
+            buckets.insert(
+                k,
+                Bucket {
+                    tokens: level - delta,
+                    at: now,
+                    taken: old.map_or(0.0, |b| b.taken),
+                    slot: old.map_or(0, |b| b.slot),
+                    slot_base: old.map_or(0.0, |b| b.slot_base),
+                },
+            );
+        }
+        let mut remote = remote;
         if remote.len() > MAX_KEYS {
             remote = remote.into_iter().take(MAX_KEYS).collect();
         }
-        self.table
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remote = remote;
+        *seen = remote;
     }
 }
 
@@ -346,28 +422,47 @@ mod tests {
     }
 
     #[test]
-    fn what_other_nodes_used_is_taken_off() {
+    fn what_other_nodes_took_is_taken_off_and_refilled_once() {
         let limit = Limit {
-            messages: Some(5),
+            messages: Some(6),
             recipients: None,
             window: Duration::from_secs(3600),
         };
         let (a, b) = (limiter(Some(limit), None), limiter(Some(limit), None));
         let t = Instant::now();
+        let unix = 1_800_000_000;
         let s = sender("192.0.2.1", None);
+        let share = |from: &RateLimiter, to: &RateLimiter, unix: u64| {
+            to.set_remote(from.snapshot(unix).into_iter().collect(), t);
+        };
+        // b hears of a's slot: all of it counts.
+        assert_eq!(a.message(&s, t), Ok(()));
+        share(&a, &b, unix);
         for _ in 0..3 {
             assert_eq!(a.message(&s, t), Ok(()));
         }
-        let used: HashMap<String, f64> = a.snapshot(t).into_iter().collect();
-        assert_eq!(used.values().copied().map(f64::round).sum::<f64>(), 3.0);
-        b.set_remote(used);
-        assert_eq!(b.message(&s, t), Ok(()));
-        assert_eq!(b.message(&s, t), Ok(()));
-        assert_eq!(b.message(&s, t), Err(Scope::Client), "3 there, 2 here");
+        share(&a, &b, unix + 1);
+        // 4 taken on a: b has 2 left.
+        for _ in 0..2 {
+            assert_eq!(b.message(&s, t), Ok(()));
+        }
+        assert_eq!(b.message(&s, t), Err(Scope::Client));
         assert_eq!(
             b.message(&sender("192.0.2.2", None), t),
             Ok(()),
             "others apart"
+        );
+        // Nothing new: nothing more taken off. Refilled once, at the
+        // limit's rate: in 10 minutes, one more message on b (6 an hour).
+        share(&a, &b, unix + 2);
+        let later = t + Duration::from_secs(600);
+        assert_eq!(b.message(&s, later), Ok(()));
+        assert_eq!(b.message(&s, later), Err(Scope::Client));
+        // A new slot: a's counts start again from what it takes in it.
+        let next = unix + 3600;
+        assert!(
+            a.snapshot(next).is_empty(),
+            "nothing taken in the new slot yet"
         );
     }
 

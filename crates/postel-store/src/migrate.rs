@@ -3,7 +3,8 @@
 //! content, recipients, queue rows and webhook rows, and every user, is
 //! copied in batches; a message already there (an earlier run cut short)
 //! is left as it is. Then both sides are read back and compared: counts,
-//! and one SHA-256 digest over everything each holds.
+//! and one digest over everything each holds (the sum of each message's
+//! SHA-256, so that each side is read in its own order).
 
 use crate::{PgStore, SqliteStore, StoreError, Summary, WebhookEntry};
 
@@ -58,7 +59,8 @@ pub struct Report {
     pub webhook_rows: u64,
     /// Users.
     pub users: u64,
-    /// The digest of everything, hex, the same on both sides.
+    /// The digest of everything, hex, the same on both sides: the sum of
+    /// every message's SHA-256 (and the users'), in four 64-bit lanes.
     pub digest: String,
 }
 
@@ -82,9 +84,30 @@ fn field(text: &mut String, value: Option<&str>) {
     }
 }
 
-/// Adds one message to a running digest, in a form that does not depend on
-/// which store it came from.
-fn digest_message(ctx: &mut ring::digest::Context, m: &Exported) {
+/// A digest of many messages that does not depend on their order: the sum
+/// of their SHA-256s, as four 64-bit lanes. Each side reads in its own
+/// order (SQLite by id, PostgreSQL by its sequence).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Sum([u64; 4]);
+
+impl Sum {
+    fn add(&mut self, d: ring::digest::Digest) {
+        for (lane, chunk) in self.0.iter_mut().zip(d.as_ref().chunks_exact(8)) {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(chunk);
+            *lane = lane.wrapping_add(u64::from_be_bytes(b));
+        }
+    }
+
+    fn hex(&self) -> String {
+        self.0.iter().map(|l| format!("{l:016x}")).collect()
+    }
+}
+
+/// One message's digest, in a form that does not depend on which store it
+/// came from.
+fn digest_message(m: &Exported) -> ring::digest::Digest {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     let e = &m.summary.envelope;
     let mut text = String::new();
     let numbers = format!(
@@ -133,9 +156,11 @@ fn digest_message(ctx: &mut ring::digest::Context, m: &Exported) {
     ctx.update(text.as_bytes());
     ctx.update(&(m.raw.len() as u64).to_be_bytes());
     ctx.update(&m.raw);
+    ctx.finish()
 }
 
-fn digest_users(ctx: &mut ring::digest::Context, users: &[ExportedUser]) {
+fn digest_users(users: &[ExportedUser]) -> ring::digest::Digest {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     let mut text = String::new();
     for (name, hash, created, scram, addresses) in users {
         field(&mut text, Some(name));
@@ -145,6 +170,7 @@ fn digest_users(ctx: &mut ring::digest::Context, users: &[ExportedUser]) {
         field(&mut text, Some(&addresses.join(" ")));
     }
     ctx.update(text.as_bytes());
+    ctx.finish()
 }
 
 /// Moves everything in `src` into `dst`, then checks both by count and
@@ -160,7 +186,7 @@ pub async fn sqlite_to_pg(
     mut progress: impl FnMut(u64),
 ) -> Result<Report, StoreError> {
     let mut report = Report::default();
-    let mut src_digest = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut src_digest = Sum::default();
     let mut after = String::new();
     loop {
         let s = src.clone();
@@ -171,7 +197,7 @@ pub async fn sqlite_to_pg(
         let Some(last) = batch.last() else { break };
         after.clone_from(&last.summary.id);
         for m in &batch {
-            digest_message(&mut src_digest, m);
+            src_digest.add(digest_message(m));
             report.messages += 1;
             report.queue_rows += m.queue.len() as u64;
             report.webhook_rows += m.webhooks.len() as u64;
@@ -184,24 +210,25 @@ pub async fn sqlite_to_pg(
         .await
         .map_err(|e| StoreError::Task(e.to_string()))??;
     report.users = users.len() as u64;
-    digest_users(&mut src_digest, &users);
+    src_digest.add(digest_users(&users));
     dst.import_users(&users).await?;
-    // Read back what the database holds, in the same order (by id, which
-    // is arrival order on both sides), and compare.
-    let mut dst_digest = ring::digest::Context::new(&ring::digest::SHA256);
+    // Read back what the database holds, in its own order, and compare.
+    let mut dst_digest = Sum::default();
     let mut found = 0u64;
-    let mut after_id = String::new();
+    let mut after_seq = 0i64;
     loop {
-        let batch = dst.export_messages(&after_id, BATCH).await?;
-        let Some(last) = batch.last() else { break };
-        after_id.clone_from(&last.summary.id);
+        let (batch, last) = dst.export_messages(after_seq, BATCH).await?;
+        if batch.is_empty() {
+            break;
+        }
+        after_seq = last;
         for m in &batch {
-            digest_message(&mut dst_digest, m);
+            dst_digest.add(digest_message(m));
             found += 1;
         }
     }
-    digest_users(&mut dst_digest, &dst.export_users().await?);
-    let (a, b) = (hex(src_digest.finish()), hex(dst_digest.finish()));
+    dst_digest.add(digest_users(&dst.export_users().await?));
+    let (a, b) = (src_digest.hex(), dst_digest.hex());
     if found != report.messages || a != b {
         return Err(StoreError::Schema(format!(
             "the copy differs: {} messages in SQLite, {found} in PostgreSQL; digests {a} and {b} (was the database in use by a server? run again on an idle one)",
@@ -210,8 +237,4 @@ pub async fn sqlite_to_pg(
     }
     report.digest = a;
     Ok(report)
-}
-
-fn hex(d: ring::digest::Digest) -> String {
-    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }

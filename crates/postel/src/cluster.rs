@@ -30,9 +30,12 @@ pub(crate) fn start(
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(SHARE_EVERY).await;
-                let mine = rate.snapshot(Instant::now());
+                let unix = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let mine = rate.snapshot(unix);
                 match pg.share_usage(&mine).await {
-                    Ok(theirs) => rate.set_remote(theirs),
+                    Ok(theirs) => rate.set_remote(theirs, Instant::now()),
                     Err(e) => tracing::debug!(error = %e, "cannot share rate counters"),
                 }
             }
@@ -56,7 +59,12 @@ pub(crate) fn start(
                         .filter_map(|(k, n)| Some((k.parse().ok()?, n)))
                         .collect(),
                 ),
-                Err(e) => tracing::debug!(error = %e, "cannot share failed logins"),
+                Err(e) => {
+                    // What the others said goes stale: each node counts
+                    // alone until the database answers again.
+                    auth.lockout().set_remote(std::collections::HashMap::new());
+                    tracing::debug!(error = %e, "cannot share failed logins");
+                }
             }
         }
     });

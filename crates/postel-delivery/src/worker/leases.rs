@@ -65,8 +65,11 @@ impl<S: Store + Clone> Worker<S> {
     pub(super) async fn share_sessions(&self) {
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
+            // Domains and the smarthost: a Maildir or LMTP target is each
+            // node's own.
             let mine: Vec<(String, u32)> = Self::lock(&self.per_destination)
                 .iter()
+                .filter(|(d, _)| !d.contains(':'))
                 .map(|(d, n)| (d.clone(), u32::try_from(*n).unwrap_or(u32::MAX)))
                 .collect();
             match self.store.share_sessions(&mine).await {
@@ -74,7 +77,12 @@ impl<S: Store + Clone> Worker<S> {
                     *Self::lock(&self.elsewhere) =
                         theirs.into_iter().map(|(d, n)| (d, n as usize)).collect();
                 }
-                Err(e) => tracing::debug!(error = %e, "cannot share delivery sessions"),
+                Err(e) => {
+                    // Stale: each node counts alone until the database
+                    // answers again.
+                    Self::lock(&self.elsewhere).clear();
+                    tracing::debug!(error = %e, "cannot share delivery sessions");
+                }
             }
         }
     }

@@ -22,8 +22,10 @@ const FRESH: i64 = 10;
 
 impl PgStore {
     /// Replaces this node's rows of `table` with `keys`, `values` (an
-    /// array of `cast`) and `at`, drops every row from before `stale`,
-    /// and returns the other nodes' values from `fresh` on, summed per key.
+    /// array of `cast`) and their `ages` (seconds before now), drops every
+    /// row older than `stale` seconds, and returns the other nodes' values
+    /// no older than `fresh`, summed per key. Times are the database's
+    /// clock, so that the nodes' clocks need not agree.
     #[allow(clippy::too_many_arguments)]
     async fn share(
         &self,
@@ -31,14 +33,15 @@ impl PgStore {
         cast: &str,
         keys: &[String],
         values: &(dyn ToSql + Sync),
-        at: &[i64],
+        ages: &[i64],
         stale: i64,
         fresh: i64,
     ) -> Result<HashMap<String, f64>, StoreError> {
-        let mut client = get(&self.pool).await?;
+        let mut client = get(&self.share_pool).await?;
         let tx = client.transaction().await?;
+        let now = "extract(epoch from now())::int8";
         tx.execute(
-            &format!("DELETE FROM {table} WHERE node = $1 OR at < $2"),
+            &format!("DELETE FROM {table} WHERE node = $1 OR at < {now} - $2"),
             &[&self.node, &stale],
         )
         .await?;
@@ -46,16 +49,17 @@ impl PgStore {
             tx.execute(
                 &format!(
                     "INSERT INTO {table} (key, node, value, at)
-                     SELECT k, $1, v, a FROM unnest($2::text[], $3::{cast}[], $4::int8[]) AS t (k, v, a)"
+                     SELECT k, $1, v, {now} - a
+                     FROM unnest($2::text[], $3::{cast}[], $4::int8[]) AS t (k, v, a)"
                 ),
-                &[&self.node, &keys, values, &at],
+                &[&self.node, &keys, values, &ages],
             )
             .await?;
         }
         let rows = tx
             .query(
                 &format!(
-                    "SELECT key, sum(value)::float8 FROM {table} WHERE node <> $1 AND at >= $2
+                    "SELECT key, sum(value)::float8 FROM {table} WHERE node <> $1 AND at >= {now} - $2
                      GROUP BY key ORDER BY 2 DESC LIMIT $3"
                 ),
                 &[&self.node, &fresh, &MAX_KEYS],
@@ -76,19 +80,18 @@ impl PgStore {
         mine: &[(String, u32, i64)],
         window: i64,
     ) -> Result<HashMap<String, u32>, StoreError> {
-        let now = unix_now();
         let keys: Vec<String> = mine.iter().map(|(k, _, _)| text(k).into_owned()).collect();
         let counts: Vec<i32> = mine.iter().map(|(_, n, _)| count(*n)).collect();
-        let since: Vec<i64> = mine.iter().map(|(_, _, age)| now - age).collect();
+        let ages: Vec<i64> = mine.iter().map(|(_, _, age)| *age).collect();
         let theirs = self
             .share(
                 "auth_failures",
                 "int4",
                 &keys,
                 &counts,
-                &since,
-                now - window,
-                now - window,
+                &ages,
+                window,
+                window,
             )
             .await?;
         Ok(whole(theirs))
@@ -103,27 +106,27 @@ impl PgStore {
         &self,
         mine: &[(String, u32)],
     ) -> Result<HashMap<String, u32>, StoreError> {
-        let now = unix_now();
         let keys: Vec<String> = mine.iter().map(|(d, _)| text(d).into_owned()).collect();
         let counts: Vec<i32> = mine.iter().map(|(_, n)| count(*n)).collect();
-        let at = vec![now; keys.len()];
+        let now = vec![0; keys.len()];
         let theirs = self
             .share(
                 "delivery_sessions",
                 "int4",
                 &keys,
                 &counts,
-                &at,
-                now - 10 * FRESH,
-                now - FRESH,
+                &now,
+                10 * FRESH,
+                FRESH,
             )
             .await?;
         Ok(whole(theirs))
     }
 
-    /// Rate counters: replaces this node's usage with `mine` (a counter's
-    /// name, and what was used of it), and returns the other nodes' fresh
-    /// usage, summed per counter.
+    /// Rate counters: replaces this node's counts with `mine` (a counter's
+    /// name, and how much this node's senders took of it since its counter
+    /// was made), and returns the other nodes' fresh counts, summed per
+    /// counter.
     ///
     /// # Errors
     /// When the database cannot be reached.
@@ -131,18 +134,17 @@ impl PgStore {
         &self,
         mine: &[(String, f64)],
     ) -> Result<HashMap<String, f64>, StoreError> {
-        let now = unix_now();
         let keys: Vec<String> = mine.iter().map(|(k, _)| text(k).into_owned()).collect();
         let used: Vec<f64> = mine.iter().map(|(_, u)| *u).collect();
-        let at = vec![now; keys.len()];
+        let now = vec![0; keys.len()];
         self.share(
             "rate_usage",
             "float8",
             &keys,
             &used,
-            &at,
-            now - 10 * FRESH,
-            now - FRESH,
+            &now,
+            10 * FRESH,
+            FRESH,
         )
         .await
     }

@@ -81,6 +81,9 @@ pub struct PgOptions {
 /// The store on PostgreSQL.
 pub struct PgStore {
     pool: Pool,
+    /// The counts shared with the other nodes every second go through
+    /// their own connection, never waiting behind intake's readers.
+    share_pool: Pool,
     node: String,
     /// This run's number, from a sequence: the tail of every id it mints.
     tag: u16,
@@ -170,6 +173,16 @@ impl PgStore {
             ),
             1,
         )?;
+        let share_pool = new_pool(
+            Manager::from_config(
+                cfg.clone(),
+                tokio_postgres::NoTls,
+                ManagerConfig {
+                    recycling_method: RecyclingMethod::Fast,
+                },
+            ),
+            1,
+        )?;
         let tag = {
             let mut client = get(&pool).await?;
             schema::check_encoding(&client).await?;
@@ -215,6 +228,7 @@ impl PgStore {
         let _ = tokio::time::timeout(CONNECT_WAIT, listening).await;
         Ok(PgStore {
             pool,
+            share_pool,
             node: opts.node,
             tag,
             spool: opts.spool_dir,

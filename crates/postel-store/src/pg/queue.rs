@@ -34,27 +34,36 @@ impl PgStore {
         // (on every node) fill their share are left out in the query.
         let limit = i64::try_from(c.limit).unwrap_or(i64::MAX);
         let per = i64::try_from(c.per_domain).unwrap_or(i64::MAX);
+        // How many due rows are looked at: bounded, so that a claim costs
+        // the same however long the backlog (full domains are left out
+        // before the bound, so they never fill it).
+        let scan = limit.saturating_mul(4).min(8192);
         let candidates = tx
             .query(
                 &format!(
                     "WITH busy AS (
                          SELECT domain, count(*) AS n FROM queue
                          WHERE leased_until > $1 AND state IN {WAITING} GROUP BY domain
-                     ), due AS (
-                         SELECT q.message_seq, q.position, q.domain, q.next_attempt,
-                                row_number() OVER (PARTITION BY q.domain
-                                    ORDER BY q.next_attempt, q.message_seq, q.position) AS rn,
-                                coalesce(b.n, 0) AS busy
-                         FROM queue q LEFT JOIN busy b ON b.domain = q.domain
+                     ), looked AS (
+                         SELECT q.message_seq, q.position, q.domain, q.next_attempt
+                         FROM queue q
                          WHERE q.state IN {WAITING} AND q.next_attempt <= $1
                            AND (q.leased_until IS NULL OR q.leased_until <= $1)
                            AND ($2::text IS NULL OR q.domain = $2)
                            AND NOT (q.domain = ANY($3))
+                           AND q.domain NOT IN (SELECT domain FROM busy WHERE n >= $4)
+                         ORDER BY q.next_attempt, q.message_seq, q.position
+                         LIMIT $6
+                     ), due AS (
+                         SELECT w.*, row_number() OVER (PARTITION BY w.domain
+                                    ORDER BY w.next_attempt, w.message_seq, w.position) AS rn,
+                                coalesce(b.n, 0) AS busy
+                         FROM looked w LEFT JOIN busy b ON b.domain = w.domain
                      )
                      SELECT message_seq, position FROM due WHERE rn + busy <= $4
                      ORDER BY next_attempt, message_seq, position LIMIT $5"
                 ),
-                &[&c.now, &c.only, &c.skip, &per, &limit],
+                &[&c.now, &c.only, &c.skip, &per, &limit, &scan],
             )
             .await?;
         let seqs: Vec<i64> = candidates.iter().map(|r| r.get(0)).collect();
@@ -118,13 +127,22 @@ impl PgStore {
         let positions: Vec<i32> = rows.iter().map(|u| pos(u.position)).collect();
         let tokens: Vec<i64> = rows.iter().map(|u| u.lease_token).collect();
         let client = get(&self.pool).await?;
+        // Rows an outcome is being written to are skipped, never waited
+        // for: the outcome ends their lease anyway.
         Ok(client
             .execute(
-                "UPDATE queue q SET leased_until = $1
-                 FROM messages m, unnest($2::text[], $3::int4[], $4::int8[]) AS k (id, p, t)
-                 WHERE m.id = k.id AND q.message_seq = m.seq AND q.position = k.p
-                   AND q.lease_owner = $5 AND q.lease_token = k.t
-                   AND q.leased_until IS NOT NULL",
+                "WITH l AS (
+                     SELECT q.message_seq, q.position FROM queue q
+                     JOIN messages m ON m.seq = q.message_seq
+                     JOIN unnest($2::text[], $3::int4[], $4::int8[]) AS k (id, p, t)
+                       ON m.id = k.id AND q.position = k.p
+                     WHERE q.lease_owner = $5 AND q.lease_token = k.t
+                       AND q.leased_until IS NOT NULL
+                     ORDER BY q.message_seq, q.position
+                     FOR UPDATE OF q SKIP LOCKED
+                 )
+                 UPDATE queue q SET leased_until = $1 FROM l
+                 WHERE q.message_seq = l.message_seq AND q.position = l.position",
                 &[&until, &ids, &positions, &tokens, &self.node],
             )
             .await?)
@@ -175,6 +193,9 @@ impl PgStore {
         let mut client = get(&self.pool).await?;
         let txn = client.transaction().await?;
         let tx = &txn;
+        // Rows in one order everywhere: by message, then position.
+        let mut updates: Vec<&QueueUpdate> = updates.iter().collect();
+        updates.sort_by(|a, b| (&a.id, a.position).cmp(&(&b.id, b.position)));
         let ids: Vec<&str> = updates.iter().map(|u| u.id.as_str()).collect();
         tx.execute(
             "SELECT 1 FROM messages WHERE id = ANY($1) ORDER BY seq FOR UPDATE",
@@ -261,14 +282,20 @@ impl PgStore {
     ) -> Result<u64, StoreError> {
         let mut client = get(&self.pool).await?;
         let tx = client.transaction().await?;
-        let scope = "($1::text IS NULL OR message_seq = (SELECT seq FROM messages WHERE id = $1))";
-        tx.execute(
-            "SELECT 1 FROM messages m WHERE ($1::text IS NULL OR m.id = $1)
-               AND EXISTS (SELECT 1 FROM queue q WHERE q.message_seq = m.seq)
-             ORDER BY m.seq FOR UPDATE",
-            &[&id],
-        )
-        .await?;
+        // The messages first (as an outcome does), and only those: a
+        // message committed meanwhile is left alone.
+        let locked: Vec<i64> = tx
+            .query(
+                "SELECT m.seq FROM messages m WHERE ($1::text IS NULL OR m.id = $1)
+                   AND EXISTS (SELECT 1 FROM queue q WHERE q.message_seq = m.seq)
+                 ORDER BY m.seq FOR UPDATE",
+                &[&id],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let scope = "message_seq = ANY($1)";
         let sql = match action {
             QueueAction::Retry => format!(
                 "UPDATE queue SET state = CASE state WHEN 'held' THEN 'queued' ELSE state END,
@@ -291,18 +318,9 @@ impl PgStore {
                  WHERE state IN ('queued', 'deferred', 'held') AND {scope}"
             ),
         };
-        let n = tx.execute(&sql, &[&id, &now]).await?;
+        let n = tx.execute(&sql, &[&locked, &now]).await?;
         if action == QueueAction::Delete {
-            let seqs: Vec<i64> = tx
-                .query(
-                    &format!("SELECT DISTINCT message_seq FROM queue WHERE {scope}"),
-                    &[&id],
-                )
-                .await?
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
-            finish_done(&tx, &seqs).await?;
+            finish_done(&tx, &locked).await?;
         }
         tx.commit().await?;
         if action != QueueAction::Hold {

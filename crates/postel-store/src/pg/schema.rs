@@ -157,8 +157,9 @@ CREATE TABLE dkim_keys (
 );
 -- What every node has in flight, per domain, is counted at each claim.
 CREATE INDEX queue_leased ON queue (domain, leased_until) WHERE leased_until IS NOT NULL;
--- store migrate reads and compares in bytewise id order.
-CREATE INDEX messages_id_bytes ON messages (id COLLATE \"C\");
+-- Claims for one destination (a session asking for more).
+CREATE INDEX queue_due_domain ON queue (domain, next_attempt)
+    WHERE state IN ('queued', 'deferred');
 ",
     ),
 ];
@@ -166,6 +167,9 @@ CREATE INDEX messages_id_bytes ON messages (id COLLATE \"C\");
 /// Brings the database up to [`SCHEMA_VERSION`], or refuses it.
 pub(super) async fn migrate(client: &mut deadpool_postgres::Object) -> Result<(), StoreError> {
     let tx = client.transaction().await?;
+    // A migration may build an index on a large table, and a node may wait
+    // here for another's: no statement limit in this transaction.
+    tx.batch_execute("SET LOCAL statement_timeout = 0").await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATE_LOCK])
         .await?;
     let (version, compatible) = read_version(&tx).await?;

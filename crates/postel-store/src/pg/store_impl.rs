@@ -277,7 +277,10 @@ impl PgStore {
         let mut client = get(&self.pool).await?;
         let tx = client.transaction().await?;
         let seqs: Vec<i64> = tx
-            .query("SELECT seq FROM messages WHERE local FOR UPDATE", &[])
+            .query(
+                "SELECT seq FROM messages WHERE local ORDER BY seq FOR UPDATE",
+                &[],
+            )
             .await?
             .iter()
             .map(|r| r.get(0))

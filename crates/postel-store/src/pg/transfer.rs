@@ -66,23 +66,24 @@ impl PgStore {
         Ok(())
     }
 
-    /// Up to `limit` messages whose ids sort after `after` (bytewise), in
-    /// that order, each whole, with its queue and webhook rows.
+    /// Up to `limit` messages stored after the one numbered `after` (0: from
+    /// the first), in that order, each whole, with its queue and webhook
+    /// rows; and the number of the last.
     ///
     /// # Errors
     /// When the database cannot be read.
     pub async fn export_messages(
         &self,
-        after: &str,
+        after: i64,
         limit: usize,
-    ) -> Result<Vec<Exported>, StoreError> {
+    ) -> Result<(Vec<Exported>, i64), StoreError> {
         let client = get(&self.pool).await?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = client
             .query(
                 &format!(
                     "SELECT {SUMMARY}, m.raw, m.apart, m.local FROM messages m
-                     WHERE m.id COLLATE \"C\" > $1 ORDER BY m.id COLLATE \"C\" LIMIT $2"
+                     WHERE m.seq > $1 ORDER BY m.seq LIMIT $2"
                 ),
                 &[&after, &limit],
             )
@@ -98,9 +99,11 @@ impl PgStore {
             .count()
             .max(1);
         let rows = &rows[..n.min(rows.len())];
+        let last = rows.last().map_or(after, |r| r.get::<_, i64>(0));
         // Each message's rows asked for at once (pipelined).
         let client = &client;
-        try_join_all(rows.iter().map(|row| complete(client, row))).await
+        let batch = try_join_all(rows.iter().map(|row| complete(client, row))).await?;
+        Ok((batch, last))
     }
 
     /// Every user, by name (bytewise), with its addresses.

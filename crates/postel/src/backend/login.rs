@@ -57,7 +57,13 @@ impl<S: Store> PostelSession<S> {
                 .await
                 .map(|()| String::new());
         }
-        let mut keys = inner.auth.scram_keys(username).await;
+        let Some(mut keys) = inner.auth.scram_keys(username).await else {
+            warn!(
+                session = self.meta.session_id,
+                "AUTH not tried: the accounts cannot be read"
+            );
+            return Err(reply::auth_busy());
+        };
         if !authzid.is_empty() && authzid != username {
             // Fails at the proof, with a failure's slot and delay.
             keys.stored_key = [0; 32];

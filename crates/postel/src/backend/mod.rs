@@ -72,6 +72,10 @@ impl<U: Users> UserHashes for StoreUsers<U> {
         self.0.user_hash(user).map_err(|e| e.to_string())
     }
 
+    fn try_user_scram(&self, user: &str) -> Result<Option<String>, String> {
+        self.0.user_scram(user).map_err(|e| e.to_string())
+    }
+
     fn user_scram(&self, user: &str) -> Option<String> {
         self.0.user_scram(user).ok().flatten()
     }

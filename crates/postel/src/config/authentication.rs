@@ -181,16 +181,16 @@ pub(crate) fn signer(
     for e in entries {
         keys.push(postel_auth::Key::load(&e.domain, &e.selector, &e.key)?);
     }
-    // Keys in a shared store (domain, selector, PEM): every node's.
+    // Keys in a shared store (domain, selector, PEM): every node's. One
+    // this node cannot read (damaged, or of a newer kind) is left out
+    // with a warning: the others still sign, and the node still starts.
     for (domain, selector, pem) in stored {
         let origin =
             std::path::PathBuf::from(format!("the database's key {selector}._domainkey.{domain}"));
-        keys.push(postel_auth::Key::from_pem(
-            domain,
-            selector,
-            pem.as_bytes(),
-            &origin,
-        )?);
+        match postel_auth::Key::from_pem(domain, selector, pem.as_bytes(), &origin) {
+            Ok(k) => keys.push(k),
+            Err(e) => tracing::warn!(error = %e, "a DKIM key in the database is not used"),
+        }
     }
     Ok(postel_auth::Signer::new(keys))
 }
