@@ -507,3 +507,85 @@ fn dkim_keys_in_the_database_sign_on_every_node() {
         );
     }
 }
+
+#[test]
+fn the_web_inbox_of_any_node_shows_every_nodes_mail_live() {
+    let url = database("inbox");
+    let start = |node: &str| Server::start(&store_section(&url, node), &["--web", "127.0.0.1:0"]);
+    let (a, b) = (start("a"), start("b"));
+    let (web_a, web_b) = (a.addrs["web"], b.addrs["web"]);
+    let mut on_a = crate::web::Events::open(web_a);
+    let mut on_b = crate::web::Events::open(web_b);
+    // Mail taken by b shows on a, live and in the list.
+    let mut c = b.connect();
+    c.greet();
+    let id = c.mail("x@y.test", &["z@w.test"], b"Subject: via b\r\n\r\nhi\r\n");
+    let (event, data) = on_a.next();
+    assert_eq!(event, "message");
+    assert!(data.contains(&id) && data.contains("via b"), "{data}");
+    let list = crate::support::http("GET", web_a, "/api/v1/messages", &[]).json();
+    assert_eq!(list["messages"][0]["id"], id.as_str());
+    // b heard of its own message the same way.
+    assert_eq!(on_b.next().0, "message");
+    // Deleted on a: gone from b, which hears of it.
+    let gone = crate::support::http("DELETE", web_a, &format!("/api/v1/messages/{id}"), &[]);
+    assert_eq!(gone.status, 204);
+    assert_eq!(
+        on_b.next(),
+        ("deleted".into(), format!("{{\"id\":\"{id}\"}}"))
+    );
+    let list = crate::support::http("GET", web_b, "/api/v1/messages", &[]).json();
+    assert_eq!(list["total"], 0);
+}
+
+#[test]
+fn a_commit_cut_off_during_commit_gets_451_and_the_node_goes_on() {
+    let url = database("cutoff");
+    let node = Server::start(&store_section(&url, "a"), &[]);
+    // COMMIT of a message whose subject is "slow" takes 3 seconds (a
+    // deferred trigger): long enough to cut the connection in the middle.
+    let server = testing::shared();
+    server
+        .psql(
+            "cutoff",
+            "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN IF NEW.subject = 'slow' THEN PERFORM pg_sleep(3); END IF; RETURN NULL; END $$;
+             CREATE CONSTRAINT TRIGGER slow AFTER INSERT ON messages
+             DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow();",
+        )
+        .expect("trigger");
+    let addr = node.addr;
+    let sender = std::thread::spawn(move || {
+        let mut c = crate::support::Client::connect(addr);
+        c.greet();
+        c.cmd("MAIL FROM:<a@x.test>", "250 2.1.0 Sender OK");
+        c.cmd("RCPT TO:<b@y.test>", "250 2.1.5 Recipient OK");
+        c.cmd("DATA", "354 End data with <CR><LF>.<CR><LF>");
+        c.send("Subject: slow\r\n\r\nhi\r\n.\r\n");
+        c.reply()
+    });
+    // The writer's backend, in its COMMIT: cut off.
+    wait_for(10, "the slow COMMIT", || {
+        server
+            .psql(
+                "cutoff",
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = 'cutoff' AND query = 'COMMIT' AND state = 'active'",
+            )
+            .is_ok_and(|n| n == "1")
+    });
+    server
+        .psql(
+            "cutoff",
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'cutoff' AND query = 'COMMIT' AND state = 'active'",
+        )
+        .expect("terminate");
+    let reply = sender.join().expect("sender");
+    assert!(
+        reply.starts_with("451 4.3.0"),
+        "an unknown outcome is never a 250: {reply}"
+    );
+    // The node goes on: the next message is stored.
+    let mut c = node.connect();
+    c.greet();
+    c.mail("a@x.test", &["b@y.test"], b"Subject: fast\r\n\r\nhi\r\n");
+}

@@ -176,12 +176,12 @@ fn api_lists_filters_shows_and_deletes() {
 }
 
 /// Reads server-sent events from a raw HTTP connection: (event, data).
-struct Events {
+pub(crate) struct Events {
     reader: BufReader<TcpStream>,
 }
 
 impl Events {
-    fn open(web: SocketAddr) -> Events {
+    pub(crate) fn open(web: SocketAddr) -> Events {
         let mut s = TcpStream::connect(web).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(10)))
             .expect("timeout");
@@ -205,7 +205,7 @@ impl Events {
     }
 
     /// The next event; skips chunk sizes and keep-alive comments.
-    fn next(&mut self) -> (String, String) {
+    pub(crate) fn next(&mut self) -> (String, String) {
         let (mut event, mut data) = (String::new(), String::new());
         loop {
             let mut line = String::new();
