@@ -83,7 +83,15 @@ pub(crate) fn serve(cfg: Config) -> anyhow::Result<()> {
                 postel_policy::PasswordPool::for_this_machine(),
             )
             .map_err(|e| anyhow::anyhow!("cannot prepare password checks: {e}"))?
-            .with_decoy_secret(backend::decoy_secret(&cfg.data_dir)?),
+            .with_decoy_secret(match &store {
+                // The same on every node, so that an unknown user's decoy
+                // salt does not differ from node to node.
+                AnyStore::Postgres(pg) => pg
+                    .shared_secret("scram-decoy")
+                    .await
+                    .context("cannot read the SCRAM decoy secret")?,
+                AnyStore::Sqlite(_) => backend::decoy_secret(&cfg.data_dir)?,
+            }),
         );
         let wake = Arc::new(tokio::sync::Notify::new());
         let webhook_wake = Arc::new(tokio::sync::Notify::new());

@@ -146,6 +146,12 @@ CREATE TABLE rate_usage (
     at    bigint NOT NULL,
     PRIMARY KEY (key, node)
 );
+-- Secrets every node uses alike (the SCRAM decoy secret), made by the
+-- first node that needs one.
+CREATE TABLE postel_secrets (
+    name  text PRIMARY KEY,
+    value bytea NOT NULL
+);
 -- DKIM signing keys every node signs with (postel dkim generate).
 CREATE TABLE dkim_keys (
     domain     text NOT NULL,

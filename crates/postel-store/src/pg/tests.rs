@@ -372,3 +372,18 @@ async fn rate_usage_is_shared_and_each_node_replaces_its_own() {
     let seen = a.share_usage(&[]).await.expect("a again");
     assert_eq!(seen.get("Client Messages 192.0.2.1"), Some(&1.0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_secret_is_made_once_and_the_same_for_every_node() {
+    let a = pg_store("secrets", "a").await;
+    let b = pg_store("secrets", "b").await;
+    let (sa, sb) = tokio::join!(
+        a.shared_secret("scram-decoy"),
+        b.shared_secret("scram-decoy")
+    );
+    let (sa, sb) = (sa.expect("a"), sb.expect("b"));
+    assert_eq!(sa, sb);
+    assert_ne!(sa, [0u8; 32]);
+    assert_ne!(sa, a.shared_secret("other").await.expect("other"));
+    assert_eq!(sa, a.shared_secret("scram-decoy").await.expect("again"));
+}

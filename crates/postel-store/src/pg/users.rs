@@ -1,4 +1,5 @@
-//! Accounts for AUTH, and DKIM signing keys, shared by every node. The [`Users`] calls are
+//! Accounts for AUTH, DKIM signing keys and shared secrets, the same for
+//! every node. The [`Users`] calls are
 //! blocking (password checks run on a pool of threads of their own): each
 //! runs on the store's runtime and waits for its answer.
 
@@ -205,5 +206,32 @@ impl PgStore {
             )
             .await?
             == 1)
+    }
+}
+
+impl PgStore {
+    /// The 32-byte secret `name` that every node shares: made (at random)
+    /// by the first node that asks, read by the others.
+    ///
+    /// # Errors
+    /// When the database cannot be reached, or no randomness is had.
+    pub async fn shared_secret(&self, name: &str) -> Result<[u8; 32], StoreError> {
+        let mut fresh = [0u8; 32];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut fresh)
+            .map_err(|_| StoreError::Unreachable("no randomness for a secret".into()))?;
+        let client = get(&self.pool).await?;
+        client
+            .execute(
+                "INSERT INTO postel_secrets (name, value) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[&name, &&fresh[..]],
+            )
+            .await?;
+        let value: Vec<u8> = client
+            .query_one("SELECT value FROM postel_secrets WHERE name = $1", &[&name])
+            .await?
+            .get(0);
+        value
+            .try_into()
+            .map_err(|_| StoreError::Schema(format!("the secret {name} is not 32 octets")))
     }
 }
