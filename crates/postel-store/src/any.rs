@@ -19,14 +19,6 @@ pub enum AnyStore {
     Postgres(Arc<PgStore>),
 }
 
-impl std::fmt::Debug for SqliteStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore")
-            .field("path", &self.path())
-            .finish_non_exhaustive()
-    }
-}
-
 /// Calls the same method on whichever store it is.
 macro_rules! each {
     ($self:ident, $s:ident => $e:expr) => {

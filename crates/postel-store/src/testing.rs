@@ -150,30 +150,25 @@ impl PgServer {
     /// # Panics
     /// When it does not start.
     pub fn resume(&self) {
-        let data = self.dir.join("data");
         let opts = format!(
             "-c listen_addresses=127.0.0.1 -p {} -c unix_socket_directories={} -c max_connections=300 -c fsync=on",
             self.port,
             self.dir.display()
         );
-        let out = run_as_postgres(
-            &self.bin.join("pg_ctl"),
-            &[
-                "-D",
-                data.to_str().expect("path"),
-                "-o",
-                &opts,
-                "-l",
-                self.dir.join("log").to_str().expect("path"),
-                "-w",
-                "-t",
-                "60",
-                "start",
-            ],
-        );
+        let log = self.dir.join("log");
+        let log = log.to_str().expect("path");
+        self.pg_ctl(&["-o", &opts, "-l", log, "-w", "-t", "60", "start"]);
+    }
+
+    /// `pg_ctl -D <data> args...`, which must succeed.
+    fn pg_ctl(&self, args: &[&str]) {
+        let data = self.dir.join("data");
+        let mut all = vec!["-D", data.to_str().expect("path")];
+        all.extend_from_slice(args);
+        let out = run_as_postgres(&self.bin.join("pg_ctl"), &all);
         assert!(
             out.status.success(),
-            "pg_ctl start failed: {}{}",
+            "pg_ctl {args:?} failed: {}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
@@ -182,24 +177,7 @@ impl PgServer {
     /// Stops the server at once (`-m immediate`: as if it crashed; what was
     /// committed survives, as after a power cut).
     pub fn halt(&self) {
-        let data = self.dir.join("data");
-        let out = run_as_postgres(
-            &self.bin.join("pg_ctl"),
-            &[
-                "-D",
-                data.to_str().expect("path"),
-                "-m",
-                "immediate",
-                "-w",
-                "stop",
-            ],
-        );
-        assert!(
-            out.status.success(),
-            "pg_ctl stop failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        self.pg_ctl(&["-m", "immediate", "-w", "stop"]);
     }
 
     /// A new, empty database on this server; its URL.

@@ -28,16 +28,17 @@
 //! - `webhooks`: the webhook outbox;
 //! - `users`: accounts for AUTH (blocking calls, as the trait wants), and
 //!   DKIM keys;
-//! - `lockout`: counts the nodes share (failed logins, delivery sessions);
+//! - `shared`: counts the nodes share (failed logins, delivery sessions,
+//!   rate counters);
 //! - `events`: LISTEN: changes and wake-ups from every node;
 //! - `transfer`: whole messages in and out (`postel store migrate`).
 
 mod blobs;
 mod events;
-mod lockout;
 mod queue;
 mod read;
 mod schema;
+mod shared;
 mod store_impl;
 #[cfg(test)]
 mod tests;
@@ -154,51 +155,23 @@ impl PgStore {
     /// this postel can use.
     pub async fn connect(opts: PgOptions) -> Result<PgStore, StoreError> {
         let cfg = pg_config(&opts.url, &opts.node)?;
-        let manager = Manager::from_config(
-            cfg.clone(),
-            tokio_postgres::NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = new_pool(manager, opts.pool_size.max(2))?;
+        let pool = new_pool(&cfg, opts.pool_size.max(2))?;
         // The writer's own: intake never waits behind readers for one.
-        let writer_pool = new_pool(
-            Manager::from_config(
-                cfg.clone(),
-                tokio_postgres::NoTls,
-                ManagerConfig {
-                    recycling_method: RecyclingMethod::Fast,
-                },
-            ),
-            1,
-        )?;
-        let share_pool = new_pool(
-            Manager::from_config(
-                cfg.clone(),
-                tokio_postgres::NoTls,
-                ManagerConfig {
-                    recycling_method: RecyclingMethod::Fast,
-                },
-            ),
-            1,
-        )?;
+        let writer_pool = new_pool(&cfg, 1)?;
+        let share_pool = new_pool(&cfg, 1)?;
         let tag = {
             let mut client = get(&pool).await?;
             schema::check_encoding(&client).await?;
             if opts.migrate {
                 schema::migrate(&mut client).await?;
-            } else {
-                schema::usable(&client).await?;
-            }
-            if opts.migrate {
                 let n: i64 = client
                     .query_one("SELECT nextval('postel_nodes')", &[])
                     .await?
                     .get(0);
                 (n.rem_euclid(0x1_0000)) as u16
             } else {
-                // A tool mints no ids.
+                // A tool only checks the schema, and mints no ids.
+                schema::usable(&client).await?;
                 0
             }
         };
@@ -305,8 +278,15 @@ impl Drop for PgStore {
     }
 }
 
-/// A pool of up to `size` connections.
-fn new_pool(manager: Manager, size: usize) -> Result<Pool, StoreError> {
+/// A pool of up to `size` connections made with `cfg`.
+fn new_pool(cfg: &tokio_postgres::Config, size: usize) -> Result<Pool, StoreError> {
+    let manager = Manager::from_config(
+        cfg.clone(),
+        tokio_postgres::NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
     Pool::builder(manager)
         .max_size(size)
         .wait_timeout(Some(CONNECT_WAIT))

@@ -5,6 +5,8 @@
 //! for), so that a full notification queue, or a server slow to answer it,
 //! can never fail or hold up an acceptance.
 
+use std::borrow::Cow;
+
 use deadpool_postgres::Object;
 
 use super::*;
@@ -131,11 +133,13 @@ async fn insert_all(
     let mut client_addr = Vec::with_capacity(n);
     let mut helo = Vec::with_capacity(n);
     let mut protocol = Vec::with_capacity(n);
-    let mut tls: Vec<Option<String>> = Vec::with_capacity(n);
-    let mut auth_user: Vec<Option<String>> = Vec::with_capacity(n);
+    // Borrowed from the jobs unless a NUL had to be replaced: intake
+    // copies no text it need not.
+    let mut tls: Vec<Option<Cow<'_, str>>> = Vec::with_capacity(n);
+    let mut auth_user: Vec<Option<Cow<'_, str>>> = Vec::with_capacity(n);
     let mut mail_from = Vec::with_capacity(n);
     let mut mail_params = Vec::with_capacity(n);
-    let mut subject: Vec<Option<String>> = Vec::with_capacity(n);
+    let mut subject: Vec<Option<Cow<'_, str>>> = Vec::with_capacity(n);
     let mut size = Vec::with_capacity(n);
     let mut raw: Vec<&[u8]> = Vec::with_capacity(n);
     let mut apart = Vec::with_capacity(n);
@@ -147,14 +151,14 @@ async fn insert_all(
         let e = &m.envelope;
         ids.push(m.id.as_str());
         received.push(m.received_at);
-        client_addr.push(text(&e.client_addr).into_owned());
-        helo.push(text(&e.helo).into_owned());
-        protocol.push(text(&e.protocol).into_owned());
-        tls.push(e.tls.as_deref().map(|t| text(t).into_owned()));
-        auth_user.push(e.auth_user.as_deref().map(|t| text(t).into_owned()));
-        mail_from.push(text(&e.mail_from).into_owned());
+        client_addr.push(text(&e.client_addr));
+        helo.push(text(&e.helo));
+        protocol.push(text(&e.protocol));
+        tls.push(e.tls.as_deref().map(text));
+        auth_user.push(e.auth_user.as_deref().map(text));
+        mail_from.push(text(&e.mail_from));
         mail_params.push(text(&e.mail_params.join(" ")).into_owned());
-        subject.push(m.subject.as_deref().map(|t| text(t).into_owned()));
+        subject.push(m.subject.as_deref().map(text));
         size.push(i64::try_from(m.raw.len() as u64 + job.apart).unwrap_or(i64::MAX));
         raw.push(&m.raw);
         apart.push(i64::try_from(job.apart).unwrap_or(i64::MAX));
@@ -215,7 +219,7 @@ async fn insert_all(
         for (i, r) in m.envelope.recipients.iter().enumerate() {
             r_seq.push(seq);
             r_pos.push(i32::try_from(i).unwrap_or(i32::MAX));
-            r_addr.push(text(&r.address).into_owned());
+            r_addr.push(text(&r.address));
             r_params.push(text(&r.params.join(" ")).into_owned());
         }
         for position in &m.queue {
@@ -235,7 +239,7 @@ async fn insert_all(
         }
         for hook in &m.webhooks {
             h_seq.push(seq);
-            h_hook.push(text(hook).into_owned());
+            h_hook.push(text(hook));
             h_next.push(m.received_at);
         }
     }
